@@ -1,0 +1,126 @@
+"""Hugging Face-format checkpoints on a Pythia-style schedule, written atomically, plus the run's run.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+from .schedule import pythia_schedule
+
+
+def checkpoint_dirname(step: int) -> str:
+    """``step00001000``: zero-padded so that sorting by name sorts by step."""
+    return f"step{step:08d}"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def full_state_dict(trainer: L.Trainer, module) -> dict | None:
+    """The model's full state dict on rank 0 (None elsewhere), gathering ZeRO-3 shards when needed."""
+    strategy = trainer.strategy
+    model = module.model
+    if getattr(strategy, "zero_stage_3", False):
+        import deepspeed
+
+        state = {}
+        for name, param in model.named_parameters():
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                if trainer.global_rank == 0:
+                    state[name] = param.detach().cpu().clone()
+        for name, buf in model.named_buffers():
+            if trainer.global_rank == 0:
+                state[name] = buf.detach().cpu().clone()
+        return state if trainer.global_rank == 0 else None
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()} if trainer.global_rank == 0 else None
+
+
+class HFCheckpoints(L.Callback):
+    """Save the model in Hugging Face format at steps 0, 1, 2, 4, ... (up to ``log_cap``), every ``every``
+    steps, and at the last step, into ``<run>/checkpoints/stepNNNNNNNN`` (safetensors, config, tokenizer).
+
+    Each directory is written under a temporary name and renamed into place, so a directory that exists is
+    complete. ``GPTNeoXForCausalLM.from_pretrained(dir)`` loads it.
+    """
+
+    def __init__(self, every: int = 1000, log_cap: int | None = 512):
+        if every <= 0:
+            raise ValueError(f"checkpoints.every must be a positive number of steps, got {every}")
+        self.every, self.log_cap = every, log_cap
+        self.steps: set[int] = set()
+        self.last_saved: Path | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            self.steps = set(pythia_schedule(trainer.max_steps, self.every, self.log_cap))
+
+    @staticmethod
+    def directory(trainer) -> Path:
+        return Path(trainer.default_root_dir) / "checkpoints"
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._write_run_json(trainer, pl_module)
+        existing = sorted(self.directory(trainer).glob("step[0-9]*"))
+        self.last_saved = existing[-1] if existing else None
+        if trainer.global_step == 0 and 0 in self.steps:
+            self.save(trainer, pl_module, 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        step = trainer.global_step
+        if step in self.steps and not (self.directory(trainer) / checkpoint_dirname(step)).exists():
+            self.save(trainer, pl_module, step)
+
+    def save(self, trainer, pl_module, step: int) -> None:
+        state = full_state_dict(trainer, pl_module)
+        if trainer.global_rank == 0:
+            self._write(trainer, pl_module, step, state)
+        trainer.strategy.barrier("hf_checkpoint")
+        self.last_saved = self.directory(trainer) / checkpoint_dirname(step)
+
+    @staticmethod
+    def _write(trainer, pl_module, step: int, state: dict) -> None:
+        root = HFCheckpoints.directory(trainer)
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / checkpoint_dirname(step)
+        tmp = root / f".{final.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pl_module.model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        dm = trainer.datamodule
+        if dm is not None and dm.tokenizer is not None:
+            dm.tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "lmdynamics_step.json", {"step": step, "tokens": step * pl_module.tokens_per_step})
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+
+    @rank_zero_only
+    def _write_run_json(self, trainer, pl_module) -> None:
+        root = Path(trainer.default_root_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        dm = trainer.datamodule
+        info = {
+            "run": root.name,
+            "model": pl_module.spec.name,
+            "max_steps": trainer.max_steps,
+            "tokens_per_step": pl_module.tokens_per_step,
+            "seed": getattr(dm, "seed", None),
+            "corpus": getattr(dm, "corpus_description", ""),
+            "corpus_id": getattr(dm, "corpus_id", ""),
+            "num_layers": pl_module.spec.num_layers,
+            "hidden_size": pl_module.spec.hidden_size,
+            "num_heads": pl_module.spec.num_heads,
+            "vocab_size": pl_module.spec.vocab_size,
+            "context_length": pl_module.spec.context_length,
+            "checkpoint_steps": sorted(self.steps),
+        }
+        write_json_atomic(root / "run.json", info)

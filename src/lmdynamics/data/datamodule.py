@@ -1,0 +1,156 @@
+"""LightningDataModule: corpus -> tokenizer -> packed, cached blocks -> deterministic train/validation loaders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from .corpus import BUNDLED, load_corpus
+from .packing import StepBatchSampler, pack, split_documents, tokenize_stream
+from .tokenizer import load_tokenizer, tokenizer_fingerprint
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LMDYNAMICS_CACHE", Path.home() / ".cache" / "lmdynamics"))
+
+
+class TextDataModule(L.LightningDataModule):
+    """Packed language-modelling data.
+
+    Args:
+        source: ``python-docs`` (bundled, default), a local .txt/.jsonl/.parquet file or directory, or a hub
+            dataset name (e.g. ``EleutherAI/pile``; set ``streaming`` and ``max_documents`` for huge ones).
+        tokenizer: a hub name (``EleutherAI/pythia-70m``), a local ``tokenizer.json``, or ``bpe:<vocab>`` to
+            train a byte-level BPE on the training split (cached).
+        context_length: tokens per packed block (the model's sequence length).
+        batch_size: blocks per micro-batch; the global batch is batch_size x accumulate_grad_batches x devices.
+        val_fraction: share of documents held out for validation (chosen by ``seed``).
+        val_blocks: cap on validation blocks used per validation run (None: all).
+        seed: fixes the document split and the batch order.
+    """
+
+    def __init__(
+        self,
+        source: str = BUNDLED,
+        tokenizer: str = "bpe:4096",
+        context_length: int = 128,
+        batch_size: int = 16,
+        val_fraction: float = 0.05,
+        val_blocks: int | None = 64,
+        seed: int = 1234,
+        text_field: str = "text",
+        hub_config: str | None = None,
+        split: str = "train",
+        streaming: bool = False,
+        max_documents: int | None = None,
+        cache_dir: str | None = None,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if context_length <= 1:
+            raise ValueError(f"data.context_length must be at least 2, got {context_length}")
+        if batch_size <= 0:
+            raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+        self.source, self.tokenizer_spec = source, tokenizer
+        self.context_length, self.batch_size = context_length, batch_size
+        self.val_fraction, self.val_blocks, self.seed = val_fraction, val_blocks, seed
+        self.text_field, self.hub_config, self.split = text_field, hub_config, split
+        self.streaming, self.max_documents = streaming, max_documents
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.num_workers = num_workers
+        self.tokenizer = None
+        self.train_blocks: torch.Tensor | None = None
+        self.val_blocks_tensor: torch.Tensor | None = None
+        self.corpus_description = ""
+        self.corpus_id = ""
+
+    # -- preparation -------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Load, tokenise (cached) and pack. Idempotent; called by ``setup`` and by tools that need the data."""
+        if self.train_blocks is not None:
+            return
+        corpus = load_corpus(self.source, text_field=self.text_field, hub_config=self.hub_config,
+                             split=self.split, streaming=self.streaming, max_documents=self.max_documents,
+                             cache_dir=self.cache_dir)
+        self.corpus_description, self.corpus_id = corpus.description, corpus.corpus_id
+        train_docs, val_docs = split_documents(corpus.documents, self.val_fraction, self.seed)
+        self.tokenizer = load_tokenizer(self.tokenizer_spec, documents=train_docs,
+                                        corpus_id=f"{corpus.corpus_id}-{self.seed}-{self.val_fraction}",
+                                        cache_dir=self.cache_dir)
+        eos = self.eos_id
+        key = hashlib.sha256(
+            f"{corpus.corpus_id}|{self.seed}|{self.val_fraction}|{tokenizer_fingerprint(self.tokenizer)}".encode()
+        ).hexdigest()[:20]
+        streams = {}
+        for name, docs in (("train", train_docs), ("val", val_docs)):
+            path = self.cache_dir / "tokens" / f"{key}-{name}.npy"
+            if path.is_file():
+                streams[name] = np.load(path)
+            else:
+                streams[name] = tokenize_stream(docs, self.tokenizer, eos)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+                np.save(tmp, streams[name])
+                os.replace(tmp, path)
+        self.train_blocks = pack(streams["train"], self.context_length)
+        self.val_blocks_tensor = pack(streams["val"], self.context_length)
+        if len(self.val_blocks_tensor) == 0:
+            raise ValueError(f"the validation split has fewer than data.context_length={self.context_length} tokens; raise data.val_fraction or shorten the context")
+        if self.val_blocks is not None:
+            self.val_blocks_tensor = self.val_blocks_tensor[: self.val_blocks]
+
+    @property
+    def eos_id(self) -> int:
+        tok = self.tokenizer
+        eos = tok.eos_token_id if tok.eos_token_id is not None else tok.convert_tokens_to_ids("<|endoftext|>")
+        if eos is None or eos < 0:
+            raise ValueError(f"tokenizer {self.tokenizer_spec!r} has no end-of-text token to separate documents")
+        return int(eos)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids the tokenizer can emit (the model's vocabulary must be at least this)."""
+        return len(self.tokenizer)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    # -- loaders -----------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        accumulate = trainer.accumulate_grad_batches if trainer else 1
+        max_steps = trainer.max_steps if trainer else 1
+        start = trainer.global_step if trainer else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        sampler = StepBatchSampler(len(self.train_blocks), self.batch_size * world, self.seed, max_steps,
+                                   accumulate, start_step=start)
+        return DataLoader(TensorDataset(self.train_blocks), batch_sampler=_RankSlice(sampler, rank, world),
+                          num_workers=self.num_workers, collate_fn=_stack)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.val_blocks_tensor), batch_size=self.batch_size, shuffle=False,
+                          num_workers=self.num_workers, collate_fn=_stack)
+
+
+def _stack(rows) -> torch.Tensor:
+    return torch.stack([r[0] for r in rows])
+
+
+class _RankSlice(torch.utils.data.Sampler[list[int]]):
+    """This rank's share of each global micro-batch (so the global batch order is the same for any world size)."""
+
+    def __init__(self, sampler: StepBatchSampler, rank: int, world: int):
+        self.sampler, self.rank, self.world = sampler, rank, world
+
+    def __iter__(self):
+        for batch in self.sampler:
+            yield batch[self.rank::self.world]
+
+    def __len__(self) -> int:
+        return len(self.sampler)

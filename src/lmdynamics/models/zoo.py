@@ -1,0 +1,128 @@
+"""The Pythia size table and custom sizes, turned into GPTNeoXConfig.
+
+Numbers from the Pythia paper and the suite's own configs (Biderman et al., 2023; see SCIENCE.md section 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from transformers import GPTNeoXConfig
+
+PYTHIA_TOKENIZER_VOCAB = 50277  # ids the GPT-NeoX-20B tokenizer can emit
+
+
+@dataclass(frozen=True)
+class PythiaSize:
+    layers: int
+    d_model: int
+    heads: int
+    peak_lr: float
+    vocab: int = 50304
+
+
+# size -> (layers, d_model, heads, peak LR, padded vocab); d_head = d_model / heads.
+PYTHIA_SIZES: dict[str, PythiaSize] = {
+    "14m": PythiaSize(6, 128, 4, 1e-3),
+    "31m": PythiaSize(6, 256, 8, 1e-3),
+    "70m": PythiaSize(6, 512, 8, 1e-3),
+    "160m": PythiaSize(12, 768, 12, 6e-4),
+    "410m": PythiaSize(24, 1024, 16, 3e-4),
+    "1b": PythiaSize(16, 2048, 8, 3e-4),
+    "1.4b": PythiaSize(24, 2048, 16, 2e-4),
+    "2.8b": PythiaSize(32, 2560, 32, 1.6e-4),
+    "6.9b": PythiaSize(32, 4096, 32, 1.2e-4, vocab=50432),
+    "12b": PythiaSize(36, 5120, 40, 1.2e-4, vocab=50688),
+}
+
+
+@dataclass
+class ModelSpec:
+    """A GPT-NeoX architecture: a Pythia size by name, or a new size given by its numbers.
+
+    ``size`` (e.g. "70m") fills every field from the Pythia table; fields given explicitly override it.
+    Everything else is the shared Pythia architecture: rotary on 25% of each head's dims (base 10000),
+    parallel residual, untied head, LayerNorm, GELU, MLP width 4d, no dropout.
+    """
+
+    size: str | None = None
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    num_heads: int | None = None
+    vocab_size: int | None = None
+    context_length: int = 2048
+    max_position_embeddings: int | None = None
+    intermediate_multiple: int = 4
+    rotary_pct: float = 0.25
+    rotary_base: float = 10000.0
+    parallel_residual: bool = True
+    tie_embeddings: bool = False
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-5
+
+    def resolved(self) -> ModelSpec:
+        """A copy with every architecture field filled (from the Pythia table where a size is named)."""
+        spec = self
+        if self.size is not None:
+            if self.size not in PYTHIA_SIZES:
+                known = ", ".join(PYTHIA_SIZES)
+                raise ValueError(f"unknown Pythia size {self.size!r}; choose one of {known}, or give num_layers/hidden_size/num_heads for a new size")
+            p = PYTHIA_SIZES[self.size]
+            spec = replace(
+                self,
+                num_layers=self.num_layers or p.layers,
+                hidden_size=self.hidden_size or p.d_model,
+                num_heads=self.num_heads or p.heads,
+                vocab_size=self.vocab_size or p.vocab,
+            )
+        missing = [f for f in ("num_layers", "hidden_size", "num_heads", "vocab_size") if getattr(spec, f) is None]
+        if missing:
+            raise ValueError(f"model spec lacks {', '.join(missing)}: name a Pythia size (model.size: 70m) or give them all")
+        for f in ("num_layers", "hidden_size", "num_heads", "vocab_size", "context_length"):
+            if getattr(spec, f) <= 0:
+                raise ValueError(f"model.{f} must be positive, got {getattr(spec, f)}")
+        if spec.hidden_size % spec.num_heads:
+            raise ValueError(f"model.hidden_size {spec.hidden_size} is not divisible by model.num_heads {spec.num_heads}")
+        max_pos = spec.max_position_embeddings or spec.context_length
+        if spec.context_length > max_pos:
+            raise ValueError(f"context length {spec.context_length} exceeds the model's maximum {max_pos} (model.max_position_embeddings); lower data.context_length or raise the maximum")
+        return replace(spec, max_position_embeddings=max_pos)
+
+    @property
+    def name(self) -> str:
+        s = self.resolved()
+        return f"pythia-{self.size}" if self.size else f"neox-L{s.num_layers}-d{s.hidden_size}-h{s.num_heads}"
+
+    def to_hf_config(self) -> GPTNeoXConfig:
+        s = self.resolved()
+        return GPTNeoXConfig(
+            vocab_size=s.vocab_size,
+            hidden_size=s.hidden_size,
+            num_hidden_layers=s.num_layers,
+            num_attention_heads=s.num_heads,
+            intermediate_size=s.intermediate_multiple * s.hidden_size,
+            hidden_act="gelu",
+            rotary_pct=s.rotary_pct,
+            rotary_emb_base=s.rotary_base,
+            rope_parameters={"rope_type": "default", "rope_theta": s.rotary_base, "partial_rotary_factor": s.rotary_pct},
+            attention_dropout=0.0,
+            hidden_dropout=0.0,
+            classifier_dropout=0.0,
+            max_position_embeddings=s.max_position_embeddings,
+            initializer_range=s.initializer_range,
+            layer_norm_eps=s.layer_norm_eps,
+            use_parallel_residual=s.parallel_residual,
+            tie_word_embeddings=s.tie_embeddings,
+            bos_token_id=0,
+            eos_token_id=0,
+            use_cache=False,
+        )
+
+
+def pythia_parameter_count(num_layers: int, d_model: int, vocab: int) -> int:
+    """L(12d^2 + 13d) + 2Vd + 2d: Pythia's parameter count with untied embeddings (SCIENCE.md section 1)."""
+    return num_layers * (12 * d_model**2 + 13 * d_model) + 2 * vocab * d_model + 2 * d_model
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

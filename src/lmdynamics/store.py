@@ -1,0 +1,93 @@
+"""The tidy table: every measurement as rows of (run, model, step, tokens, layer, component, metric, value).
+
+A table is a directory named ``metrics.parquet`` holding one Parquet file per append. Appending writes a
+new part under a hidden temporary name and renames it into place, so a reader (pandas, pyarrow, DuckDB,
+``read_table``) never sees a half-written part, several processes (DDP ranks, analysis shards) can append
+to one table without locks, and a killed writer leaves nothing behind but a hidden temporary file that
+readers ignore. ``pandas.read_parquet(path)`` reads the whole table.
+
+Conventions: ``layer`` is the 0-based transformer layer, or -1 for model-level values (loss, input
+embedding, head, final hidden state); ``component`` names the part measured (``mlp``, ``attn``, ``ov``,
+``ov_head03``, ``resid``, ``qkv``, ``dense``, ``mlp_in``, ``mlp_out``, ``embed_in``, ``head``, ...);
+``metric`` names the quantity (``cka_final``, ``per``, ``er``, ``loss`` ...).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+COLUMNS = ("run", "model", "step", "tokens", "layer", "component", "metric", "value")
+SCHEMA = pa.schema(
+    [
+        ("run", pa.string()),
+        ("model", pa.string()),
+        ("step", pa.int64()),
+        ("tokens", pa.int64()),
+        ("layer", pa.int64()),
+        ("component", pa.string()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+TABLE_NAME = "metrics.parquet"
+
+
+def table_path(directory: str | os.PathLike) -> Path:
+    """The table inside an output or run directory (``<dir>/metrics.parquet``)."""
+    return Path(directory) / TABLE_NAME
+
+
+def to_frame(rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
+    """Rows (dicts or a DataFrame) as a DataFrame with exactly the table's columns and dtypes."""
+    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t.to_pandas_dtype()) for c, t in zip(SCHEMA.names, SCHEMA.types)})
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"tidy-table rows lack column(s) {missing}; every row needs {list(COLUMNS)}")
+    frame = frame[list(COLUMNS)]
+    for name, typ in zip(SCHEMA.names, SCHEMA.types):
+        frame[name] = frame[name].astype(typ.to_pandas_dtype())
+    return frame
+
+
+def append(path: str | os.PathLike, rows: Iterable[Mapping] | pd.DataFrame) -> Path | None:
+    """Append rows to the table at ``path`` atomically; returns the part written (None if no rows)."""
+    frame = to_frame(rows)
+    if frame.empty:
+        return None
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a tidy-table directory; move it away or choose another --out")
+    path.mkdir(parents=True, exist_ok=True)
+    name = f"part-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+    tmp = path / f".{name}.tmp"
+    table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
+    pq.write_table(table, tmp)
+    os.replace(tmp, path / name)
+    return path / name
+
+
+def parts(path: str | os.PathLike) -> list[Path]:
+    """The complete part files of a table (hidden temporaries excluded), in a stable order."""
+    path = Path(path)
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.glob("part-*.parquet") if p.is_file())
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """The whole table as one DataFrame (empty, with the right columns, if nothing was written yet)."""
+    files = parts(path)
+    if not files:
+        return to_frame([])
+    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
+    return pa.concat_tables(tables).to_pandas()
+

@@ -1,0 +1,139 @@
+"""LightningCLI wiring: YAML configs, the run directory, loggers, checkpoints and errors for people.
+
+``python train/run.py fit --config configs/train/demo.yaml`` trains; ``validate`` evaluates. The run lives
+in ``<run.root>/<run.name>``: the resolved config (config.yaml), run.json, HF checkpoints, Lightning's
+resume checkpoint (lightning/last.ckpt), TensorBoard and CSV logs, and the tidy metrics table.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from ..callbacks.hf_checkpoints import HFCheckpoints
+from ..data.datamodule import TextDataModule
+from .module import LMModule, NonFiniteLossError
+
+
+@dataclass
+class RunSpec:
+    """Where the run lives and how it is logged.
+
+    Args:
+        name: run name; the run directory is ``root/name``.
+        root: parent directory of runs.
+        loggers: any of ``tensorboard``, ``csv``, ``wandb`` (W&B needs ``pip install wandb``).
+        wandb_project: W&B project when ``wandb`` is among the loggers.
+        resume_every: steps between Lightning resume checkpoints (``lightning/last.ckpt``).
+    """
+
+    name: str = "demo"
+    root: str = "runs"
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])
+    wandb_project: str = "lmdynamics"
+    resume_every: int = 50
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.root) / self.name
+
+
+class RunDirectoryExists(RuntimeError):
+    pass
+
+
+class LMCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_class_arguments(RunSpec, "run")
+        parser.add_lightning_class_args(HFCheckpoints, "checkpoints")
+        parser.set_defaults({"trainer.use_distributed_sampler": False, "trainer.gradient_clip_val": 1.0})
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand]
+        run = RunSpec(**cfg.run)
+        if run.resume_every <= 0:
+            raise ValueError(f"run.resume_every must be a positive number of steps, got {run.resume_every}")
+        unknown = set(run.loggers) - {"tensorboard", "csv", "wandb"}
+        if unknown:
+            raise ValueError(f"run.loggers: unknown logger(s) {sorted(unknown)}; choose from tensorboard, csv, wandb")
+        max_steps = cfg.trainer.max_steps
+        if self.subcommand == "fit" and (max_steps is None or max_steps <= 0):
+            raise ValueError("trainer.max_steps must be set to a positive number of optimizer steps (the LR schedule and checkpoint schedule depend on it)")
+        if self.subcommand == "fit":
+            ckpt = cfg.get("ckpt_path")
+            fresh = not ckpt
+            if fresh and run.dir.exists() and any(run.dir.iterdir()):
+                raise RunDirectoryExists(f"run directory {run.dir} already exists; resume it with --ckpt_path last, or pick another --run.name")
+            if ckpt == "last" and not (run.dir / "lightning" / "last.ckpt").is_file():
+                raise FileNotFoundError(f"--ckpt_path last: no resume checkpoint at {run.dir / 'lightning' / 'last.ckpt'}; start the run without --ckpt_path")
+            if ckpt and ckpt != "last" and not Path(ckpt).is_file():
+                raise FileNotFoundError(f"--ckpt_path {ckpt} does not exist")
+        self._run = run
+
+    def instantiate_trainer(self, **kwargs):
+        run = self._run
+        run.dir.mkdir(parents=True, exist_ok=True)
+        loggers = []
+        if "tensorboard" in run.loggers:
+            loggers.append(TensorBoardLogger(save_dir=str(run.dir), name="tensorboard", version=""))
+        if "csv" in run.loggers:
+            loggers.append(CSVLogger(save_dir=str(run.dir), name="csv", version=""))
+        if "wandb" in run.loggers:
+            from lightning.pytorch.loggers import WandbLogger
+
+            loggers.append(WandbLogger(project=run.wandb_project, name=run.name, save_dir=str(run.dir)))
+        resume = ModelCheckpoint(dirpath=str(run.dir / "lightning"), filename="step{step:08d}", save_top_k=0,
+                                 save_last=True, every_n_train_steps=run.resume_every, auto_insert_metric_name=False)
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        callbacks = trainer_cfg.get("callbacks") or []
+        trainer_cfg = {**trainer_cfg, "callbacks": [*callbacks, resume], "default_root_dir": str(run.dir),
+                       "logger": loggers or False, **kwargs}
+        extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        trainer = self._instantiate_trainer(trainer_cfg, extra)
+        self._write_config(run.dir)
+        return trainer
+
+    def _write_config(self, run_dir: Path) -> None:
+        """The resolved config of this invocation, atomically, as ``config.yaml`` (``config-<sub>.yaml`` for others)."""
+        if int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")):
+            return
+        name = "config.yaml" if self.subcommand == "fit" else f"config-{self.subcommand}.yaml"
+        text = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)
+        path = run_dir / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, RunDirectoryExists, NonFiniteLossError, KeyError)
+
+
+def main(args=None) -> int:
+    """Run the CLI; a user error becomes one line on stderr and exit status 2 (bad input) or 1 (training)."""
+    try:
+        LMCLI(LMModule, TextDataModule, save_config_callback=None, seed_everything_default=1234,
+              parser_kwargs={"exit_on_error": False}, args=args)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except USER_ERRORS as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # jsonargparse's ArgumentError and friends: config problems
+        if type(err).__name__ in {"ArgumentError", "NSKeyError", "ParserError"}:
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " ".join(lines[:3]) if len(lines) > 1 else lines[0]

@@ -1,0 +1,33 @@
+"""Shared test set-up: no hub access, few threads, the Pythia tokenizer from ../shared."""
+
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHIA_TOKENIZER = ROOT.parent / "shared" / "data" / "pythia-20b-tokenizer.json"
+
+
+@pytest.fixture(scope="session")
+def pythia_tokenizer_file() -> Path:
+    if not PYTHIA_TOKENIZER.is_file():
+        pytest.skip(f"the Pythia tokenizer is expected at {PYTHIA_TOKENIZER}")
+    return PYTHIA_TOKENIZER
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
