@@ -29,7 +29,9 @@ class TextDataModule(L.LightningDataModule):
         tokenizer: a hub name (``EleutherAI/pythia-70m``), a local ``tokenizer.json``, or ``bpe:<vocab>`` to
             train a byte-level BPE on the training split (cached).
         context_length: tokens per packed block (the model's sequence length).
-        batch_size: blocks per micro-batch; the global batch is batch_size x accumulate_grad_batches x devices.
+        batch_size: blocks per micro-batch on each device.
+        global_batch_size: blocks per optimizer step over all devices; when set, the CLI derives
+            ``trainer.accumulate_grad_batches`` = global / (batch_size x devices x nodes) (must divide).
         val_fraction: share of documents held out for validation (chosen by ``seed``).
         val_blocks: cap on validation blocks used per validation run (None: all).
         seed: fixes the document split and the batch order.
@@ -41,6 +43,7 @@ class TextDataModule(L.LightningDataModule):
         tokenizer: str = "bpe:4096",
         context_length: int = 128,
         batch_size: int = 16,
+        global_batch_size: int | None = None,
         val_fraction: float = 0.05,
         val_blocks: int | None = 64,
         seed: int = 1234,
@@ -59,6 +62,7 @@ class TextDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size must be positive, got {batch_size}")
         self.source, self.tokenizer_spec = source, tokenizer
         self.context_length, self.batch_size = context_length, batch_size
+        self.global_batch_size = global_batch_size
         self.val_fraction, self.val_blocks, self.seed = val_fraction, val_blocks, seed
         self.text_field, self.hub_config, self.split = text_field, hub_config, split
         self.streaming, self.max_documents = streaming, max_documents

@@ -51,7 +51,7 @@ class ModelSpec:
     num_heads: int | None = None
     vocab_size: int | None = None
     context_length: int = 2048
-    max_position_embeddings: int | None = None
+    max_position_embeddings: int | None = None  # None: 2048 for Pythia sizes, else context_length
     intermediate_multiple: int = 4
     rotary_pct: float = 0.25
     rotary_base: float = 10000.0
@@ -83,7 +83,7 @@ class ModelSpec:
                 raise ValueError(f"model.{f} must be positive, got {getattr(spec, f)}")
         if spec.hidden_size % spec.num_heads:
             raise ValueError(f"model.hidden_size {spec.hidden_size} is not divisible by model.num_heads {spec.num_heads}")
-        max_pos = spec.max_position_embeddings or spec.context_length
+        max_pos = spec.max_position_embeddings or (2048 if spec.size else spec.context_length)
         if spec.context_length > max_pos:
             raise ValueError(f"context length {spec.context_length} exceeds the model's maximum {max_pos} (model.max_position_embeddings); lower data.context_length or raise the maximum")
         return replace(spec, max_position_embeddings=max_pos)

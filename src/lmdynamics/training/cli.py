@@ -74,11 +74,23 @@ class LMCLI(LightningCLI):
                 raise FileNotFoundError(f"--ckpt_path last: no resume checkpoint at {run.dir / 'lightning' / 'last.ckpt'}; start the run without --ckpt_path")
             if ckpt and ckpt != "last" and not Path(ckpt).is_file():
                 raise FileNotFoundError(f"--ckpt_path {ckpt} does not exist")
+        gb = cfg.data.get("global_batch_size")
+        if gb:
+            per_step = cfg.data.batch_size * _device_count(cfg.trainer.devices, cfg.trainer.accelerator) * (cfg.trainer.num_nodes or 1)
+            if gb % per_step:
+                raise ValueError(f"data.global_batch_size {gb} is not a multiple of batch_size x devices x nodes = {per_step}; change data.batch_size or the device count")
+            cfg.trainer.accumulate_grad_batches = gb // per_step
         self._run = run
+
+    def after_instantiate_classes(self) -> None:
+        """Check data and model against each other before anything is written to the run directory."""
+        self.datamodule.prepare()
+        self.model.resolve_spec(self.datamodule)
+        self._run.dir.mkdir(parents=True, exist_ok=True)
+        self._write_config(self._run.dir)
 
     def instantiate_trainer(self, **kwargs):
         run = self._run
-        run.dir.mkdir(parents=True, exist_ok=True)
         loggers = []
         if "tensorboard" in run.loggers:
             loggers.append(TensorBoardLogger(save_dir=str(run.dir), name="tensorboard", version=""))
@@ -95,9 +107,7 @@ class LMCLI(LightningCLI):
         trainer_cfg = {**trainer_cfg, "callbacks": [*callbacks, resume], "default_root_dir": str(run.dir),
                        "logger": loggers or False, **kwargs}
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
-        trainer = self._instantiate_trainer(trainer_cfg, extra)
-        self._write_config(run.dir)
-        return trainer
+        return self._instantiate_trainer(trainer_cfg, extra)
 
     def _write_config(self, run_dir: Path) -> None:
         """The resolved config of this invocation, atomically, as ``config.yaml`` (``config-<sub>.yaml`` for others)."""
@@ -109,6 +119,21 @@ class LMCLI(LightningCLI):
         tmp = path.with_name(f".{name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+
+
+def _device_count(devices, accelerator) -> int:
+    """How many devices the Trainer will use for ``trainer.devices`` (an int, a list, "auto" or "-1")."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    import torch
+
+    if accelerator in (None, "auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, RunDirectoryExists, NonFiniteLossError, KeyError)

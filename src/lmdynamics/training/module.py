@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import lightning as L
 import torch
@@ -51,20 +51,20 @@ class LMModule(L.LightningModule):
         optim: optimiser and learning-rate schedule.
     """
 
-    def __init__(self, model: ModelSpec | None = None, optim: OptimSpec | None = None):
+    def __init__(self, model: ModelSpec = ModelSpec(num_layers=4, hidden_size=128, num_heads=4), optim: OptimSpec = OptimSpec()):
         super().__init__()
-        self.spec = model or ModelSpec(num_layers=4, hidden_size=128, num_heads=4)
-        self.optim = optim or OptimSpec()
-        self.spec.resolved() if self.spec.vocab_size or self.spec.size else None  # fail fast on bad sizes
+        self.spec = replace(model)
+        self.optim = replace(optim)
         self.save_hyperparameters({"model": asdict(self.spec), "optim": asdict(self.optim)})
         self.model: GPTNeoXForCausalLM | None = None
         self._step_started = None
         self.last_grad_norm = float("nan")
 
     # -- model -------------------------------------------------------------------------------------
-    def resolve_spec(self) -> ModelSpec:
-        """The architecture with vocabulary and context length made consistent with the data."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+    def resolve_spec(self, dm=None) -> ModelSpec:
+        """The architecture with vocabulary and context length made consistent with the data (``dm``)."""
+        if dm is None and self._trainer is not None:
+            dm = getattr(self.trainer, "datamodule", None)
         spec = self.spec
         if dm is not None:
             dm.prepare()
