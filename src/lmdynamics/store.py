@@ -1,6 +1,6 @@
 """The tidy table: every measurement as rows of (run, model, step, tokens, layer, component, metric, value).
 
-A table is a directory named ``metrics.parquet`` holding one Parquet file per append. Appending writes a
+A table is a directory named ``metrics.parquet`` holding one Parquet file per append, named by write time. Appending writes a
 new part under a hidden temporary name and renames it into place, so a reader (pandas, pyarrow, DuckDB,
 ``read_table``) never sees a half-written part, several processes (DDP ranks, analysis shards) can append
 to one table without locks, and a killed writer leaves nothing behind but a hidden temporary file that
@@ -15,6 +15,7 @@ embedding, head, final hidden state); ``component`` names the part measured (``m
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -67,7 +68,7 @@ def append(path: str | os.PathLike, rows: Iterable[Mapping] | pd.DataFrame) -> P
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a tidy-table directory; move it away or choose another --out")
     path.mkdir(parents=True, exist_ok=True)
-    name = f"part-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+    name = f"part-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = path / f".{name}.tmp"
     table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
     pq.write_table(table, tmp)
@@ -83,11 +84,20 @@ def parts(path: str | os.PathLike) -> list[Path]:
     return sorted(p for p in path.glob("part-*.parquet") if p.is_file())
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """The whole table as one DataFrame (empty, with the right columns, if nothing was written yet)."""
+KEY = ("run", "model", "step", "layer", "component", "metric")
+
+
+def read_table(path: str | os.PathLike, latest: bool = True) -> pd.DataFrame:
+    """The whole table as one DataFrame (empty, with the right columns, if nothing was written yet).
+
+    Parts are named by write time, so with ``latest`` a value written again for the same
+    (run, model, step, layer, component, metric), e.g. by a resumed run redoing a step, replaces the older one.
+    """
     files = parts(path)
     if not files:
         return to_frame([])
-    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
-    return pa.concat_tables(tables).to_pandas()
+    frame = pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]).to_pandas()
+    if latest:
+        frame = frame.drop_duplicates(subset=list(KEY), keep="last").reset_index(drop=True)
+    return frame
 

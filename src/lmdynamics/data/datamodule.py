@@ -71,6 +71,7 @@ class TextDataModule(L.LightningDataModule):
         self.tokenizer = None
         self.train_blocks: torch.Tensor | None = None
         self.val_blocks_tensor: torch.Tensor | None = None
+        self.val_all: torch.Tensor | None = None
         self.corpus_description = ""
         self.corpus_id = ""
 
@@ -103,8 +104,9 @@ class TextDataModule(L.LightningDataModule):
                 np.save(tmp, streams[name])
                 os.replace(tmp, path)
         self.train_blocks = pack(streams["train"], self.context_length)
-        self.val_blocks_tensor = pack(streams["val"], self.context_length)
-        if len(self.val_blocks_tensor) == 0:
+        self.val_all = pack(streams["val"], self.context_length)  # the whole held-out split (probes draw from it)
+        self.val_blocks_tensor = self.val_all
+        if len(self.val_all) == 0:
             raise ValueError(f"the validation split has fewer than data.context_length={self.context_length} tokens; raise data.val_fraction or shorten the context")
         if self.val_blocks is not None:
             self.val_blocks_tensor = self.val_blocks_tensor[: self.val_blocks]

@@ -16,7 +16,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from ..callbacks.base import Probe
+from ..callbacks.convergence import ActivationConvergence
+from ..callbacks.head_rank import HeadRank
 from ..callbacks.hf_checkpoints import HFCheckpoints
+from ..callbacks.table_logger import TidyTableLogger
+from ..callbacks.weight_rank import WeightRank
 from ..data.datamodule import TextDataModule
 from .module import LMModule, NonFiniteLossError
 
@@ -31,6 +36,7 @@ class RunSpec:
         loggers: any of ``tensorboard``, ``csv``, ``wandb`` (W&B needs ``pip install wandb``).
         wandb_project: W&B project when ``wandb`` is among the loggers.
         resume_every: steps between Lightning resume checkpoints (``lightning/last.ckpt``).
+        report: draw the run's figures and ``report/report.md`` from its tidy table when fit ends.
     """
 
     name: str = "demo"
@@ -38,6 +44,7 @@ class RunSpec:
     loggers: list[str] = field(default_factory=lambda: ["tensorboard", "csv"])
     wandb_project: str = "lmdynamics"
     resume_every: int = 50
+    report: bool = True
 
     @property
     def dir(self) -> Path:
@@ -52,6 +59,10 @@ class LMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_class_arguments(RunSpec, "run")
         parser.add_lightning_class_args(HFCheckpoints, "checkpoints")
+        parser.add_lightning_class_args(Probe, "probe")
+        parser.add_lightning_class_args(ActivationConvergence, "convergence")
+        parser.add_lightning_class_args(WeightRank, "weight_rank")
+        parser.add_lightning_class_args(HeadRank, "head_rank")
         parser.set_defaults({"trainer.use_distributed_sampler": False, "trainer.gradient_clip_val": 1.0})
 
     def before_instantiate_classes(self) -> None:
@@ -85,13 +96,16 @@ class LMCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         """Check data and model against each other before anything is written to the run directory."""
         self.datamodule.prepare()
-        self.model.resolve_spec(self.datamodule)
+        spec = self.model.resolve_spec(self.datamodule)
+        for callback in self.trainer.callbacks:
+            if hasattr(callback, "check_config"):
+                callback.check_config(self.datamodule, spec)
         self._run.dir.mkdir(parents=True, exist_ok=True)
         self._write_config(self._run.dir)
 
     def instantiate_trainer(self, **kwargs):
         run = self._run
-        loggers = []
+        loggers = [TidyTableLogger(run.dir, self.model)]  # the tidy table is always written
         if "tensorboard" in run.loggers:
             loggers.append(TensorBoardLogger(save_dir=str(run.dir), name="tensorboard", version=""))
         if "csv" in run.loggers:
@@ -105,9 +119,16 @@ class LMCLI(LightningCLI):
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         callbacks = trainer_cfg.get("callbacks") or []
         trainer_cfg = {**trainer_cfg, "callbacks": [*callbacks, resume], "default_root_dir": str(run.dir),
-                       "logger": loggers or False, **kwargs}
+                       "logger": loggers, **kwargs}
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         return self._instantiate_trainer(trainer_cfg, extra)
+
+    def after_fit(self) -> None:
+        if self._run.report and self.trainer.is_global_zero:
+            from ..analysis.report import figures_for_run
+
+            report = figures_for_run(self._run.dir)
+            print(f"[lmdynamics] figures and report: {report}")
 
     def _write_config(self, run_dir: Path) -> None:
         """The resolved config of this invocation, atomically, as ``config.yaml`` (``config-<sub>.yaml`` for others)."""

@@ -1,0 +1,60 @@
+"""CKA-to-final of a training run from its stored probe activations, and the per-layer convergence summary.
+
+Used at the end of fit by ``ActivationConvergence`` and as a command on any run:
+``python analysis/convergence.py runs/demo``. Rows: ``cka_final`` (biased linear CKA; ``cka_final_debiased``
+with the unbiased-HSIC estimator) per stored step, and ``converged_fraction`` per (layer, component) at
+the final step: the first step after which CKA-to-final stays >= the threshold, over the training length
+(NaN if it never does before the end).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from .. import store
+from ..measure import activation_metric_rows, tag_rows
+from ..probes import load_activations
+from .summaries import convergence_steps
+
+
+def stored_steps(run: Path) -> list[tuple[int, Path]]:
+    files = sorted((run / "activations").glob("step*.safetensors"))
+    return [(int(p.stem[4:]), p) for p in files]
+
+
+def finalize_run(run: str | os.PathLike, threshold: float = 0.95, debiased: bool = False) -> dict | None:
+    """Write cka_final rows for every stored step (the newest stored step is "final") and the summary."""
+    run = Path(run)
+    info_path = run / "run.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{run} is not a training run directory (no run.json)")
+    info = json.loads(info_path.read_text())
+    steps = stored_steps(run)
+    if not steps:
+        raise FileNotFoundError(f"{run}/activations holds no stored probe activations; train with the convergence callback's store_activations on")
+    final_step, final_path = steps[-1]
+    final = load_activations(final_path)
+    rows = []
+    for step, path in steps:
+        acts = final if step == final_step else load_activations(path)
+        measured = activation_metric_rows(acts, final, metric="cka_final")
+        if debiased:
+            measured += activation_metric_rows(acts, final, metric="cka_final", debiased=True)
+        rows += tag_rows(measured, info["run"], info["model"], step, step * info["tokens_per_step"])
+    frame = store.to_frame(rows)
+    summary = convergence_steps(frame, threshold=threshold, metric="cka_final", total_steps=final_step)
+    summary_rows = [
+        {"layer": int(r.layer), "component": r.component, "metric": "converged_fraction",
+         "value": float(r.fraction) if r.converged else math.nan}
+        for r in summary.itertuples()
+    ]
+    store.append(store.table_path(run), frame)
+    store.append(store.table_path(run), tag_rows(summary_rows, info["run"], info["model"], final_step, final_step * info["tokens_per_step"]))
+    main = summary[summary.component == "mlp"] if (summary.component == "mlp").any() else summary
+    fractions = ", ".join(f"L{int(r.layer)} {r.fraction:.2f}" if r.converged else f"L{int(r.layer)} never"
+                          for r in main.itertuples())
+    line = f"first step with CKA-to-final staying >= {threshold} as a fraction of training ({main.component.iloc[0]}): {fractions}"
+    return {"steps": len(steps), "final_step": final_step, "line": line, "summary": summary}

@@ -1,0 +1,251 @@
+"""A Markdown report from the tidy table: every figure the table supports, headline numbers, one sentence each.
+
+``write_report`` works unchanged on a live training run's table (one model, our steps) and on a
+multi-model Pythia analysis table: figures whose rows are missing are listed as not drawn, with why.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lmdynamics import store
+from lmdynamics.analysis import plots as P
+from lmdynamics.analysis import summaries as S
+
+CKA_FIGURE_METRICS = ("cka_final", "cka_final_debiased")
+CKA_OTHER_METRICS = ("cka_prev", "cka_ref")
+
+
+def resolve_table(source: str | os.PathLike) -> Path:
+    """The ``metrics.parquet`` directory of a run/analysis directory, or the table directory itself."""
+    path = Path(source)
+    if (path / store.TABLE_NAME).is_dir():
+        return path / store.TABLE_NAME
+    if path.is_dir() and (path.name == store.TABLE_NAME or store.parts(path)):
+        return path
+    raise FileNotFoundError(
+        f"no tidy table at {source}: pass a run or analysis directory holding {store.TABLE_NAME}/, "
+        f"or that {store.TABLE_NAME} directory itself")
+
+
+def load_table(source: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
+    """A DataFrame, or the table read from a path (see ``resolve_table``); raises if it has no rows."""
+    if isinstance(source, pd.DataFrame):
+        frame = store.to_frame(source)
+        where = "the DataFrame given"
+    else:
+        path = resolve_table(source)
+        frame, where = store.read_table(path), str(path)
+    if frame.empty:
+        raise ValueError(f"the tidy table {where} has no rows yet: run training or analysis first "
+                         f"(make train / make analyze), then draw the report")
+    return frame
+
+
+@dataclass
+class _Entry:
+    section: str
+    path: Path
+    text: str
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "never"
+        return f"{value:.{digits}g}" if abs(value) < 1e4 else P.fmt_count(value)
+    if isinstance(value, (int,)) or hasattr(value, "__int__"):
+        return P.fmt_count(int(value)) if abs(int(value)) >= 1e4 else str(int(value))
+    return str(value)
+
+
+def headline_markdown(table: pd.DataFrame, threshold: float, at_fraction: float, cka_metric: str) -> str:
+    """The headline table (``summaries.headline``) as Markdown."""
+    head = S.headline(table, threshold=threshold, at_fraction=at_fraction, cka_metric=cka_metric)
+    cols = [
+        ("model", "model", lambda r: S.short_name(r["model"])),
+        ("final step", "final_step", None),
+        ("tokens", "final_tokens", None),
+        ("final loss", "final_loss", lambda r: f"{_fmt(r['final_loss'])} ({r['loss_metric']})"
+         if isinstance(r["loss_metric"], str) else "—"),
+        ("best loss (step)", "best_loss", lambda r: f"{_fmt(r['best_loss'])} ({_fmt(r['best_loss_step'])})"
+         if isinstance(r["loss_metric"], str) else "—"),
+        (f"mean CKA-to-final at ~{at_fraction:.0%} (step)", "cka_at_fraction",
+         lambda r: f"{_fmt(r['cka_at_fraction'])} ({_fmt(r['cka_step'])})" if pd.notna(r["cka_step"]) else "—"),
+        (f"median fraction to stay ≥ {threshold} (never)", "median_convergence",
+         lambda r: f"{_fmt(r['median_convergence'])} ({r['never_converged']})"
+         if not (isinstance(r["median_convergence"], float) and math.isnan(r["median_convergence"])) else "—"),
+        ("head PER", "head_per", None),
+        ("head KL-to-uniform", "head_kl_uniform", None),
+        ("last-layer anisotropy", "anisotropy", None),
+    ]
+    lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in head.iterrows():
+        cells = [(f(r) if f else _fmt(r[key])) for _, key, f in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def correlation_markdown(table: pd.DataFrame, threshold: float, cka_metric: str) -> str:
+    """The PER-vs-convergence correlations as Markdown ('' when they cannot be computed)."""
+    corr = S.per_vs_convergence(table, threshold=threshold, cka_metric=cka_metric)
+    if corr.empty or corr["n"].sum() == 0:
+        return ""
+    lines = ["| model | layers | Pearson r (p) | Spearman ρ (p) |", "|---|---|---|---|"]
+    for _, r in corr.iterrows():
+        name = "all models" if r["model"] == "all" else S.short_name(r["model"])
+        lines.append(f"| {name} | {r['n']} | {_fmt(r['pearson_r'])} ({_fmt(r['pearson_p'], 2)}) | "
+                     f"{_fmt(r['spearman_rho'])} ({_fmt(r['spearman_p'], 2)}) |")
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike, threshold: float = 0.95,
+                 at_fraction: float = 0.2) -> Path:
+    """Draw every figure the table supports into ``out_dir/figures/`` and write ``out_dir/report.md``.
+
+    ``table``: a DataFrame, a ``metrics.parquet`` directory or a directory holding one. Returns the
+    report's path. Raises FileNotFoundError / ValueError (one line) if the table is missing or empty.
+    """
+    frame = load_table(table)
+    out_dir = Path(out_dir)
+    figdir = out_dir / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    entries: list[_Entry] = []
+    skipped: list[str] = []
+    models = S.model_order(frame)
+    many = len(models) > 1
+
+    def draw(section: str, fn: Callable, name: str, text: str, *args, **kwargs) -> None:
+        path = fn(frame, figdir / f"{name}.png", *args, on_skip=skipped.append, **kwargs)
+        if path is not None:
+            entries.append(_Entry(section, path, text))
+
+    def per_model(metric_rows: pd.DataFrame) -> list[str]:
+        return [m for m in models if m in set(metric_rows["model"])]
+
+    draw("Loss", P.plot_loss, "loss",
+         "Loss curves over training steps (linear axis): a late rise of the validation loss is saturation.")
+
+    section = "Layer convergence"
+    present = set(frame["metric"])
+    for metric in CKA_FIGURE_METRICS:
+        if metric not in present:
+            if metric == "cka_final":
+                skipped.append("CKA-to-final figures: no 'cka_final' rows in the table")
+            continue
+        label = P.cka_label(metric)
+        rows = S.select(frame, metric, per_layer=True)
+        for m in per_model(rows):
+            short = S.short_name(m)
+            draw(section, P.plot_cka_lines, f"{metric}_lines__{P.slug(m)}",
+                 f"{short}: {label} of every layer over training steps (log axis), one panel per component; "
+                 f"a layer has converged once its line stays above the dashed {threshold}.",
+                 model=m, metric=metric, threshold=threshold)
+            draw(section, P.plot_cka_heatmap, f"{metric}_heatmap__{P.slug(m)}",
+                 f"{short}: layer × step heatmap of {label}; one column per measured step, colour midpoint "
+                 f"at {threshold} (blue above, red below), so each row shows when that layer settles.",
+                 model=m, metric=metric, threshold=threshold)
+        draw(section, P.plot_cka_box, f"{metric}_box",
+             f"Per model, the spread over layers of {label} at the measured step nearest {at_fraction:.0%} of "
+             f"training (one dot per layer): larger models should sit higher and tighter.",
+             metric=metric, at_fraction=at_fraction, threshold=threshold)
+        draw(section, P.plot_convergence_fraction, f"{metric}_convergence",
+             f"Per layer, the first step after which {label} stays ≥ {threshold}, as a fraction of training "
+             f"(× marks a layer that never stays there).", metric=metric, threshold=threshold)
+    for metric in CKA_OTHER_METRICS:
+        rows = S.select(frame, metric, per_layer=True)
+        for m in per_model(rows):
+            draw(section, P.plot_cka_heatmap, f"{metric}_heatmap__{P.slug(m)}",
+                 f"{S.short_name(m)}: layer × step heatmap of {P.cka_label(metric)}, colour midpoint at "
+                 f"{threshold}.", model=m, metric=metric, threshold=threshold)
+
+    section = "Effective rank of the weights"
+    for metric in ("per", "grad_per"):
+        rows = S.select(frame, metric)
+        if rows.empty:
+            if metric == "per":
+                skipped.append("PER figures: no 'per' rows in the table")
+            continue
+        what = "gradients" if metric == "grad_per" else "weights"
+        for m in per_model(rows):
+            draw(section, P.plot_per_over_steps, f"{metric}_steps__{P.slug(m)}",
+                 f"{S.short_name(m)}: proportional effective rank (ER / min(m, n), Roy & Vetterli) of the "
+                 f"{what} of every layer over training, one panel per matrix (OV averaged over heads).",
+                 model=m, metric=metric)
+        draw(section, P.plot_per_by_layer, f"{metric}_layers",
+             f"PER of the {what} per layer at each model's last measured step"
+             + (", one line per model." if many else "."), metric=metric)
+    draw(section, P.plot_per_vs_convergence, "per_vs_convergence",
+         f"Each layer's PER (mean over its weight matrices) against the fraction of training it needs to stay "
+         f"≥ {threshold} in {P.cka_label('cka_final')}; Pearson and Spearman correlations in the title.",
+         threshold=threshold)
+
+    section = "Output head and anisotropy"
+    rows = pd.concat([S.select(frame, "sv_norm", "head_spectrum"), S.select(frame, "kl_uniform", "head", layer=-1)])
+    if rows.empty:
+        skipped.append("head figures: no 'head_spectrum'/'sv_norm' or 'head'/'kl_uniform' rows")
+    for m in per_model(rows):
+        draw(section, P.plot_head_spectrum, f"head_spectrum__{P.slug(m)}",
+             f"{S.short_name(m)}: the head's singular values divided by the largest, one curve per measured step "
+             f"(colour = step), and KL(s / Σs ‖ uniform) over training; a collapse of the tail and a jump of "
+             f"the KL mark the softmax bottleneck.", model=m)
+    if many:
+        draw(section, P.plot_kl_uniform, "kl_uniform",
+             "KL-to-uniform of the head's normalised singular values over training, per model.")
+    draw(section, P.plot_anisotropy_over_steps, "anisotropy_steps",
+         "Anisotropy (mean pairwise cosine similarity) of the last layer's representations of the probe over "
+         "training.")
+    draw(section, P.plot_anisotropy_by_layer, "anisotropy_layers",
+         "Anisotropy per layer at the first (dotted) and last (solid) measured step.")
+
+    cka_metric = "cka_final" if "cka_final" in present else "cka_final_debiased"
+    runs = ", ".join(map(str, pd.unique(frame["run"])))
+    intro = (f"Models: {', '.join(S.short_name(m) for m in models)}. Runs: {runs}. {len(frame):,} rows. "
+             "Drawn from the tidy table only.")
+    variants = ("CKA variants: `cka_final` is linear CKA with the biased HSIC estimator; `cka_final_debiased` "
+                "uses the unbiased HSIC estimator. Every caption says which one it shows.")
+    notes = (f"Convergence: the first measured step after which {P.cka_label(cka_metric)} stays ≥ {threshold}, "
+             "as a fraction of the model's last step in the table; the median runs over layers and components "
+             "(a never-converged one counts as later than all). Loss: `val_loss` if measured, else `loss`, "
+             "else `train_loss`.")
+    lines = ["# Training dynamics report", "", intro, "", variants, "", "## Headline numbers", "",
+             headline_markdown(frame, threshold, at_fraction, cka_metric), "", notes, ""]
+    corr = correlation_markdown(frame, threshold, cka_metric)
+    if corr:
+        lines += ["### PER vs convergence", "", corr, ""]
+    current = None
+    for e in entries:
+        if e.section != current:
+            lines += [f"## {e.section}", ""]
+            current = e.section
+        rel = e.path.relative_to(out_dir).as_posix()
+        lines += [f"![{e.path.stem}]({rel})", "", e.text, ""]
+    if skipped:
+        lines += ["## Not drawn", ""] + [f"- {s}" for s in skipped] + [""]
+    report = out_dir / "report.md"
+    _write_text(report, "\n".join(lines))
+    return report
+
+
+def figures_for_run(run_dir: str | os.PathLike, threshold: float = 0.95) -> Path:
+    """The report of one training run: ``<run>/metrics.parquet`` -> ``<run>/report/report.md``."""
+    run_dir = Path(run_dir)
+    return write_report(store.table_path(run_dir), run_dir / "report", threshold=threshold)

@@ -1,0 +1,64 @@
+"""A Lightning logger that writes every logged scalar (losses, lr, grad norm, throughput) to the tidy table.
+
+Rows: layer -1, component ``model``, metric = the logged name (``train_loss``, ``val_loss``, ``lr``, ...).
+Rows are buffered and appended as one atomic part every ``flush_every`` steps, at each validation and at
+the end, so the table is readable while training runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+from .. import store
+
+
+class TidyTableLogger(Logger):
+    def __init__(self, run_dir: str | Path, module, flush_every: int = 50):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.module = module  # the LMModule: model name and tokens per step are read when rows are made
+        self.flush_every = flush_every
+        self._rows: list[dict] = []
+        self._last_flush = 0
+
+    @property
+    def name(self) -> str:
+        return "tidy"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def save_dir(self) -> str:
+        return str(self.run_dir)
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        step = int(step or 0)
+        tokens = int(step * self.module.tokens_per_step)
+        for name, value in metrics.items():
+            if name == "epoch":
+                continue
+            self._rows.append({"run": self.run_dir.name, "model": self.module.spec.name, "step": step, "tokens": tokens,
+                               "layer": -1, "component": "model", "metric": name, "value": float(value)})
+        if any(n.startswith("val_") for n in metrics) or step - self._last_flush >= self.flush_every:
+            self.save()
+            self._last_flush = step
+
+    @rank_zero_only
+    def save(self) -> None:
+        if self._rows:
+            store.append(store.table_path(self.run_dir), self._rows)
+            self._rows = []
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()

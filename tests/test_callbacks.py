@@ -1,0 +1,155 @@
+"""Live measurement: the callbacks' record, live == offline, no effect on training, distributed, bad input."""
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from lmdynamics import store
+from lmdynamics.callbacks.head_rank import HeadRank
+from lmdynamics.measure import activation_metric_rows, weight_metric_rows
+from lmdynamics.probes import ProbeSet, capture, load_activations
+from lmdynamics.training.cli import main
+
+from tests.helpers.cli import losses, run_cli, tiny_config
+
+REC = "tests.helpers.callbacks.LossRecorder"
+
+
+def measured_config(tmp_path, **over):
+    return tiny_config(tmp_path, **{"probe": {"num_sequences": 16, "positions": 2, "batch_size": 8},
+                                    "weight_rank": {"gradients": True}, **over})
+
+
+@pytest.fixture(scope="module")
+def measured_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("measured")
+    res = run_cli("fit", "--config", str(measured_config(tmp)), "--trainer.callbacks+=" + REC,
+                  "--trainer.callbacks.path", str(tmp / "loss.jsonl"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return tmp, tmp / "runs" / "tiny"
+
+
+@pytest.mark.slow
+def test_the_record_holds_every_measurement(measured_run):
+    _, run = measured_run
+    table = store.read_table(store.table_path(run))
+    steps = [0, 1, 2, 3, 6]  # the checkpoint schedule of the tiny config
+    by_metric = table.groupby("metric")["step"].apply(lambda s: sorted(set(s)))
+    assert by_metric["cka_prev"] == steps[1:]
+    assert by_metric["cka_final"] == steps and by_metric["per"] == steps and by_metric["grad_per"] == steps
+    final = table[(table.metric == "cka_final") & (table.step == 6)]
+    assert (final.value - 1.0).abs().max() < 1e-6  # CKA of the final activations with themselves
+    layer_comps = set(map(tuple, table[table.metric == "cka_final"][["layer", "component"]].values))
+    for layer in (0, 1):
+        for comp in ("ov", "ov_head00", "ov_head03", "attn", "mlp", "resid"):
+            assert (layer, comp) in layer_comps
+    per = table[table.metric == "per"]
+    assert set(per.component) >= {"qkv", "dense", "mlp_in", "mlp_out", "ov_head00", "ov_head03", "embed_in", "head"}
+    assert per.value.between(0, 1).all() and (per.value > 0).all()
+    spectrum = table[table.component == "head_spectrum"]
+    assert sorted(set(spectrum.step)) == steps
+    one = spectrum[spectrum.step == 6].sort_values("layer")
+    assert one.value.iloc[0] == pytest.approx(1.0) and one.value.is_monotonic_decreasing
+    assert {"kl_uniform"} <= set(table[table.component == "head"].metric)
+    assert set(table[table.metric == "anisotropy"].component) == {"resid", "final"}
+    model_rows = table[table.component == "model"]
+    assert {"train_loss", "val_loss", "lr", "grad_norm"} <= set(model_rows.metric)
+    assert table[table.metric == "converged_fraction"].step.unique().tolist() == [6]
+    assert (table.tokens == table.step * 4 * 32).all()
+    csv = pd.read_csv(run / "csv" / "metrics.csv")
+    assert "cka_prev/layer01/mlp" in csv and "per/layer00/qkv" in csv and "kl_uniform/head" in csv
+    report = run / "report" / "report.md"
+    assert report.is_file() and list((run / "report" / "figures").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_live_equals_offline(measured_run):
+    """Weights, probe activations and CKA recomputed offline from a saved checkpoint equal the live record."""
+    from lmdynamics.checkpoints import iter_tensors
+
+    _, run = measured_run
+    table = store.read_table(store.table_path(run))
+    probe = ProbeSet.load(run / "probe.safetensors")
+    model = GPTNeoXForCausalLM.from_pretrained(run / "checkpoints" / "step00000003")
+    acts = capture(model, probe, batch_size=8)
+    stored = load_activations(run / "activations" / "step00000003.safetensors")
+    assert set(acts) == set(stored)
+    for key in acts:  # stored in fp16
+        assert torch.allclose(acts[key].half().float(), stored[key].float(), atol=1e-3, rtol=1e-3), key
+    final = load_activations(run / "activations" / "step00000006.safetensors")
+    offline = pd.DataFrame(activation_metric_rows(stored, final, metric="cka_final"))
+    live = table[(table.step == 3) & (table.metric == "cka_final")]
+    merged = live.merge(offline, on=["layer", "component", "metric"])
+    assert len(merged) == len(offline) and (merged.value_x - merged.value_y).abs().max() < 1e-9
+    offline_w = pd.DataFrame(weight_metric_rows(iter_tensors(run / "checkpoints" / "step00000003"),
+                                                model.config.num_attention_heads, spectrum=True))
+    live_w = table[(table.step == 3) & table.metric.isin(offline_w.metric.unique()) & ~table.metric.str.startswith("grad_")]
+    merged = live_w.merge(offline_w, on=["layer", "component", "metric"])
+    assert len(merged) == len(offline_w)
+    assert ((merged.value_x - merged.value_y).abs() <= 1e-6 * merged.value_y.abs().clip(lower=1)).all()
+
+
+@pytest.mark.slow
+def test_measurement_does_not_change_training(measured_run, tmp_path):
+    tmp, _ = measured_run
+    off = ["--probe.num_sequences", "16", "--convergence.enabled", "false", "--weight_rank.enabled", "false",
+           "--head_rank.enabled", "false"]
+    res = run_cli("fit", "--config", str(tiny_config(tmp_path)), *off, "--trainer.callbacks+=" + REC,
+                  "--trainer.callbacks.path", str(tmp_path / "loss.jsonl"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    on, plain = losses(tmp / "loss.jsonl"), losses(tmp_path / "loss.jsonl")
+    assert sorted(on) == [1, 2, 3, 4, 5, 6] and on == plain
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--probe.num_sequences", "100000"], "exceeds the"),
+        (["--convergence.every", "0"], "every must be a positive"),
+        (["--weight_rank.every", "0"], "every must be a positive"),
+    ],
+)
+def test_bad_measurement_config(tmp_path, capsys, extra, words):
+    assert main(["fit", "--config", str(measured_config(tmp_path)), *extra]) == 2
+    assert words in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_reference_of_another_size_is_refused(tmp_path, capsys):
+    ref = tmp_path / "ref"
+    GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                     intermediate_size=256, vocab_size=512)).save_pretrained(ref)
+    assert main(["fit", "--config", str(measured_config(tmp_path)), "--convergence.reference", str(ref)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "3 layers of width 64" in line and "2 of width 32" in line
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_saturation_monitor_needs_both_signals(tmp_path):
+    recorded = []
+
+    def fake(val_losses, kls):
+        cb = HeadRank(loss_margin=0.05, kl_jump=0.1)
+        cb.record = lambda trainer, module, step, rows: recorded.append((step, rows))
+        trainer = SimpleNamespace(is_global_zero=True, sanity_checking=False, default_root_dir=str(tmp_path),
+                                  callback_metrics={}, global_step=0)
+        events = []
+        for step, (val, kl) in enumerate(zip(val_losses, kls)):
+            cb.kl_history.append(kl)
+            trainer.global_step, trainer.callback_metrics = step, {"val_loss": torch.tensor(val)}
+            before = len(cb.events)
+            cb.on_validation_end(trainer, None)
+            if len(cb.events) > before:
+                events.append(step)
+        return events
+
+    # loss falls then rises by 0.1 at step 4; KL falls then jumps 30% at step 4
+    assert fake([3.0, 2.5, 2.2, 2.2, 2.3, 2.4], [1.0, 0.8, 0.7, 0.7, 0.91, 0.95]) == [4]
+    assert fake([3.0, 2.5, 2.2, 2.2, 2.3, 2.4], [1.0, 0.8, 0.7, 0.7, 0.72, 0.71]) == []  # no KL jump
+    assert fake([3.0, 2.5, 2.2, 2.2, 2.2, 2.1], [1.0, 0.8, 0.7, 0.7, 0.91, 0.95]) == []  # no loss rise
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["step"] == 4

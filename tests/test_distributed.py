@@ -1,0 +1,63 @@
+"""Callbacks under DDP (2 CPU processes over gloo, through the real CLI) and ZeRO-3 gathering (DeepSpeed on CPU)."""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmdynamics import store
+from tests.helpers.cli import ROOT, run_cli, tiny_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_measure_once_and_match_one_process(tmp_path):
+    common = {"probe": {"num_sequences": 12, "positions": 2, "batch_size": 4}, "trainer.max_steps": 3}
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    res = run_cli("fit", "--config", str(tiny_config(one, **common)), "--data.batch_size", "4", "--run.report", "false")
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_cli("fit", "--config", str(tiny_config(two, **common)), "--data.batch_size", "2",
+                  "--trainer.devices", "2", "--trainer.strategy", "ddp", "--run.report", "false",
+                  env_extra={"MASTER_PORT": str(free_port())})
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = store.read_table(store.table_path(one / "runs" / "tiny"), latest=False)
+    b = store.read_table(store.table_path(two / "runs" / "tiny"), latest=False)
+    key = list(store.KEY)
+    assert not b.duplicated(subset=key).any()  # rank 1 wrote nothing twice
+    measured = ~b.component.eq("model")
+    merged = a[~a.component.eq("model")].merge(b[measured], on=key, suffixes=("_one", "_two"))
+    assert len(merged) == measured.sum() > 100
+    step0 = merged[merged.step == 0]  # same initial weights and probe: equal up to float summation order
+    assert ((step0.value_one - step0.value_two).abs() <= 1e-4 * step0.value_one.abs().clip(lower=1)).all()
+    later = merged[merged.step > 0]  # same global batches of 4 blocks, gradients averaged over 2 ranks
+    assert ((later.value_one - later.value_two).abs() <= 1e-2 * later.value_one.abs().clip(lower=1)).all()
+    assert (two / "runs" / "tiny" / "checkpoints" / "step00000003").is_dir()
+
+
+@pytest.mark.slow
+def test_zero3_parameters_are_gathered_one_at_a_time():
+    pytest.importorskip("deepspeed")
+    res = subprocess.run([sys.executable, str(ROOT / "tests" / "helpers" / "zero3_check.py"), str(free_port())],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert "zero3 ok" in res.stdout
+
+
+@pytest.mark.gpu
+def test_deepspeed_strategy_end_to_end(tmp_path):
+    """Lightning's DeepSpeedStrategy needs CUDA: ZeRO-3 training with every callback on one GPU."""
+    res = run_cli("fit", "--config", str(tiny_config(tmp_path, **{"probe": {"num_sequences": 8}})),
+                  "--trainer.accelerator", "gpu", "--trainer.devices", "1", "--trainer.strategy", "deepspeed_stage_3",
+                  "--trainer.precision", "bf16-mixed", "--run.report", "false")
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = store.read_table(store.table_path(Path(tmp_path) / "runs" / "tiny"))
+    assert {"per", "cka_prev", "cka_final", "kl_uniform"} <= set(table.metric)

@@ -1,0 +1,197 @@
+"""Summaries from the tidy table, checked on synthetic tables with answers known by construction."""
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lmdynamics import store
+from lmdynamics.analysis import summaries as S
+
+
+def rows(model, metric, component, layer, steps, values, tokens_per_step=10, run="r"):
+    return [dict(run=run, model=model, step=s, tokens=s * tokens_per_step, layer=layer, component=component,
+                 metric=metric, value=v) for s, v in zip(steps, values)]
+
+
+def table(*parts):
+    return store.to_frame([r for p in parts for r in p])
+
+
+STEPS = list(range(0, 101, 10))
+# Crosses 0.95 at step 20, dips to 0.90 at 30, is exactly 0.95 at 40 and stays above from then on.
+DIPPING = [0.1, 0.5, 0.96, 0.90, 0.95, 0.97, 0.99, 0.98, 0.99, 1.0, 1.0]
+
+
+def test_convergence_dip_restarts_clock_and_threshold_is_inclusive():
+    t = table(rows("m", "cka_final", "mlp", 0, STEPS, DIPPING))
+    conv = S.convergence_steps(t)
+    assert len(conv) == 1
+    r = conv.iloc[0]
+    assert (r["model"], r["layer"], r["component"]) == ("m", 0, "mlp")
+    assert r["step"] == 40 and r["final_step"] == 100
+    assert r["fraction"] == pytest.approx(0.4) and bool(r["converged"])
+    # 0.95 at step 40 fails a 0.96 threshold: the stable run now starts at step 50.
+    r = S.convergence_steps(t, threshold=0.96).iloc[0]
+    assert r["step"] == 50 and r["fraction"] == pytest.approx(0.5)
+
+
+def test_never_converged_and_nan_counts_as_dip():
+    never = [0.2, 0.5, 0.97, 0.99, 0.98, 0.96, 0.97, 0.99, 0.99, 0.98, 0.90]  # last value below
+    with_nan = [0.2, 0.5, 0.97, 0.99, 0.98, 0.96, float("nan"), 0.99, 0.99, 0.98, 1.0]
+    t = table(rows("m", "cka_final", "mlp", 0, STEPS, never), rows("m", "cka_final", "mlp", 1, STEPS, with_nan))
+    conv = S.convergence_steps(t).set_index("layer")
+    assert pd.isna(conv.loc[0, "step"]) and math.isnan(conv.loc[0, "fraction"])
+    assert not bool(conv.loc[0, "converged"])
+    assert conv.loc[1, "step"] == 70 and conv.loc[1, "fraction"] == pytest.approx(0.7)
+
+
+def test_fraction_uses_the_models_last_step_or_an_override():
+    t = table(rows("a", "cka_final", "mlp", 0, STEPS, DIPPING),
+              rows("a", "loss", "model", -1, [0, 200], [5.0, 3.0]),  # training went on to step 200
+              rows("b", "cka_final", "attn", 2, [0, 5, 10], [0.3, 0.99, 1.0]))
+    conv = S.convergence_steps(t).set_index("model")
+    assert conv.loc["a", "final_step"] == 200 and conv.loc["a", "fraction"] == pytest.approx(0.2)
+    assert conv.loc["b", "step"] == 5 and conv.loc["b", "fraction"] == pytest.approx(0.5)
+    conv = S.convergence_steps(t, total_steps={"a": 1000}).set_index("model")
+    assert conv.loc["a", "fraction"] == pytest.approx(0.04)
+    assert conv.loc["b", "fraction"] == pytest.approx(0.5)  # not in the mapping: its own last step
+    # Another metric is read only when asked for.
+    assert S.convergence_steps(t, metric="cka_final_debiased").empty
+
+
+def test_duplicate_rows_are_averaged():
+    t = table(rows("m", "cka_final", "mlp", 0, [0, 10, 20], [0.5, 0.94, 1.0], run="r1"),
+              rows("m", "cka_final", "mlp", 0, [10], [0.96], run="r2"))  # mean at step 10: 0.95
+    assert S.convergence_steps(t).iloc[0]["step"] == 10
+
+
+def cka_crossing(model, layer, cross, steps=STEPS, component="mlp"):
+    """A CKA series below 0.95 before ``cross`` and above from it on."""
+    return rows(model, "cka_final", component, layer, steps, [0.99 if s >= cross else 0.6 for s in steps])
+
+
+def per_rows(model, layer, p, step=100):
+    """Weight PER rows whose layer mean (heads averaged into one 'ov' first) is exactly ``p``."""
+    out = rows(model, "per", "qkv", layer, [step], [p]) + rows(model, "per", "mlp_out", layer, [step], [p - 0.1])
+    for h, v in enumerate([p, p, p + 0.3]):  # ov mean p + 0.1; a naive mean over all five rows gives p + 0.04
+        out += rows(model, "per", f"ov_head{h:02d}", layer, [step], [v])
+    return out
+
+
+def test_layer_per_averages_heads_into_one_ov_matrix():
+    t = table(per_rows("m", 0, 0.5), per_rows("m", 1, 0.7))
+    per = S.layer_per(t).set_index("layer")["per"]
+    assert per[0] == pytest.approx(0.5, abs=1e-12) and per[1] == pytest.approx(0.7, abs=1e-12)
+    only_qkv = S.layer_per(t, components=("qkv",)).set_index("layer")["per"]
+    assert only_qkv[1] == pytest.approx(0.7)
+
+
+def test_layer_per_step_choice():
+    t = table(per_rows("m", 0, 0.5, step=100), per_rows("m", 0, 0.1, step=50))
+    assert S.layer_per(t, step="final")["per"].iloc[0] == pytest.approx(0.5)
+    assert S.layer_per(t, step="mean")["per"].iloc[0] == pytest.approx(0.3)
+    assert S.layer_per(t, step=50)["per"].iloc[0] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="step 70"):
+        S.layer_per(t, step=70)
+
+
+def test_per_vs_convergence_planted_monotone_relations():
+    crosses = [10, 20, 40, 60, 90]  # fractions 0.1 .. 0.9
+    falling = [0.9, 0.7, 0.65, 0.3, 0.1]  # PER falls as convergence gets later: Spearman exactly -1
+    rising = [0.2, 0.21, 0.5, 0.55, 0.95]  # model "z": Spearman exactly +1
+    parts = []
+    for layer, (c, p, q) in enumerate(zip(crosses, falling, rising)):
+        parts += [cka_crossing("EleutherAI/pythia-70m", layer, c), per_rows("EleutherAI/pythia-70m", layer, p)]
+        parts += [cka_crossing("z", layer, c), per_rows("z", layer, q)]
+        parts += [per_rows("z", layer, 0.123, step=0)]  # an early step the default ("final") ignores
+    t = table(*parts)
+    points = S.per_convergence_points(t)
+    assert len(points) == 10
+    assert points["fraction"].tolist()[:5] == pytest.approx([0.1, 0.2, 0.4, 0.6, 0.9])
+    corr = S.per_vs_convergence(t).set_index("model")
+    assert list(corr.index) == ["EleutherAI/pythia-70m", "z", "all"]
+    assert corr.loc["EleutherAI/pythia-70m", "spearman_rho"] == pytest.approx(-1.0)
+    assert corr.loc["z", "spearman_rho"] == pytest.approx(1.0)
+    frac = np.array([0.1, 0.2, 0.4, 0.6, 0.9])
+    assert corr.loc["z", "pearson_r"] == pytest.approx(np.corrcoef(rising, frac)[0, 1], abs=1e-9)
+    assert corr.loc["EleutherAI/pythia-70m", "pearson_r"] == pytest.approx(np.corrcoef(falling, frac)[0, 1],
+                                                                            abs=1e-9)
+    assert corr.loc["all", "n"] == 10
+    pooled = np.corrcoef(falling + rising, np.concatenate([frac, frac]))[0, 1]
+    assert corr.loc["all", "pearson_r"] == pytest.approx(pooled, abs=1e-9)
+
+
+def test_per_vs_convergence_degenerate_is_nan_without_warnings():
+    t = table(*[cka_crossing("m", i, c) + per_rows("m", i, 0.5) for i, c in enumerate([10, 30, 50])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        corr = S.per_vs_convergence(t)
+    assert len(corr) == 1 and corr.iloc[0]["n"] == 3
+    assert math.isnan(corr.iloc[0]["pearson_r"]) and math.isnan(corr.iloc[0]["spearman_rho"])
+    assert S.per_vs_convergence(table(cka_crossing("m", 0, 10))).empty  # no PER rows: nothing to correlate
+
+
+def test_headline_numbers():
+    big, small = "EleutherAI/pythia-410m", "EleutherAI/pythia-70m"
+    parts = [
+        rows(big, "train_loss", "model", -1, STEPS, np.linspace(6, 2, 11)),
+        rows(big, "val_loss", "model", -1, [0, 50, 80, 100], [6.0, 3.0, 2.5, 2.7]),
+        # CKA at step 20 (20% of 100): layer 0 mlp 0.8, layer 1 mlp 0.6, layer 0 attn 0.7 -> mean 0.7
+        rows(big, "cka_final", "mlp", 0, STEPS, [0.5, 0.6, 0.8, 0.96, 0.97, 0.98, 0.99, 1, 1, 1, 1.0]),  # 0.3
+        rows(big, "cka_final", "mlp", 1, STEPS, [0.5, 0.5, 0.6, 0.7, 0.8, 0.9, 0.96, 0.97, 0.98, 0.99, 1.0]),  # 0.6
+        rows(big, "cka_final", "attn", 0, STEPS, [0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 0.99, 0.99, 0.99, 0.9, 0.9]),  # never
+        rows(big, "cka_final", "ov_head00", 0, STEPS, [0.0] * 11),  # per-head: left out of the headline
+        rows(big, "per", "head", -1, [50, 100], [0.4, 0.35]),
+        rows(big, "kl_uniform", "head", -1, [50, 100], [0.2, 0.25]),
+        rows(big, "anisotropy", "final", -1, [50, 100], [0.1, 0.3]),
+        rows(big, "anisotropy", "resid", 1, [50, 100], [0.5, 0.6]),
+        # small model: no loss, no final-state anisotropy (falls back to the deepest resid layer)
+        rows(small, "anisotropy", "resid", 0, [0, 40], [0.2, 0.4]),
+        rows(small, "anisotropy", "resid", 3, [0, 40], [0.3, 0.8]),
+    ]
+    head = S.headline(table(*parts)).set_index("model")
+    assert list(head.index) == [small, big]
+    b = head.loc[big]
+    assert b["loss_metric"] == "val_loss"
+    assert b["final_loss"] == pytest.approx(2.7) and b["best_loss"] == pytest.approx(2.5)
+    assert b["best_loss_step"] == 80 and b["final_step"] == 100 and b["final_tokens"] == 1000
+    assert b["cka_step"] == 20 and b["cka_at_fraction"] == pytest.approx(0.7)
+    assert b["median_convergence"] == pytest.approx(0.6)  # median of 0.3, 0.6, never
+    assert b["never_converged"] == 1
+    assert b["head_per"] == pytest.approx(0.35) and b["head_kl_uniform"] == pytest.approx(0.25)
+    assert b["anisotropy"] == pytest.approx(0.3)
+    s = head.loc[small]
+    assert pd.isna(s["loss_metric"]) and math.isnan(s["final_loss"])
+    assert math.isnan(s["cka_at_fraction"]) and math.isnan(s["head_per"])
+    assert s["anisotropy"] == pytest.approx(0.8)
+    assert S.headline(table(*parts), at_fraction=0.5).set_index("model").loc[big, "cka_at_fraction"] == \
+        pytest.approx((0.98 + 0.9 + 0.99) / 3)
+
+
+def test_headline_loss_fallback_order():
+    t = table(rows("m", "train_loss", "model", -1, [0, 10], [5.0, 4.0]), rows("m", "loss", "model", -1, [0, 10],
+                                                                               [5.5, 4.5]))
+    assert S.headline(t).iloc[0]["loss_metric"] == "loss"
+    assert S.headline(t).iloc[0]["final_loss"] == pytest.approx(4.5)
+
+
+def test_model_order_and_names():
+    t = table(*[rows(m, "loss", "model", -1, [0], [1.0]) for m in
+                ["EleutherAI/pythia-2.8b-deduped", "demo", "EleutherAI/pythia-410m", "EleutherAI/pythia-1.4b",
+                 "EleutherAI/pythia-70m-seed1"]],
+              rows("deep", "per", "qkv", 7, [0], [0.5]), rows("demo", "per", "qkv", 1, [0], [0.5]))
+    assert S.model_order(t) == ["EleutherAI/pythia-70m-seed1", "EleutherAI/pythia-410m", "EleutherAI/pythia-1.4b",
+                                "EleutherAI/pythia-2.8b-deduped", "demo", "deep"]
+    assert S.short_name("EleutherAI/pythia-70m") == "pythia-70m"
+    assert S.model_size("pythia-1.4b-deduped") == pytest.approx(1.4e9)
+    assert math.isnan(S.model_size("demo"))
+
+
+def test_empty_table_gives_empty_summaries():
+    empty = store.to_frame([])
+    assert S.convergence_steps(empty).empty
+    assert S.per_vs_convergence(empty).empty
+    assert S.headline(empty).empty
