@@ -90,3 +90,15 @@ def test_new_size_is_a_few_lines():
 def test_bad_model_specs(kwargs, words):
     with pytest.raises(ValueError, match=words):
         ModelSpec(**kwargs).resolved()
+
+
+@pytest.mark.parametrize("size", ["14m", "1b", "12b"])
+def test_pythia_config_parses_through_the_real_cli(size, capsys):
+    from lmdynamics.training.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(CONFIGS / f"pythia-{size}.yaml"), "--print_config"])
+    assert done.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["model"]["size"] == size and printed["data"]["streaming"] is True
+    assert printed["convergence"]["enabled"] and printed["weight_rank"]["enabled"] and printed["head_rank"]["enabled"]

@@ -120,3 +120,28 @@ def test_bpe_is_trained_once_and_cached(tmp_path):
     assert files[0].stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="bpe:<vocab size>"):
         load_tokenizer("bpe:lots", documents=docs)
+
+
+def test_streaming_matches_in_memory_packing_and_resumes(tmp_path, pythia_tokenizer_file):
+    from lmdynamics.data.datamodule import TextDataModule
+
+    docs = [f"Document {i}: " + " ".join(DOCS[i % len(DOCS)] for _ in range(1 + i % 3)) for i in range(60)]
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps({"text": d}) for d in docs))
+    dm = TextDataModule(source=str(path), tokenizer=str(pythia_tokenizer_file), context_length=16, batch_size=3,
+                        streaming=True, val_documents=5, val_blocks=None, cache_dir=str(tmp_path / "cache"))
+    dm.prepare()
+    tok = dm.tokenizer
+    assert torch.equal(dm.val_all, pack(tokenize_stream(docs[:5], tok, 0), 16))
+    expected = pack(tokenize_stream(docs[5:], tok, 0), 16)
+    trainer = type("T", (), {"accumulate_grad_batches": 1, "max_steps": 6, "global_step": 0, "global_rank": 0, "world_size": 1})()
+    dm.trainer = trainer
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 6 and all(torch.equal(b, expected[3 * i:3 * i + 3]) for i, b in enumerate(batches))
+    trainer.global_step = 4  # resumed at step 4
+    assert [b.tolist() for b in dm.train_dataloader()] == [b.tolist() for b in batches[4:]]
+    trainer.global_step, trainer.world_size, trainer.global_rank = 0, 3, 1  # rank 1 of 3: its slice of each global batch
+    first = next(iter(dm.train_dataloader()))
+    assert torch.equal(first, expected[0:9][1::3])
+    with pytest.raises(ValueError, match="bpe"):
+        TextDataModule(source=str(path), tokenizer="bpe:300", streaming=True).prepare()

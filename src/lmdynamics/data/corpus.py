@@ -58,28 +58,7 @@ def load_corpus(
         docs, digest = load_python_docs(Path(cache_dir) / "corpora")
         return _finish(Corpus(docs, f"python-docs-{digest}", f"Python's bundled documentation (sha256 {digest})"), max_documents, source)
 
-    import datasets
-
-    path = Path(source).expanduser()
-    looks_local = path.exists() or path.suffix in _LOCAL_BUILDERS or source.startswith((".", "/", "~"))
-    if looks_local:
-        if not path.exists():
-            raise FileNotFoundError(f"data file {path} does not exist; give an existing .txt/.jsonl/.parquet file or directory, a hub dataset name, or {BUNDLED}")
-        files = _local_files(path)
-        builder = _LOCAL_BUILDERS[files[0].suffix]
-        kwargs = {"sample_by": "document"} if builder == "text" else {}
-        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
-                                   cache_dir=str(Path(cache_dir) / "datasets"), **kwargs)
-        corpus_id = f"files-{_content_hash(files)}"
-        description = f"{len(files)} local {builder} file(s) under {path}"
-    else:
-        try:
-            ds = datasets.load_dataset(source, hub_config, split=split, streaming=streaming)
-        except Exception as err:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ValueError(f"hub dataset {source!r} (config {hub_config}, split {split}) could not be loaded: {first}") from None
-        corpus_id = f"hub-{source}-{hub_config}-{split}"
-        description = f"hub dataset {source} ({hub_config or 'default'} / {split})"
+    ds, corpus_id, description = open_rows(source, hub_config=hub_config, split=split, streaming=streaming, cache_dir=cache_dir)
     docs = []
     for row in ds:
         if text_field not in row:
@@ -90,6 +69,32 @@ def load_corpus(
         if max_documents is not None and len(docs) >= max_documents:
             break
     return _finish(Corpus(docs, corpus_id, description), max_documents, source)
+
+
+def open_rows(source: str, *, hub_config: str | None = None, split: str = "train", streaming: bool = False,
+              cache_dir: str | os.PathLike = ".cache"):
+    """A local file/directory or hub dataset as ``datasets`` rows (an IterableDataset when streaming),
+    with an id for its content and a description."""
+    import datasets
+
+    path = Path(source).expanduser()
+    looks_local = path.exists() or path.suffix in _LOCAL_BUILDERS or source.startswith((".", "/", "~"))
+    if looks_local:
+        if not path.exists():
+            raise FileNotFoundError(f"data file {path} does not exist; give an existing .txt/.jsonl/.parquet file or directory, a hub dataset name, or {BUNDLED}")
+        files = _local_files(path)
+        builder = _LOCAL_BUILDERS[files[0].suffix]
+        kwargs = {"sample_by": "document"} if builder == "text" else {}
+        if not streaming:
+            kwargs["cache_dir"] = str(Path(cache_dir) / "datasets")
+        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=streaming, **kwargs)
+        return ds, f"files-{_content_hash(files)}", f"{len(files)} local {builder} file(s) under {path}"
+    try:
+        ds = datasets.load_dataset(source, hub_config, split=split, streaming=streaming)
+    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"hub dataset {source!r} (config {hub_config}, split {split}) could not be loaded: {first}") from None
+    return ds, f"hub-{source}-{hub_config}-{split}", f"hub dataset {source} ({hub_config or 'default'} / {split})"
 
 
 def _finish(corpus: Corpus, max_documents: int | None, source: str) -> Corpus:

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .corpus import BUNDLED, load_corpus
+from .corpus import BUNDLED, load_corpus, open_rows
 from .packing import StepBatchSampler, pack, split_documents, tokenize_stream
+from .streaming import StreamingBlocks, take_documents
 from .tokenizer import load_tokenizer, tokenizer_fingerprint
 
 
@@ -35,6 +36,10 @@ class TextDataModule(L.LightningDataModule):
         val_fraction: share of documents held out for validation (chosen by ``seed``).
         val_blocks: cap on validation blocks used per validation run (None: all).
         seed: fixes the document split and the batch order.
+        streaming: read a file or hub corpus as a stream, tokenising and packing on the fly (for corpora too
+            large to hold, e.g. the Pile); the first ``val_documents`` documents are the validation split,
+            ``shuffle_buffer`` adds a seeded buffer shuffle of the rest. Needs a hub or file tokenizer.
+        max_documents: use only the first N (training) documents.
     """
 
     def __init__(
@@ -51,6 +56,8 @@ class TextDataModule(L.LightningDataModule):
         hub_config: str | None = None,
         split: str = "train",
         streaming: bool = False,
+        val_documents: int = 1000,
+        shuffle_buffer: int | None = None,
         max_documents: int | None = None,
         cache_dir: str | None = None,
         num_workers: int = 0,
@@ -66,6 +73,9 @@ class TextDataModule(L.LightningDataModule):
         self.val_fraction, self.val_blocks, self.seed = val_fraction, val_blocks, seed
         self.text_field, self.hub_config, self.split = text_field, hub_config, split
         self.streaming, self.max_documents = streaming, max_documents
+        self.val_documents, self.shuffle_buffer = val_documents, shuffle_buffer
+        self._val_rows = 0
+        self._prepared = False
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.num_workers = num_workers
         self.tokenizer = None
@@ -78,7 +88,11 @@ class TextDataModule(L.LightningDataModule):
     # -- preparation -------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Load, tokenise (cached) and pack. Idempotent; called by ``setup`` and by tools that need the data."""
-        if self.train_blocks is not None:
+        if self._prepared:
+            return
+        if self.streaming:
+            self._prepare_stream()
+            self._prepared = True
             return
         corpus = load_corpus(self.source, text_field=self.text_field, hub_config=self.hub_config,
                              split=self.split, streaming=self.streaming, max_documents=self.max_documents,
@@ -110,6 +124,42 @@ class TextDataModule(L.LightningDataModule):
             raise ValueError(f"the validation split has fewer than data.context_length={self.context_length} tokens; raise data.val_fraction or shorten the context")
         if self.val_blocks is not None:
             self.val_blocks_tensor = self.val_blocks_tensor[: self.val_blocks]
+        self._prepared = True
+
+    def _open_stream(self):
+        rows, corpus_id, description = open_rows(self.source, hub_config=self.hub_config, split=self.split,
+                                                 streaming=True, cache_dir=self.cache_dir)
+        return rows, corpus_id, description
+
+    def _prepare_stream(self) -> None:
+        if self.source == BUNDLED:
+            raise ValueError("data.streaming applies to files and hub datasets; the bundled corpus is small enough to hold")
+        if self.tokenizer_spec.startswith("bpe:"):
+            raise ValueError("data.tokenizer bpe:<vocab> is trained on the whole corpus; with data.streaming give a hub tokenizer or a tokenizer.json")
+        self.tokenizer = load_tokenizer(self.tokenizer_spec, cache_dir=self.cache_dir)
+        rows, self.corpus_id, self.corpus_description = self._open_stream()
+        val_docs, counted = [], 0
+        for row in rows:
+            counted += 1
+            if self.text_field not in row:
+                raise ValueError(f"data.source {self.source}: rows have no field {self.text_field!r} (fields: {sorted(row)}); set data.text_field")
+            if row[self.text_field] and row[self.text_field].strip():
+                val_docs.append(row[self.text_field])
+                if len(val_docs) >= self.val_documents:
+                    break
+        self._val_rows = counted
+        self.val_all = pack(tokenize_stream(val_docs, self.tokenizer, self.eos_id), self.context_length)
+        if len(self.val_all) == 0:
+            raise ValueError(f"the first {self.val_documents} streamed documents hold fewer than {self.context_length} tokens; raise data.val_documents")
+        self.val_blocks_tensor = self.val_all[: self.val_blocks] if self.val_blocks is not None else self.val_all
+
+    def _training_texts(self):
+        """The training documents of the stream, in the same order on every call."""
+        rows, _, _ = self._open_stream()
+        rows = rows.skip(self._val_rows)
+        if self.shuffle_buffer:
+            rows = rows.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+        return take_documents(rows, self.text_field, self.max_documents)
 
     @property
     def eos_id(self) -> int:
@@ -134,6 +184,10 @@ class TextDataModule(L.LightningDataModule):
         max_steps = trainer.max_steps if trainer else 1
         start = trainer.global_step if trainer else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        if self.streaming:
+            blocks = StreamingBlocks(self._training_texts, self.tokenizer, self.eos_id, self.context_length,
+                                     self.batch_size, max_steps, accumulate, start, rank, world)
+            return DataLoader(blocks, batch_size=None, num_workers=0)
         sampler = StepBatchSampler(len(self.train_blocks), self.batch_size * world, self.seed, max_steps,
                                    accumulate, start_step=start)
         return DataLoader(TensorDataset(self.train_blocks), batch_sampler=_RankSlice(sampler, rank, world),
