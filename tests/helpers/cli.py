@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def tiny_config(tmp_path: Path, **over) -> Path:
     cfg = {
         "seed_everything": 7,
-        "run": {"name": "tiny", "root": str(tmp_path / "runs"), "loggers": ["csv"], "resume_every": 3},
+        "run": {"name": "tiny", "root": str(tmp_path / "runs"), "loggers": ["csv"], "resume_every": 3,
+                "report": False},
         "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 6, "val_check_interval": 3,
                     "check_val_every_n_epoch": None, "num_sanity_val_steps": 0, "log_every_n_steps": 1,
                     "enable_progress_bar": False, "enable_model_summary": False},

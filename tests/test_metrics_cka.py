@@ -1,0 +1,213 @@
+"""Linear CKA: invariances, an independent numpy reference, streaming = concatenation (also over 2 DDP
+processes), minibatch CKA."""
+
+import datetime
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lmdynamics.metrics import MinibatchCKA, StreamingLinearCKA, linear_cka
+
+
+# --- independent float64 numpy reference (sample space, explicit n x n matrices) -------------------------
+
+
+def np_cka(x, y):
+    """Kornblith et al. 2019: CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with centred Gram matrices."""
+    n = x.shape[0]
+    h = np.eye(n) - np.ones((n, n)) / n
+    k = h @ (x @ x.T) @ h
+    l = h @ (y @ y.T) @ h
+    return np.sum(k * l) / np.sqrt(np.sum(k * k) * np.sum(l * l))
+
+
+def np_hsic1(k, l):
+    """Song et al. 2012 unbiased HSIC, written out with explicit ones-vectors."""
+    n = k.shape[0]
+    k = k.copy()
+    l = l.copy()
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l, 0)
+    one = np.ones(n)
+    return (np.trace(k @ l) + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * (one @ k @ l @ one)) / (
+        n * (n - 3)
+    )
+
+
+def np_cka_debiased(x, y):
+    k, l = x @ x.T, y @ y.T
+    return np_hsic1(k, l) / np.sqrt(np_hsic1(k, k) * np_hsic1(l, l))
+
+
+def correlated(n, d1, d2, seed, shift=0.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d1, generator=g, dtype=torch.float64)
+    y = x[:, : min(d1, d2)] @ torch.randn(min(d1, d2), d2, generator=g, dtype=torch.float64)
+    y = y + 2.0 * torch.randn(n, d2, generator=g, dtype=torch.float64)
+    return x + shift, y - shift
+
+
+def random_orthogonal(d, seed):
+    g = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))
+
+
+# shapes exercising the feature-space path (n > d) and the sample-space path (n < d)
+SHAPES = [(300, 12, 7), (24, 40, 33)]
+
+
+@pytest.mark.parametrize("n,d1,d2", SHAPES)
+@pytest.mark.parametrize("debiased", [False, True])
+def test_matches_independent_numpy_reference(n, d1, d2, debiased):
+    x, y = correlated(n, d1, d2, seed=1)
+    ref = (np_cka_debiased if debiased else np_cka)(x.numpy(), y.numpy())
+    got = linear_cka(x, y, debiased=debiased)
+    assert 0.05 < abs(ref) < 0.95  # a non-trivial value, so the comparison means something
+    assert got == pytest.approx(ref, rel=1e-10, abs=1e-12)
+    # float32 inputs are accumulated in float64: same number up to the inputs' own rounding
+    assert linear_cka(x.float(), y.float(), debiased=debiased) == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("n,d1,d2", SHAPES)
+@pytest.mark.parametrize("debiased", [False, True])
+def test_invariant_to_orthogonal_scale_and_shift(n, d1, d2, debiased):
+    x, _ = correlated(n, d1, d2, seed=2)
+    y = 3.7 * x @ random_orthogonal(d1, seed=3) + torch.linspace(-5, 5, d1, dtype=torch.float64)
+    assert linear_cka(x, y, debiased=debiased) == pytest.approx(1.0, abs=1e-10)
+    assert linear_cka(x, x, debiased=debiased) == pytest.approx(1.0, abs=1e-12)
+    x2, y2 = correlated(n, d1, d2, seed=4)
+    base = linear_cka(x2, y2, debiased=debiased)
+    moved = linear_cka(x2 @ random_orthogonal(d1, seed=5) * 0.01 + 7.0, y2, debiased=debiased)
+    assert moved == pytest.approx(base, rel=1e-9)
+    assert base < 0.99  # and unrelated data is not 1
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_symmetric(debiased):
+    x, y = correlated(50, 9, 5, seed=6)
+    assert linear_cka(x, y, debiased=debiased) == pytest.approx(linear_cka(y, x, debiased=debiased), rel=1e-12)
+
+
+def test_debiased_near_zero_for_independent_samples():
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2000, 20, generator=g, dtype=torch.float64)
+    y = torch.randn(2000, 20, generator=g, dtype=torch.float64)
+    biased = linear_cka(x, y)
+    debiased = linear_cka(x, y, debiased=True)
+    # the biased estimator is inflated by ~ sqrt(d1 d2) / n = 0.01; the unbiased HSIC removes it
+    assert biased > 0.007
+    assert abs(debiased) < 0.003
+
+
+def test_degenerate_inputs():
+    x = torch.ones(10, 3)
+    y = torch.randn(10, 2)
+    assert np.isnan(linear_cka(x, y))  # a constant representation has no variance to compare
+    with pytest.raises(ValueError, match="same number of rows"):
+        linear_cka(torch.randn(5, 2), torch.randn(6, 2))
+    with pytest.raises(ValueError, match="at least 4"):
+        linear_cka(torch.randn(3, 2), torch.randn(3, 2), debiased=True)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("preallocate", [False, True])
+def test_streaming_equals_concatenation(debiased, preallocate):
+    x, y = correlated(403, 16, 9, seed=8, shift=25.0)  # uncentred data: centring happens from running sums
+    dims = dict(dim_x=16, dim_y=9) if preallocate else {}
+    metric = StreamingLinearCKA(debiased=debiased, **dims)
+    for xb, yb in zip(torch.split(x, [1, 100, 57, 245]), torch.split(y, [1, 100, 57, 245])):
+        metric.update(xb.float(), yb.float())  # float32 batches, float64 sums
+    ref_x, ref_y = x.float().double(), y.float().double()
+    expected = linear_cka(ref_x, ref_y, debiased=debiased)
+    # the debiased sums are fourth moments of uncentred data (mean 25 x the spread here): ~1e-9 is float64's limit
+    rel = 1e-8 if debiased else 1e-10
+    assert float(metric.compute()) == pytest.approx(expected, rel=rel)
+    reference = np_cka_debiased if debiased else np_cka
+    assert float(metric.compute()) == pytest.approx(reference(ref_x.numpy(), ref_y.numpy()), rel=rel)
+    metric.reset()
+    metric.update(x[:50], y[:50])
+    assert float(metric.compute()) == pytest.approx(linear_cka(x[:50], y[:50], debiased=debiased), rel=1e-9)
+
+
+def test_streaming_rejects_mismatched_batches():
+    metric = StreamingLinearCKA()
+    metric.update(torch.randn(10, 4), torch.randn(10, 3))
+    with pytest.raises(ValueError, match="features"):
+        metric.update(torch.randn(10, 5), torch.randn(10, 3))
+
+
+def test_minibatch_cka():
+    x, y = correlated(120, 10, 6, seed=9)
+    one = MinibatchCKA()
+    one.update(x, y)
+    assert float(one.compute()) == pytest.approx(linear_cka(x, y, debiased=True), rel=1e-10)
+    # several batches: ratio of averaged unbiased HSICs (Nguyen et al. 2021), from the numpy reference
+    metric = MinibatchCKA()
+    hsic = np.zeros(3)
+    for xb, yb in zip(x.split(40), y.split(40)):
+        metric.update(xb, yb)
+        k, l = xb.numpy() @ xb.numpy().T, yb.numpy() @ yb.numpy().T
+        hsic += [np_hsic1(k, l), np_hsic1(k, k), np_hsic1(l, l)]
+    assert float(metric.compute()) == pytest.approx(hsic[0] / np.sqrt(hsic[1] * hsic[2]), rel=1e-10)
+    with pytest.raises(ValueError, match="at least 4 rows"):
+        metric.update(x[:3], y[:3])
+
+
+# --- two DDP processes (gloo on CPU): the synced metric is the CKA of both shards together ---------------
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60)
+    )
+    try:
+        x, y = correlated(203, 8, 5, seed=10, shift=3.0)
+        shard = slice(0, 70) if rank == 0 else slice(70, None)  # uneven shards
+        results = {}
+        for debiased in (False, True):
+            metric = StreamingLinearCKA(debiased=debiased)  # lazily allocated on both ranks
+            metric.update(x[shard][:30], y[shard][:30])
+            metric.update(x[shard][30:], y[shard][30:])
+            results[f"streaming_{debiased}"] = float(metric.compute())
+        mb = MinibatchCKA()
+        mb.update(x[shard], y[shard])
+        results["minibatch"] = float(mb.compute())
+        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_streaming_cka_over_two_ddp_processes(tmp_path):
+    ctx = mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn")
+    deadline = 180
+    while not ctx.join(timeout=5):
+        deadline -= 5
+        if deadline <= 0:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("DDP workers did not finish within 180 s")
+    x, y = correlated(203, 8, 5, seed=10, shift=3.0)
+    h = [np_hsic1(a @ a.T, b @ b.T) for a, b in [(x[:70].numpy(), y[:70].numpy()), (x[70:].numpy(), y[70:].numpy())]]
+    hxx = [np_hsic1(a @ a.T, a @ a.T) for a in (x[:70].numpy(), x[70:].numpy())]
+    hyy = [np_hsic1(b @ b.T, b @ b.T) for b in (y[:70].numpy(), y[70:].numpy())]
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got["streaming_False"] == pytest.approx(linear_cka(x, y), rel=1e-9)
+        assert got["streaming_True"] == pytest.approx(linear_cka(x, y, debiased=True), rel=1e-9)
+        assert got["minibatch"] == pytest.approx(sum(h) / np.sqrt(sum(hxx) * sum(hyy)), rel=1e-9)
+        # and the synced value is not just the local shard's
+        assert abs(got["streaming_False"] - linear_cka(x[:70], y[:70])) > 1e-4
