@@ -80,6 +80,20 @@ def test_streams_safetensors_exactly_without_building_the_model(saved, model, mo
     assert [k for k, _ in iter_tensors(saved, names=wanted)] == ["embed_out.weight"]
 
 
+def test_streaming_holds_one_tensor_at_a_time(saved):
+    """When the next tensor arrives, every tensor the consumer dropped is gone (no mmap, no cached refs)."""
+    import gc
+    import weakref
+
+    refs = []
+    for name, tensor in iter_tensors(saved):
+        gc.collect()
+        assert [n for n, r in refs if r() is not None] == []
+        refs.append((name, weakref.ref(tensor)))
+        del tensor
+    assert len(refs) == len(tensor_shapes(saved))
+
+
 def test_streams_bin_and_sharded_checkpoints(tmp_path, model, saved):
     from safetensors.torch import save_file
 
@@ -103,6 +117,13 @@ def test_streams_bin_and_sharded_checkpoints(tmp_path, model, saved):
         assert [p.name for p in weight_files(d)] == list(halves)
         got = dict(iter_tensors(d))
         assert set(got) == set(state) and all(torch.equal(got[k], state[k]) for k in state)
+    # other dtypes round-trip exactly through the plain-read safetensors path
+    mixed = {"a": torch.randn(3, 4).to(torch.bfloat16), "b": torch.randn(5).half(), "c": torch.arange(6).view(2, 3),
+             "d": torch.zeros(0, 4)}
+    (tmp_path / "mixed").mkdir()
+    save_file(mixed, tmp_path / "mixed" / "model.safetensors")
+    got = dict(iter_tensors(tmp_path / "mixed"))
+    assert all(got[k].dtype == v.dtype and torch.equal(got[k], v) for k, v in mixed.items())
     (tmp_path / "st" / "part-2.safetensors").unlink()
     with pytest.raises(CheckpointError, match="lacks shard"):
         weight_files(tmp_path / "st")

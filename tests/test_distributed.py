@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lmdynamics import store
@@ -35,10 +36,13 @@ def test_ddp_two_processes_measure_once_and_match_one_process(tmp_path):
     measured = ~b.component.eq("model")
     merged = a[~a.component.eq("model")].merge(b[measured], on=key, suffixes=("_one", "_two"))
     assert len(merged) == measured.sum() > 100
-    step0 = merged[merged.step == 0]  # same initial weights and probe: equal up to float summation order
-    assert ((step0.value_one - step0.value_two).abs() <= 1e-4 * step0.value_one.abs().clip(lower=1)).all()
-    later = merged[merged.step > 0]  # same global batches of 4 blocks, gradients averaged over 2 ranks
-    assert ((later.value_one - later.value_two).abs() <= 1e-2 * later.value_one.abs().clip(lower=1)).all()
+    # same initial weights and probe: step-0 measurements agree up to float summation order (CKA-to-final
+    # compares with the final step and so depends on training)
+    step0 = merged[(merged.step == 0) & ~merged.metric.isin(["cka_final", "converged_fraction"])]
+    assert len(step0) > 50
+    assert np.allclose(step0.value_one, step0.value_two, rtol=1e-4, atol=1e-5, equal_nan=True)  # inf == inf too
+    later = merged[(merged.step > 0) | merged.metric.isin(["cka_final", "converged_fraction"])]  # same global batches of 4 blocks, gradients averaged over 2 ranks
+    assert np.allclose(later.value_one, later.value_two, rtol=1e-2, atol=1e-3, equal_nan=True)
     assert (two / "runs" / "tiny" / "checkpoints" / "step00000003").is_dir()
 
 

@@ -76,7 +76,7 @@ class LMCLI(LightningCLI):
         max_steps = cfg.trainer.max_steps
         if self.subcommand == "fit" and (max_steps is None or max_steps <= 0):
             raise ValueError("trainer.max_steps must be set to a positive number of optimizer steps (the LR schedule and checkpoint schedule depend on it)")
-        if self.subcommand == "fit":
+        if self.subcommand == "fit" and _launching_rank_zero():
             ckpt = cfg.get("ckpt_path")
             fresh = not ckpt
             if fresh and run.dir.exists() and any(run.dir.iterdir()):
@@ -132,7 +132,7 @@ class LMCLI(LightningCLI):
 
     def _write_config(self, run_dir: Path) -> None:
         """The resolved config of this invocation, atomically, as ``config.yaml`` (``config-<sub>.yaml`` for others)."""
-        if int(os.environ.get("LOCAL_RANK", "0")) or int(os.environ.get("NODE_RANK", "0")):
+        if not _launching_rank_zero():
             return
         name = "config.yaml" if self.subcommand == "fit" else f"config-{self.subcommand}.yaml"
         text = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)
@@ -140,6 +140,18 @@ class LMCLI(LightningCLI):
         tmp = path.with_name(f".{name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
+
+
+def _launching_rank_zero() -> bool:
+    """True in the process of global rank 0 (or before any launcher has started others).
+
+    Processes started by a launcher (Lightning's DDP re-execution, torchrun, SLURM) carry their rank in the
+    environment; only rank 0 checks and creates the run directory.
+    """
+    for var in ("RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var]) == 0
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
 def _device_count(devices, accelerator) -> int:

@@ -1,0 +1,197 @@
+"""Singular values (Gram path vs float64 svdvals, ill-conditioned fallback) and the rank measures."""
+
+import math
+
+import pytest
+import torch
+
+from lmdynamics.metrics import (
+    condition_number,
+    effective_rank,
+    proportional_effective_rank,
+    singular_entropy_kl_uniform,
+    singular_values,
+    stable_rank,
+    w_error,
+)
+from lmdynamics.metrics import spectrum
+
+
+def with_spectrum(m, n, s, seed=0):
+    """float32 matrix U diag(s) V^T with random orthonormal U (m x k), V (n x k)."""
+    g = torch.Generator().manual_seed(seed)
+    k = len(s)
+    u, _ = torch.linalg.qr(torch.randn(m, k, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64))
+    return ((u * torch.as_tensor(s, dtype=torch.float64)) @ v.T).float()
+
+
+def assert_accurate(s, ref):
+    """The promise of spectrum.py: per-value relative error <= 1e-6 where ref >= 1e-9 s_max, and
+    absolute error <= 1e-6 s_max everywhere."""
+    assert s.dtype == torch.float64 and s.shape == ref.shape
+    smax = ref[0]
+    assert torch.all(torch.diff(s) <= 0)  # descending
+    assert (s - ref).abs().max() <= 1e-6 * smax
+    big = ref >= 1e-9 * smax
+    assert ((s - ref).abs()[big] / ref[big]).max() <= 1e-6
+
+
+def reference(w):
+    return torch.linalg.svdvals(w.double())
+
+
+def forbid_svd(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("the Gram path should have been taken")
+
+    monkeypatch.setattr(spectrum.torch.linalg, "svdvals", fail)
+
+
+WELL_CONDITIONED = {
+    "tall_random": lambda: torch.randn(6000, 96, generator=torch.Generator().manual_seed(1)),
+    "wide_random": lambda: torch.randn(48, 2500, generator=torch.Generator().manual_seed(2)),
+    "square": lambda: with_spectrum(120, 120, torch.linspace(3, 1, 120), seed=3),
+    # a head-like decaying spectrum, condition number 500
+    "tall_decaying": lambda: with_spectrum(5000, 64, torch.logspace(0, math.log10(1 / 500), 64), seed=4),
+    "chunked_blocks": lambda: torch.randn(3000, 300, generator=torch.Generator().manual_seed(5)) * torch.linspace(1, 3, 300),
+    "chunked_blocks_wide": lambda: (torch.randn(3000, 300, generator=torch.Generator().manual_seed(6)) * torch.linspace(1, 3, 300)).T,
+}
+
+
+@pytest.mark.parametrize("name", list(WELL_CONDITIONED))
+def test_gram_path_matches_svdvals(name, monkeypatch):
+    w = WELL_CONDITIONED[name]()
+    ref = reference(w)
+    if name.startswith("chunked_blocks"):  # exercise the chunked, block-triangular Gram code on a small matrix
+        monkeypatch.setattr(spectrum, "_CHUNK_ELEMENTS", 1 << 16)  # 218-row chunks
+        monkeypatch.setattr(spectrum, "_BLOCK", 128)  # 3 column blocks, the last one partial
+    forbid_svd(monkeypatch)  # auto must take the Gram path for these
+    assert_accurate(singular_values(w), ref)
+    assert_accurate(singular_values(w, method="gram"), ref)
+
+
+@pytest.mark.parametrize("cond", [1e5, 1e8, 1e12])
+def test_ill_conditioned_falls_back_and_stays_accurate(cond):
+    w = with_spectrum(3000, 40, torch.logspace(0, -math.log10(cond), 40), seed=6)
+    ref = reference(w)
+    assert_accurate(singular_values(w), ref)
+    if cond >= 1e8:  # the check matters: the Gram eigenvalues alone lose the small values' relative accuracy
+        gram = singular_values(w, method="gram")
+        big = ref >= 1e-9 * ref[0]
+        assert ((gram - ref).abs()[big] / ref[big]).max() > 1e-6
+
+
+def test_rank_deficiency_and_zeros():
+    low = with_spectrum(2000, 50, torch.linspace(1, 2, 10), seed=7)  # rank 10
+    s = singular_values(low)
+    assert s.shape == (50,)
+    assert_accurate(s, reference(low))
+    assert s[10:].max() <= 1e-6 * s[0]
+    z = torch.zeros(300, 20)
+    assert torch.equal(singular_values(z), torch.zeros(20, dtype=torch.float64))
+    col = torch.randn(500, 8, generator=torch.Generator().manual_seed(8))
+    col[:, 3] = 0
+    s = singular_values(col)
+    assert_accurate(s, reference(col))
+    assert s[-1] <= 1e-12 * s[0]
+    assert singular_values(torch.zeros(0, 5)).shape == (0,)
+
+
+def test_batched_and_nonfinite():
+    mats = torch.stack(
+        [
+            torch.randn(400, 30, generator=torch.Generator().manual_seed(9)),
+            with_spectrum(400, 30, torch.logspace(0, -10, 30), seed=10),  # goes to the fallback
+            torch.full((400, 30), float("nan")),
+        ]
+    )
+    s = singular_values(mats)
+    assert s.shape == (3, 30)
+    assert_accurate(s[0], reference(mats[0]))
+    assert_accurate(s[1], reference(mats[1]))
+    assert torch.isnan(s[2]).all()
+    with pytest.raises(ValueError, match="needs a matrix"):
+        singular_values(torch.ones(5))
+
+
+# --- rank measures -----------------------------------------------------------------------------------
+
+
+def test_effective_rank_closed_forms():
+    assert effective_rank(torch.eye(37)) == pytest.approx(37, rel=1e-12)
+    # float64: a float32 outer product is rank 1 only up to rounding (~1e-8 singular values, ER 1 + 1e-6)
+    rank1 = torch.outer(torch.randn(50, dtype=torch.float64), torch.randn(20, dtype=torch.float64))
+    assert effective_rank(rank1) == pytest.approx(1.0, abs=1e-9)
+    # p = (3/4, 1/4): ER = exp(H(p)), natural log
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert effective_rank(torch.tensor([3.0, 1.0])) == pytest.approx(math.exp(h), rel=1e-12)
+    # zeros count in r but add no entropy
+    assert effective_rank(torch.tensor([2.0, 2.0, 0.0, 0.0])) == pytest.approx(2.0, rel=1e-12)
+    assert proportional_effective_rank(torch.tensor([2.0, 2.0, 0.0, 0.0])) == pytest.approx(0.5, rel=1e-12)
+    assert proportional_effective_rank(torch.eye(9)) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_per_in_unit_interval_and_invariances():
+    g = torch.Generator().manual_seed(11)
+    for shape in [(200, 30), (30, 200), (64, 64)]:
+        w = torch.randn(*shape, generator=g) * torch.logspace(0, -3, shape[1])
+        per = proportional_effective_rank(w)
+        assert 0 < per <= 1
+        q, _ = torch.linalg.qr(torch.randn(shape[0], shape[0], generator=g, dtype=torch.float64))
+        moved = (q @ w.double()) * 17.0
+        assert effective_rank(moved) == pytest.approx(effective_rank(w), rel=1e-6)
+    rank1 = torch.outer(torch.randn(40, dtype=torch.float64), torch.randn(10, dtype=torch.float64))
+    assert proportional_effective_rank(rank1) == pytest.approx(0.1, rel=1e-9)
+
+
+def test_matrix_and_spectrum_inputs_agree():
+    w = torch.randn(300, 25, generator=torch.Generator().manual_seed(12))
+    s = singular_values(w)
+    shuffled = s[torch.randperm(25, generator=torch.Generator().manual_seed(0))]  # order does not matter
+    for f in (effective_rank, proportional_effective_rank, stable_rank, condition_number, singular_entropy_kl_uniform):
+        assert f(w) == pytest.approx(f(shuffled), rel=1e-12)
+    assert w_error(w, 5) == pytest.approx(w_error(shuffled, 5), rel=1e-12)
+    batch = torch.stack([w, 2 * w, w[:, :25].flip(0)])
+    out = effective_rank(batch)
+    assert isinstance(out, torch.Tensor) and out.shape == (3,)
+    assert torch.allclose(out, torch.full((3,), effective_rank(w), dtype=torch.float64), rtol=1e-9)
+
+
+def test_stable_rank_condition_number_kl_against_torch():
+    w = torch.randn(150, 40, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    fro = torch.linalg.matrix_norm(w, "fro")
+    two = torch.linalg.matrix_norm(w, 2)
+    assert stable_rank(w) == pytest.approx(float(fro**2 / two**2), rel=1e-10)
+    assert condition_number(w) == pytest.approx(float(torch.linalg.cond(w)), rel=1e-8)
+    assert stable_rank(torch.eye(12)) == pytest.approx(12.0)
+    assert condition_number(torch.tensor([4.0, 2.0, 0.0])) == math.inf
+    # KL(p || uniform) computed the long way
+    s = singular_values(w)
+    p = s / s.sum()
+    kl = float((p * torch.log(p * len(p))).sum())
+    assert singular_entropy_kl_uniform(w) == pytest.approx(kl, rel=1e-10)
+    assert singular_entropy_kl_uniform(torch.ones(16)) == pytest.approx(0.0, abs=1e-12)
+    assert singular_entropy_kl_uniform(torch.tensor([5.0, 0.0, 0.0, 0.0])) == pytest.approx(math.log(4))
+
+
+def test_w_error_is_best_rank_d_approximation_error():
+    w = torch.randn(80, 30, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    for d in (0, 1, 7, 29, 30, 45):
+        approx = (u[:, :d] * s[:d]) @ vh[:d]
+        expected = float(torch.linalg.matrix_norm(w - approx) / torch.linalg.matrix_norm(w))
+        assert w_error(w, d) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert w_error(torch.tensor([3.0, 2.0, 1.0]), 1) == pytest.approx(math.sqrt(5 / 14))
+    with pytest.raises(ValueError, match="non-negative int"):
+        w_error(w, -1)
+
+
+def test_zero_matrix_and_bad_spectra():
+    z = torch.zeros(10, 4)
+    for f in (effective_rank, proportional_effective_rank, stable_rank, condition_number, singular_entropy_kl_uniform):
+        assert math.isnan(f(z))
+    with pytest.raises(ValueError, match="non-negative"):
+        effective_rank(torch.tensor([1.0, -0.5]))
+    with pytest.raises(ValueError, match="empty"):
+        effective_rank(torch.tensor([]))

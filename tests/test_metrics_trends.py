@@ -1,0 +1,103 @@
+"""Trend classification (Xia et al. 2023): OLS slope p-values, planted-trend recovery at the stated alpha."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from lmdynamics.metrics import classify_trend, classify_trends, double_descent
+
+STEPS = np.arange(0, 1300, 100)  # 13 checkpoints; start_fraction 0.1 -> window from step 200 (11 points)
+
+
+def test_slope_and_p_value_match_scipy_linregress():
+    rng = np.random.default_rng(0)
+    values = np.exp(rng.normal(0, 0.1, size=(20, len(STEPS))) + np.linspace(0, 0.3, len(STEPS)) * rng.normal(size=(20, 1)))
+    res = classify_trends(values, STEPS)
+    assert res.start == 2
+    for i in range(20):
+        x = STEPS[2:] - STEPS[2]
+        ref = stats.linregress(x, values[i, 2:] / values[i, 2])
+        assert res.slope[i] == pytest.approx(ref.slope, rel=1e-9)
+        assert res.p_value[i] == pytest.approx(ref.pvalue, rel=1e-7)
+
+
+def test_false_positive_rate_is_alpha_under_no_trend():
+    rng = np.random.default_rng(1)
+    n = 4000
+    values = 20.0 * np.exp(rng.normal(0, 0.05, size=(n, len(STEPS))))  # no trend, log-normal noise
+    for alpha in (0.05, 0.2):
+        labels = classify_trends(values, STEPS, alpha=alpha).labels
+        up, down = np.mean(labels == "upward"), np.mean(labels == "downward")
+        sd = np.sqrt(alpha * (1 - alpha) / n)
+        assert abs(up + down - alpha) < 4.5 * sd  # a normal instead of a t reference, or one-sided p, fails this
+        assert abs(up - alpha / 2) < 4.5 * np.sqrt(alpha / 2 / n) and abs(down - alpha / 2) < 4.5 * np.sqrt(alpha / 2 / n)
+
+
+def test_planted_trends_recovered_at_the_t_test_power():
+    """Linear trend + i.i.d. noise: the share labelled upward/downward is the t-test's power, which the
+    noncentral t gives exactly (dividing by v_start rescales the series, which leaves the t statistic alone)."""
+    rng = np.random.default_rng(2)
+    n, sigma = 4000, 0.02
+    x = STEPS[2:] - STEPS[2]
+    sxx = ((x - x.mean()) ** 2).sum()
+    df = len(x) - 2
+    crit = stats.t.ppf(0.975, df)
+    for nc in (2.0, -2.0, 3.0, 12.0, -12.0):  # noncentrality = slope sqrt(Sxx) / sigma
+        slope = nc * sigma / np.sqrt(sxx)
+        values = 1.0 + slope * STEPS + rng.normal(0, sigma, size=(n, len(STEPS)))
+        labels = classify_trends(values, STEPS).labels
+        wanted, opposite = ("upward", "downward") if nc > 0 else ("downward", "upward")
+        power = stats.nct.sf(crit, df, abs(nc))
+        recovered = np.mean(labels == wanted)
+        assert recovered == pytest.approx(power, abs=4.5 * np.sqrt(power * (1 - power) / n) + 1e-3)
+        assert np.mean(labels == opposite) < 0.005
+        if abs(nc) < 5:
+            assert 0.3 < power < 0.9  # a regime where the p-value, not the effect, decides
+
+
+def test_stagnated_and_other():
+    t = len(STEPS)
+    wiggle = 10.0 * (1 + 0.01 * np.cos(np.arange(t) * 2.5))
+    assert classify_trend(wiggle, STEPS) == "stagnated"
+    u_shape = np.ones(t)
+    u_shape[2], u_shape[-1] = 2.0, 2.0  # first and last of the window far above the geometric mean, no slope
+    res = classify_trends(u_shape, STEPS)
+    assert res.p_value[0] > 0.05 and res.labels[0] == "other"
+    assert classify_trend(np.exp(-STEPS / 500.0), STEPS) == "downward"
+    assert classify_trend(torch.tensor(1 + STEPS / 1000.0), torch.tensor(STEPS)) == "upward"
+
+
+def test_window_follows_start_fraction_and_units_do_not_matter():
+    rng = np.random.default_rng(3)
+    early_drop = np.concatenate([np.linspace(50, 10, 7), 10 + rng.normal(0, 0.01, 6)])
+    assert classify_trend(early_drop, STEPS, start_fraction=0.0) == "downward"
+    res = classify_trends(early_drop, STEPS, start_fraction=0.5)
+    assert res.start == 6 and res.labels[0] in ("stagnated", "other")
+    values = np.exp(rng.normal(0, 0.05, size=(50, len(STEPS))) + np.linspace(0, 0.1, len(STEPS)))
+    a = classify_trends(values, STEPS)
+    b = classify_trends(values * 7.0, STEPS * 3 + 0)
+    np.testing.assert_allclose(a.p_value, b.p_value, rtol=1e-9)
+    assert (a.labels == b.labels).all()
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="positive"):
+        classify_trends(np.array([1.0, 0.0, 2.0]), np.arange(3))
+    with pytest.raises(ValueError, match=">= 3"):
+        classify_trends(np.ones(4), np.arange(4), start_fraction=0.9)
+    with pytest.raises(ValueError, match="increasing"):
+        classify_trends(np.ones(4), np.array([0, 2, 1, 3]))
+    with pytest.raises(ValueError, match=r"\(N, T\)"):
+        classify_trends(np.ones((2, 4)), np.arange(5))
+
+
+def test_double_descent():
+    assert double_descent([5.0, 3.0, 2.0, 3.0, 1.5]) is True  # down, up, down
+    assert double_descent([1.0, 2.0, 1.0]) is True  # up then down again
+    assert double_descent([5.0, 4.0, 3.0, 2.0]) is False  # monotone
+    assert double_descent([1.0, 2.0, 3.0]) is False  # up only
+    assert double_descent([2.0, 1.0, 1.04, 1.0]) is False  # a bump below the 5% rise
+    assert double_descent([2.0, 1.0, 1.04, 1.0], rise=0.03) is True
+    batch = np.array([[5.0, 3.0, 4.0, 2.0], [5.0, 4.0, 3.0, 2.0]])
+    np.testing.assert_array_equal(double_descent(batch), [True, False])
