@@ -94,6 +94,9 @@ class HFCheckpoints(L.Callback):
         final = root / checkpoint_dirname(step)
         tmp = root / f".{final.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one bar per checkpoint would bury the training bar
         pl_module.model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
         dm = trainer.datamodule
         if dm is not None and dm.tokenizer is not None:

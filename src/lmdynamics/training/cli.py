@@ -73,6 +73,11 @@ class LMCLI(LightningCLI):
         unknown = set(run.loggers) - {"tensorboard", "csv", "wandb"}
         if unknown:
             raise ValueError(f"run.loggers: unknown logger(s) {sorted(unknown)}; choose from tensorboard, csv, wandb")
+        if "wandb" in run.loggers:
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise ValueError("run.loggers asks for wandb, which is not installed: `.venv/bin/pip install wandb` (or `pip install -e .[wandb]`)")
         max_steps = cfg.trainer.max_steps
         if self.subcommand == "fit" and (max_steps is None or max_steps <= 0):
             raise ValueError("trainer.max_steps must be set to a positive number of optimizer steps (the LR schedule and checkpoint schedule depend on it)")
