@@ -82,14 +82,18 @@ class Probe(L.Callback):
             positions sampled per sequence (more vectors, a better CKA estimate).
         seed: which blocks and positions are drawn.
         batch_size: probe sequences per forward pass.
+        per_head: also capture each head's OV activation (``ov_headNN``); large models may turn this off
+            (per-step activation files grow with layers x heads).
     """
 
-    def __init__(self, num_sequences: int = 128, positions: str | int = "last", seed: int = 0, batch_size: int = 32):
+    def __init__(self, num_sequences: int = 128, positions: str | int = "last", seed: int = 0, batch_size: int = 32,
+                 per_head: bool = True):
         if num_sequences <= 0:
             raise ValueError(f"probe.num_sequences must be positive, got {num_sequences}")
         if positions != "last" and not (isinstance(positions, int) and positions > 0):
             raise ValueError(f"probe.positions must be 'last' or a positive int, got {positions!r}")
         self.num_sequences, self.positions, self.seed, self.batch_size = num_sequences, positions, seed, batch_size
+        self.components = None if per_head else ("ov", "attn", "mlp", "resid", "final")
         self.probe: ProbeSet | None = None
         self._cache: tuple[int, dict] | None = None
 
@@ -124,20 +128,21 @@ class Probe(L.Callback):
         """Probe activations of the model at ``step`` on rank 0 (None elsewhere), captured once per step."""
         if self._cache is not None and self._cache[0] == step:
             return self._cache[1]
-        acts = capture_distributed(trainer, pl_module.model, self.probe, self.batch_size)
+        acts = capture_distributed(trainer, pl_module.model, self.probe, self.batch_size, self.components)
         self._cache = (step, acts)
         return acts
 
 
-def capture_distributed(trainer, model, probe: ProbeSet, batch_size: int) -> dict | None:
+def capture_distributed(trainer, model, probe: ProbeSet, batch_size: int, components=None) -> dict | None:
     """``probes.capture`` with the probe's sequences split over ranks and the rows gathered to rank 0."""
     world, rank = trainer.world_size, trainer.global_rank
     if world == 1:
-        return capture(model, probe, batch_size=batch_size)
+        return capture(model, probe, batch_size=batch_size, components=components)
     n = probe.num_sequences
     share = -(-n // world)
     idx = torch.arange(rank * share, min(n, (rank + 1) * share))
-    mine = capture(model, ProbeSet(probe.input_ids[idx], probe.positions[idx]), batch_size=batch_size) if len(idx) else None
+    mine = capture(model, ProbeSet(probe.input_ids[idx], probe.positions[idx]), batch_size=batch_size,
+                   components=components) if len(idx) else None
     per_seq = probe.num_positions
     out = {}
     device = trainer.strategy.root_device

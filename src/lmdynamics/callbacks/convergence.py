@@ -74,7 +74,7 @@ class ActivationConvergence(MeasurementCallback):
 
             ref = GPTNeoXForCausalLM.from_pretrained(self.reference, revision=self.reference_revision)
             probe = self.probe(trainer)
-            self._reference_acts = capture(ref, probe.probe, batch_size=probe.batch_size)
+            self._reference_acts = capture(ref, probe.probe, batch_size=probe.batch_size, components=probe.components)
             del ref
 
     def measure(self, trainer, pl_module, step: int):
