@@ -54,6 +54,7 @@ WELL_CONDITIONED = {
     "square": lambda: with_spectrum(120, 120, torch.linspace(3, 1, 120), seed=3),
     # a head-like decaying spectrum, condition number 500
     "tall_decaying": lambda: with_spectrum(5000, 64, torch.logspace(0, math.log10(1 / 500), 64), seed=4),
+    "float64_decaying": lambda: with_spectrum(5000, 64, torch.logspace(0, math.log10(1 / 500), 64), seed=7).double() * 1.0001,
     "chunked_blocks": lambda: torch.randn(3000, 300, generator=torch.Generator().manual_seed(5)) * torch.linspace(1, 3, 300),
     "chunked_blocks_wide": lambda: (torch.randn(3000, 300, generator=torch.Generator().manual_seed(6)) * torch.linspace(1, 3, 300)).T,
 }
