@@ -42,7 +42,10 @@ class TidyTableLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        step = int(step or 0)
+        # Lightning's logging step lags the optimizer step count by one inside the step; the table uses the
+        # number of optimizer steps completed, the same step numbers as checkpoints and measurements.
+        trainer = getattr(self.module, "_trainer", None)
+        step = int(trainer.global_step) if trainer is not None else int(step or 0)
         tokens = int(step * self.module.tokens_per_step)
         for name, value in metrics.items():
             if name == "epoch":
