@@ -80,18 +80,25 @@ def test_streams_safetensors_exactly_without_building_the_model(saved, model, mo
     assert [k for k, _ in iter_tensors(saved, names=wanted)] == ["embed_out.weight"]
 
 
-def test_streaming_holds_one_tensor_at_a_time(saved):
-    """When the next tensor arrives, every tensor the consumer dropped is gone (no mmap, no cached refs)."""
-    import gc
+def test_streaming_holds_one_tensor_at_a_time(saved, monkeypatch):
+    """While the next tensor is being read, every tensor the consumer dropped is already gone (no mmap of
+    the file, no reference kept by the suspended generator)."""
     import weakref
 
-    refs = []
-    for name, tensor in iter_tensors(saved):
-        gc.collect()
+    from lmdynamics.checkpoints import streaming
+
+    refs, real_read, reads = [], streaming._read_tensor, []
+
+    def checked_read(*args):
         assert [n for n, r in refs if r() is not None] == []
+        reads.append(args[2])
+        return real_read(*args)
+
+    monkeypatch.setattr(streaming, "_read_tensor", checked_read)
+    for name, tensor in iter_tensors(saved):
         refs.append((name, weakref.ref(tensor)))
         del tensor
-    assert len(refs) == len(tensor_shapes(saved))
+    assert len(refs) == len(reads) == len(tensor_shapes(saved))
 
 
 def test_streams_bin_and_sharded_checkpoints(tmp_path, model, saved):

@@ -1,6 +1,5 @@
 """The shared measurement adapters: weight, gradient and activation rows for the tidy table."""
 
-import gc
 import math
 import weakref
 
@@ -152,7 +151,6 @@ def test_streaming_keeps_only_what_ov_needs(model):
 
     def stream():
         for name, p in model.state_dict().items():
-            gc.collect()
             alive = [(n, r) for n, r in refs if r() is not None]
             pending = [n for n, _ in alive if n.endswith(("query_key_value.weight", "attention.dense.weight"))]
             others = [n for n, _ in alive if n not in pending]

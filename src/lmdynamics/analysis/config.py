@@ -1,0 +1,150 @@
+"""The offline analysis configuration: a YAML file, overridden by the CLI flags of ``analysis/run.py``.
+
+Every default is visible here and in ``configs/analysis/*.yaml``; the resolved configuration is saved as
+``<out>/config.yaml`` with every analysis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from lmdynamics.checkpoints.steps import parse_steps
+from lmdynamics.probes.capture import ALL_COMPONENTS
+
+#: What an analysis can compute per (model, step). ``weights``: ER/PER/stable rank/condition number of every
+#: weight matrix, OV per head, the head's spectrum and KL-to-uniform (streamed, no model built).
+#: ``activations``: one forward pass over the probe (cached), anisotropy per (layer, component), probe loss.
+#: ``cka_final`` / ``cka_prev`` / ``cka_ref``: CKA to the final checkpoint / the previous analysed step / a
+#: chosen reference, from cached activations only.
+ANALYSES = ("weights", "activations", "cka_final", "cka_prev", "cka_ref")
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class ProbeConfig:
+    """Where the probe sequences come from and their shape (defaults mirror the paper: 128 x last token)."""
+
+    source: str | None = None  # local .txt/.jsonl/.parquet, hub dataset ("name" or "name:config"), run dir, probe file
+    num_sequences: int = 128
+    positions: str | int = "last"  # "last" or P positions sampled per sequence
+    context_length: int = 2048
+    seed: int = 0
+    split: str | None = None  # hub datasets: default validation, else test, else train
+    text_field: str = "text"
+    tokenizer: str | None = None  # tokenizer.json; default: the tokenizer stored with the first model's checkpoint
+
+
+@dataclass
+class AnalysisConfig:
+    models: list[str] = field(default_factory=list)  # hub repo ids (revisions stepN) or local run directories
+    steps: str | list[int] = "paper"  # preset (paper, pythia-all, every-10k, all) or a list of steps
+    out: str = "analysis_out/default"
+    analyses: list[str] = field(default_factory=lambda: ["weights", "activations", "cka_final", "cka_prev"])
+    reference: str | int | None = None  # cka_ref: a step of the same model, or "MODEL@stepN" (hub id or run dir)
+    final_step: int | None = None  # the CKA-to-final reference; default: 143000 for hub models, the last saved step of a run
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    components: list[str] = field(default_factory=lambda: list(ALL_COMPONENTS))
+    spectrum: bool = True  # store the head's full normalised spectrum
+    debiased_cka: bool = False  # also store the unbiased-HSIC CKA (metric names end in _debiased)
+    probe_loss: bool = True
+    batch_size: int = 16
+    dtype: str = "float32"  # dtype of the model for the forward pass
+    activations_dtype: str = "float16"  # dtype of the cached probe activations
+    activations_cache: str | None = None  # default <out>/activations; share it between outputs to reuse forwards
+    tokens_per_step: int | None = None  # hub models; default Pythia's 2,097,152
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    report: bool = True  # write figures and a report from the table at the end
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.activations_cache) if self.activations_cache else Path(self.out) / "activations"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_keys(data: dict, cls, where: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> AnalysisConfig:
+    """Read a YAML config, apply CLI ``overrides`` (``models``, ``steps``, ``probe``, ``out``, ...) and validate."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"analysis config {path} does not exist; see configs/analysis/ for examples")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"analysis config {path} is not valid YAML ({str(err).splitlines()[0]})") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"analysis config {path} must be a mapping of keys to values")
+    where = str(path) if path is not None else "the analysis config"
+    _check_keys(data, AnalysisConfig, where)
+    probe = data.pop("probe", None) or {}
+    if isinstance(probe, str):
+        probe = {"source": probe}
+    _check_keys(probe, ProbeConfig, f"{where} (probe)")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "probe" in overrides:
+        probe["source"] = overrides.pop("probe")
+    data.update(overrides)
+    config = AnalysisConfig(**data, probe=ProbeConfig(**probe))
+    return validate(config)
+
+
+def _split(value) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def validate(config: AnalysisConfig) -> AnalysisConfig:
+    """Normalise and check every field; one clear line per problem."""
+    config.models = _split(config.models or [])
+    if not config.models:
+        raise ValueError("no models to analyse; set models in the config or pass --models ORG/NAME,RUN_DIR")
+    config.steps = parse_steps(config.steps)
+    config.analyses = _split(config.analyses)
+    bad = sorted(set(config.analyses) - set(ANALYSES))
+    if bad:
+        raise ValueError(f"unknown analyses {bad}; choose from {list(ANALYSES)}")
+    if "cka_ref" in config.analyses and config.reference is None:
+        raise ValueError("analysis cka_ref needs reference: a step (e.g. 13000) or MODEL@stepN")
+    config.components = _split(config.components)
+    bad = sorted(set(config.components) - set(ALL_COMPONENTS))
+    if bad:
+        raise ValueError(f"unknown components {bad}; choose from {list(ALL_COMPONENTS)}")
+    for name in ("dtype", "activations_dtype"):
+        if getattr(config, name) not in DTYPES:
+            raise ValueError(f"{name} must be one of {list(DTYPES)}, got {getattr(config, name)!r}")
+    for name in ("batch_size", "devices", "num_nodes"):
+        if int(getattr(config, name)) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+        setattr(config, name, int(getattr(config, name)))
+    p = config.probe
+    if isinstance(p.positions, str) and p.positions != "last":
+        try:
+            p.positions = int(p.positions)
+        except ValueError:
+            raise ValueError(f"probe.positions must be 'last' or an int, got {p.positions!r}") from None
+    if p.num_sequences < 1 or p.context_length < 1:
+        raise ValueError("probe.num_sequences and probe.context_length must be >= 1")
+    config.out = str(config.out)
+    return config
+
+
+def dump_config(config: AnalysisConfig) -> str:
+    """The resolved config as YAML (what ``<out>/config.yaml`` holds)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
