@@ -155,9 +155,9 @@ def test_hub_dataset_path_through_datasets(tmp_path):
     (ds_dir / "data").mkdir(parents=True)
     pq.write_table(pa.table({"text": docs, "meta": list(range(12))}), ds_dir / "data" / "train-00000.parquet")
     assert list(read_hub_texts(str(ds_dir), split="train")) == docs
-    with pytest.raises(ValueError, match="no column"):
+    with pytest.raises(ValueError, match="no field 'body'"):
         list(read_hub_texts(str(ds_dir), text_field="body"))
-    with pytest.raises(ValueError, match="cannot load probe dataset"):
+    with pytest.raises(ValueError, match="could not be loaded"):
         list(read_hub_texts("no-such-org/no-such-dataset"))
 
 

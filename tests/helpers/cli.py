@@ -24,6 +24,7 @@ def tiny_config(tmp_path: Path, **over) -> Path:
         "data": {"source": "python-docs", "tokenizer": "bpe:512", "context_length": 32, "batch_size": 4,
                  "max_documents": 300, "val_blocks": 8, "cache_dir": str(tmp_path.parent / "lmd-cache")},
         "checkpoints": {"every": 3, "log_cap": 2},
+        "probe": {"num_sequences": 16},
     }
     for key, value in over.items():
         node = cfg

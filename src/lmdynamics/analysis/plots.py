@@ -50,7 +50,8 @@ CKA_VARIANTS = {
     "cka_prev": "linear CKA to the previous measurement (biased HSIC)",
     "cka_ref": "linear CKA to the reference model (biased HSIC)",
 }
-LOSS_STYLE = {"val_loss": ("-", "o", 1.0), "loss": ("-", None, 0.9), "train_loss": (":", None, 0.6)}
+LOSS_STYLE = {"val_loss": ("-", "o", 1.0), "loss": ("-", None, 0.9), "train_loss": (":", None, 0.6),
+              "probe_loss": ("--", "s", 0.9)}
 
 
 class SkipFigure(Exception):

@@ -22,7 +22,7 @@ from scipy import stats
 #: Per-layer weight matrices averaged into a layer's PER by default; "ov" is the mean over its heads.
 WEIGHT_MATRICES = ("qkv", "dense", "mlp_in", "mlp_out", "ov")
 #: Metrics holding a loss, in the order the headline prefers them.
-LOSS_METRICS = ("val_loss", "loss", "train_loss")
+LOSS_METRICS = ("val_loss", "loss", "train_loss", "probe_loss")
 _OV_HEAD = re.compile(r"^ov_head\d+$")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([kmbt])(?![a-z])")
 _SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}

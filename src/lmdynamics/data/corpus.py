@@ -84,7 +84,7 @@ def open_rows(source: str, *, hub_config: str | None = None, split: str = "train
             raise FileNotFoundError(f"data file {path} does not exist; give an existing .txt/.jsonl/.parquet file or directory, a hub dataset name, or {BUNDLED}")
         files = _local_files(path)
         builder = _LOCAL_BUILDERS[files[0].suffix]
-        kwargs = {"sample_by": "document"} if builder == "text" else {}
+        kwargs = {"sample_by": "paragraph"} if builder == "text" else {}  # .txt: documents end at a blank line
         if not streaming:
             kwargs["cache_dir"] = str(Path(cache_dir) / "datasets")
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=streaming, **kwargs)

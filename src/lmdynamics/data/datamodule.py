@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from .corpus import BUNDLED, load_corpus, open_rows
 from .packing import StepBatchSampler, pack, split_documents, tokenize_stream
 from .streaming import StreamingBlocks, take_documents
-from .tokenizer import load_tokenizer, tokenizer_fingerprint
+from .tokenizer import definition_hash, load_tokenizer
 
 
 def default_cache_dir() -> Path:
@@ -104,7 +104,7 @@ class TextDataModule(L.LightningDataModule):
                                         cache_dir=self.cache_dir)
         eos = self.eos_id
         key = hashlib.sha256(
-            f"{corpus.corpus_id}|{self.seed}|{self.val_fraction}|{tokenizer_fingerprint(self.tokenizer)}".encode()
+            f"{corpus.corpus_id}|{self.seed}|{self.val_fraction}|{definition_hash(self.tokenizer)}".encode()
         ).hexdigest()[:20]
         streams = {}
         for name, docs in (("train", train_docs), ("val", val_docs)):

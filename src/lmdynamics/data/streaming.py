@@ -14,13 +14,19 @@ from collections.abc import Iterable, Iterator
 import torch
 
 
-def packed_blocks(texts: Iterable[str], tokenizer, eos_id: int, context_length: int) -> Iterator[torch.Tensor]:
-    """Blocks of ``context_length`` tokens from a stream of documents, each document followed by EOS."""
-    backend = tokenizer.backend_tokenizer
+def packed_blocks(texts: Iterable[str], tokenizer, eos_id: int | None, context_length: int) -> Iterator[torch.Tensor]:
+    """Blocks of ``context_length`` tokens from a stream of documents, each document followed by EOS.
+
+    ``tokenizer``: a transformers fast tokenizer or a ``tokenizers.Tokenizer``; ``eos_id`` None: no separator.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     buf: list[int] = []
     for text in texts:
+        if not text:
+            continue
         buf.extend(backend.encode(text, add_special_tokens=False).ids)
-        buf.append(eos_id)
+        if eos_id is not None:
+            buf.append(eos_id)
         while len(buf) >= context_length:
             yield torch.tensor(buf[:context_length], dtype=torch.long)
             del buf[:context_length]

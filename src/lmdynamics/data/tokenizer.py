@@ -88,6 +88,6 @@ def load_tokenizer(
         raise ValueError(f"tokenizer {name_or_path!r} could not be loaded from the hub or its cache ({str(err).splitlines()[0]}); give a local tokenizer.json or bpe:<vocab>") from None
 
 
-def tokenizer_fingerprint(tok: PreTrainedTokenizerFast) -> str:
+def definition_hash(tok: PreTrainedTokenizerFast) -> str:
     """A hash of the tokenizer's full definition, used to key token caches."""
     return hashlib.sha256(tok.backend_tokenizer.to_str().encode("utf-8")).hexdigest()[:16]

@@ -127,6 +127,8 @@ def ov_singular_values(w_qkv: torch.Tensor, w_dense: torch.Tensor, num_heads: in
     w_o = split_dense(w_dense, num_heads).to(torch.float64)  # [H, d, dh]
     w_v = v.weight.to(torch.float64)  # [H, dh, d]
     d, dh = w_o.shape[1], w_o.shape[2]
+    if not (torch.isfinite(w_o.sum()) and torch.isfinite(w_v.sum())):  # e.g. a diverged run: no spectrum
+        return torch.full((num_heads, d), float("nan"), dtype=torch.float64)
     if dh > d:
         from .spectrum import singular_values
 

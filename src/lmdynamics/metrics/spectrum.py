@@ -108,7 +108,9 @@ def singular_values(w: torch.Tensor, *, method: Literal["auto", "gram", "svd"] =
     batch = w.shape[:-2]
     if k == 0:
         return torch.zeros(*batch, 0, dtype=torch.float64, device=w.device)
-    finite = torch.isfinite(w).flatten(-2).all(-1)  # batch-shaped
+    # batch-shaped; a float64 sum is non-finite iff an entry is (no overflow from finite float32/16 input),
+    # and unlike isfinite(w) it allocates no matrix-sized temporary
+    finite = torch.isfinite(w.sum(dim=(-2, -1), dtype=torch.float64))
     if not bool(finite.all()):
         out = torch.full((*batch, k), float("nan"), dtype=torch.float64, device=w.device)
         if finite.any():

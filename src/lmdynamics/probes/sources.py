@@ -8,6 +8,7 @@ windows (the paper used one batch of training data). A run directory's stored pr
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from lmdynamics.data.corpus import open_rows
+from lmdynamics.data.streaming import packed_blocks, take_documents
 from lmdynamics.probes.probeset import ProbeSet
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
@@ -22,15 +25,15 @@ PROBE_FILE = "probe.safetensors"
 
 
 def load_tokenizer(source: str | os.PathLike):
-    """A ``tokenizers.Tokenizer`` from a tokenizer.json file or a directory holding one."""
-    from tokenizers import Tokenizer
+    """A tokenizer from a tokenizer.json file or a directory holding one (see ``lmdynamics.data.tokenizer``)."""
+    from lmdynamics.data.tokenizer import load_tokenizer as load
 
     path = Path(source)
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file {path} does not exist; give a tokenizer.json path")
-    return Tokenizer.from_file(str(path))
+    return load(str(path))
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -50,91 +53,42 @@ def eos_token_id(tokenizer) -> int | None:
 
 
 def read_texts(path: str | os.PathLike, text_field: str = "text") -> Iterator[str]:
-    """Documents of a local file: a .txt file (documents separated by blank lines), .jsonl/.json
-    (one object per line, field ``text_field``) or .parquet (column ``text_field``)."""
+    """Documents of a local file through ``datasets``, as for training corpora: .txt (documents end at a
+    blank line), .jsonl/.json (field ``text_field``) or .parquet (column ``text_field``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"probe text file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        doc: list[str] = []
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    doc.append(line)
-                elif doc:
-                    yield "".join(doc)
-                    doc = []
-        if doc:
-            yield "".join(doc)
-    elif suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if text_field not in record:
-                    raise ValueError(f"{path} line {i + 1} has no field {text_field!r}; set probe.text_field")
-                yield record[text_field]
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.ParquetFile(path)
-        if text_field not in table.schema_arrow.names:
-            raise ValueError(f"{path} has no column {text_field!r} (columns {table.schema_arrow.names}); set probe.text_field")
-        for batch in table.iter_batches(columns=[text_field]):
-            yield from batch.column(0).to_pylist()
-    else:
+    if path.suffix.lower() not in TEXT_SUFFIXES:
         raise ValueError(f"probe file {path} must be .txt, .jsonl, .json or .parquet (or a probe .safetensors)")
+    rows, _, _ = open_rows(str(path), streaming=True)
+    return take_documents(rows, text_field, None)
 
 
 def read_hub_texts(name: str, split: str | None = None, text_field: str = "text") -> Iterator[str]:
-    """Documents of a dataset loaded with ``datasets.load_dataset`` ("name" or "name:config"; offline it
-    must be in the local cache). Without ``split``: validation, then test, then train."""
-    import datasets
-
+    """Documents of a ``datasets`` dataset ("name" or "name:config"; offline it must be in the local cache).
+    Without ``split``: validation, then test, then train."""
     path, _, config = name.partition(":")
-    try:
-        ds = datasets.load_dataset(path, config or None, split=split)
-    except Exception as err:
-        raise ValueError(f"cannot load probe dataset {name!r} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                         f"check the name, or use a local .txt/.jsonl/.parquet file or a run directory") from err
-    if isinstance(ds, datasets.DatasetDict):
-        for cand in ("validation", "test", "train"):
-            if cand in ds:
-                ds = ds[cand]
-                break
-        else:
-            ds = ds[next(iter(ds))]
-    if text_field not in ds.column_names:
-        raise ValueError(f"probe dataset {name!r} has no column {text_field!r} (columns {ds.column_names}); set probe.text_field")
-    for record in ds:
-        yield record[text_field]
+    error = None
+    for cand in [split] if split else ["validation", "test", "train"]:
+        try:
+            rows, _, _ = open_rows(path, hub_config=config or None, split=cand, streaming=True)
+            return take_documents(rows, text_field, None)
+        except ValueError as err:
+            error = err
+    raise error
 
 
 def pack_texts(
     texts: Iterable[str], tokenizer, context_length: int, max_sequences: int, eos_id: int | None = None
 ) -> torch.Tensor:
-    """Tokenise documents, join them with ``eos_id`` and cut the stream into at most ``max_sequences``
-    windows of ``context_length`` tokens (LongTensor [M, context_length]); stops reading once enough."""
+    """The first ``max_sequences`` packed windows of ``context_length`` tokens (LongTensor [M, T], M <=
+    max_sequences): documents joined with ``eos_id`` (default: the tokenizer's end-of-text token)."""
     if context_length < 1:
         raise ValueError(f"probe context_length must be >= 1, got {context_length}")
     if eos_id is None:
         eos_id = eos_token_id(tokenizer)
-    need = context_length * max_sequences
-    buf: list[int] = []
-    for text in texts:
-        if not text:
-            continue
-        buf.extend(_encode(tokenizer, text))
-        if eos_id is not None:
-            buf.append(eos_id)
-        if len(buf) >= need:
-            break
-    m = min(len(buf) // context_length, max_sequences)
-    if m == 0:
-        return torch.empty(0, context_length, dtype=torch.long)
-    return torch.tensor(buf[: m * context_length], dtype=torch.long).view(m, context_length)
+    blocks = list(itertools.islice(packed_blocks(texts, tokenizer, eos_id, context_length), max_sequences))
+    return torch.stack(blocks) if blocks else torch.empty(0, context_length, dtype=torch.long)
 
 
 def probe_from_source(
@@ -179,12 +133,6 @@ def probe_from_source(
         )
     meta = {"source": src, "tokenizer": tokenizer_fingerprint(tokenizer), "context_length": str(context_length)}
     return ProbeSet.from_sequences(seqs, num_sequences=num_sequences, positions=positions, seed=seed, meta=meta)
-
-
-def _encode(tokenizer, text: str) -> list[int]:
-    out = tokenizer.encode(text)
-    ids = getattr(out, "ids", out)  # tokenizers.Encoding has .ids; transformers returns a list
-    return list(ids)
 
 
 def _token_to_id(tokenizer, token: str) -> int | None:
