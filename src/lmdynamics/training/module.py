@@ -124,10 +124,12 @@ class LMModule(L.LightningModule):
         found = sorted((root / "checkpoints").glob("step[0-9]*")) + sorted((root / "lightning").glob("last*.ckpt"))
         return ", ".join(str(p) for p in found[-2:]) if found else "none saved yet"
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        self.last_grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))) if grads else 0.0
-        self.log("grad_norm", self.last_grad_norm, on_step=True, on_epoch=False)
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip by global norm (the Trainer's ``gradient_clip_val``) and keep the pre-clipping norm for the log."""
+        if gradient_clip_algorithm not in (None, "norm"):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        max_norm = gradient_clip_val if gradient_clip_val else float("inf")
+        self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
@@ -136,7 +138,11 @@ class LMModule(L.LightningModule):
         elapsed = now - self._step_started if self._step_started is not None else float("nan")
         self._step_started = None
         step = self.global_step  # already incremented: steps completed
+        strategy_model = getattr(self.trainer.strategy, "model", None)
+        if hasattr(strategy_model, "get_global_grad_norm"):  # DeepSpeed clips and measures the norm itself
+            self.last_grad_norm = strategy_model.get_global_grad_norm()
         self.log_dict({
+            "grad_norm": float(self.last_grad_norm) if self.last_grad_norm is not None else float("nan"),
             "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
             "tokens": float(step * self.tokens_per_step),
             "tokens_per_sec": self.tokens_per_step / elapsed if elapsed > 0 else float("nan"),
