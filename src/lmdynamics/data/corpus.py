@@ -83,11 +83,17 @@ def open_rows(source: str, *, hub_config: str | None = None, split: str = "train
         if not path.exists():
             raise FileNotFoundError(f"data file {path} does not exist; give an existing .txt/.jsonl/.parquet file or directory, a hub dataset name, or {BUNDLED}")
         files = _local_files(path)
+        if all(f.stat().st_size == 0 or (f.stat().st_size < 1 << 20 and not f.read_bytes().strip()) for f in files):
+            raise ValueError(f"data.source {source} is empty: it holds no non-blank documents")
         builder = _LOCAL_BUILDERS[files[0].suffix]
         kwargs = {"sample_by": "paragraph"} if builder == "text" else {}  # .txt: documents end at a blank line
         if not streaming:
             kwargs["cache_dir"] = str(Path(cache_dir) / "datasets")
-        ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=streaming, **kwargs)
+        try:
+            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=streaming, **kwargs)
+        except Exception as err:  # noqa: BLE001 - malformed JSON/Parquet: one line naming the file
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"data.source {source} could not be read as {builder}: {first}") from None
         return ds, f"files-{_content_hash(files)}", f"{len(files)} local {builder} file(s) under {path}"
     try:
         ds = datasets.load_dataset(source, hub_config, split=split, streaming=streaming)
