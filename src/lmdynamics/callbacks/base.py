@@ -11,6 +11,7 @@ the metrics once, writes the table and logs. Sharded (ZeRO-3) parameters are gat
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,6 +175,7 @@ class MeasurementCallback(L.Callback):
         self.every, self.log_cap, self.enabled = every, log_cap, enabled
         self.steps: set[int] = set()
         self.measured: set[int] = set()
+        self.seconds = 0.0  # wall time spent measuring, recorded at the end of fit
 
     # -- wiring ---------------------------------------------------------------------------------
     @staticmethod
@@ -213,9 +215,17 @@ class MeasurementCallback(L.Callback):
         if step in self.measured:
             return
         self.measured.add(step)
+        start = time.perf_counter()
         rows = self.measure(trainer, pl_module, step)
         if trainer.is_global_zero and rows:
             self.record(trainer, pl_module, step, rows)
+        self.seconds += time.perf_counter() - start
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        """Record the time this callback spent measuring (``measure_seconds``, component = callback name)."""
+        if self.enabled and trainer.is_global_zero:
+            row = {"layer": -1, "component": type(self).__name__, "metric": "measure_seconds", "value": self.seconds}
+            self.record(trainer, pl_module, trainer.global_step, [row], log=False)
 
     def measure(self, trainer, pl_module, step: int) -> list[dict] | None:
         """Rows ``{layer, component, metric, value}`` on rank 0 (None elsewhere). Runs on every rank."""

@@ -9,6 +9,7 @@ them (``lmdynamics.analysis.convergence.finalize_run``, also a command for any r
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -68,6 +69,7 @@ class ActivationConvergence(MeasurementCallback):
     def on_fit_start(self, trainer, pl_module) -> None:
         if not self.enabled or not self.reference:
             return
+        start = time.perf_counter()
         self.check_config(trainer.datamodule, pl_module.spec)
         if trainer.is_global_zero:
             from transformers import GPTNeoXForCausalLM
@@ -76,6 +78,7 @@ class ActivationConvergence(MeasurementCallback):
             probe = self.probe(trainer)
             self._reference_acts = capture(ref, probe.probe, batch_size=probe.batch_size, components=probe.components)
             del ref
+        self.seconds += time.perf_counter() - start
 
     def measure(self, trainer, pl_module, step: int):
         acts = self.probe(trainer).activations(trainer, pl_module, step)
@@ -109,6 +112,9 @@ class ActivationConvergence(MeasurementCallback):
             return
         from ..analysis.convergence import finalize_run
 
+        start = time.perf_counter()
         summary = finalize_run(run_dir(trainer), threshold=self.threshold, debiased=self.debiased)
+        self.seconds += time.perf_counter() - start
+        super().on_fit_end(trainer, pl_module)
         if summary:
             rank_zero_info(f"[lmdynamics] CKA-to-final written for {summary['steps']} steps; " + summary["line"])

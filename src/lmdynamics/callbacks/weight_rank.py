@@ -8,6 +8,8 @@ The rows come from ``lmdynamics.measure``, the functions the offline analysis us
 
 from __future__ import annotations
 
+import time
+
 from ..measure import gradient_metric_rows, weight_metric_rows
 from .base import MeasurementCallback, iter_full_parameters
 
@@ -45,6 +47,7 @@ class WeightRank(MeasurementCallback):
         if not (self.enabled and self.gradients) or step not in self.steps or step in self._grad_measured:
             return
         self._grad_measured.add(step)
+        start = time.perf_counter()
         model = pl_module.model
         grads, params = [], {}
         for name, p in model.named_parameters():
@@ -62,3 +65,4 @@ class WeightRank(MeasurementCallback):
         if trainer.is_global_zero and grads:
             rows = gradient_metric_rows(grads, params, model.config.num_attention_heads)
             self.record(trainer, pl_module, step, rows)
+        self.seconds += time.perf_counter() - start
