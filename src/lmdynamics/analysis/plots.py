@@ -251,16 +251,22 @@ def plot_loss(frame: pd.DataFrame, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ CKA
-@_figure
-def plot_cka_lines(frame: pd.DataFrame, path: Path, model: str | None = None, metric: str = "cka_final",
-                   components: Sequence[str] | None = None, threshold: float = 0.95) -> Path:
-    """CKA of every layer over training steps (log steps), one panel per component, colour = layer."""
+def _one_model_layers(frame: pd.DataFrame, model: str | None, metric: str, components):
+    """(model, its per-layer ``metric`` rows, the components to draw); SkipFigure if there are none."""
     rows = S.select(frame, metric, per_layer=True)
     model = _pick_model(rows, model, metric)
     rows = rows[rows["model"] == model]
     comps = S.layer_components(rows, metric, components)
     if not comps:
         raise SkipFigure(f"no {metric} rows for the components asked for ({components})")
+    return model, rows, comps
+
+
+@_figure
+def plot_cka_lines(frame: pd.DataFrame, path: Path, model: str | None = None, metric: str = "cka_final",
+                   components: Sequence[str] | None = None, threshold: float = 0.95) -> Path:
+    """CKA of every layer over training steps (log steps), one panel per component, colour = layer."""
+    model, rows, comps = _one_model_layers(frame, model, metric, components)
     n_layers = int(rows["layer"].max()) + 1
     cmap, norm, mappable = _layer_colors(n_layers)
     fig, axes = _panels(len(comps))
@@ -282,12 +288,7 @@ def plot_cka_lines(frame: pd.DataFrame, path: Path, model: str | None = None, me
 def plot_cka_heatmap(frame: pd.DataFrame, path: Path, model: str | None = None, metric: str = "cka_final",
                      components: Sequence[str] | None = None, threshold: float = 0.95) -> Path:
     """Layer x step heatmap of CKA per component; diverging colours with the midpoint at ``threshold``."""
-    rows = S.select(frame, metric, per_layer=True)
-    model = _pick_model(rows, model, metric)
-    rows = rows[rows["model"] == model]
-    comps = S.layer_components(rows, metric, components)
-    if not comps:
-        raise SkipFigure(f"no {metric} rows for the components asked for ({components})")
+    model, rows, comps = _one_model_layers(frame, model, metric, components)
     steps = np.sort(rows["step"].unique())
     n_layers = int(rows["layer"].max()) + 1
     norm = cka_norm(rows["value"].to_numpy(), threshold)
