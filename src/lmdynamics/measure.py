@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from lmdynamics import metrics
+from lmdynamics.metrics import product_singular_values
 
 WEIGHT_METRICS = ("er", "per", "stable_rank", "condition_number")
 
@@ -57,19 +58,6 @@ def tag_rows(rows: Iterable[Mapping], run: str, model: str, step: int, tokens: i
     """Complete measurement rows into tidy-table rows."""
     return [{"run": run, "model": model, "step": int(step), "tokens": int(tokens), **row} for row in rows]
 
-
-def product_singular_values(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Singular values (descending, ``min(m, n)`` of them) of ``a @ b`` for a (m x k), b (k x n),
-    through the k x k core when k < min(m, n) (see the module docstring)."""
-    m, k = a.shape
-    n = b.shape[1]
-    r = min(m, n)
-    if k >= r:
-        return metrics.singular_values(a.double() @ b.double())
-    _, ra = torch.linalg.qr(a.double())
-    _, rb = torch.linalg.qr(b.double().T)
-    s = metrics.singular_values(ra @ rb.T)
-    return torch.cat([s.to(torch.float64), s.new_zeros(r - s.numel(), dtype=torch.float64)])
 
 
 def _spectrum_rows(layer: int, component: str, s: torch.Tensor, prefix: str, head: bool, spectrum: bool) -> list[dict]:

@@ -24,6 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import atomic_path
+
 COLUMNS = ("run", "model", "step", "tokens", "layer", "component", "metric", "value")
 SCHEMA = pa.schema(
     [
@@ -67,12 +69,10 @@ def append(path: str | os.PathLike, rows: Iterable[Mapping] | pd.DataFrame) -> P
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a tidy-table directory; move it away or choose another --out")
-    path.mkdir(parents=True, exist_ok=True)
     name = f"part-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = path / f".{name}.tmp"
     table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path / name)
+    with atomic_path(path / name) as tmp:  # readers glob part-*.parquet: the hidden temporary is invisible
+        pq.write_table(table, tmp)
     return path / name
 
 

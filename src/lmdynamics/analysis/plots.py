@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from lmdynamics.analysis import summaries as S
+from lmdynamics.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,9 @@ def _figure(fn: Callable) -> Callable:
 
 def save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically (temporary file in the same directory, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     FigureCanvasAgg(fig)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

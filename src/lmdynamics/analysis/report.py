@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 from lmdynamics import store
 from lmdynamics.analysis import plots as P
 from lmdynamics.analysis import summaries as S
+from lmdynamics.atomic import write_text_atomic
 
 CKA_FIGURE_METRICS = ("cka_final", "cka_final_debiased")
 CKA_OTHER_METRICS = ("cka_prev", "cka_ref")
@@ -109,12 +109,7 @@ def correlation_markdown(table: pd.DataFrame, threshold: float, cka_metric: str)
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, text)
 
 
 def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike, threshold: float = 0.95,

@@ -38,7 +38,7 @@ from lmdynamics.checkpoints import CheckpointError, HubSource, RunSource, check_
 from lmdynamics.checkpoints.steps import PYTHIA_FINAL_STEP
 from lmdynamics.measure import activation_metric_rows, anisotropy_rows, probe_loss_rows, tag_rows, weight_metric_rows
 from lmdynamics.probes import ProbeSet, capture, load_tokenizer, open_activations, probe_from_source, save_activations
-from lmdynamics.probes.io import write_text_atomic
+from lmdynamics.atomic import write_text_atomic
 from lmdynamics.probes.sources import tokenizer_fingerprint
 
 CKA_KINDS = ("cka_final", "cka_prev", "cka_ref")

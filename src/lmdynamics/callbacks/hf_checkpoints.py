@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from ..atomic import write_json_atomic
 from .schedule import pythia_schedule
 
 
@@ -18,27 +18,16 @@ def checkpoint_dirname(step: int) -> str:
     return f"step{step:08d}"
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def full_state_dict(trainer: L.Trainer, module) -> dict | None:
     """The model's full state dict on rank 0 (None elsewhere), gathering ZeRO-3 shards when needed."""
-    strategy = trainer.strategy
-    model = module.model
-    if getattr(strategy, "zero_stage_3", False):
-        import deepspeed
+    from .base import iter_full_parameters
 
-        state = {}
-        for name, param in model.named_parameters():
-            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
-                if trainer.global_rank == 0:
-                    state[name] = param.detach().cpu().clone()
-        for name, buf in model.named_buffers():
-            if trainer.global_rank == 0:
-                state[name] = buf.detach().cpu().clone()
+    model = module.model
+    if getattr(trainer.strategy, "zero_stage_3", False):
+        params = iter_full_parameters(model)  # every rank takes part in the gathers
+        state = {name: t for name, t in params if trainer.global_rank == 0}
+        if trainer.global_rank == 0:
+            state.update({name: buf.detach().cpu() for name, buf in model.named_buffers()})
         return state if trainer.global_rank == 0 else None
     return {k: v.detach().cpu() for k, v in model.state_dict().items()} if trainer.global_rank == 0 else None
 

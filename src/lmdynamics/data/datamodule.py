@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ..atomic import atomic_path
 from .corpus import BUNDLED, load_corpus, open_rows
 from .packing import StepBatchSampler, pack, split_documents, tokenize_stream
 from .streaming import StreamingBlocks, take_documents
@@ -113,10 +114,8 @@ class TextDataModule(L.LightningDataModule):
                 streams[name] = np.load(path)
             else:
                 streams[name] = tokenize_stream(docs, self.tokenizer, eos)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-                np.save(tmp, streams[name])
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, streams[name])
         self.train_blocks = pack(streams["train"], self.context_length)
         self.val_all = pack(streams["val"], self.context_length)  # the whole held-out split (probes draw from it)
         self.val_blocks_tensor = self.val_all

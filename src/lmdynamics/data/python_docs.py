@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..atomic import write_text_atomic
+
 # Modules that open windows, print on import, start threads, or are not documentation.
 _SKIP = {
     "antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "lib2to3", "ensurepip",
@@ -116,8 +118,5 @@ def load_python_docs(cache_dir: str | os.PathLike) -> tuple[list[str], str]:
             return blob["documents"], blob["sha256"]
     documents = build_documents()
     digest = corpus_hash(documents)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"python": version, "sha256": digest, "documents": documents}), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"python": version, "sha256": digest, "documents": documents}))
     return documents, digest

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from ..atomic import atomic_path
+
 EOS, PAD = "<|endoftext|>", "<|padding|>"
 
 
@@ -42,10 +44,8 @@ def train_bpe(documents: Iterable[str], vocab_size: int, path: Path) -> Path:
         show_progress=False,
     )
     tok.train_from_iterator(documents, trainer=trainer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tok.save(str(tmp))
     return path
 
 

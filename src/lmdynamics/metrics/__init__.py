@@ -18,6 +18,7 @@ from .ov import (
 from .spectrum import (
     condition_number,
     effective_rank,
+    product_singular_values,
     proportional_effective_rank,
     singular_entropy_kl_uniform,
     singular_values,
@@ -31,6 +32,7 @@ __all__ = [
     "StreamingLinearCKA",
     "MinibatchCKA",
     "singular_values",
+    "product_singular_values",
     "effective_rank",
     "proportional_effective_rank",
     "stable_rank",

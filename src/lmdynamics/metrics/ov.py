@@ -123,20 +123,10 @@ def ov_singular_values(w_qkv: torch.Tensor, w_dense: torch.Tensor, num_heads: in
     so its nonzero singular values are those of the d_head x d_head matrix R_O R_V^T; the other d - d_head
     are exactly 0. Same numbers as ``singular_values(ov_circuits(...).weight)`` at a fraction of the cost.
     """
-    _, _, v = split_qkv(w_qkv, None, num_heads)
-    w_o = split_dense(w_dense, num_heads).to(torch.float64)  # [H, d, dh]
-    w_v = v.weight.to(torch.float64)  # [H, dh, d]
-    d, dh = w_o.shape[1], w_o.shape[2]
-    if not (torch.isfinite(w_o.sum()) and torch.isfinite(w_v.sum())):  # e.g. a diverged run: no spectrum
-        return torch.full((num_heads, d), float("nan"), dtype=torch.float64)
-    if dh > d:
-        from .spectrum import singular_values
+    from .spectrum import product_singular_values
 
-        return singular_values(w_o @ w_v)
-    r_o = torch.linalg.qr(w_o, mode="r").R
-    r_v = torch.linalg.qr(w_v.mT, mode="r").R
-    s = torch.linalg.svdvals(r_o @ r_v.mT)
-    return torch.cat([s, s.new_zeros(num_heads, d - dh)], dim=-1)
+    _, _, v = split_qkv(w_qkv, None, num_heads)
+    return product_singular_values(split_dense(w_dense, num_heads), v.weight)  # [H, d, dh] @ [H, dh, d]
 
 
 def ov_gradient(w_o_h: torch.Tensor, w_v_h: torch.Tensor, g_o_h: torch.Tensor, g_v_h: torch.Tensor) -> torch.Tensor:

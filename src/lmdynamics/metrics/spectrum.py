@@ -233,3 +233,24 @@ def w_error(s, d: int) -> float | torch.Tensor:
     s, batched = _spectrum(s, "w_error")
     sq = s**2
     return _out(torch.sqrt(sq[..., d:].sum(-1) / sq.sum(-1)), batched)
+
+
+def product_singular_values(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Singular values of ``a @ b`` (a: (..., m, k), b: (..., k, n)): float64, descending, min(m, n) of them.
+
+    When k < min(m, n) the product is never formed: with thin QR a = Q_a R_a and b^T = Q_b R_b,
+    a b = Q_a (R_a R_b^T) Q_b^T, so its nonzero singular values are those of the k x k core R_a R_b^T and
+    the other min(m, n) - k are exactly 0 (used for OV circuits W_O^h W_V^h and their gradients).
+    Non-finite input gives NaN.
+    """
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    m, k = a.shape[-2:]
+    r = min(m, b.shape[-1])
+    if not (torch.isfinite(a.sum()) and torch.isfinite(b.sum())):  # e.g. a diverged run
+        return torch.full((*a.shape[:-2], r), float("nan"), dtype=torch.float64)
+    if k >= r:
+        return singular_values(a @ b)
+    r_a = torch.linalg.qr(a, mode="r").R
+    r_b = torch.linalg.qr(b.mT, mode="r").R
+    s = singular_values(r_a @ r_b.mT)
+    return torch.cat([s, s.new_zeros(*s.shape[:-1], r - k)], dim=-1)

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lmdynamics.probes.capture import Activations
-from lmdynamics.probes.io import atomic_path
+from lmdynamics.atomic import atomic_path
 
 _KEY = re.compile(r"^L(-?\d+)\.(.+)$")
 

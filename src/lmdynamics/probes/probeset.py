@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from lmdynamics.probes.io import atomic_path
+from lmdynamics.atomic import atomic_path
 
 
 @dataclass

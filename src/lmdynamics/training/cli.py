@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from ..atomic import write_text_atomic
 from ..callbacks.base import Probe
 from ..callbacks.convergence import ActivationConvergence
 from ..callbacks.head_rank import HeadRank
@@ -141,10 +142,7 @@ class LMCLI(LightningCLI):
             return
         name = "config.yaml" if self.subcommand == "fit" else f"config-{self.subcommand}.yaml"
         text = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)
-        path = run_dir / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(run_dir / name, text)
 
 
 def _launching_rank_zero() -> bool:

@@ -1,6 +1,6 @@
-"""Atomic file writes shared by the probe, activation and analysis writers.
+"""Atomic file writes for everything the package writes (tables, checkpoints metadata, probes, figures).
 
-Everything this package writes goes to a hidden temporary name in the target directory first and is then
+Every file goes to a hidden temporary name in the target directory first and is then
 renamed into place (``os.replace`` is atomic on one file system), so a killed process never leaves a
 half-written file under the final name.
 """
@@ -29,7 +29,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> Path:
+    """Write ``data`` as indented, key-sorted JSON to ``path`` atomically."""
+    import json
+
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))
