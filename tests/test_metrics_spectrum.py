@@ -83,6 +83,25 @@ def test_ill_conditioned_falls_back_and_stays_accurate(cond):
         assert ((gram - ref).abs()[big] / ref[big]).max() > 1e-6
 
 
+@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("cond", [1e5, 1e12])
+def test_big_matrix_fallback_goes_through_chunked_qr(cond, wide, monkeypatch):
+    """A big tall (or wide) matrix falls back to the SVD of its chunked-QR factor: still accurate."""
+    monkeypatch.setattr(spectrum, "_CHUNK_ELEMENTS", 1 << 10)  # 3000 x 40 counts as big
+    qr_calls = []
+    real_qr = torch.linalg.qr
+    monkeypatch.setattr(spectrum.torch.linalg, "qr", lambda *a, **k: qr_calls.append(1) or real_qr(*a, **k))
+    w = with_spectrum(3000, 40, torch.logspace(0, -math.log10(cond), 40), seed=11)
+    w = w.T if wide else w
+    assert_accurate(singular_values(w), reference(w))
+    assert_accurate(singular_values(w, method="svd"), reference(w))
+    assert len(qr_calls) >= 2 * 8  # chunks of 375 rows (m / 8), for each of the two calls
+    low = with_spectrum(3000, 40, torch.linspace(1, 2, 10), seed=12)  # rank 10
+    s = singular_values(low)
+    assert_accurate(s, reference(low))
+    assert s[10:].max() <= 1e-6 * s[0]
+
+
 def test_rank_deficiency_and_zeros():
     low = with_spectrum(2000, 50, torch.linspace(1, 2, 10), seed=7)  # rank 10
     s = singular_values(low)
