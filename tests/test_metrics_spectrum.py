@@ -215,3 +215,19 @@ def test_zero_matrix_and_bad_spectra():
         effective_rank(torch.tensor([1.0, -0.5]))
     with pytest.raises(ValueError, match="empty"):
         effective_rank(torch.tensor([]))
+
+
+def test_small_decompositions_run_on_one_thread_and_restore_the_count(monkeypatch):
+    seen = []
+    real = torch.linalg.eigvalsh
+    monkeypatch.setattr(spectrum.torch.linalg, "eigvalsh", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        singular_values(torch.randn(300, 40, generator=torch.Generator().manual_seed(13)))
+        assert seen == [1] and torch.get_num_threads() == 2
+        monkeypatch.setattr(spectrum, "_SERIAL_BELOW", 40)  # a matrix this wide keeps every thread
+        singular_values(torch.randn(300, 40, generator=torch.Generator().manual_seed(13)))
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
