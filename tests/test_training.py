@@ -1,6 +1,8 @@
 """End-to-end training through the real CLI: checkpoints, logs, exact resume, round trip and bad input."""
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -55,12 +57,22 @@ def test_resume_after_kill_reproduces_every_loss(tmp_path):
                      "--trainer.callbacks+=tests.helpers.callbacks.KillAtStep", "--trainer.callbacks.step", "4")
     assert killed.returncode == 137
     assert sorted(losses(b / "loss.jsonl")) == [1, 2, 3, 4]
+    assert {1, 2, 3} <= set(table_losses(b))  # the tidy table holds every row up to the checkpoint (step 3)
     resumed = run_cli("fit", "--config", str(cfg_b), "--ckpt_path", "last", "--trainer.callbacks+=" + rec,
                       "--trainer.callbacks.path", str(b / "loss.jsonl"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     full, parts = losses(a / "loss.jsonl"), losses(b / "loss.jsonl")  # step 4 is re-run after the resume
     assert sorted(full) == sorted(parts) == [1, 2, 3, 4, 5, 6]
     assert parts == full  # bit-identical per-step losses, data order included
+    assert table_losses(b) == table_losses(a) and sorted(table_losses(a)) == [1, 2, 3, 4, 5, 6]
+
+
+def table_losses(tmp: Path) -> dict[int, float]:
+    from lmdynamics import store
+
+    table = store.read_table(store.table_path(tmp / "runs" / "tiny"))
+    rows = table[table.metric == "train_loss"]
+    return dict(zip(rows.step.tolist(), rows.value.tolist()))
 
 
 def test_save_and_from_pretrained_give_identical_logits(tmp_path):
@@ -136,3 +148,26 @@ def test_non_finite_loss_stops_with_step_and_last_checkpoint(tmp_path, capsys):
     assert "non-finite training loss" in line and "at step 1" in line and "step00000001" in line
     ckpts = tmp_path / "runs" / "tiny" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["step00000000", "step00000001"]  # complete, no temporaries
+
+
+def test_tidy_table_logger_writes_a_part_every_flush_every_steps_and_at_checkpoints(tmp_path):
+    """Lightning calls save() after every log_metrics: the rows still go out in a few parts, none lost."""
+    from lmdynamics import store
+    from lmdynamics.callbacks.table_logger import TidyTableLogger
+
+    trainer = SimpleNamespace(global_step=0)
+    module = SimpleNamespace(_trainer=trainer, tokens_per_step=10, spec=SimpleNamespace(name="tiny"))
+    logger = TidyTableLogger(tmp_path / "run", module, flush_every=5)
+    table = store.table_path(tmp_path / "run")
+    for step in range(1, 13):
+        trainer.global_step = step
+        logger.log_metrics({"train_loss": float(step), "lr": 0.1}, step=step - 1)
+        logger.save()
+        assert len(store.parts(table)) == step // 5
+    logger.after_save_checkpoint(None)  # a checkpoint at step 12: rows 11-12 written now
+    assert len(store.parts(table)) == 3
+    logger.finalize("success")
+    rows = store.read_table(table)
+    assert len(store.parts(table)) == 3 and len(rows) == 24
+    assert sorted(rows[rows.metric == "train_loss"].step) == list(range(1, 13))
+    assert set(rows.tokens) == {10 * s for s in range(1, 13)}
