@@ -30,6 +30,7 @@ import torch
 
 __all__ = [
     "singular_values",
+    "product_singular_values",
     "effective_rank",
     "proportional_effective_rank",
     "stable_rank",
