@@ -26,7 +26,6 @@ import torch
 from lmdynamics import metrics
 from lmdynamics.metrics import product_singular_values
 
-WEIGHT_METRICS = ("er", "per", "stable_rank", "condition_number")
 
 _LAYER_WEIGHT = re.compile(
     r"(?:^|\.)layers\.(\d+)\.(attention\.query_key_value|attention\.dense|mlp\.dense_h_to_4h|mlp\.dense_4h_to_h)\.weight$"
@@ -52,6 +51,11 @@ def classify_weight(name: str) -> tuple[int, str] | None:
     if _HEAD.search(name):
         return -1, "head"
     return None
+
+
+def is_head_weight(name: str) -> bool:
+    """True for the output head's weight (``embed_out.weight`` or ``lm_head.weight``, any prefix)."""
+    return classify_weight(name) == (-1, "head")
 
 
 def tag_rows(rows: Iterable[Mapping], run: str, model: str, step: int, tokens: int) -> list[dict]:
@@ -123,7 +127,7 @@ def weight_metric_rows(
             continue
         layer, component = kind
         w = _check(name, tensor)
-        s = mt.singular_values(w.float() if w.dtype in (torch.float16, torch.bfloat16) else w)
+        s = mt.singular_values(w)  # any real dtype: converted to float64 a chunk at a time, no full copy
         rows += _spectrum_rows(layer, component, s, prefix, head=component == "head", spectrum=spectrum)
         if component in ("qkv", "dense"):
             pending.setdefault(layer, {})[component] = w

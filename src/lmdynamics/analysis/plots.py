@@ -460,7 +460,7 @@ def plot_per_vs_convergence(frame: pd.DataFrame, path: Path, threshold: float = 
     points = S.per_convergence_points(frame, threshold=threshold, cka_metric=cka_metric, **kwargs)
     if points.empty:
         raise SkipFigure(f"needs both per-layer 'per' rows and per-layer {cka_metric} rows")
-    corr = S.per_vs_convergence(frame, threshold=threshold, cka_metric=cka_metric, **kwargs).set_index("model")
+    corr = S.per_vs_convergence(frame, points=points).set_index("model")
     models = S.model_order(points)
     palette = _model_colors(models)
     fig = Figure(figsize=(8.0, 5.0), layout="constrained")
@@ -521,25 +521,31 @@ def plot_head_spectrum(frame: pd.DataFrame, path: Path, model: str | None = None
     return save(fig, path)
 
 
+def _models_over_steps(rows: pd.DataFrame, path: Path, ylabel: str, title: str, label: Callable[[str, pd.DataFrame], str]) -> Path:
+    """One line per model of ``value`` over training steps (log axis), legend outside."""
+    models = S.model_order(rows)
+    palette = _model_colors(models)
+    fig = Figure(figsize=(8.0, 4.4), layout="constrained")
+    ax = fig.subplots()
+    for m in models:
+        r = rows[rows["model"] == m]
+        ax.plot(r["step"], r["value"], marker="o", ms=3, lw=1.4, color=palette[m], label=label(m, r))
+    _log_steps(ax, rows)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    _legend_outside(fig, *ax.get_legend_handles_labels())
+    return save(fig, path)
+
+
 @_figure
 def plot_kl_uniform(frame: pd.DataFrame, path: Path) -> Path:
     """KL-to-uniform of the head's singular values over training, every model in one panel."""
     kl = S.select(frame, "kl_uniform", "head", layer=-1)
     if kl.empty:
         raise SkipFigure("no kl_uniform rows of component 'head' at layer -1")
-    models = S.model_order(kl)
-    palette = _model_colors(models)
-    fig = Figure(figsize=(8.0, 4.4), layout="constrained")
-    ax = fig.subplots()
-    for m in models:
-        r = kl[kl["model"] == m]
-        ax.plot(r["step"], r["value"], marker="o", ms=3, lw=1.4, color=palette[m], label=S.short_name(m))
-    _log_steps(ax, kl)
-    ax.set_ylabel("KL(p ‖ uniform), p = s / Σs (nats)")
-    ax.set_title("Head singular spectrum: KL to uniform over training")
-    ax.grid(alpha=0.3)
-    _legend_outside(fig, *ax.get_legend_handles_labels())
-    return save(fig, path)
+    return _models_over_steps(kl, path, "KL(p ‖ uniform), p = s / Σs (nats)",
+                              "Head singular spectrum: KL to uniform over training", lambda m, r: S.short_name(m))
 
 
 @_figure
@@ -548,20 +554,9 @@ def plot_anisotropy_over_steps(frame: pd.DataFrame, path: Path) -> Path:
     aniso = S.last_layer_anisotropy(frame)
     if aniso.empty:
         raise SkipFigure("no anisotropy rows of 'final' (layer -1) or of per-layer 'resid'")
-    models = S.model_order(aniso)
-    palette = _model_colors(models)
-    fig = Figure(figsize=(8.0, 4.4), layout="constrained")
-    ax = fig.subplots()
-    for m in models:
-        r = aniso[aniso["model"] == m]
-        ax.plot(r["step"], r["value"], marker="o", ms=3, lw=1.4, color=palette[m],
-                label=f"{S.short_name(m)} ({r['source'].iloc[0]})")
-    _log_steps(ax, aniso)
-    ax.set_ylabel("anisotropy (mean pairwise cosine)")
-    ax.set_title("Last-layer anisotropy on the probe over training")
-    ax.grid(alpha=0.3)
-    _legend_outside(fig, *ax.get_legend_handles_labels())
-    return save(fig, path)
+    return _models_over_steps(aniso, path, "anisotropy (mean pairwise cosine)",
+                              "Last-layer anisotropy on the probe over training",
+                              lambda m, r: f"{S.short_name(m)} ({r['source'].iloc[0]})")
 
 
 @_figure

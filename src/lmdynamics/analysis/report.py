@@ -108,10 +108,6 @@ def correlation_markdown(table: pd.DataFrame, threshold: float, cka_metric: str)
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> None:
-    write_text_atomic(path, text)
-
-
 def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike, threshold: float = 0.95,
                  at_fraction: float = 0.2) -> Path:
     """Draw every figure the table supports into ``out_dir/figures/`` and write ``out_dir/report.md``.
@@ -141,6 +137,8 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
 
     section = "Layer convergence"
     present = set(frame["metric"])
+    # the CKA-to-final variant behind the convergence summaries: biased if measured, else the debiased one
+    cka_metric = "cka_final" if "cka_final" in present else "cka_final_debiased"
     for metric in CKA_FIGURE_METRICS:
         if metric not in present:
             if metric == "cka_final":
@@ -190,8 +188,8 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
              + (", one line per model." if many else "."), metric=metric)
     draw(section, P.plot_per_vs_convergence, "per_vs_convergence",
          f"Each layer's PER (mean over its weight matrices) against the fraction of training it needs to stay "
-         f"≥ {threshold} in {P.cka_label('cka_final')}; Pearson and Spearman correlations in the title.",
-         threshold=threshold)
+         f"≥ {threshold} in {P.cka_label(cka_metric)}; Pearson and Spearman correlations in the title.",
+         threshold=threshold, cka_metric=cka_metric)
 
     section = "Output head and anisotropy"
     rows = pd.concat([S.select(frame, "sv_norm", "head_spectrum"), S.select(frame, "kl_uniform", "head", layer=-1)])
@@ -211,7 +209,6 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
     draw(section, P.plot_anisotropy_by_layer, "anisotropy_layers",
          "Anisotropy per layer at the first (dotted) and last (solid) measured step.")
 
-    cka_metric = "cka_final" if "cka_final" in present else "cka_final_debiased"
     runs = ", ".join(map(str, pd.unique(frame["run"])))
     intro = (f"Models: {', '.join(S.short_name(m) for m in models)}. Runs: {runs}. {len(frame):,} rows. "
              "Drawn from the tidy table only.")
@@ -236,7 +233,7 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
     if skipped:
         lines += ["## Not drawn", ""] + [f"- {s}" for s in skipped] + [""]
     report = out_dir / "report.md"
-    _write_text(report, "\n".join(lines))
+    write_text_atomic(report, "\n".join(lines))
     return report
 
 

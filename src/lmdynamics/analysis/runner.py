@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from lmdynamics import store
@@ -345,10 +346,10 @@ class Runner:
         parts = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
         return f"{parts} ({time.perf_counter() - t0:.1f}s)"
 
-    def run_cka(self, i: int, step: int, kinds: set[str]) -> None:
-        """Phase 2 for one step: CKA rows from cached activations only."""
+    def run_cka(self, i: int, step: int, kinds: set[str], failed: set[tuple[str, int]]) -> None:
+        """Phase 2 for one step: CKA rows from cached activations only. ``failed``: the (run, step) pairs
+        whose phase 1 failed in this invocation (their missing activations are already reported)."""
         plan = self.plans[i]
-        failed = self._failed_steps_on_disk()
         if not self.cache_valid(plan.run, step):
             if (plan.run, step) not in failed:
                 for kind in sorted(kinds):
@@ -373,17 +374,21 @@ class Runner:
             except Exception as err:  # noqa: BLE001 - recorded; the other steps go on
                 self.fail(plan.run, plan.source.model, step, kind, err)
 
-    def _failed_steps_on_disk(self) -> set[tuple[str, int]]:
-        """(run, step) pairs that failed in this invocation on any rank (failure files carry its id)."""
-        out = set(self.failed_steps)
-        for f in (self.out / "failures").glob("*.json"):
+    def _invocation_failures(self) -> list[dict]:
+        """The failure records written in this invocation by any rank (failure files carry its id)."""
+        records = []
+        for f in sorted((self.out / "failures").glob("*.json")):
             try:
                 rec = json.loads(f.read_text())
             except (OSError, ValueError):
                 continue
             if rec.get("invocation") == self.invocation:
-                out.add((rec["run"], int(rec["step"])))
-        return out
+                records.append(rec)
+        return records
+
+    def _failed_steps_on_disk(self) -> set[tuple[str, int]]:
+        """(run, step) pairs that failed in this invocation on any rank."""
+        return set(self.failed_steps) | {(r["run"], int(r["step"])) for r in self._invocation_failures()}
 
     # ------------------------------------------------------------------ driver
     def prepare(self) -> None:
@@ -427,8 +432,9 @@ class Runner:
                 self.log(f"{plan.source.model} step {step} [{'+'.join(sorted(kinds))}]: {timing}")
             self.barrier()
             task2 = progress.add_task("cka", total=len(mine2))
+            failed = self._failed_steps_on_disk() if mine2 else set()
             for i, step, kinds in mine2:
-                self.run_cka(i, step, kinds)
+                self.run_cka(i, step, kinds, failed)
                 progress.advance(task2)
         self.barrier()
         return self.finish()
@@ -442,21 +448,14 @@ class Runner:
         )
 
     def finish(self) -> int:
-        failures = []
-        for f in sorted((self.out / "failures").glob("*.json")):
-            try:
-                rec = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-            if rec.get("invocation") == self.invocation:
-                failures.append(rec)
+        failures = self._invocation_failures()
         failures.sort(key=lambda r: (r["run"], int(r["step"]), r["kind"]))
         if self.rank == 0:
             table = store.read_table(self.table)
             summary = {"rows": len(table), "failed": failures, "models": [p.spec for p in self.plans if p.steps]}
             write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
             if self.cfg.report:
-                self._report()
+                self._report(table)
             if failures:
                 self.console.print(f"{len(failures)} failure(s); the rest was analysed ({len(table)} rows in {self.table}):", markup=False)
                 for rec in failures:
@@ -465,14 +464,14 @@ class Runner:
                 self.console.print(f"done: {len(table)} rows in {self.table}", markup=False)
         return 1 if failures else 0
 
-    def _report(self) -> None:
+    def _report(self, table: pd.DataFrame) -> None:
         try:
             from lmdynamics.analysis.report import write_report
         except ImportError:
             warnings.warn("lmdynamics.analysis.report is not available; no figures or report written", stacklevel=1)
             return
         try:
-            write_report(self.table, self.out / "report")
+            write_report(table, self.out / "report")
             self.console.print(f"report written to {self.out / 'report'}", markup=False)
         except Exception as err:  # noqa: BLE001 - the table is the product; a plotting problem must not hide it
             self.console.print(f"warning: the report could not be written ({type(err).__name__}: {err})", markup=False)

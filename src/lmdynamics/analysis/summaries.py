@@ -220,14 +220,16 @@ def per_convergence_points(
     return points.sort_values(["model", "layer"], ignore_index=True)
 
 
-def per_vs_convergence(frame: pd.DataFrame, **kwargs) -> pd.DataFrame:
+def per_vs_convergence(frame: pd.DataFrame, points: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
     """Pearson and Spearman correlation between per-layer PER and convergence fraction (scipy.stats).
 
     One row per model, plus a pooled row ``model == "all"`` when there is more than one model.
-    Keyword arguments go to ``per_convergence_points``. Columns: model, n, pearson_r, pearson_p,
-    spearman_rho, spearman_p (NaN with fewer than 3 points or a constant side).
+    ``points``: the output of ``per_convergence_points`` if already computed; otherwise keyword arguments
+    go to it. Columns: model, n, pearson_r, pearson_p, spearman_rho, spearman_p (NaN with fewer than 3
+    points or a constant side).
     """
-    points = per_convergence_points(frame, **kwargs)
+    if points is None:
+        points = per_convergence_points(frame, **kwargs)
     cols = ["model", "n", "pearson_r", "pearson_p", "spearman_rho", "spearman_p"]
     groups = [(m, points[points["model"] == m]) for m in model_order(points)]
     if len(groups) > 1:

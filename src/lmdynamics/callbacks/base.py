@@ -19,8 +19,8 @@ import lightning as L
 import torch
 
 from .. import store
-from ..measure import tag_rows
-from ..probes import ProbeSet, capture
+from ..measure import is_head_weight, tag_rows
+from ..probes import Activations, ProbeSet, capture
 from .schedule import pythia_schedule
 
 PROBE_FILE = "probe.safetensors"
@@ -69,7 +69,7 @@ def gathered_weight(model: torch.nn.Module, name: str) -> torch.Tensor:
 
 def head_parameter_name(model: torch.nn.Module) -> str:
     for name, _ in model.named_parameters():
-        if name.endswith(("embed_out.weight", "lm_head.weight")):
+        if is_head_weight(name):
             return name
     raise ValueError("the model has no output head (embed_out / lm_head)")
 
@@ -147,17 +147,18 @@ def capture_distributed(trainer, model, probe: ProbeSet, batch_size: int, compon
     per_seq = probe.num_positions
     out = {}
     device = trainer.strategy.root_device
-    keys = sorted(mine) if mine is not None else None
-    keys = trainer.strategy.broadcast(keys, src=0)
-    for key in keys:
-        x = mine[key] if mine is not None else torch.zeros(0, 1)
-        padded = torch.zeros(share * per_seq, x.shape[1] if x.numel() else 1, dtype=x.dtype)
+    # rank 0 always holds rows (share >= 1): its keys and widths tell ranks without rows how to pad
+    widths = {key: x.shape[1] for key, x in mine.items()} if rank == 0 else None
+    widths = trainer.strategy.broadcast(widths, src=0)
+    for key, width in sorted(widths.items()):
+        x = mine[key] if mine is not None else torch.zeros(0, width)
+        padded = torch.zeros(share * per_seq, width, dtype=x.dtype)
         padded[: x.shape[0]] = x
         gathered = trainer.strategy.all_gather(padded.to(device)).cpu()  # [world, share*P, d]
         if rank == 0:
             rows = [gathered[r, : max(0, min(n, (r + 1) * share) - r * share) * per_seq] for r in range(world)]
             out[key] = torch.cat(rows)
-    return out if rank == 0 else None
+    return Activations(out, metadata={"probe": probe.fingerprint()}) if rank == 0 else None
 
 
 class MeasurementCallback(L.Callback):

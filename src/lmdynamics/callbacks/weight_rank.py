@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import time
 
-from ..measure import gradient_metric_rows, weight_metric_rows
-from .base import MeasurementCallback, iter_full_parameters
-
-_HEAD = ("embed_out.weight", "lm_head.weight")
-
-
-def _is_head(name: str) -> bool:
-    return name.endswith(_HEAD)
+from ..measure import classify_weight, gradient_metric_rows, is_head_weight, weight_metric_rows
+from .base import MeasurementCallback, is_zero3_param, iter_full_parameters
 
 
 class WeightRank(MeasurementCallback):
@@ -35,7 +29,7 @@ class WeightRank(MeasurementCallback):
 
     def measure(self, trainer, pl_module, step: int):
         model = pl_module.model
-        stream = iter_full_parameters(model, skip=_is_head)
+        stream = iter_full_parameters(model, skip=is_head_weight)
         if not trainer.is_global_zero:
             for _ in stream:  # take part in the gathers
                 pass
@@ -51,17 +45,21 @@ class WeightRank(MeasurementCallback):
         model = pl_module.model
         grads, params = [], {}
         for name, p in model.named_parameters():
-            if _is_head(name):
+            if is_head_weight(name):
                 continue
-            if hasattr(p, "ds_id"):
+            kind = classify_weight(name)
+            needs_weight = kind is not None and kind[1] in ("qkv", "dense")  # the OV gradient's W_O and W_V
+            if is_zero3_param(p):
                 from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_grad
 
-                g, w = safe_get_full_grad(p), safe_get_full_fp32_param(p)
+                g = safe_get_full_grad(p)
+                w = safe_get_full_fp32_param(p) if needs_weight else None
             else:
-                g, w = p.grad, p.detach()
+                g, w = p.grad, (p.detach() if needs_weight else None)
             if g is not None and trainer.is_global_zero:
                 grads.append((name, g.detach().float().cpu()))
-                params[name] = w.float().cpu()
+                if w is not None:
+                    params[name] = w.float().cpu()
         if trainer.is_global_zero and grads:
             rows = gradient_metric_rows(grads, params, model.config.num_attention_heads)
             self.record(trainer, pl_module, step, rows)

@@ -83,9 +83,6 @@ class HubSource:
     def __repr__(self) -> str:
         return f"HubSource({self.repo_id!r})"
 
-    def available_steps(self) -> None:
-        return None
-
     def steps(self, spec) -> list[int]:
         return select_steps(spec, None)
 

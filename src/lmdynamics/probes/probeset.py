@@ -57,10 +57,6 @@ class ProbeSet:
         return int(self.input_ids.shape[0])
 
     @property
-    def seq_len(self) -> int:
-        return int(self.input_ids.shape[1])
-
-    @property
     def num_positions(self) -> int:
         return int(self.positions.shape[1])
 
