@@ -17,7 +17,7 @@ import torch
 
 from lmdynamics.data.datamodule import TextDataModule
 from lmdynamics.models.zoo import ModelSpec
-from lmdynamics.training.module import LMModule, OptimSpec, warmup_cosine
+from lmdynamics.training.module import LMModule, OptimSpec, lr_multiplier, warmup_steps
 
 
 class _Timer(L.Callback):
@@ -52,7 +52,7 @@ def bare_run(dm, spec, optim, steps, warmup) -> float:
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=optim.lr, betas=optim.betas, eps=optim.eps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, int(0.01 * steps), optim.min_lr_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s + 1, steps, warmup_steps(0.01, steps), optim.min_lr_ratio))
     from lmdynamics.data.packing import StepBatchSampler
 
     sampler = StepBatchSampler(len(dm.train_blocks), dm.batch_size, dm.seed, steps)

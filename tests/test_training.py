@@ -145,7 +145,7 @@ def test_non_finite_loss_stops_with_step_and_last_checkpoint(tmp_path, capsys):
     cfg = tiny_config(tmp_path, **{"model.optim.lr": float("inf")})
     assert main(["fit", "--config", str(cfg)]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "non-finite training loss" in line and "at step 1" in line and "step00000001" in line
+    assert "non-finite training loss" in line and "at step 2" in line and "step00000001" in line
     ckpts = tmp_path / "runs" / "tiny" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["step00000000", "step00000001"]  # complete, no temporaries
 

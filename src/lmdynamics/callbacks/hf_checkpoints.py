@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +31,26 @@ def full_state_dict(trainer: L.Trainer, module) -> dict | None:
             state.update({name: buf.detach().cpu() for name, buf in model.named_buffers()})
         return state if trainer.global_rank == 0 else None
     return {k: v.detach().cpu() for k, v in model.state_dict().items()} if trainer.global_rank == 0 else None
+
+
+def run_description(trainer, pl_module) -> dict:
+    """What was built and how it is trained: architecture, overrides of a named Pythia size, optimiser, schedule."""
+    from ..models.zoo import count_parameters
+
+    spec = pl_module.spec
+    return {
+        "pythia_size": spec.size,
+        "overrides": {k: v for k, v in spec.overrides().items()},
+        "architecture": asdict(spec.resolved()),
+        "parameters": count_parameters(pl_module.model),
+        "published_parameters": spec.published_parameters(),
+        "optimizer": {**asdict(pl_module.optim), "lr": pl_module.resolved_optim().lr,
+                      "overrides_of_published": pl_module.resolved_optim().overrides},
+        "schedule": pl_module.schedule_description(),
+        "gradient_clip_val": trainer.gradient_clip_val,
+        "accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "world_size": trainer.world_size,
+    }
 
 
 class HFCheckpoints(L.Callback):
@@ -114,5 +135,6 @@ class HFCheckpoints(L.Callback):
             "vocab_size": pl_module.spec.vocab_size,
             "context_length": pl_module.spec.context_length,
             "checkpoint_steps": sorted(self.steps),
+            **run_description(trainer, pl_module),
         }
         write_json_atomic(root / "run.json", info)

@@ -36,11 +36,26 @@ PYTHIA_SIZES: dict[str, PythiaSize] = {
 }
 
 
+# The architecture every Pythia size shares (SCIENCE.md section 1), as ModelSpec fields.
+PYTHIA_ARCHITECTURE = {"intermediate_multiple": 4, "rotary_pct": 0.25, "rotary_base": 10000.0,
+                       "parallel_residual": True, "tie_embeddings": False}
+
+
+def pythia_size(size: str) -> PythiaSize:
+    """The published numbers of a Pythia size, or one clear error naming the known sizes."""
+    if size not in PYTHIA_SIZES:
+        known = ", ".join(PYTHIA_SIZES)
+        raise ValueError(f"unknown Pythia size {size!r}; choose one of {known}, or give num_layers/hidden_size/num_heads for a new size")
+    return PYTHIA_SIZES[size]
+
+
 @dataclass
 class ModelSpec:
     """A GPT-NeoX architecture: a Pythia size by name, or a new size given by its numbers.
 
-    ``size`` (e.g. "70m") fills every field from the Pythia table; fields given explicitly override it.
+    ``size`` (e.g. "70m") fills every field left empty from the Pythia table. A field given explicitly
+    beside a size overrides it, and says so: the model is then named ``pythia-70m+num_layers=4`` (see
+    ``overrides``), never plain ``pythia-70m``.
     Everything else is the shared Pythia architecture: rotary on 25% of each head's dims (base 10000),
     parallel residual, untied head, LayerNorm, GELU, MLP width 4d, no dropout.
     """
@@ -64,16 +79,13 @@ class ModelSpec:
         """A copy with every architecture field filled (from the Pythia table where a size is named)."""
         spec = self
         if self.size is not None:
-            if self.size not in PYTHIA_SIZES:
-                known = ", ".join(PYTHIA_SIZES)
-                raise ValueError(f"unknown Pythia size {self.size!r}; choose one of {known}, or give num_layers/hidden_size/num_heads for a new size")
-            p = PYTHIA_SIZES[self.size]
+            p = pythia_size(self.size)
             spec = replace(
                 self,
-                num_layers=self.num_layers or p.layers,
-                hidden_size=self.hidden_size or p.d_model,
-                num_heads=self.num_heads or p.heads,
-                vocab_size=self.vocab_size or p.vocab,
+                num_layers=p.layers if self.num_layers is None else self.num_layers,
+                hidden_size=p.d_model if self.hidden_size is None else self.hidden_size,
+                num_heads=p.heads if self.num_heads is None else self.num_heads,
+                vocab_size=p.vocab if self.vocab_size is None else self.vocab_size,
             )
         missing = [f for f in ("num_layers", "hidden_size", "num_heads", "vocab_size") if getattr(spec, f) is None]
         if missing:
@@ -88,10 +100,32 @@ class ModelSpec:
             raise ValueError(f"context length {spec.context_length} exceeds the model's maximum {max_pos} (model.max_position_embeddings); lower data.context_length or raise the maximum")
         return replace(spec, max_position_embeddings=max_pos)
 
+    def overrides(self) -> dict[str, object]:
+        """Architecture fields that differ from the published Pythia size this spec names ({} for none or no size).
+
+        A named size with such fields is a documented override: the model's name carries them
+        (``pythia-160m+num_layers=6``), the run's start line and ``run.json`` list them.
+        """
+        if self.size is None:
+            return {}
+        s, p = self.resolved(), pythia_size(self.size)
+        published = {"num_layers": p.layers, "hidden_size": p.d_model, "num_heads": p.heads, "vocab_size": p.vocab,
+                     "max_position_embeddings": 2048, **PYTHIA_ARCHITECTURE}
+        return {f: getattr(s, f) for f, v in published.items() if getattr(s, f) != v}
+
     @property
     def name(self) -> str:
         s = self.resolved()
-        return f"pythia-{self.size}" if self.size else f"neox-L{s.num_layers}-d{s.hidden_size}-h{s.num_heads}"
+        if self.size is None:
+            return f"neox-L{s.num_layers}-d{s.hidden_size}-h{s.num_heads}"
+        return "+".join([f"pythia-{self.size}", *(f"{k}={v}" for k, v in self.overrides().items())])
+
+    def published_parameters(self) -> int | None:
+        """The parameter count of the named Pythia size as published (None without a size)."""
+        if self.size is None:
+            return None
+        p = pythia_size(self.size)
+        return pythia_parameter_count(p.layers, p.d_model, p.vocab)
 
     def to_hf_config(self) -> GPTNeoXConfig:
         s = self.resolved()
@@ -125,4 +159,5 @@ def pythia_parameter_count(num_layers: int, d_model: int, vocab: int) -> int:
 
 
 def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of ``model``, also when DeepSpeed ZeRO-3 has sharded them (``ds_numel`` is the full size)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())

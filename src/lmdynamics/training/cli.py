@@ -7,6 +7,7 @@ resume checkpoint (lightning/last.ckpt), TensorBoard and CSV logs, and the tidy 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -20,10 +21,11 @@ from ..atomic import write_text_atomic
 from ..callbacks.base import Probe
 from ..callbacks.convergence import ActivationConvergence
 from ..callbacks.head_rank import HeadRank
-from ..callbacks.hf_checkpoints import HFCheckpoints
+from ..callbacks.hf_checkpoints import HFCheckpoints, run_description
 from ..callbacks.table_logger import TidyTableLogger
 from ..callbacks.weight_rank import WeightRank
 from ..data.datamodule import TextDataModule
+from ..models.zoo import ModelSpec
 from .module import LMModule, NonFiniteLossError
 
 
@@ -38,6 +40,8 @@ class RunSpec:
         wandb_project: W&B project when ``wandb`` is among the loggers.
         resume_every: steps between Lightning resume checkpoints (``lightning/last.ckpt``).
         report: draw the run's figures and ``report/report.md`` from its tidy table when fit ends.
+        dry_run: build the model on the meta device, print the architecture, parameter count, optimiser,
+            schedule and batch this config resolves to, and stop: nothing is trained or written.
     """
 
     name: str = "demo"
@@ -46,6 +50,7 @@ class RunSpec:
     wandb_project: str = "lmdynamics"
     resume_every: int = 50
     report: bool = True
+    dry_run: bool = False
 
     @property
     def dir(self) -> Path:
@@ -68,6 +73,7 @@ class LMCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand]
+        _name_overridden_size(cfg)
         run = RunSpec(**cfg.run)
         if run.resume_every <= 0:
             raise ValueError(f"run.resume_every must be a positive number of steps, got {run.resume_every}")
@@ -82,7 +88,7 @@ class LMCLI(LightningCLI):
         max_steps = cfg.trainer.max_steps
         if self.subcommand == "fit" and (max_steps is None or max_steps <= 0):
             raise ValueError("trainer.max_steps must be set to a positive number of optimizer steps (the LR schedule and checkpoint schedule depend on it)")
-        if self.subcommand == "fit" and _launching_rank_zero():
+        if self.subcommand == "fit" and _launching_rank_zero() and not run.dry_run:
             ckpt = cfg.get("ckpt_path")
             fresh = not ckpt
             if fresh and run.dir.exists() and any(run.dir.iterdir()):
@@ -106,6 +112,8 @@ class LMCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if hasattr(callback, "check_config"):
                 callback.check_config(self.datamodule, spec)
+        if self._run.dry_run:
+            return
         self._run.dir.mkdir(parents=True, exist_ok=True)
         self._write_config(self._run.dir)
 
@@ -129,6 +137,36 @@ class LMCLI(LightningCLI):
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         return self._instantiate_trainer(trainer_cfg, extra)
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        if self._run.dry_run:
+            print(json.dumps(self.plan(), indent=1))
+            return
+        super()._run_subcommand(subcommand)
+
+    def plan(self) -> dict:
+        """What this config builds, on the meta device: the architecture, optimiser, schedule and batch."""
+        import torch
+
+        module, trainer = self.model, self.trainer
+        module.trainer = trainer
+        with torch.device("meta"):
+            module.configure_model()
+        optimizer = module.configure_optimizers()["optimizer"]
+        hf, dm = module.model.config, self.datamodule
+        return {
+            "model": module.spec.name,
+            "built": {"num_layers": hf.num_hidden_layers, "hidden_size": hf.hidden_size,
+                      "num_heads": hf.num_attention_heads, "vocab_size": hf.vocab_size,
+                      "intermediate_size": hf.intermediate_size,
+                      "rotary_pct": hf.rope_parameters["partial_rotary_factor"],
+                      "rotary_base": hf.rope_parameters["rope_theta"], "parallel_residual": hf.use_parallel_residual,
+                      "tied_head": hf.tie_word_embeddings, "max_position_embeddings": hf.max_position_embeddings},
+            "adamw": {**{k: optimizer.defaults[k] for k in ("lr", "betas", "eps")},
+                      "weight_decay_per_group": [g["weight_decay"] for g in optimizer.param_groups]},
+            "tokens_per_step": dm.batch_size * dm.context_length * trainer.accumulate_grad_batches * trainer.world_size,
+            **run_description(trainer, module),
+        }
+
     def after_fit(self) -> None:
         if self._run.report and self.trainer.is_global_zero:
             from ..analysis.report import figures_for_run
@@ -143,6 +181,21 @@ class LMCLI(LightningCLI):
         name = "config.yaml" if self.subcommand == "fit" else f"config-{self.subcommand}.yaml"
         text = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)
         write_text_atomic(run_dir / name, text)
+
+
+def _name_overridden_size(cfg) -> None:
+    """A run named after a Pythia size whose architecture is overridden is renamed to say so.
+
+    ``--config pythia-160m.yaml --model.model.num_layers 6`` runs as ``pythia-160m+num_layers=6``, not as
+    ``pythia-160m``; a run name the user chose otherwise is kept (the model name in every row still says it).
+    """
+    spec = ModelSpec(**{k: v for k, v in vars(cfg.model.model).items() if not k.startswith("_")})
+    if spec.size is None or not spec.overrides():
+        return
+    if cfg.run.name == f"pythia-{spec.size}":
+        cfg.run.name = spec.name
+    print(f"[lmdynamics] {spec.name}: the architecture overrides the published pythia-{spec.size} "
+          f"({', '.join(f'{k}={v}' for k, v in spec.overrides().items())}); run name {cfg.run.name}")
 
 
 def _launching_rank_zero() -> bool:
@@ -175,11 +228,16 @@ def _device_count(devices, accelerator) -> int:
 USER_ERRORS = (ValueError, FileNotFoundError, RunDirectoryExists, NonFiniteLossError, KeyError)
 
 
+def build_cli(args=None) -> LMCLI:
+    """Parse ``args`` (default: the command line) and run the subcommand; the CLI object keeps model and trainer."""
+    return LMCLI(LMModule, TextDataModule, save_config_callback=None, seed_everything_default=1234,
+                 parser_kwargs={"exit_on_error": False}, args=args)
+
+
 def main(args=None) -> int:
     """Run the CLI; a user error becomes one line on stderr and exit status 2 (bad input) or 1 (training)."""
     try:
-        LMCLI(LMModule, TextDataModule, save_config_callback=None, seed_everything_default=1234,
-              parser_kwargs={"exit_on_error": False}, args=args)
+        build_cli(args)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

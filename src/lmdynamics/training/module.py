@@ -15,12 +15,12 @@ import lightning as L
 import torch
 from transformers import GPTNeoXForCausalLM
 
-from ..models.zoo import PYTHIA_SIZES, ModelSpec, count_parameters, pythia_parameter_count
+from ..models.zoo import ModelSpec, count_parameters, pythia_parameter_count, pythia_size
 
 
 @dataclass
 class OptimSpec:
-    """Optimiser and schedule. ``lr`` None takes the Pythia peak LR of the named size (else 1e-3)."""
+    """Optimiser and schedule. ``lr`` None takes the published peak LR of the named Pythia size (else 1e-3)."""
 
     lr: float | None = None
     betas: tuple[float, float] = (0.9, 0.95)
@@ -30,15 +30,72 @@ class OptimSpec:
     min_lr_ratio: float = 0.1
 
 
+@dataclass
+class ResolvedOptim:
+    """``OptimSpec`` with the learning rate filled in, and how it differs from a named size's published recipe."""
+
+    lr: float
+    overrides: dict[str, object]
+    published: dict[str, object]
+
+
+def resolve_optim(optim: OptimSpec, size: str | None) -> ResolvedOptim:
+    """Fill ``lr`` (the size's published peak LR, else 1e-3) and list fields that differ from the Pythia recipe."""
+    if size is None:
+        return ResolvedOptim(optim.lr if optim.lr is not None else 1e-3, {}, {})
+    published = {**asdict(OptimSpec()), "lr": pythia_size(size).peak_lr}
+    used = {**asdict(optim), "lr": optim.lr if optim.lr is not None else published["lr"]}
+    used["betas"] = tuple(used["betas"])
+    published["betas"] = tuple(published["betas"])
+    overrides = {k: v for k, v in used.items() if v != published[k]}
+    return ResolvedOptim(used["lr"], overrides, {k: published[k] for k in overrides})
+
+
+def describe_model(spec: ModelSpec, parameters: int) -> str:
+    """The start-of-run line: the architecture actually built and its parameter count against the reference."""
+    s = spec.resolved()
+    overrides = spec.overrides()
+    if spec.size is not None and overrides:
+        p = pythia_size(spec.size)
+        table = {"num_layers": p.layers, "hidden_size": p.d_model, "num_heads": p.heads, "vocab_size": p.vocab}
+        label = f"pythia-{spec.size} with " + ", ".join(
+            f"{k}={v}" + (f" (published {table[k]})" if k in table else "") for k, v in overrides.items())
+    else:
+        label = spec.name
+    formula = pythia_parameter_count(s.num_layers, s.hidden_size, s.vocab_size)
+    published = spec.published_parameters()
+    if published is not None and not overrides:
+        check = f"= published pythia-{spec.size} count"
+    elif parameters == formula:
+        check = "= L(12d^2+13d)+2Vd+2d"
+    else:
+        check = f"(formula L(12d^2+13d)+2Vd+2d gives {formula:,})"
+    return (f"model {label}: {s.num_layers} layers, d_model {s.hidden_size}, {s.num_heads} heads, vocab {s.vocab_size}, "
+            f"context {s.context_length}, rotary {s.rotary_pct:g}, {'parallel' if s.parallel_residual else 'sequential'} "
+            f"residual, {'tied' if s.tie_embeddings else 'untied'} head: {parameters:,} parameters {check}")
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
-def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """LR multiplier: linear warmup to 1 over ``warmup`` steps, then cosine to ``min_ratio`` at ``total``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+def warmup_steps(warmup_fraction: float, total: int) -> int:
+    """Warmup length in updates: ``warmup_fraction`` of ``total`` rounded, at least one update when the fraction
+    is positive (a short run's 1% must not round to no warmup at all)."""
+    if warmup_fraction <= 0:
+        return 0
+    return min(total, max(1, round(warmup_fraction * total)))
+
+
+def lr_multiplier(update: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Learning rate of update ``update`` (1-based: the first optimizer step is update 1) over the peak.
+
+    Linear warmup to the peak at update ``warmup`` (update k uses k / warmup), then cosine decay reaching
+    ``min_ratio`` exactly at update ``total`` (GPT-NeoX's AnnealingLR cosine; Pythia: 1% warmup, min 0.1).
+    """
+    if update <= warmup:
+        return update / warmup
+    progress = min(1.0, (update - warmup) / max(1, total - warmup))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -46,18 +103,22 @@ class LMModule(L.LightningModule):
     """GPT-NeoX causal language model.
 
     Args:
-        model: the architecture (a Pythia size or a new one). ``vocab_size`` left empty takes the
-            tokenizer's vocabulary rounded up to a multiple of 128.
+        model: the architecture: a Pythia size (``size: 160m``) or a new one (``num_layers``, ``hidden_size``,
+            ``num_heads``). Empty by default, so a named size is never filled from a class default.
+            ``vocab_size`` left empty takes the size's padded vocabulary, or without a size the tokenizer's
+            vocabulary rounded up to a multiple of 128.
         optim: optimiser and learning-rate schedule.
     """
 
-    def __init__(self, model: ModelSpec = ModelSpec(num_layers=4, hidden_size=128, num_heads=4), optim: OptimSpec = OptimSpec()):
+    def __init__(self, model: ModelSpec = ModelSpec(), optim: OptimSpec = OptimSpec()):
         super().__init__()
         self.spec = replace(model)
         self.optim = replace(optim)
         self.save_hyperparameters({"model": asdict(self.spec), "optim": asdict(self.optim)})
         self.model: GPTNeoXForCausalLM | None = None
-        self._step_started = None
+        self._step_started = None  # per optimizer step: start time, learning rate and summed micro-batch loss
+        self._step_lr = float("nan")
+        self._step_loss: torch.Tensor | None = None
         self.last_grad_norm = float("nan")
 
     # -- model -------------------------------------------------------------------------------------
@@ -83,11 +144,19 @@ class LMModule(L.LightningModule):
         spec = self.resolve_spec()
         self.model = GPTNeoXForCausalLM(spec.to_hf_config())
         n = count_parameters(self.model)
-        formula = pythia_parameter_count(spec.num_layers, spec.hidden_size, spec.vocab_size)
+        published = spec.published_parameters()
+        if published is not None and not spec.overrides() and n != published:
+            raise RuntimeError(f"built {n:,} parameters for pythia-{spec.size}, but it has {published:,}: the architecture is wrong")
         if self.global_rank == 0:
-            label = f"pythia-{spec.size}" if spec.size else "custom size"
-            check = "= L(12d^2+13d)+2Vd+2d" if n == formula else f"(formula L(12d^2+13d)+2Vd+2d gives {formula:,})"
-            print(f"[lmdynamics] model {label}: {spec.num_layers} layers, d_model {spec.hidden_size}, {spec.num_heads} heads, vocab {spec.vocab_size}, context {spec.context_length}: {n:,} parameters {check}")
+            print(f"[lmdynamics] {describe_model(spec, n)}")
+            o = self.resolved_optim()
+            if o.overrides:
+                print(f"[lmdynamics] optimiser differs from the published pythia-{spec.size} recipe: "
+                      + ", ".join(f"{k} {v} (published {o.published[k]})" for k, v in o.overrides.items()))
+
+    def resolved_optim(self) -> ResolvedOptim:
+        """The optimiser settings this run uses, with the published recipe's where they differ."""
+        return resolve_optim(self.optim, self.spec.size)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids).logits
@@ -107,14 +176,18 @@ class LMModule(L.LightningModule):
         return dm.batch_size * dm.context_length * t.accumulate_grad_batches * t.world_size
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
-        if self._step_started is None:
+        if self._step_started is None:  # the first micro-batch of an optimizer step
             self._step_started = time.perf_counter()
+            self._step_lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this update will use
+            self._step_loss = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = self.lm_loss(batch)
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; last good checkpoint: {self._last_good_checkpoint()}")
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch.size(0))
+            raise NonFiniteLossError(f"non-finite training loss ({loss.item()}) at step {self.global_step + 1}; last good checkpoint: {self._last_good_checkpoint()}")
+        predicted = batch[:, 1:].numel()
+        self._step_loss += torch.stack([loss.detach().double() * predicted,
+                                        torch.tensor(float(predicted), dtype=torch.float64, device=self.device)])
         return loss
 
     def _last_good_checkpoint(self) -> str:
@@ -132,22 +205,31 @@ class LMModule(L.LightningModule):
         self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """Log the values of the optimizer step just completed, once, at its last micro-batch.
+
+        Row ``step`` k describes update k: ``train_loss`` is the mean next-token loss over that update's whole
+        global batch (every micro-batch on every rank, weighted by predicted tokens), ``lr`` the rate update k
+        used, ``grad_norm`` the global gradient norm before clipping, ``tokens`` the tokens consumed by updates
+        1..k, ``tokens_per_sec`` the global batch's tokens over the update's wall time on rank 0.
+        """
         if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
             return
-        now = time.perf_counter()
-        elapsed = now - self._step_started if self._step_started is not None else float("nan")
+        elapsed = time.perf_counter() - self._step_started
         self._step_started = None
-        step = self.global_step  # already incremented: steps completed
+        step = self.global_step  # already incremented: steps completed, i.e. the number of this update
         strategy_model = getattr(self.trainer.strategy, "model", None)
         if hasattr(strategy_model, "get_global_grad_norm"):  # DeepSpeed clips and measures the norm itself
             self.last_grad_norm = strategy_model.get_global_grad_norm()
+        loss_sum, predicted = self.trainer.strategy.reduce(self._step_loss, reduce_op="sum")  # every rank's micro-batches
+        tokens_per_sec = self.tokens_per_step / elapsed if elapsed > 0 else float("nan")
+        self.log("train_loss", (loss_sum / predicted).float(), prog_bar=True, on_step=True, on_epoch=False)
         self.log_dict({
             "grad_norm": float(self.last_grad_norm) if self.last_grad_norm is not None else float("nan"),
-            "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+            "lr": self._step_lr,
             "tokens": float(step * self.tokens_per_step),
-            "tokens_per_sec": self.tokens_per_step / elapsed if elapsed > 0 else float("nan"),
+            "tokens_per_sec": tokens_per_sec,
         }, on_step=True, on_epoch=False, prog_bar=False)
-        self.log("tok/s", self.tokens_per_step / elapsed if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)
 
     def on_validation_epoch_start(self) -> None:
         self._val_sum = torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -162,19 +244,31 @@ class LMModule(L.LightningModule):
         self.log("val_loss", val_loss, prog_bar=True, on_step=False, on_epoch=True)
         self.log("val_ppl", torch.exp(val_loss), on_step=False, on_epoch=True)
 
+    def schedule_description(self) -> dict:
+        """The learning-rate schedule this run uses (printed at the start of fit and by ``--run.dry_run``)."""
+        total = max(1, self.trainer.max_steps)
+        return {"peak_lr": self.resolved_optim().lr, "max_steps": total,
+                "warmup_steps": warmup_steps(self.optim.warmup_fraction, total),
+                "warmup_fraction": self.optim.warmup_fraction, "min_lr_ratio": self.optim.min_lr_ratio}
+
     def configure_optimizers(self):
-        spec, o = self.spec, self.optim
-        lr = o.lr if o.lr is not None else (PYTHIA_SIZES[spec.size].peak_lr if spec.size else 1e-3)
+        o = self.optim
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
-            (no_decay if p.ndim < 2 else decay).append(p)
+            (no_decay if p.ndim < 2 else decay).append(p)  # biases and LayerNorm weights are vectors: no decay
+        sched = self.schedule_description()
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=lr, betas=tuple(o.betas), eps=o.eps,
+            lr=sched["peak_lr"], betas=tuple(o.betas), eps=o.eps,
         )
-        total = max(1, self.trainer.max_steps)
-        warmup = int(round(o.warmup_fraction * total))
+        total, warmup = sched["max_steps"], sched["warmup_steps"]
+        if self.global_rank == 0 and self.trainer.state.fn == "fit":
+            exact = o.warmup_fraction * total
+            note = "" if exact == warmup else f" ({o.warmup_fraction:g} of {total} steps = {exact:g}, rounded)"
+            print(f"[lmdynamics] lr schedule: peak {sched['peak_lr']:g}, linear warmup over {warmup} update(s){note}, "
+                  f"cosine to {o.min_lr_ratio:g} x peak at update {total}")
+        # LambdaLR passes the number of scheduler steps taken so far: update k runs after k - 1 of them.
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: warmup_cosine(s, total, warmup, o.min_lr_ratio)
+            optimizer, lambda s: lr_multiplier(s + 1, total, warmup, o.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
