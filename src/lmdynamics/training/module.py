@@ -16,6 +16,7 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from ..models.zoo import ModelSpec, count_parameters, pythia_parameter_count, pythia_size
+from .speed import SpeedSpec, model_flops_per_token, peak_flops
 
 
 @dataclass
@@ -108,14 +109,18 @@ class LMModule(L.LightningModule):
             ``vocab_size`` left empty takes the size's padded vocabulary, or without a size the tokenizer's
             vocabulary rounded up to a multiple of 128.
         optim: optimiser and learning-rate schedule.
+        speed: attention kernel, activation checkpointing, ``torch.compile``, fused AdamW, and the peak for MFU.
     """
 
-    def __init__(self, model: ModelSpec = ModelSpec(), optim: OptimSpec = OptimSpec()):
+    def __init__(self, model: ModelSpec = ModelSpec(), optim: OptimSpec = OptimSpec(), speed: SpeedSpec = SpeedSpec()):
         super().__init__()
         self.spec = replace(model)
         self.optim = replace(optim)
-        self.save_hyperparameters({"model": asdict(self.spec), "optim": asdict(self.optim)})
+        self.speed = replace(speed)
+        self.save_hyperparameters({"model": asdict(self.spec), "optim": asdict(self.optim), "speed": asdict(self.speed)})
         self.model: GPTNeoXForCausalLM | None = None
+        self.flops_per_token: int | None = None
+        self._peak_flops: float | None = None
         self._step_started = None  # per optimizer step: start time, learning rate and summed micro-batch loss
         self._step_lr = float("nan")
         self._step_loss: torch.Tensor | None = None
@@ -142,8 +147,15 @@ class LMModule(L.LightningModule):
         if self.model is not None:
             return
         spec = self.resolve_spec()
-        self.model = GPTNeoXForCausalLM(spec.to_hf_config())
+        hf_config = spec.to_hf_config()
+        hf_config._attn_implementation = self.speed.attn_implementation
+        self.model = GPTNeoXForCausalLM(hf_config)
+        if self.speed.activation_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # The compiled model is kept out of the module tree (no second copy of the weights in state dicts).
+        object.__setattr__(self, "_step_model", torch.compile(self.model) if self.speed.compile else self.model)
         n = count_parameters(self.model)
+        self.flops_per_token = model_flops_per_token(n, spec.vocab_size, spec.num_layers, spec.hidden_size, spec.context_length)
         published = spec.published_parameters()
         if published is not None and not spec.overrides() and n != published:
             raise RuntimeError(f"built {n:,} parameters for pythia-{spec.size}, but it has {published:,}: the architecture is wrong")
@@ -163,7 +175,7 @@ class LMModule(L.LightningModule):
 
     def lm_loss(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy over the block (every position predicts the following token)."""
-        logits = self.model(input_ids=input_ids).logits
+        logits = self._step_model(input_ids=input_ids).logits
         return torch.nn.functional.cross_entropy(
             logits[:, :-1].reshape(-1, logits.size(-1)).float(), input_ids[:, 1:].reshape(-1)
         )
@@ -223,13 +235,29 @@ class LMModule(L.LightningModule):
         loss_sum, predicted = self.trainer.strategy.reduce(self._step_loss, reduce_op="sum")  # every rank's micro-batches
         tokens_per_sec = self.tokens_per_step / elapsed if elapsed > 0 else float("nan")
         self.log("train_loss", (loss_sum / predicted).float(), prog_bar=True, on_step=True, on_epoch=False)
-        self.log_dict({
+        values = {
             "grad_norm": float(self.last_grad_norm) if self.last_grad_norm is not None else float("nan"),
             "lr": self._step_lr,
             "tokens": float(step * self.tokens_per_step),
             "tokens_per_sec": tokens_per_sec,
-        }, on_step=True, on_epoch=False, prog_bar=False)
+            "model_tflops": tokens_per_sec * self.flops_per_token / 1e12,
+            "measure_share": self._measure_share(),
+        }
+        if self._peak_flops:
+            values["mfu"] = tokens_per_sec * self.flops_per_token / (self._peak_flops * self.trainer.world_size)
+        self.log_dict(values, on_step=True, on_epoch=False, prog_bar=False)
         self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+
+    def on_train_start(self) -> None:
+        self._peak_flops = peak_flops(self.trainer, self.speed)
+        self._fit_started = time.perf_counter()
+
+    def _measure_share(self) -> float:
+        """Share of this process's wall time since training started spent in the live measurement callbacks."""
+        from ..callbacks.base import MeasurementCallback
+
+        seconds = sum(c.seconds for c in self.trainer.callbacks if isinstance(c, MeasurementCallback))
+        return seconds / max(time.perf_counter() - self._fit_started, 1e-9)
 
     def on_validation_epoch_start(self) -> None:
         self._val_sum = torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -259,7 +287,7 @@ class LMModule(L.LightningModule):
         sched = self.schedule_description()
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=sched["peak_lr"], betas=tuple(o.betas), eps=o.eps,
+            lr=sched["peak_lr"], betas=tuple(o.betas), eps=o.eps, fused=self.speed.fused_adamw or None,
         )
         total, warmup = sched["max_steps"], sched["warmup_steps"]
         if self.global_rank == 0 and self.trainer.state.fn == "fit":

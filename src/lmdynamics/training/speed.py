@@ -1,0 +1,68 @@
+"""Speed switches for training and the arithmetic of model-FLOPs utilisation (MFU).
+
+None of the switches changes what is computed beyond floating-point rounding; each is tested for equal
+losses against the plain path (tests/test_speed.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+ATTENTION_KERNELS = ("sdpa", "eager", "flash_attention_2")
+
+
+@dataclass
+class SpeedSpec:
+    """How the training step runs, and the peak that MFU is measured against.
+
+    Args:
+        attn_implementation: transformers' attention kernel: ``sdpa`` (PyTorch scaled-dot-product attention,
+            which picks a flash or memory-efficient kernel on a GPU), ``eager`` (plain matmuls), or
+            ``flash_attention_2`` (needs the flash-attn package and a GPU).
+        activation_checkpointing: recompute each layer's activations during backward (less memory, about a
+            third more compute).
+        compile: ``torch.compile`` the model for training and validation steps; live measurements use the
+            uncompiled module, which holds the same weights.
+        fused_adamw: AdamW's fused kernel (one kernel for the whole update).
+        peak_tflops: the peak of one device in TFLOP/s for MFU; None takes Lightning's table for the device
+            and the trainer's precision (A100, H100, H200, ...); without a known peak (a CPU) MFU is not logged.
+    """
+
+    attn_implementation: str = "sdpa"
+    activation_checkpointing: bool = False
+    compile: bool = False
+    fused_adamw: bool = False
+    peak_tflops: float | None = None
+
+    def __post_init__(self):
+        if self.attn_implementation not in ATTENTION_KERNELS:
+            raise ValueError(f"speed.attn_implementation {self.attn_implementation!r} is not one of {', '.join(ATTENTION_KERNELS)}")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise ValueError(f"speed.peak_tflops must be positive (TFLOP/s of one device), got {self.peak_tflops}")
+
+
+def model_flops_per_token(parameters: int, vocab: int, num_layers: int, d_model: int, context: int) -> int:
+    """Training FLOPs per token: 6 N + 12 L d T (PaLM, Chowdhery et al. 2022, appendix B).
+
+    N counts the parameters that take part in matrix products: all but the input embedding, which is a
+    lookup (the untied output head is a product and counts). 12 L d T is attention's score and value
+    products (forward and backward) over the full T x T square, as PaLM counts them, not halved for the
+    causal mask.
+    """
+    return 6 * (parameters - vocab * d_model) + 12 * num_layers * d_model * context
+
+
+def peak_flops(trainer, speed: SpeedSpec) -> float | None:
+    """Peak FLOP/s of one device: ``speed.peak_tflops`` if set, else Lightning's table (None where unknown)."""
+    if speed.peak_tflops is not None:
+        return speed.peak_tflops * 1e12
+    device = trainer.strategy.root_device
+    if device.type != "cuda":
+        return None
+    from lightning.fabric.utilities.throughput import get_available_flops
+    from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
+
+    return get_available_flops(device, _plugin_to_compute_dtype(trainer.precision_plugin))
+

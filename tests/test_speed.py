@@ -1,0 +1,95 @@
+"""Speed switches keep the loss; the MFU arithmetic matches a hand count (CPU; the GPU numbers are in docs/results)."""
+
+import json
+
+import pytest
+
+from lmdynamics import store
+from tests.helpers.cli import run_cli, tiny_config
+
+STEPS = 4
+QUIET = {"trainer.max_steps": STEPS, "checkpoints": {"every": STEPS, "log_cap": None},
+         "convergence": {"enabled": False}, "weight_rank": {"enabled": False}, "head_rank": {"enabled": False}}
+
+
+def step_values(tmp_path, name, *args) -> dict[str, dict[int, float]]:
+    out = tmp_path / name
+    out.mkdir()
+    res = run_cli("fit", "--config", str(tiny_config(out, **QUIET)), "--run.report", "false", *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = store.read_table(store.table_path(out / "runs" / "tiny"))
+    return {m: dict(zip(g.step, g.value)) for m, g in table.groupby("metric")}
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    return step_values(tmp_path_factory.mktemp("plain"), "plain")
+
+
+SWITCHES = {  # switch -> (arguments, relative tolerance on every step's train_loss)
+    "eager-attention": (["--model.speed.attn_implementation", "eager"], 1e-5),
+    "activation-checkpointing": (["--model.speed.activation_checkpointing", "true"], 1e-6),
+    "fused-adamw": (["--model.speed.fused_adamw", "true"], 1e-5),
+    "bf16-mixed": (["--trainer.precision", "bf16-mixed"], 2e-2),
+    "compile": (["--model.speed.compile", "true"], 1e-4),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("switch", list(SWITCHES))
+def test_speed_switch_keeps_every_loss(tmp_path, plain, switch):
+    args, rel = SWITCHES[switch]
+    fast = step_values(tmp_path, switch, *args)
+    assert sorted(fast["train_loss"]) == sorted(plain["train_loss"]) == list(range(1, STEPS + 1))
+    for k, loss in plain["train_loss"].items():
+        assert fast["train_loss"][k] == pytest.approx(loss, rel=rel), f"{switch}: train_loss at update {k}"
+    assert fast["train_loss"][STEPS] < fast["train_loss"][1]  # it still learns
+
+
+def test_flops_per_token_of_pythia_160m_is_the_hand_count():
+    from lmdynamics.models.zoo import ModelSpec, pythia_parameter_count
+    from lmdynamics.training.speed import model_flops_per_token
+
+    # Hand count: N = 162,322,944 parameters - 50,304 x 768 input embedding = 123,689,472;
+    # 6 N = 742,136,832; attention 12 L d T = 12 x 12 x 768 x 2048 = 226,492,416; sum 968,629,248.
+    s = ModelSpec(size="160m").resolved()
+    n = pythia_parameter_count(s.num_layers, s.hidden_size, s.vocab_size)
+    assert model_flops_per_token(n, s.vocab_size, s.num_layers, s.hidden_size, 2048) == 968_629_248
+
+
+def test_mfu_is_logged_against_the_given_peak(tmp_path):
+    values = step_values(tmp_path, "mfu", "--model.speed.peak_tflops", "0.5")
+    info = json.loads((tmp_path / "mfu" / "runs" / "tiny" / "run.json").read_text())
+    n, vocab, d, layers, context = info["parameters"], info["vocab_size"], 32, 2, 32
+    fpt = 6 * (n - vocab * d) + 12 * layers * d * context
+    for k in range(1, STEPS + 1):
+        achieved = values["tokens_per_sec"][k] * fpt
+        assert values["model_tflops"][k] == pytest.approx(achieved / 1e12, rel=1e-5)
+        assert values["mfu"][k] == pytest.approx(achieved / 0.5e12, rel=1e-5)
+        assert 0 <= values["measure_share"][k] < 1
+
+
+def test_bad_attention_kernel_is_one_line(tmp_path, capsys):
+    from lmdynamics.training.cli import main
+
+    assert main(["fit", "--config", str(tiny_config(tmp_path, **QUIET)), "--model.speed.attn_implementation", "flash"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and "attn_implementation" in err and "sdpa" in err
+
+
+def test_each_switch_reaches_the_objects_that_run(tmp_path):
+    """Equal losses alone would also pass for a switch that is ignored: check that each one is applied."""
+    from lmdynamics.training.cli import build_cli
+
+    cli = build_cli(["fit", "--config", str(tiny_config(tmp_path, **QUIET)), "--run.dry_run", "true",
+                     "--model.speed.attn_implementation", "eager", "--model.speed.activation_checkpointing", "true",
+                     "--model.speed.compile", "true", "--model.speed.fused_adamw", "true"])
+    module = cli.model
+    assert module.model.config._attn_implementation == "eager" and module.model.is_gradient_checkpointing
+    assert type(module._step_model).__name__ == "OptimizedModule" and module._step_model._orig_mod is module.model
+    assert module.configure_optimizers()["optimizer"].defaults["fused"] is True
+    assert not any(k.startswith("_step_model") for k in module.state_dict())  # no second copy of the weights
+    (tmp_path / "p").mkdir()
+    plain = build_cli(["fit", "--config", str(tiny_config(tmp_path / "p", **QUIET)), "--run.dry_run", "true"]).model
+    assert plain.model.config._attn_implementation == "sdpa" and not plain.model.is_gradient_checkpointing
+    assert plain._step_model is plain.model and not plain.configure_optimizers()["optimizer"].defaults["fused"]
