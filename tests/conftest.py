@@ -10,6 +10,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Spin-waiting OpenMP threads make small LAPACK calls very slow when the cores are shared (CI, other jobs).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import random  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -33,3 +35,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def local_text(tmp_path_factory) -> Path:
+    """Plain English-like text, enough for Pythia's validation split to hold 128 probe blocks of 2048 tokens."""
+    rng = random.Random(0)
+    words = ("the of and to in is a that for it as was with be by on not he this are or his from at which but "
+             "have an they you were her she there been one all we their").split()
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(400, 900))) + "." for _ in range(600)]
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text("\n\n".join(docs))
+    return path

@@ -1,7 +1,6 @@
 """Every configs/train/pythia-*.yaml reproduces the published architecture and recipe (SCIENCE.md section 1)."""
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -31,18 +30,6 @@ PUBLISHED = {
 
 def load(size):
     return yaml.safe_load((CONFIGS / f"pythia-{size}.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def local_text(tmp_path_factory) -> Path:
-    """Plain English-like text, enough for Pythia's validation split to hold 128 probe blocks of 2048 tokens."""
-    rng = random.Random(0)
-    words = ("the of and to in is a that for it as was with be by on not he this are or his from at which but "
-             "have an they you were her she there been one all we their").split()
-    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(400, 900))) + "." for _ in range(600)]
-    path = tmp_path_factory.mktemp("text") / "text.txt"
-    path.write_text("\n\n".join(docs))
-    return path
 
 
 def dry_run(config_args, local_text, tokenizer, *extra):

@@ -151,7 +151,10 @@ class LMModule(L.LightningModule):
         hf_config._attn_implementation = self.speed.attn_implementation
         self.model = GPTNeoXForCausalLM(hf_config)
         if self.speed.activation_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5
+                self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # The compiled model is kept out of the module tree (no second copy of the weights in state dicts).
         object.__setattr__(self, "_step_model", torch.compile(self.model) if self.speed.compile else self.model)
         n = count_parameters(self.model)
