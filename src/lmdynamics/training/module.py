@@ -237,8 +237,13 @@ class LMModule(L.LightningModule):
             self.last_grad_norm = strategy_model.get_global_grad_norm()
         loss_sum, predicted = self.trainer.strategy.reduce(self._step_loss, reduce_op="sum")  # every rank's micro-batches
         tokens_per_sec = self.tokens_per_step / elapsed if elapsed > 0 else float("nan")
-        self.log("train_loss", (loss_sum / predicted).float(), prog_bar=True, on_step=True, on_epoch=False)
+        train_loss = float(loss_sum / predicted)
+        self.log("train_loss", train_loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        if step % self.trainer.log_every_n_steps and step != self.trainer.max_steps:
+            return
         values = {
+            "train_loss": train_loss,
             "grad_norm": float(self.last_grad_norm) if self.last_grad_norm is not None else float("nan"),
             "lr": self._step_lr,
             "tokens": float(step * self.tokens_per_step),
@@ -248,8 +253,11 @@ class LMModule(L.LightningModule):
         }
         if self._peak_flops:
             values["mfu"] = tokens_per_sec * self.flops_per_token / (self._peak_flops * self.trainer.world_size)
-        self.log_dict(values, on_step=True, on_epoch=False, prog_bar=False)
-        self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        # Straight to the loggers, labelled with the update's number: ``self.log`` costs ~1 ms per key on the
+        # step's critical path (Lightning's result collection), 2-4% of a small model's step.
+        for logger in self.loggers:
+            logger.log_metrics(values, step=step)
+            logger.save()  # as Lightning's own logging does after each write
 
     def on_train_start(self) -> None:
         self._peak_flops = peak_flops(self.trainer, self.speed)
