@@ -28,10 +28,6 @@ PUBLISHED = {
 }
 
 
-def load(size):
-    return yaml.safe_load((CONFIGS / f"pythia-{size}.yaml").read_text())
-
-
 def dry_run(config_args, local_text, tokenizer, *extra):
     """The real CLI (`make train CONFIG=...` with its defaults), local data instead of the Pile, stopped before fit."""
     from lmdynamics.training.cli import build_cli

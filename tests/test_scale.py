@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.test_config_parity import CONFIGS, dry_run
 

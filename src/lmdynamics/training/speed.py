@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 
 ATTENTION_KERNELS = ("sdpa", "eager", "flash_attention_2")
 
