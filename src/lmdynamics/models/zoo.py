@@ -100,17 +100,22 @@ class ModelSpec:
             raise ValueError(f"context length {spec.context_length} exceeds the model's maximum {max_pos} (model.max_position_embeddings); lower data.context_length or raise the maximum")
         return replace(spec, max_position_embeddings=max_pos)
 
+    def published(self) -> dict[str, object]:
+        """The named Pythia size's published value of every architecture field ({} without a size)."""
+        if self.size is None:
+            return {}
+        p = pythia_size(self.size)
+        return {"num_layers": p.layers, "hidden_size": p.d_model, "num_heads": p.heads, "vocab_size": p.vocab,
+                "max_position_embeddings": 2048, **PYTHIA_ARCHITECTURE}
+
     def overrides(self) -> dict[str, object]:
         """Architecture fields that differ from the published Pythia size this spec names ({} for none or no size).
 
         A named size with such fields is a documented override: the model's name carries them
         (``pythia-160m+num_layers=6``), the run's start line and ``run.json`` list them.
         """
-        if self.size is None:
-            return {}
-        s, p = self.resolved(), pythia_size(self.size)
-        published = {"num_layers": p.layers, "hidden_size": p.d_model, "num_heads": p.heads, "vocab_size": p.vocab,
-                     "max_position_embeddings": 2048, **PYTHIA_ARCHITECTURE}
+        published = self.published()
+        s = self.resolved() if published else self
         return {f: getattr(s, f) for f, v in published.items() if getattr(s, f) != v}
 
     @property

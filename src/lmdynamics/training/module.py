@@ -56,11 +56,9 @@ def describe_model(spec: ModelSpec, parameters: int) -> str:
     """The start-of-run line: the architecture actually built and its parameter count against the reference."""
     s = spec.resolved()
     overrides = spec.overrides()
-    if spec.size is not None and overrides:
-        p = pythia_size(spec.size)
-        table = {"num_layers": p.layers, "hidden_size": p.d_model, "num_heads": p.heads, "vocab_size": p.vocab}
-        label = f"pythia-{spec.size} with " + ", ".join(
-            f"{k}={v}" + (f" (published {table[k]})" if k in table else "") for k, v in overrides.items())
+    if overrides:
+        published = spec.published()
+        label = f"pythia-{spec.size} with " + ", ".join(f"{k}={v} (published {published[k]})" for k, v in overrides.items())
     else:
         label = spec.name
     formula = pythia_parameter_count(s.num_layers, s.hidden_size, s.vocab_size)
