@@ -65,7 +65,7 @@ def test_compact_after_a_kill_between_writing_and_removing_loses_nothing(tmp_pat
     of equal value, which readers resolve and the next compaction removes."""
     table = store.table_path(tmp_path)
     store.append(table, rows(1, 1.0))
-    store.append(table, rows(2, 2.0))
+    store.append(table, rows(1, 2.0) + rows(2, 2.0))
     old = {p.name: p.read_bytes() for p in store.parts(table)}
     store.compact(table)
     for name, data in old.items():  # as if the unlinks never happened

@@ -139,8 +139,9 @@ def rewrite(path: str | os.PathLike, keep=None) -> Path | None:
 
 
 def compact(path: str | os.PathLike) -> Path | None:
-    """One part, one row per key: what ``read_table`` returns is then what any Parquet reader sees."""
-    if len(parts(path)) <= 1 and read_table(path, latest=False).duplicated(subset=list(KEY)).sum() == 0:
+    """If some key has several rows, rewrite the table with one row per key (the newest), so that what
+    ``read_table`` returns is what any Parquet reader sees; otherwise leave the parts as they are."""
+    if not read_table(path, latest=False).duplicated(subset=list(KEY)).any():
         return None
     return rewrite(path)
 
