@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
-from ..atomic import write_json_atomic
+from ..atomic import apply_umask, write_json_atomic
 from .schedule import pythia_schedule
 
 
@@ -91,6 +91,7 @@ class HFCheckpoints(L.Callback):
         if dm is not None and dm.tokenizer is not None:
             dm.tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / "lmdynamics_step.json", {"step": step, "tokens": step * pl_module.tokens_per_step})
+        apply_umask(tmp)  # safetensors writes 0600
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

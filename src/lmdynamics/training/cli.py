@@ -83,6 +83,15 @@ class LMCLI(LightningCLI):
         """fit and validate; test and predict have no implementation here and are not offered."""
         return {name: set(skip) for name, skip in SUBCOMMANDS.items()}
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a checkpoint file's hyperparameters here, first thing: a file that is no checkpoint
+        must be one line for people, not a traceback."""
+        sub = self.config.get("subcommand")
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt and Path(ckpt).is_file():
+            read_checkpoint_state(ckpt)
+        super()._parse_ckpt_path()
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_class_arguments(RunSpec, "run")
         parser.add_lightning_class_args(HFCheckpoints, "checkpoints")
