@@ -86,13 +86,3 @@ class PauseAt(L.Callback):
         if self.where == "validation" and trainer.state.fn == "fit" and trainer.global_step == self.step:
             self._pause(trainer)
 
-
-class KillAtStep(L.Callback):
-    """Ends the process abruptly (like a kill) when step ``step`` is about to start."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.step:
-            os._exit(137)
