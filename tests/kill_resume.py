@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +46,7 @@ WHERE = ("batch_start", "mid_accumulation", "batch_end", "validation", "anytime"
 SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}
 WALL_TIME_COLUMNS = {"tokens_per_sec", "measure_seconds"}  # throughput and timing: not reproducible
 CALLBACKS = "tests.helpers.callbacks"
+HANG_SECONDS = 600  # an attempt takes seconds; only a hung one gets near this
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def attempt(cfg: Path, record: Path, logs: Path, resume: bool, kill: Kill | None
     with open(logs / "stdout", "w") as out, open(logs / "stderr", "w") as err:
         proc = start_cli(*args, stdout=out, stderr=err, env_extra=env_extra)
         signalled = False
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + HANG_SECONDS
         while proc.poll() is None and time.monotonic() < deadline:
             due = kill is not None and not signalled and (
                 marker.exists() if kill.where != "anytime" else _count_batches(record) - lines_before >= kill.step)
@@ -112,8 +114,10 @@ def attempt(cfg: Path, record: Path, logs: Path, resume: bool, kill: Kill | None
             time.sleep(0.01)
         try:
             code = proc.wait(timeout=120)
-        except Exception:  # noqa: BLE001 - a hung process is the failure to report
+        except subprocess.TimeoutExpired:  # hung: dump every rank's stacks into the log before killing it
             code = None
+            os.killpg(proc.pid, signal.SIGUSR1)
+            time.sleep(3)
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # strays (a DDP rank) must not outlive the attempt
@@ -122,7 +126,7 @@ def attempt(cfg: Path, record: Path, logs: Path, resume: bool, kill: Kill | None
     stderr = (logs / "stderr").read_text()
     label = f"attempt {'resumed' if resume else 'fresh'} kill={kill}"
     if code is None:
-        return [f"{label}: did not exit in time"]
+        return [f"{label}: still running after {HANG_SECONDS} s (hung?); stacks: {stderr[-3000:]}"]
     if kill is None or not signalled:
         if code != 0:
             return [f"{label}: exit {code}: {stderr[-1500:]}"]

@@ -11,13 +11,15 @@ import random
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from lmdynamics import store
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import ROOT, cli_env, run_cli
 from tests.kill_resume import Kill, kill_config, kill_test, random_kills, train_with_kills
 
 pytestmark = pytest.mark.slow
@@ -125,3 +127,17 @@ def test_validate_of_a_file_that_is_no_checkpoint_is_one_line_and_writes_nothing
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "bogus.ckpt" in last and "not a readable Lightning checkpoint" in last
     assert not (run / "evaluations").exists()
+
+
+def test_cka_to_final_computed_again_replaces_its_rows(uninterrupted, tmp_path):
+    """`analysis/convergence.py RUN` on a finished run (twice): the same rows, none twice, for any reader."""
+    _, run = copy_run(uninterrupted, tmp_path / "w")
+    original = pd.read_parquet(store.table_path(run))
+    for _ in range(2):
+        res = subprocess.run([sys.executable, str(ROOT / "analysis" / "convergence.py"), str(run)], capture_output=True,
+                             text=True, env=cli_env(), cwd=ROOT, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+    table = pd.read_parquet(store.table_path(run))
+    key = list(store.KEY)
+    assert not table.duplicated(subset=key).any() and len(table) == len(original)
+    assert table.sort_values(key).reset_index(drop=True).equals(original.sort_values(key).reset_index(drop=True))

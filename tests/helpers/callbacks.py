@@ -25,8 +25,12 @@ class BatchRecorder(L.Callback):
     validation (step, val_loss), appended and flushed at once, so a killed process leaves what it did."""
 
     def __init__(self, path: str):
+        import faulthandler
+        import signal
+
         self.path = path
         self._step = None
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # a test that finds the run hung asks for stacks
 
     def _write(self, row: dict) -> None:
         with open(self.path, "a") as fh:
