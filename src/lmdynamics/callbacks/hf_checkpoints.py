@@ -66,7 +66,12 @@ class HFCheckpoints(L.Callback):
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return
         step = trainer.global_step
-        if step in self.steps and not (self.directory(trainer) / checkpoint_dirname(step)).exists():
+        if step not in self.steps:
+            return
+        # every rank must decide alike (saving ends in a barrier): rank 0 may already have renamed the directory
+        # into place when another rank looks, so rank 0's answer is the one taken
+        done = (self.directory(trainer) / checkpoint_dirname(step)).exists()
+        if not trainer.strategy.broadcast(done, src=0):
             self.save(trainer, pl_module, step)
 
     def save(self, trainer, pl_module, step: int) -> None:

@@ -2,9 +2,9 @@
 
 Rows: layer -1, component ``model``, metric = the logged name (``train_loss``, ``val_loss``, ``lr``, ...).
 Rows are buffered and appended as one atomic part every ``flush_every`` steps, at each validation, when a
-resume checkpoint is taken (``checkpoint_state``, before the checkpoint is written) and at the end, so the
-table is readable while training runs (at most ``flush_every`` steps behind) and a resumed run finds every
-row up to its checkpoint. A resumed run first drops what the killed run wrote after the checkpoint
+resume checkpoint is committed (``checkpoint_state``, before ``last.ckpt`` is renamed into place) and at the
+end, so the table is readable while training runs (at most ``flush_every`` steps behind) and a resumed run
+finds every row up to its checkpoint. A resumed run first drops what the killed run wrote after the checkpoint
 (``rewind``); the end of a run compacts the table, so any Parquet reader sees one row per key.
 
 ``step`` fixes the step of every row (``validate`` of a checkpoint: its rows carry the checkpoint's step).
@@ -74,7 +74,7 @@ class TidyTableLogger(Logger):
             self._flush()
 
     def checkpoint_state(self) -> dict:
-        """A resume checkpoint is about to be written: a run resumed from it redoes only later steps, so the
+        """A resume checkpoint is about to be committed: a run resumed from it redoes only later steps, so the
         rows up to here must be on disk first."""
         self._flush()
         trainer = getattr(self.module, "_trainer", None)

@@ -2,9 +2,9 @@
 
 Lightning's CSV logger deletes ``metrics.csv`` when its directory is not empty, and a TensorBoard directory
 keeps the events a killed run wrote after its last checkpoint, which the resumed run then writes again.
-Here each logger reports, when a resume checkpoint is taken, how far its files go (``checkpoint_state``,
-stored in the checkpoint by ``ResumeCheckpoint``), and a run resumed from that checkpoint first cuts its
-files back to that point (``rewind``): every row before the checkpoint is kept, none is written twice.
+Here each logger reports, when a resume checkpoint is committed, how far its files go (``checkpoint_state``,
+recorded beside the checkpoint by ``ResumeCheckpoint``), and a run resumed from that checkpoint first cuts
+its files back to that point (``rewind``): every row before the checkpoint is kept, none is written twice.
 
 ``step`` fixes the step of every row, for commands that evaluate one checkpoint (``validate``): their rows
 carry the checkpoint's step, not Lightning's step counter (0 outside fit).
