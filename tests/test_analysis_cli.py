@@ -102,7 +102,7 @@ def cache_state(out):
 EXPECTED_FAILURES = {
     ("Org/tiny-neox", 1, "checkpoint"), ("Org/tiny-neox", 2, "checkpoint"),
     ("Org/badtok", 0, "activations"), ("Org/badtok", 1, "activations"), ("Org/badtok", 2, "checkpoint"),
-    ("Org/badtok", 4, "activations"),
+    ("Org/badtok", 4, "activations"), ("Org/badtok", 4, "cka_final"),  # its final step is unusable: no CKA-to-final
 }
 
 
@@ -119,7 +119,7 @@ def test_two_process_analysis_of_hub_cache_and_runs_with_bad_checkpoints(world, 
     failed = {(f["run"], f["step"], f["kind"]) for f in summary["failed"]}
     assert failed == EXPECTED_FAILURES | {(str(world["empty"]), -1, "source")}
     text = proc.stdout
-    assert "7 failure(s)" in text
+    assert "8 failure(s)" in text
     for needle in ("revision step2", "truncated or corrupt safetensors", "differs from the probe's tokenizer",
                    "vocabulary size 64", "has no checkpoints"):
         assert needle in text, needle
@@ -233,3 +233,27 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
     cfg.write_text("models: [Org/x]\nsteps: sometimes\n")
     assert main(["--config", str(cfg)]) == 2
     assert "preset" in capsys.readouterr().err
+
+
+def test_unusable_final_checkpoint_is_one_line_with_the_fix_for_runs_and_hub_revisions(world, tmp_path):
+    """CKA-to-final needs the final checkpoint: when it is corrupt, say so once (not one silent skip per step)
+    and exit non-zero; a run's checkpoint cannot be downloaded again, a hub revision can."""
+    run = write_synthetic_run(tmp_path / "runs" / "r", [0, 1, 2], tokenizer_file=world["dir"] / "tok_a.json",
+                              run="r", model_name="tiny", tokens_per_step=16)
+    weights = run / "checkpoints" / "step00000002" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    for models, final, fix in (([str(run)], None, "cannot be downloaded again"),
+                               (["Org/tiny-neox"], 1, "delete revision step1 of Org/tiny-neox from the Hugging Face cache")):
+        config = {**yaml.safe_load(world["config"].read_text()), "models": models, "steps": [0, 1, 2],
+                  "final_step": final, "analyses": ["activations", "cka_final"]}
+        path = tmp_path / f"final-{len(fix)}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        out = tmp_path / f"out-{len(fix)}"
+        proc = subprocess.run([sys.executable, str(ROOT / "analysis" / "run.py"), "--config", str(path), "--out", str(out)],
+                              env=world["env"], cwd=world["dir"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        lines = [ln for ln in proc.stdout.splitlines() if "no CKA-to-final" in ln]
+        assert len(lines) == 2, proc.stdout  # reported once, and listed once in the closing summary
+        assert "final checkpoint (step" in lines[0] and fix in lines[0] and "download again" not in lines[0].replace(fix, "")
+        table = store.read_table(store.table_path(out))
+        assert "cka_final" not in set(table.metric) and "anisotropy" in set(table.metric)

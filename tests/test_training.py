@@ -1,4 +1,4 @@
-"""End-to-end training through the real CLI: checkpoints, logs, exact resume, round trip and bad input."""
+"""End-to-end training through the real CLI: checkpoints, logs, round trip and bad input (resume: test_resume.py)."""
 
 import json
 from pathlib import Path
@@ -11,7 +11,7 @@ import yaml
 from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
 from lmdynamics.training.cli import main
-from tests.helpers.cli import losses, run_cli, tiny_config
+from tests.helpers.cli import run_cli, tiny_config
 
 
 @pytest.mark.slow
@@ -41,38 +41,6 @@ def test_fit_writes_loadable_checkpoints_logs_and_config(tmp_path):
     res = run_cli("validate", "--config", str(cfg), "--ckpt_path", str(run / "lightning" / "last.ckpt"))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "val_loss" in res.stdout
-
-
-@pytest.mark.slow
-def test_resume_after_kill_reproduces_every_loss(tmp_path):
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
-    rec = "tests.helpers.callbacks.LossRecorder"
-    res = run_cli("fit", "--config", str(tiny_config(a)), "--trainer.callbacks+=" + rec,
-                  "--trainer.callbacks.path", str(a / "loss.jsonl"))
-    assert res.returncode == 0, res.stderr[-2000:]
-    cfg_b = tiny_config(b)
-    killed = run_cli("fit", "--config", str(cfg_b), "--trainer.callbacks+=" + rec,
-                     "--trainer.callbacks.path", str(b / "loss.jsonl"),
-                     "--trainer.callbacks+=tests.helpers.callbacks.KillAtStep", "--trainer.callbacks.step", "4")
-    assert killed.returncode == 137
-    assert sorted(losses(b / "loss.jsonl")) == [1, 2, 3, 4]
-    assert {1, 2, 3} <= set(table_losses(b))  # the tidy table holds every row up to the checkpoint (step 3)
-    resumed = run_cli("fit", "--config", str(cfg_b), "--ckpt_path", "last", "--trainer.callbacks+=" + rec,
-                      "--trainer.callbacks.path", str(b / "loss.jsonl"))
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    full, parts = losses(a / "loss.jsonl"), losses(b / "loss.jsonl")  # step 4 is re-run after the resume
-    assert sorted(full) == sorted(parts) == [1, 2, 3, 4, 5, 6]
-    assert parts == full  # bit-identical per-step losses, data order included
-    assert table_losses(b) == table_losses(a) and sorted(table_losses(a)) == [1, 2, 3, 4, 5, 6]
-
-
-def table_losses(tmp: Path) -> dict[int, float]:
-    from lmdynamics import store
-
-    table = store.read_table(store.table_path(tmp / "runs" / "tiny"))
-    rows = table[table.metric == "train_loss"]
-    return dict(zip(rows.step.tolist(), rows.value.tolist()))
 
 
 def test_save_and_from_pretrained_give_identical_logits(tmp_path):
@@ -110,6 +78,8 @@ def test_save_and_from_pretrained_give_identical_logits(tmp_path):
         ({}, ["--data.global_batch_size", "10"], "not a multiple"),
         ({}, ["--checkpoints.every", "0"], "checkpoints.every"),
         ({}, ["--ckpt_path", "last"], "no resume checkpoint"),
+        ({}, ["--trainer.max_step", "2"], "--trainer.max_step"),  # a prefix of max_steps: refused, not guessed
+        ({}, ["--ckpt_path", "/no/such.ckpt"], "does not exist"),
     ],
 )
 def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, capsys, over, extra, words):
@@ -119,6 +89,19 @@ def test_bad_input_gives_one_line_and_writes_nothing(tmp_path, capsys, over, ext
     assert code != 0
     assert words in err[-1] and err[-1].startswith("error: ")
     assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_only_implemented_subcommands_are_offered(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    listed = capsys.readouterr().out.split("Available subcommands:")[1]
+    assert "fit" in listed and "validate" in listed and "test" not in listed and "predict" not in listed
+    for sub in ("test", "predict"):
+        assert main([sub, "--config", str(tiny_config(tmp_path))]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and sub in err[-1] and "fit" in err[-1]
+    assert not (tmp_path / "runs").exists()
 
 
 def test_malformed_yaml_and_empty_corpus(tmp_path, capsys):
@@ -164,7 +147,7 @@ def test_tidy_table_logger_writes_a_part_every_flush_every_steps_and_at_checkpoi
         logger.log_metrics({"train_loss": float(step), "lr": 0.1}, step=step - 1)
         logger.save()
         assert len(store.parts(table)) == step // 5
-    logger.after_save_checkpoint(None)  # a checkpoint at step 12: rows 11-12 written now
+    assert logger.checkpoint_state() == {"step": 12}  # a checkpoint at step 12: rows 11-12 written first
     assert len(store.parts(table)) == 3
     logger.finalize("success")
     rows = store.read_table(table)

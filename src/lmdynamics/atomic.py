@@ -3,6 +3,9 @@
 Every file goes to a hidden temporary name in the target directory first and is then
 renamed into place (``os.replace`` is atomic on one file system), so a killed process never leaves a
 half-written file under the final name.
+
+Files get the mode the process's umask gives a new file (0644 under umask 022), whatever the writer used:
+some writers (safetensors) create their file 0600, which would hide a run from the rest of its group.
 """
 
 from __future__ import annotations
@@ -22,10 +25,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         yield tmp
+        apply_umask(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def umask() -> int:
+    """The process's file-creation mask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or every file under a directory) the mode a new file gets: 0o666 minus the umask."""
+    path = Path(path)
+    mode = 0o666 & ~umask()
+    for file in (p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []:
+        os.chmod(file, mode)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

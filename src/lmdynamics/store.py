@@ -6,6 +6,11 @@ new part under a hidden temporary name and renames it into place, so a reader (p
 to one table without locks, and a killed writer leaves nothing behind but a hidden temporary file that
 readers ignore. ``pandas.read_parquet(path)`` reads the whole table.
 
+One row per key (run, model, step, layer, component, metric): a value written again for a key replaces
+the older one. ``read_table`` keeps the newest row of each key; ``replace`` (a writer that may recompute
+keys) and ``compact`` (at the end of a run or an analysis) rewrite the table on disk so that any Parquet
+reader sees one row per key too; ``rewind`` drops what a resumed run will compute again.
+
 Conventions: ``layer`` is the 0-based transformer layer, or -1 for model-level values (loss, input
 embedding, head, final hidden state); ``component`` names the part measured (``mlp``, ``attn``, ``ov``,
 ``ov_head03``, ``resid``, ``qkv``, ``dense``, ``mlp_in``, ``mlp_out``, ``embed_in``, ``head``, ...);
@@ -92,12 +97,69 @@ def read_table(path: str | os.PathLike, latest: bool = True) -> pd.DataFrame:
 
     Parts are named by write time, so with ``latest`` a value written again for the same
     (run, model, step, layer, component, metric), e.g. by a resumed run redoing a step, replaces the older one.
+    Parts of any older layout are read too: columns are cast to the schema, missing ones are null.
     """
-    files = parts(path)
-    if not files:
-        return to_frame([])
-    frame = pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]).to_pandas()
+    frame, _ = _read_parts(path)
     if latest:
         frame = frame.drop_duplicates(subset=list(KEY), keep="last").reset_index(drop=True)
     return frame
 
+
+def _read_parts(path) -> tuple[pd.DataFrame, list[Path]]:
+    files = parts(path)
+    if not files:
+        return to_frame([]), []
+    return pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]).to_pandas(), files
+
+
+def rewrite(path: str | os.PathLike, keep=None) -> Path | None:
+    """Rewrite the table as one part holding the newest row of each key (and, with ``keep``, only the rows
+    for which ``keep(frame)`` is True); returns the new part (None if nothing is left).
+
+    The new part is complete before any old one is removed, and it sorts right after the newest part it
+    replaces (before any part a concurrent writer adds later), so a reader sees every row at every moment
+    (for an instant some twice, which ``read_table`` resolves), and a writer killed half-way leaves only
+    duplicates that the next rewrite removes.
+    """
+    frame, files = _read_parts(path)
+    if not files:
+        return None
+    frame = frame.drop_duplicates(subset=list(KEY), keep="last")
+    if keep is not None:
+        frame = frame[keep(frame)]
+    newest = files[-1].name.removeprefix("part-").removesuffix(".parquet").split("-")[0]
+    target = None
+    if len(frame):
+        target = Path(path) / f"part-{newest}-compact-{uuid.uuid4().hex[:12]}.parquet"
+        with atomic_path(target) as tmp:
+            pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, preserve_index=False), tmp)
+    for f in files:
+        f.unlink(missing_ok=True)
+    return target
+
+
+def compact(path: str | os.PathLike) -> Path | None:
+    """If some key has several rows, rewrite the table with one row per key (the newest), so that what
+    ``read_table`` returns is what any Parquet reader sees; otherwise leave the parts as they are."""
+    if not read_table(path, latest=False).duplicated(subset=list(KEY)).any():
+        return None
+    return rewrite(path)
+
+
+def replace(path: str | os.PathLike, rows: Iterable[Mapping] | pd.DataFrame) -> Path | None:
+    """Write rows that may recompute keys already in the table: append, then compact, so no reader sees a
+    key twice. For writers that recompute (CKA-to-final of a run, re-run analyses), not per-step appends."""
+    written = append(path, rows)
+    if written is not None:
+        compact(path)
+    return written
+
+
+def rewind(path: str | os.PathLike, run: str, step: int, metrics: Iterable[str] = ()) -> None:
+    """Drop the rows of ``run`` after ``step`` and its rows of ``metrics`` (values computed at the end of a
+    run, e.g. CKA-to-final): what a run resumed from its checkpoint at ``step`` computes again."""
+    metrics = set(metrics)
+    table, _ = _read_parts(path)
+    stale = (table.run == run) & ((table.step > step) | table.metric.isin(metrics))
+    if stale.any():
+        rewrite(path, keep=lambda f: ~((f.run == run) & ((f.step > step) | f.metric.isin(metrics))))

@@ -37,11 +37,21 @@ def tiny_config(tmp_path: Path, **over) -> Path:
     return path
 
 
-def run_cli(*args, env_extra=None):
+def cli_env(env_extra=None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     env.update(env_extra or {})
+    return env
+
+
+def run_cli(*args, env_extra=None):
     return subprocess.run([sys.executable, str(ROOT / "train" / "run.py"), *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=600)
+                          env=cli_env(env_extra), cwd=ROOT, timeout=600)
+
+
+def start_cli(*args, stdout, stderr, env_extra=None) -> subprocess.Popen:
+    """The CLI started in its own process group (so a signal reaches every DDP rank, as Ctrl-C in a terminal does)."""
+    return subprocess.Popen([sys.executable, str(ROOT / "train" / "run.py"), *args], stdout=stdout, stderr=stderr,
+                            env=cli_env(env_extra), cwd=ROOT, start_new_session=True)
 
 
 def losses(path: Path) -> dict[int, float]:

@@ -14,10 +14,16 @@ import math
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from .. import store
 from ..measure import activation_metric_rows, tag_rows
 from ..probes import load_activations
 from .summaries import convergence_steps
+
+
+#: Rows computed once training ends, from the final step: a resumed run recomputes them, so it drops them first.
+END_OF_RUN_METRICS = ("cka_final", "cka_final_debiased", "converged_fraction")
 
 
 def stored_steps(run: Path) -> list[tuple[int, Path]]:
@@ -26,7 +32,10 @@ def stored_steps(run: Path) -> list[tuple[int, Path]]:
 
 
 def finalize_run(run: str | os.PathLike, threshold: float = 0.95, debiased: bool = False) -> dict | None:
-    """Write cka_final rows for every stored step (the newest stored step is "final") and the summary."""
+    """Write cka_final rows for every stored step (the newest stored step is "final") and the summary.
+
+    Idempotent: the rows replace any written before (a second call, a resumed run), so every reader sees one
+    row per key."""
     run = Path(run)
     info_path = run / "run.json"
     if not info_path.is_file():
@@ -51,8 +60,8 @@ def finalize_run(run: str | os.PathLike, threshold: float = 0.95, debiased: bool
          "value": float(r.fraction) if r.converged else math.nan}
         for r in summary.itertuples()
     ]
-    store.append(store.table_path(run), frame)
-    store.append(store.table_path(run), tag_rows(summary_rows, info["run"], info["model"], final_step, final_step * info["tokens_per_step"]))
+    summary_frame = store.to_frame(tag_rows(summary_rows, info["run"], info["model"], final_step, final_step * info["tokens_per_step"]))
+    store.replace(store.table_path(run), pd.concat([frame, summary_frame], ignore_index=True))
     main = summary[summary.component == "mlp"] if (summary.component == "mlp").any() else summary
     fractions = ", ".join(f"L{int(r.layer)} {r.fraction:.2f}" if r.converged else f"L{int(r.layer)} never"
                           for r in main.itertuples())

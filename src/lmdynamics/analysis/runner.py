@@ -35,7 +35,15 @@ import torch
 
 from lmdynamics import store
 from lmdynamics.analysis.config import ANALYSES, AnalysisConfig, dump_config
-from lmdynamics.checkpoints import CheckpointError, HubSource, RunSource, check_weight_files, iter_tensors, open_source
+from lmdynamics.checkpoints import (
+    CheckpointError,
+    CorruptCheckpointError,
+    HubSource,
+    RunSource,
+    check_weight_files,
+    iter_tensors,
+    open_source,
+)
 from lmdynamics.checkpoints.steps import PYTHIA_FINAL_STEP
 from lmdynamics.measure import activation_metric_rows, anisotropy_rows, probe_loss_rows, tag_rows, weight_metric_rows
 from lmdynamics.probes import ProbeSet, capture, load_tokenizer, open_activations, probe_from_source, save_activations
@@ -312,7 +320,7 @@ class Runner:
             ckpt = plan.source.checkpoint(step)
             check_weight_files(ckpt.weight_files())
         except Exception as err:  # noqa: BLE001 - one line per bad checkpoint, whatever went wrong
-            self.fail(plan.run, plan.source.model, step, "checkpoint", err)
+            self.fail(plan.run, plan.source.model, step, "checkpoint", _with_fix(err, plan.source, step))
             return "failed"
         self._clear_failure(plan.run, step, "checkpoint")
         tag = dict(run=plan.run, model=plan.source.model, step=step, tokens=ckpt.tokens)
@@ -323,7 +331,7 @@ class Runner:
                 store.append(self.table, tag_rows(rows, **tag))
                 self._clear_failure(plan.run, step, "weights")
             except Exception as err:  # noqa: BLE001 - recorded; the other checkpoints go on
-                self.fail(plan.run, plan.source.model, step, "weights", err)
+                self.fail(plan.run, plan.source.model, step, "weights", _with_fix(err, plan.source, step))
             timings["weights"] = time.perf_counter() - t
         if kinds & {"activations", "cache"}:
             t = time.perf_counter()
@@ -373,6 +381,20 @@ class Runner:
                 self._clear_failure(plan.run, step, kind)
             except Exception as err:  # noqa: BLE001 - recorded; the other steps go on
                 self.fail(plan.run, plan.source.model, step, kind, err)
+
+    def _report_unusable_finals(self, failed: set[tuple[str, int]]) -> None:
+        """CKA-to-final of a model whose final checkpoint failed cannot be computed for any step: say so once
+        (rank 0), with the final checkpoint's own failure and fix, instead of skipping every step silently."""
+        if self.rank != 0 or "cka_final" not in self.cfg.analyses:
+            return
+        reasons = {(r["run"], int(r["step"])): r["error"] for r in self._invocation_failures() if r["kind"] != "cka_final"}
+        for plan in self.plans:
+            final = plan.final_step
+            if final is None or (plan.run, final) not in failed or not plan.steps:
+                continue
+            why = reasons.get((plan.run, final), "its activations could not be computed")
+            self.fail(plan.run, plan.source.model, final, "cka_final",
+                      f"no CKA-to-final for any step: the final checkpoint (step {final}) is unusable: {why}")
 
     def _invocation_failures(self) -> list[dict]:
         """The failure records written in this invocation by any rank (failure files carry its id)."""
@@ -432,7 +454,8 @@ class Runner:
                 self.log(f"{plan.source.model} step {step} [{'+'.join(sorted(kinds))}]: {timing}")
             self.barrier()
             task2 = progress.add_task("cka", total=len(mine2))
-            failed = self._failed_steps_on_disk() if mine2 else set()
+            failed = self._failed_steps_on_disk()
+            self._report_unusable_finals(failed)
             for i, step, kinds in mine2:
                 self.run_cka(i, step, kinds, failed)
                 progress.advance(task2)
@@ -451,6 +474,7 @@ class Runner:
         failures = self._invocation_failures()
         failures.sort(key=lambda r: (r["run"], int(r["step"]), r["kind"]))
         if self.rank == 0:
+            store.compact(self.table)  # a step recomputed by this invocation: one row per key for any reader
             table = store.read_table(self.table)
             summary = {"rows": len(table), "failed": failures, "models": [p.spec for p in self.plans if p.steps]}
             write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2))
@@ -475,6 +499,13 @@ class Runner:
             self.console.print(f"report written to {self.out / 'report'}", markup=False)
         except Exception as err:  # noqa: BLE001 - the table is the product; a plotting problem must not hide it
             self.console.print(f"warning: the report could not be written ({type(err).__name__}: {err})", markup=False)
+
+
+def _with_fix(err: BaseException, source, step: int) -> BaseException:
+    """A corrupt file's error with the fix that fits its source (a run's checkpoint cannot be downloaded)."""
+    if isinstance(err, CorruptCheckpointError):
+        return CheckpointError(err.with_fix(source.repair_hint(step)))
+    return err
 
 
 def _parse_reference(reference) -> tuple[str | None, int | None]:

@@ -96,9 +96,25 @@ class ActivationConvergence(MeasurementCallback):
             save_activations(activation_file(run_dir(trainer), step), acts)
         return rows
 
+    def state_dict(self) -> dict:
+        """The previous measurement's activations at full precision, so that a resumed run's next cka_prev is
+        the uninterrupted run's (the stored files are fp16). Plain tensors keyed like the files."""
+        from ..probes.activations import activation_key
+
+        if self._previous is None:
+            return {}
+        return {"previous": {activation_key(layer, comp): t for (layer, comp), t in self._previous.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        from ..probes import Activations
+        from ..probes.activations import parse_activation_key
+
+        if state_dict.get("previous"):
+            self._previous = Activations({parse_activation_key(k): t for k, t in state_dict["previous"].items()})
+
     def on_train_start(self, trainer, pl_module) -> None:
-        if self.enabled and trainer.global_step > 0 and trainer.is_global_zero:
-            # resumed: the previous measurement is the newest stored one before this step
+        if self.enabled and trainer.global_step > 0 and trainer.is_global_zero and self._previous is None:
+            # resumed from a checkpoint without the previous activations: the newest stored ones before this step
             stored = sorted((run_dir(trainer) / ACTIVATIONS_DIR).glob("step*.safetensors"))
             earlier = [p for p in stored if int(p.stem[4:]) <= trainer.global_step]
             if earlier:

@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
-from ..atomic import write_json_atomic
+from ..atomic import apply_umask, write_json_atomic
 from .schedule import pythia_schedule
 
 
@@ -90,7 +90,12 @@ class HFCheckpoints(L.Callback):
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return
         step = trainer.global_step
-        if step in self.steps and not (self.directory(trainer) / checkpoint_dirname(step)).exists():
+        if step not in self.steps:
+            return
+        # every rank must decide alike (saving ends in a barrier): rank 0 may already have renamed the directory
+        # into place when another rank looks, so rank 0's answer is the one taken
+        done = (self.directory(trainer) / checkpoint_dirname(step)).exists()
+        if not trainer.strategy.broadcast(done, src=0):
             self.save(trainer, pl_module, step)
 
     def save(self, trainer, pl_module, step: int) -> None:
@@ -115,6 +120,7 @@ class HFCheckpoints(L.Callback):
         if dm is not None and dm.tokenizer is not None:
             dm.tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / "lmdynamics_step.json", {"step": step, "tokens": step * pl_module.tokens_per_step})
+        apply_umask(tmp)  # safetensors writes 0600
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -1,9 +1,13 @@
 """A Lightning logger that writes every logged scalar (losses, lr, grad norm, throughput) to the tidy table.
 
 Rows: layer -1, component ``model``, metric = the logged name (``train_loss``, ``val_loss``, ``lr``, ...).
-Rows are buffered and appended as one atomic part every ``flush_every`` steps, at each validation, at each
-Lightning checkpoint and at the end, so the table is readable while training runs (at most ``flush_every``
-steps behind) and a resumed run finds every row up to its checkpoint.
+Rows are buffered and appended as one atomic part every ``flush_every`` steps, at each validation, when a
+resume checkpoint is committed (``checkpoint_state``, before ``last.ckpt`` is renamed into place) and at the
+end, so the table is readable while training runs (at most ``flush_every`` steps behind) and a resumed run
+finds every row up to its checkpoint. A resumed run first drops what the killed run wrote after the checkpoint
+(``rewind``); the end of a run compacts the table, so any Parquet reader sees one row per key.
+
+``step`` fixes the step of every row (``validate`` of a checkpoint: its rows carry the checkpoint's step).
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from .. import store
 
 
 class TidyTableLogger(Logger):
-    def __init__(self, run_dir: str | Path, module, flush_every: int = 50):
+    def __init__(self, run_dir: str | Path, module, flush_every: int = 50, step: int | None = None,
+                 run_name: str | None = None):
         super().__init__()
         self.run_dir = Path(run_dir)
+        self.run_name = run_name or self.run_dir.name
+        self.fixed_step = step
         self.module = module  # the LMModule: model name and tokens per step are read when rows are made
         self.flush_every = flush_every
         self._rows: list[dict] = []
@@ -46,12 +53,15 @@ class TidyTableLogger(Logger):
         # Lightning's logging step lags the optimizer step count by one inside the step; the table uses the
         # number of optimizer steps completed, the same step numbers as checkpoints and measurements.
         trainer = getattr(self.module, "_trainer", None)
-        step = int(trainer.global_step) if trainer is not None else int(step or 0)
+        if self.fixed_step is not None:
+            step = self.fixed_step
+        else:
+            step = int(trainer.global_step) if trainer is not None else int(step or 0)
         tokens = int(step * self.module.tokens_per_step)
         for name, value in metrics.items():
             if name == "epoch":
                 continue
-            self._rows.append({"run": self.run_dir.name, "model": self.module.spec.name, "step": step, "tokens": tokens,
+            self._rows.append({"run": self.run_name, "model": self.module.spec.name, "step": step, "tokens": tokens,
                                "layer": -1, "component": "model", "metric": name, "value": float(value)})
         if any(n.startswith("val_") for n in metrics):
             self._flush()
@@ -63,14 +73,23 @@ class TidyTableLogger(Logger):
         if self._rows and self._rows[-1]["step"] - self._last_flush >= self.flush_every:
             self._flush()
 
-    @rank_zero_only
-    def after_save_checkpoint(self, checkpoint_callback) -> None:
-        # a run resumed from this checkpoint redoes only later steps: the rows up to here must be on disk
+    def checkpoint_state(self) -> dict:
+        """A resume checkpoint is about to be committed: a run resumed from it redoes only later steps, so the
+        rows up to here must be on disk first."""
         self._flush()
+        trainer = getattr(self.module, "_trainer", None)
+        return {"step": int(trainer.global_step) if trainer is not None else 0}
+
+    def rewind(self, state: dict) -> None:
+        """Drop this run's rows after the checkpoint's step and its end-of-run values (recomputed at the end)."""
+        from ..analysis.convergence import END_OF_RUN_METRICS
+
+        store.rewind(store.table_path(self.run_dir), self.run_name, int(state.get("step", -1)), END_OF_RUN_METRICS)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self._flush()
+        store.compact(store.table_path(self.run_dir))
 
     def _flush(self) -> None:
         if self._rows:

@@ -12,6 +12,7 @@ from lmdynamics.checkpoints.steps import (
 )
 from lmdynamics.checkpoints.streaming import (
     CheckpointError,
+    CorruptCheckpointError,
     check_weight_files,
     iter_tensors,
     tensor_shapes,
@@ -26,6 +27,7 @@ __all__ = [
     "PYTHIA_TOKENS_PER_STEP",
     "Checkpoint",
     "CheckpointError",
+    "CorruptCheckpointError",
     "HubSource",
     "RunSource",
     "add_to_hf_cache",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmdynamics.checkpoints.steps import PYTHIA_TOKENS_PER_STEP, select_steps
-from lmdynamics.checkpoints.streaming import WEIGHT_FILES, CheckpointError, weight_files
+from lmdynamics.checkpoints.streaming import WEIGHT_FILES, CheckpointError, CorruptCheckpointError, weight_files
 
 _STEP_DIR = re.compile(r"^step(\d+)$")
 _REPO_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
@@ -56,7 +56,7 @@ def _read_config(directory: Path, label: str) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{label}: {path} is missing; is it a Hugging Face checkpoint directory?") from None
     except ValueError as err:
-        raise CheckpointError(f"{label}: {path} is not valid JSON ({err}); download the checkpoint again") from err
+        raise CorruptCheckpointError(f"{label}: {path} is not valid JSON ({err})") from err
     if config.get("model_type") != "gpt_neox":
         raise CheckpointError(f"{label}: model_type is {config.get('model_type')!r}, not 'gpt_neox'; only GPT-NeoX models are supported")
     return config
@@ -109,6 +109,12 @@ class HubSource:
             raise CheckpointError(f"{label}: no weight file ({', '.join(WEIGHT_FILES)}) in the repo or the local cache")
         self._download("tokenizer.json", revision, label, required=False)
         return Checkpoint(self.run, self.model, int(step), self.tokens(step), directory, config)
+
+    def repair_hint(self, step: int) -> str:
+        """What to do about a corrupt file of this revision."""
+        revision = self.revision_format.format(step=step)
+        return (f"delete revision {revision} of {self.repo_id} from the Hugging Face cache (`huggingface-cli delete-cache`) "
+                f"and download it again, or leave step {step} out")
 
     def tokenizer_file(self, step: int) -> Path | None:
         """The revision's tokenizer.json (fetched alone, without the weights), or None if it has none."""
@@ -184,6 +190,11 @@ class RunSource:
 
     def tokens(self, step: int) -> int:
         return int(step) * self.tokens_per_step
+
+    def repair_hint(self, step: int) -> str:
+        """What to do about a corrupt file of this run's checkpoint: it cannot be downloaded again."""
+        return (f"a run's own checkpoint cannot be downloaded again: restore {self.path / 'checkpoints' / f'step{step:08d}'} "
+                f"from a backup or by training the run again, or leave step {step} out (steps, final_step)")
 
     def tokenizer_file(self, step: int) -> Path | None:
         directory = self._step_dirs().get(int(step))

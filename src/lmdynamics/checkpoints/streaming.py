@@ -23,6 +23,21 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be analysed (missing, corrupt, mismatched); the message is one line for people."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file that exists but is truncated or garbled. ``problem`` says what is wrong; the message
+    adds the generic fix, which callers that know where the checkpoint comes from replace (``with_fix``):
+    a hub revision can be downloaded again, a run's own checkpoint cannot."""
+
+    GENERIC_FIX = "delete it and download again"
+
+    def __init__(self, problem: str):
+        super().__init__(f"{problem}; {self.GENERIC_FIX}")
+        self.problem = problem
+
+    def with_fix(self, fix: str) -> str:
+        return f"{self.problem}; {fix}"
+
+
 def weight_files(checkpoint_dir: str | os.PathLike) -> list[Path]:
     """The weight files of a checkpoint directory: safetensors preferred over .bin, shards in index order."""
     directory = Path(checkpoint_dir)
@@ -36,11 +51,11 @@ def weight_files(checkpoint_dir: str | os.PathLike) -> list[Path]:
             try:
                 weight_map = json.loads(path.read_text())["weight_map"]
             except (OSError, ValueError, KeyError) as err:
-                raise CheckpointError(f"{path} is not a valid shard index ({err}); download the checkpoint again") from err
+                raise CorruptCheckpointError(f"{path} is not a valid shard index ({err})") from err
             shards = list(dict.fromkeys(weight_map.values()))
             missing = [s for s in shards if not (directory / s).is_file()]
             if missing:
-                raise CheckpointError(f"{directory} lacks shard(s) {missing} listed in {name}; download the checkpoint again")
+                raise CorruptCheckpointError(f"{directory} lacks shard(s) {missing} listed in {name}")
             return [directory / s for s in shards]
         return [path]
     raise CheckpointError(f"{directory} holds no weights ({' or '.join(WEIGHT_FILES)}); is it a Hugging Face checkpoint?")
@@ -123,7 +138,7 @@ def _read_tensor(fh, data_start: int, key: str, info: dict, path: Path) -> torch
     fh.seek(data_start + start)
     buf = bytearray(end - start)
     if fh.readinto(buf) != len(buf):
-        raise CheckpointError(f"{path} is a truncated safetensors file (tensor {key}); delete it and download again")
+        raise CorruptCheckpointError(f"{path} is a truncated safetensors file (tensor {key})")
     if not buf:
         return torch.empty(info["shape"], dtype=dtype)
     return torch.frombuffer(buf, dtype=dtype).reshape(info["shape"])
@@ -135,14 +150,14 @@ def _open_safetensors(path: Path):
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except Exception as err:  # SafetensorError for truncated files or a garbled header
-        raise CheckpointError(f"{path} is a truncated or corrupt safetensors file ({err}); delete it and download again") from err
+        raise CorruptCheckpointError(f"{path} is a truncated or corrupt safetensors file ({err})") from err
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path} is a truncated or corrupt PyTorch checkpoint ({type(err).__name__}); delete it and download again") from err
+        raise CorruptCheckpointError(f"{path} is a truncated or corrupt PyTorch checkpoint ({type(err).__name__})") from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return state

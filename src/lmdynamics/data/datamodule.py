@@ -181,16 +181,21 @@ class TextDataModule(L.LightningDataModule):
         trainer = self.trainer
         accumulate = trainer.accumulate_grad_batches if trainer else 1
         max_steps = trainer.max_steps if trainer else 1
-        start = trainer.global_step if trainer else 0
+        start = trainer.global_step if trainer else 0  # restored from the checkpoint when resuming
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        order = {"seed": self.seed, "micro_batch_size": self.batch_size * world, "accumulate": accumulate,
+                 "corpus": self.corpus_id}
+        position = (lambda: trainer.global_step * accumulate) if trainer else (lambda: start * accumulate)
         if self.streaming:
             blocks = StreamingBlocks(self._training_texts, self.tokenizer, self.eos_id, self.context_length,
                                      self.batch_size, max_steps, accumulate, start, rank, world)
-            return DataLoader(blocks, batch_size=None, num_workers=0)
+            return ResumableLoader(blocks, start * accumulate, position, order, batch_size=None, num_workers=0)
+        order["blocks"] = len(self.train_blocks)
         sampler = StepBatchSampler(len(self.train_blocks), self.batch_size * world, self.seed, max_steps,
                                    accumulate, start_step=start)
-        return DataLoader(TensorDataset(self.train_blocks), batch_sampler=_RankSlice(sampler, rank, world),
-                          num_workers=self.num_workers, collate_fn=_stack)
+        return ResumableLoader(TensorDataset(self.train_blocks), start * accumulate, position, order,
+                               batch_sampler=_RankSlice(sampler, rank, world), num_workers=self.num_workers,
+                               collate_fn=_stack)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(TensorDataset(self.val_blocks_tensor), batch_size=self.batch_size, shuffle=False,
@@ -199,6 +204,32 @@ class TextDataModule(L.LightningDataModule):
 
 def _stack(rows) -> torch.Tensor:
     return torch.stack([r[0] for r in rows])
+
+
+class ResumableLoader(DataLoader):
+    """The training loader; Lightning treats it as resumable mid-epoch (it has ``state_dict``/``load_state_dict``).
+
+    The batch order is a pure function of the micro-batch index, and the loader is built after the
+    checkpoint is restored, starting at the resume point (``start``), so there is nothing to fast-forward.
+    Its state records the micro-batch the checkpoint was taken at and what fixes the order (seed, global
+    micro-batch size, accumulation, corpus); restoring checks both, so a resume that would silently see
+    other batches than the interrupted run fails with the reason instead.
+    """
+
+    def __init__(self, dataset, start: int, position, order: dict, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self._start, self._position, self._order = start, position, order
+
+    def state_dict(self) -> dict:
+        return {"micro_batch": int(self._position()), "order": dict(self._order)}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("order", {})
+        changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in self._order.items() if k in saved and saved[k] != v]
+        if changed:
+            raise ValueError(f"the training batches differ from the checkpoint's ({'; '.join(changed)}): an exact resume needs the run's data settings; resume with the run's config.yaml")
+        if "micro_batch" in state and int(state["micro_batch"]) != self._start:
+            raise ValueError(f"the checkpoint was taken at micro-batch {state['micro_batch']}, inside an optimizer step (this run resumes at micro-batch {self._start}); resume from the run's lightning/last.ckpt")
 
 
 class _RankSlice(torch.utils.data.Sampler[list[int]]):

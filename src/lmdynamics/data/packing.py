@@ -43,11 +43,14 @@ def split_documents(documents: list[str], val_fraction: float, seed: int) -> tup
 
 
 class StepBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """Yields the micro-batches for optimizer steps ``start_step .. max_steps - 1``.
+    """The micro-batches of optimizer steps ``0 .. max_steps - 1``: training is one epoch of exactly
+    ``max_steps x accumulate`` micro-batches.
 
     The batch at micro-batch index m is a pure function of (seed, m): block order is a fresh permutation per
-    pass over the data, drawn from a generator seeded with (seed, pass). So a run resumed at step k sees
-    exactly the batches an uninterrupted run sees from step k on.
+    pass over the data, drawn from a generator seeded with (seed, pass). A run resumed at step k iterates from
+    micro-batch ``k x accumulate`` on, while its length stays the whole epoch: Lightning resumes a loader
+    mid-epoch by counting the batches done before the checkpoint as already fetched, so it then sees exactly
+    the batches an uninterrupted run sees from step k on, in the same epoch.
     """
 
     def __init__(self, num_blocks: int, batch_size: int, seed: int, max_steps: int,
@@ -76,4 +79,5 @@ class StepBatchSampler(torch.utils.data.Sampler[list[int]]):
             yield perm[within * self.batch_size:(within + 1) * self.batch_size].tolist()
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+        """The whole epoch (``max_steps x accumulate``), also when iteration starts at a resume point."""
+        return self.stop

@@ -33,7 +33,11 @@ def packed_blocks(texts: Iterable[str], tokenizer, eos_id: int | None, context_l
 
 
 class StreamingBlocks(torch.utils.data.IterableDataset):
-    """Micro-batches ``[batch_size, context_length]`` for optimizer steps ``start_step .. max_steps - 1``."""
+    """Micro-batches ``[batch_size, context_length]`` for optimizer steps ``start_step .. max_steps - 1``.
+
+    Like ``StepBatchSampler``, its length is the whole epoch (``max_steps x accumulate``) even when it starts
+    at a resume point, as Lightning expects of a loader resumed mid-epoch.
+    """
 
     def __init__(self, texts_factory, tokenizer, eos_id: int, context_length: int, batch_size: int,
                  max_steps: int, accumulate: int = 1, start_step: int = 0, rank: int = 0, world: int = 1):
@@ -44,7 +48,7 @@ class StreamingBlocks(torch.utils.data.IterableDataset):
         self.start, self.stop = start_step * accumulate, max_steps * accumulate
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+        return self.stop
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         blocks = packed_blocks(self.texts_factory(), self.tokenizer, self.eos_id, self.context_length)

@@ -3,19 +3,24 @@
 ``python train/run.py fit --config configs/train/demo.yaml`` trains; ``validate`` evaluates. The run lives
 in ``<run.root>/<run.name>``: the resolved config (config.yaml), run.json, HF checkpoints, Lightning's
 resume checkpoint (lightning/last.ckpt), TensorBoard and CSV logs, and the tidy metrics table.
+
+``fit --ckpt_path last`` resumes a run exactly where its last checkpoint left it, logs included (rows the
+killed process wrote after the checkpoint are replaced, earlier ones kept); a finished run only redoes its
+end-of-run work; a run killed before its first checkpoint starts again. ``validate`` never touches the
+run's logs or table: it writes to ``<run>/evaluations/validate-stepNNNNNNNN``, rows labelled with the
+checkpoint's step.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..atomic import write_text_atomic
 from ..callbacks.base import Probe
@@ -26,7 +31,9 @@ from ..callbacks.table_logger import TidyTableLogger
 from ..callbacks.weight_rank import WeightRank
 from ..data.datamodule import TextDataModule
 from ..models.zoo import ModelSpec
+from .loggers import RunCSVLogger, RunTensorBoardLogger
 from .module import LMModule, NonFiniteLossError
+from .resume import INTERRUPTED, ResumeCheckpoint, read_checkpoint_state
 
 
 @dataclass
@@ -61,7 +68,35 @@ class RunDirectoryExists(RuntimeError):
     pass
 
 
+class RunFinished(Exception):
+    """``fit --ckpt_path last`` of a run that has done all its steps: nothing to train (not an error)."""
+
+
+def _parser_kwargs() -> dict:
+    # no option prefixes (argparse would take --trainer.max_step for --trainer.max_steps), in every subparser
+    strict = {"allow_abbrev": False}
+    return {"exit_on_error": False, **strict, **{sub: dict(strict) for sub in SUBCOMMANDS}}
+
+
+SUBCOMMANDS = {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+               "validate": {"model", "dataloaders", "datamodule"}}
+
+
 class LMCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit and validate; test and predict have no implementation here and are not offered."""
+        return {name: set(skip) for name, skip in SUBCOMMANDS.items()}
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads a checkpoint file's hyperparameters here, first thing: a file that is no checkpoint
+        must be one line for people, not a traceback."""
+        sub = self.config.get("subcommand")
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt and Path(ckpt).is_file():
+            read_checkpoint_state(ckpt)
+        super()._parse_ckpt_path()
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_class_arguments(RunSpec, "run")
         parser.add_lightning_class_args(HFCheckpoints, "checkpoints")
@@ -89,15 +124,14 @@ class LMCLI(LightningCLI):
         max_steps = cfg.trainer.max_steps
         if self.subcommand == "fit" and (max_steps is None or max_steps <= 0):
             raise ValueError("trainer.max_steps must be set to a positive number of optimizer steps (the LR schedule and checkpoint schedule depend on it)")
-        if self.subcommand == "fit" and _launching_rank_zero() and not run.dry_run:
-            ckpt = cfg.get("ckpt_path")
-            fresh = not ckpt
-            if fresh and run.dir.exists() and any(run.dir.iterdir()):
-                raise RunDirectoryExists(f"run directory {run.dir} already exists; resume it with --ckpt_path last, or pick another --run.name")
-            if ckpt == "last" and not (run.dir / "lightning" / "last.ckpt").is_file():
-                raise FileNotFoundError(f"--ckpt_path last: no resume checkpoint at {run.dir / 'lightning' / 'last.ckpt'}; start the run without --ckpt_path")
-            if ckpt and ckpt != "last" and not Path(ckpt).is_file():
-                raise FileNotFoundError(f"--ckpt_path {ckpt} does not exist")
+        self._resume: dict | None = None  # the checkpoint's step and log positions when resuming
+        self._eval_dir: Path | None = None
+        if run.dry_run:
+            pass  # nothing is read from or written to the run directory
+        elif self.subcommand == "fit":
+            self._check_fit_start(cfg, run)
+        else:
+            self._plan_evaluation(cfg, run)
         gb = cfg.data.get("global_batch_size")
         if gb:
             per_step = cfg.data.batch_size * _device_count(cfg.trainer.devices, cfg.trainer.accelerator) * (cfg.trainer.num_nodes or 1)
@@ -105,6 +139,63 @@ class LMCLI(LightningCLI):
                 raise ValueError(f"data.global_batch_size {gb} is not a multiple of batch_size x devices x nodes = {per_step}; change data.batch_size or the device count")
             cfg.trainer.accumulate_grad_batches = gb // per_step
         self._run = run
+
+    def _check_fit_start(self, cfg, run: RunSpec) -> None:
+        """A fresh run needs an empty directory; ``--ckpt_path last`` resumes from ``lightning/last.ckpt``."""
+        ckpt = cfg.get("ckpt_path")
+        last = run.dir / "lightning" / "last.ckpt"
+        started = run.dir.exists() and any(run.dir.iterdir())
+        if not ckpt:
+            if started and _launching_rank_zero():
+                raise RunDirectoryExists(f"run directory {run.dir} already exists; resume it with --ckpt_path last, or pick another --run.name")
+            return
+        if ckpt == "last" and not last.exists():
+            if not started:
+                raise FileNotFoundError(f"--ckpt_path last: no resume checkpoint at {last}; start the run without --ckpt_path")
+            # killed before its first checkpoint: start again, in place of what the killed process logged
+            print(f"[lmdynamics] {run.dir} has no resume checkpoint yet: training it again from step 0", file=sys.stderr)
+            cfg.ckpt_path = None
+            self._resume = {"step": 0, "logs": {"tidy": {"step": -1}, "csv": {"rows": 0}, "tensorboard": {"sizes": {}}}}
+            return
+        path = last if ckpt == "last" else Path(ckpt)
+        if not path.exists():
+            raise FileNotFoundError(f"--ckpt_path {ckpt} does not exist")
+        cfg.ckpt_path = str(path)
+        self._resume = read_checkpoint_state(path)
+        if self._resume and self._resume["step"] >= cfg.trainer.max_steps:
+            if _launching_rank_zero():
+                self._finish_completed_run(cfg, run)
+            raise RunFinished(f"{run.dir} already finished its {cfg.trainer.max_steps} steps; its end-of-run results are up to date")
+
+    @staticmethod
+    def _finish_completed_run(cfg, run: RunSpec) -> None:
+        """The work done after the last step (CKA-to-final, table compaction, report), again and idempotently:
+        a run killed during it is complete afterwards, a complete run is unchanged."""
+        from .. import store
+        from ..analysis.convergence import finalize_run
+
+        conv = cfg.convergence
+        if conv.enabled and conv.store_activations and (run.dir / "activations").is_dir():
+            finalize_run(run.dir, threshold=conv.threshold, debiased=conv.debiased)
+        store.compact(store.table_path(run.dir))
+        if run.report:
+            from ..analysis.report import figures_for_run
+
+            print(f"[lmdynamics] figures and report: {figures_for_run(run.dir)}")
+
+    def _plan_evaluation(self, cfg, run: RunSpec) -> None:
+        """``validate`` writes to ``<run>/evaluations/<sub>-stepN`` (built under a temporary name), never to the
+        run's own logs; its rows carry the step of the checkpoint evaluated."""
+        ckpt = cfg.get("ckpt_path")
+        if ckpt == "last":
+            ckpt = str(run.dir / "lightning" / "last.ckpt")
+        if ckpt and not Path(ckpt).exists():
+            raise FileNotFoundError(f"--ckpt_path {ckpt} does not exist")
+        state = read_checkpoint_state(ckpt) if ckpt else None
+        if ckpt:
+            cfg.ckpt_path = ckpt
+        self._eval_step = state["step"] if state else 0
+        self._eval_dir = run.dir / "evaluations" / f"{self.subcommand}-step{self._eval_step:08d}"
 
     def after_instantiate_classes(self) -> None:
         """Check data and model against each other before anything is written to the run directory."""
@@ -115,26 +206,37 @@ class LMCLI(LightningCLI):
                 callback.check_config(self.datamodule, spec)
         if self._run.dry_run:
             return
-        self._run.dir.mkdir(parents=True, exist_ok=True)
-        self._write_config(self._run.dir)
+        out = self._output_dir()
+        if self._eval_dir is not None and out.exists() and _launching_rank_zero():
+            shutil.rmtree(out)  # left by a killed evaluation
+        out.mkdir(parents=True, exist_ok=True)
+        self._write_config(out)
+
+    def _output_dir(self) -> Path:
+        """Where this invocation writes: the run directory (fit) or a temporary evaluation directory."""
+        if self._eval_dir is None:
+            return self._run.dir
+        return self._eval_dir.with_name(f".{self._eval_dir.name}.tmp")
 
     def instantiate_trainer(self, **kwargs):
-        run = self._run
-        loggers = [TidyTableLogger(run.dir, self.model)]  # the tidy table is always written
+        run, out = self._run, self._output_dir()
+        step = None if self._eval_dir is None else self._eval_step
+        loggers = [TidyTableLogger(out, self.model, step=step, run_name=run.name)]  # the tidy table is always written
         if "tensorboard" in run.loggers:
-            loggers.append(TensorBoardLogger(save_dir=str(run.dir), name="tensorboard", version=""))
+            loggers.append(RunTensorBoardLogger(out, step=step))
         if "csv" in run.loggers:
-            loggers.append(CSVLogger(save_dir=str(run.dir), name="csv", version=""))
+            loggers.append(RunCSVLogger(out, step=step))
+        if self._resume and self._resume.get("logs") is not None and _launching_rank_zero():
+            for logger in loggers:
+                logger.rewind(self._resume["logs"].get(logger.name, {}))
         if "wandb" in run.loggers:
             from lightning.pytorch.loggers import WandbLogger
 
-            loggers.append(WandbLogger(project=run.wandb_project, name=run.name, save_dir=str(run.dir)))
-        resume = ModelCheckpoint(dirpath=str(run.dir / "lightning"), filename="step{step:08d}", save_top_k=0,
-                                 save_last=True, every_n_train_steps=run.resume_every, auto_insert_metric_name=False)
+            loggers.append(WandbLogger(project=run.wandb_project, name=run.name, save_dir=str(out)))
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         callbacks = trainer_cfg.get("callbacks") or []
-        trainer_cfg = {**trainer_cfg, "callbacks": [*callbacks, resume], "default_root_dir": str(run.dir),
-                       "logger": loggers, **kwargs}
+        trainer_cfg = {**trainer_cfg, "callbacks": [*callbacks, ResumeCheckpoint(run.dir / "lightning", run.resume_every)],
+                       "default_root_dir": str(out), "logger": loggers, **kwargs}
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         return self._instantiate_trainer(trainer_cfg, extra)
 
@@ -142,7 +244,22 @@ class LMCLI(LightningCLI):
         if self._run.dry_run:
             print(json.dumps(self.plan(), indent=1))
             return
-        super()._run_subcommand(subcommand)
+        try:
+            super()._run_subcommand(subcommand)
+        finally:  # a failed evaluation leaves no partial output
+            tmp = self._output_dir()
+            if self._eval_dir is not None and tmp.exists() and _launching_rank_zero():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def after_validate(self) -> None:
+        if self.trainer.is_global_zero:
+            final, tmp = self._eval_dir, self._output_dir()
+            old = final.with_name(f".{final.name}.old")
+            if final.exists():
+                final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+            print(f"[lmdynamics] validation of step {self._eval_step} written to {final}")
 
     def plan(self) -> dict:
         """What this config builds, on the meta device: the architecture, optimiser, schedule and batch."""
@@ -240,19 +357,30 @@ USER_ERRORS = (ValueError, FileNotFoundError, RunDirectoryExists, NonFiniteLossE
 def build_cli(args=None) -> LMCLI:
     """Parse ``args`` (default: the command line) and run the subcommand; the CLI object keeps model and trainer."""
     return LMCLI(LMModule, TextDataModule, save_config_callback=None, seed_everything_default=1234,
-                 parser_kwargs={"exit_on_error": False}, args=args)
+                 parser_kwargs=_parser_kwargs(), args=args)
 
 
 def main(args=None) -> int:
-    """Run the CLI; a user error becomes one line on stderr and exit status 2 (bad input) or 1 (training)."""
+    """Run the CLI; a user error becomes one line on stderr and exit status 2 (bad input) or 1 (training);
+    an interrupted run (Ctrl-C, SIGTERM) exits with 130 after printing how to resume it."""
+    INTERRUPTED["hint"] = None
     try:
         build_cli(args)
+    except RunFinished as done:
+        print(f"[lmdynamics] {done}", file=sys.stderr)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except USER_ERRORS as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before or after training (Lightning handles it during)
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exit_:
+        if INTERRUPTED["hint"]:  # Lightning's graceful shutdown after Ctrl-C ends with sys.exit(1)
+            return 130
+        raise exit_
     except Exception as err:  # jsonargparse's ArgumentError and friends: config problems
         if type(err).__name__ in {"ArgumentError", "NSKeyError", "ParserError"}:
             print(f"error: {_one_line(err)}", file=sys.stderr)

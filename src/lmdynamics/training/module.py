@@ -74,6 +74,10 @@ def describe_model(spec: ModelSpec, parameters: int) -> str:
             f"residual, {'tied' if s.tie_embeddings else 'untied'} head: {parameters:,} parameters {check}")
 
 
+# Per-step values that depend on wall-clock time: they differ between two identical runs.
+WALL_CLOCK_VALUES = ("tokens_per_sec", "model_tflops", "mfu", "measure_share")
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 

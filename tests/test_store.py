@@ -1,0 +1,113 @@
+"""The tidy table: one row per key for every reader, rewinding for resumed runs, tables of older layouts."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lmdynamics import store
+
+KEY = list(store.KEY)
+
+
+def rows(step, value, metric="er", run="r", layers=(0, 1)):
+    return [{"run": run, "model": "m", "step": step, "tokens": step * 10, "layer": layer, "component": "mlp",
+             "metric": metric, "value": value + layer} for layer in layers]
+
+
+def test_latest_row_of_a_key_wins(tmp_path):
+    table = store.table_path(tmp_path)
+    store.append(table, rows(1, 1.0))
+    store.append(table, rows(1, 5.0, layers=(1,)))  # layer 1 recomputed
+    got = store.read_table(table).sort_values(KEY)
+    assert got.value.tolist() == [1.0, 6.0]
+    assert len(store.read_table(table, latest=False)) == 3
+
+
+def test_replace_leaves_one_row_per_key_for_plain_parquet_readers(tmp_path):
+    table = store.table_path(tmp_path)
+    store.append(table, rows(1, 1.0) + rows(2, 2.0))
+    store.append(table, rows(3, 3.0, metric="cka_final"))
+    for value in (7.0, 8.0):  # recomputed twice, e.g. `analysis/convergence.py` run again
+        store.replace(table, rows(3, value, metric="cka_final"))
+    plain = pd.read_parquet(table)
+    assert not plain.duplicated(subset=KEY).any() and len(plain) == 6
+    assert sorted(plain[plain.metric == "cka_final"].value) == [8.0, 9.0]
+    assert plain.sort_values(KEY).reset_index(drop=True).equals(store.read_table(table).sort_values(KEY).reset_index(drop=True))
+
+
+def test_replace_is_idempotent(tmp_path):
+    table = store.table_path(tmp_path)
+    store.append(table, rows(1, 1.0))
+    store.replace(table, rows(2, 2.0))
+    first = pd.read_parquet(table).sort_values(KEY).reset_index(drop=True)
+    store.replace(table, rows(2, 2.0))
+    again = pd.read_parquet(table).sort_values(KEY).reset_index(drop=True)
+    assert first.equals(again) and len(store.parts(table)) == 1
+
+
+def test_compact_keeps_newest_and_rows_appended_after_it_stay_newer(tmp_path):
+    table = store.table_path(tmp_path)
+    for v in (1.0, 2.0, 3.0):
+        store.append(table, rows(1, v))
+    store.compact(table)
+    assert len(store.parts(table)) == 1 and sorted(pd.read_parquet(table).value) == [3.0, 4.0]
+    store.append(table, rows(1, 9.0, layers=(0,)))
+    assert sorted(store.read_table(table).value) == [4.0, 9.0]
+    store.compact(table)
+    assert sorted(pd.read_parquet(table).value) == [4.0, 9.0]
+
+
+def test_compact_after_a_kill_between_writing_and_removing_loses_nothing(tmp_path):
+    """A rewrite killed after its new part is in place but before the old parts are gone leaves duplicates
+    of equal value, which readers resolve and the next compaction removes."""
+    table = store.table_path(tmp_path)
+    store.append(table, rows(1, 1.0))
+    store.append(table, rows(1, 2.0) + rows(2, 2.0))
+    old = {p.name: p.read_bytes() for p in store.parts(table)}
+    store.compact(table)
+    for name, data in old.items():  # as if the unlinks never happened
+        (table / name).write_bytes(data)
+    assert len(store.read_table(table)) == 4
+    store.compact(table)
+    assert len(pd.read_parquet(table)) == 4 and len(store.parts(table)) == 1
+
+
+def test_rewind_drops_rows_after_the_step_and_end_of_run_metrics_of_that_run_only(tmp_path):
+    table = store.table_path(tmp_path)
+    store.append(table, rows(1, 1.0) + rows(2, 2.0) + rows(3, 3.0) + rows(2, 0.5, metric="cka_final"))
+    store.append(table, rows(3, 3.0, run="other"))
+    store.rewind(table, "r", 2, metrics=["cka_final"])
+    got = pd.read_parquet(table)
+    assert sorted(zip(got.run, got.step, got.metric)) == sorted(
+        [("r", 1, "er")] * 2 + [("r", 2, "er")] * 2 + [("other", 3, "er")] * 2)
+
+
+def test_tables_in_the_old_layout_are_read_and_compacted(tmp_path):
+    """Parts written before: several appends with repeated keys, and a part written by hand with other
+    integer widths, columns in another order and no tokens column."""
+    table = store.table_path(tmp_path)
+    store.append(table, rows(1, 1.0))
+    store.append(table, rows(1, 2.0))
+    old = pd.DataFrame({"value": [0.25], "metric": ["per"], "run": ["r"], "model": ["m"], "layer": np.int32([3]),
+                        "step": np.int32([4]), "component": ["attn"]})
+    pq.write_table(pa.Table.from_pandas(old, preserve_index=False), table / "part-00000000000000000001-1-old.parquet")
+    got = store.read_table(table)
+    assert len(got) == 3 and got.step.dtype == np.int64
+    hand = got[got.metric == "per"].iloc[0]
+    assert (hand.step, hand.layer, hand.value) == (4, 3, 0.25) and pd.isna(hand.tokens)
+    store.compact(table)
+    after = pd.read_parquet(table).sort_values(KEY).reset_index(drop=True)
+    assert len(after) == 3 and sorted(after.value) == [0.25, 2.0, 3.0]
+    assert after.drop(columns="tokens").equals(got.sort_values(KEY).reset_index(drop=True).drop(columns="tokens"))
+
+
+def test_a_killed_writer_leaves_no_visible_part(tmp_path):
+    table = store.table_path(tmp_path)
+    store.append(table, rows(1, 1.0))
+    (table / ".part-00000000000000000009-1-x.parquet.tmp").write_bytes(b"PAR1 truncated")
+    assert len(pd.read_parquet(table)) == 2 and len(store.read_table(table)) == 2
+    store.compact(table)
+    assert os.path.exists(table / ".part-00000000000000000009-1-x.parquet.tmp")  # not a part: left alone
