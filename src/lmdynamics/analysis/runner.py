@@ -327,7 +327,8 @@ class Runner:
         if "weights" in kinds:
             t = time.perf_counter()
             try:
-                rows = weight_metric_rows(iter_tensors(ckpt.weight_files()), ckpt.num_heads, spectrum=cfg.spectrum)
+                tensors = ((name, t.to(self.device)) for name, t in iter_tensors(ckpt.weight_files()))  # GPU when the run has one
+                rows = weight_metric_rows(tensors, ckpt.num_heads, spectrum=cfg.spectrum)
                 store.append(self.table, tag_rows(rows, **tag))
                 self._clear_failure(plan.run, step, "weights")
             except Exception as err:  # noqa: BLE001 - recorded; the other checkpoints go on
