@@ -1,5 +1,7 @@
 """Trend classification (Xia et al. 2023): OLS slope p-values, planted-trend recovery at the stated alpha."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +182,57 @@ def test_double_descent_minimum_before_and_after_the_peak():
     assert double_descent([3.0, 1.4, 1.0, 2.0], rise=0.5) is False  # a fall at the start: nothing before
     assert double_descent([1.0, 1.6, 1.0], rise=0.5) is True and double_descent([1.0, 1.4, 1.0], rise=0.5) is False
     assert double_descent([1.0, 2.0]) is False and list(double_descent(np.ones((2, 2)))) == [False, False]
+
+
+def test_inputs_are_read_in_float64_from_numpy_and_torch():
+    rng = np.random.default_rng(4)
+    values = np.exp(rng.normal(0, 0.1, size=(5, len(STEPS)))).astype(np.float32)
+    res = classify_trends(values, STEPS)
+    for i in range(5):  # float32 arithmetic would miss this by ~1e-7
+        ref = stats.linregress(STEPS[2:] - STEPS[2], values[i, 2:].astype(np.float64) / np.float64(values[i, 2]))
+        assert res.slope[i] == pytest.approx(ref.slope, rel=1e-12)
+    tracked = torch.tensor(values[0], dtype=torch.float64, requires_grad=True)  # straight from a graph
+    assert classify_trend(tracked, STEPS) == classify_trends(values[:1].astype(np.float64), STEPS).labels[0]
+    assert double_descent(torch.tensor([1.0, 2.0, 1.0], requires_grad=True)) is True
+
+
+def test_perfect_lines_raise_no_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = classify_trends(np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]]), np.arange(3.0), start_fraction=0.0)
+    assert list(res.labels) == ["upward", "stagnated"]
+
+
+def test_alpha_equal_to_the_p_value_is_not_significant():
+    v = np.array([1.0, 1.3, 1.1, 1.6, 1.4, 1.9])
+    p = classify_trends(v, np.arange(6.0), start_fraction=0.0).p_value[0]
+    assert classify_trend(v, np.arange(6.0), start_fraction=0.0, alpha=p) != "upward"
+
+
+def test_classify_trend_passes_the_band_on():
+    v = np.array([1.2, 1.0, 1.0, 1.0, 1.0])
+    assert classify_trend(v, np.arange(5.0), start_fraction=0.0) == "other"
+    assert classify_trend(v, np.arange(5.0), start_fraction=0.0, band=(0.9, 1.2)) == "stagnated"
+
+
+def test_more_bad_inputs():
+    with pytest.raises(ValueError, match="start_fraction"):
+        classify_trends(np.ones(4), np.arange(4), start_fraction=1.0)
+    with pytest.raises(ValueError, match="increasing"):
+        classify_trends(np.ones(4), np.array([0, 1, 1, 2]))  # a repeated step
+    with pytest.raises(ValueError, match=r"\(N, T\)"):
+        classify_trends(np.ones((1, 4)), np.arange(4.0)[:, None])  # steps (T, 1)
+    with pytest.raises(ValueError, match="one trajectory"):
+        classify_trend(np.ones((2, 4)), np.arange(4))
+    with pytest.raises(ValueError, match=r"\(T,\) or \(N, T\)"):
+        double_descent(np.ones((2, 2, 3)))
+
+
+def test_double_descent_uses_running_minima_not_neighbours():
+    # Peak 2.4 at k = 3: its neighbours (1.8, 1.0) give no 50% rise before it, the earlier minimum 1.0 does.
+    assert double_descent([1.0, 2.0, 1.8, 2.4, 1.0], rise=0.5) is True
+    assert double_descent([1.0, 2.4, 1.8, 2.0, 1.0], rise=0.5) is True  # and mirrored: the later minimum
+    batch = np.array([[1.0, 2.0, 1.8, 2.4, 1.0], [3.0, 3.0, 3.0, 3.0, 3.0], [5.0, 1.0, 1.0, 1.0, 5.0]])
+    np.testing.assert_array_equal(double_descent(batch, rise=0.5), [True, False, False])
+    short = double_descent(np.ones((3, 2)))
+    assert short.dtype == bool and short.shape == (3,) and not short.any()
