@@ -195,3 +195,69 @@ def test_empty_table_gives_empty_summaries():
     assert S.convergence_steps(empty).empty
     assert S.per_vs_convergence(empty).empty
     assert S.headline(empty).empty
+
+
+# --- discriminating inputs for every threshold and tie ---------------------------------------------------------
+
+
+def test_nearest_step_prefers_the_earlier_on_a_tie():
+    assert S.nearest_step([0, 10, 20], 15) == 10
+    assert S.nearest_step([0, 10, 20], 15.01) == 20
+    assert S.nearest_step([20, 0, 10, 10], 4) == 0 and S.nearest_step([20, 0, 10], 1e9) == 20
+
+
+def test_correlation_needs_three_points():
+    two = table(*[cka_crossing("m", i, c) + per_rows("m", i, p) for i, (c, p) in enumerate([(10, 0.3), (30, 0.5)])])
+    corr = S.per_vs_convergence(two).iloc[0]
+    assert corr["n"] == 2 and math.isnan(corr["pearson_r"]) and math.isnan(corr["spearman_p"])
+    three = table(*[cka_crossing("m", i, c) + per_rows("m", i, p)
+                    for i, (c, p) in enumerate([(10, 0.3), (30, 0.5), (40, 0.45)])])
+    corr = S.per_vs_convergence(three).iloc[0]
+    x, y = [0.3, 0.5, 0.45], [0.1, 0.3, 0.4]
+    assert corr["n"] == 3 and corr["pearson_r"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert corr["spearman_rho"] == pytest.approx(0.5) and 0 < corr["pearson_p"] < 1 and corr["spearman_p"] > 0
+
+
+def test_convergence_at_step_zero_of_a_zero_length_run():
+    conv = S.convergence_steps(table(rows("m", "cka_final", "mlp", 0, [0], [1.0]))).iloc[0]
+    assert conv["step"] == 0 and bool(conv["converged"]) and conv["final_step"] == 0
+    assert math.isnan(conv["fraction"])  # no training length to divide by
+
+
+def test_select_layer_filters_and_averaging():
+    t = table(rows("m", "anisotropy", "final", -1, [0, 10], [0.1, 0.2]),
+              rows("m", "anisotropy", "resid", 0, [0, 10], [0.3, 0.4]),
+              rows("m", "anisotropy", "resid", 0, [10], [0.6], run="r2", tokens_per_step=20))
+    model_level = S.select(t, "anisotropy", per_layer=False)
+    assert set(model_level["layer"]) == {-1} and model_level["value"].tolist() == [0.1, 0.2]
+    per_layer = S.select(t, "anisotropy", per_layer=True)
+    assert set(per_layer["layer"]) == {0} and per_layer["value"].tolist() == pytest.approx([0.3, 0.5])
+    assert per_layer["tokens"].tolist() == [0, 200]  # the larger count of the duplicates
+    assert len(S.select(t, "anisotropy")) == 4 and S.select(t, "anisotropy", layer=0, component="final").empty
+    assert list(S.select(t, "missing").columns) == ["model", "metric", "component", "layer", "step", "tokens", "value"]
+
+
+def test_layer_components_order_and_choice():
+    t = table(*[rows("m", "cka_final", c, 0, [0], [1.0]) for c in ["zeta", "resid", "mlp", "attn", "ov", "ov_head00"]],
+              rows("m", "cka_final", "final", -1, [0], [1.0]))
+    assert S.layer_components(t, "cka_final") == ["ov", "attn", "mlp", "resid", "zeta"]
+    assert S.layer_components(t, "cka_final", ["mlp", "ov_head00", "missing"]) == ["mlp", "ov_head00"]
+    assert S.is_head_component("ov_head12") and not S.is_head_component("ov_head") and not S.is_head_component("ov")
+
+
+def test_model_size_and_short_name_edges():
+    assert S.short_name("EleutherAI/pythia-70m/") == "pythia-70m" and S.short_name("local") == "local"
+    assert S.model_size("runs/EleutherAI/pythia-160m-seed3") == pytest.approx(160e6)
+    assert S.model_size("tiny-5k") == pytest.approx(5e3) and S.model_size("x-2t") == pytest.approx(2e12)
+    assert math.isnan(S.model_size("pythia-70mb")) and math.isnan(S.model_size("neox-L2-d32-h4"))
+    assert S.model_size("Pythia-1B") == pytest.approx(1e9)
+
+
+def test_headline_cka_reads_per_layer_rows_at_the_nearest_step():
+    t = table(rows("m", "cka_final", "mlp", 0, [0, 30, 100], [0.2, 0.6, 1.0]),
+              rows("m", "cka_final", "mlp", 1, [0, 30, 100], [0.4, 0.8, 1.0]),
+              rows("m", "cka_final", "final", -1, [0, 30, 100], [0.0, 0.0, 1.0]))  # model-level: left out
+    head = S.headline(t).iloc[0]
+    assert head["cka_step"] == 30 and head["cka_at_fraction"] == pytest.approx(0.7)  # 30 is nearest to 20
+    assert head["median_convergence"] == pytest.approx(1.0) and head["never_converged"] == 0
+    assert S.headline(t, at_fraction=0.1).iloc[0]["cka_step"] == 0
