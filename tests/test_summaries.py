@@ -261,3 +261,29 @@ def test_headline_cka_reads_per_layer_rows_at_the_nearest_step():
     assert head["cka_step"] == 30 and head["cka_at_fraction"] == pytest.approx(0.7)  # 30 is nearest to 20
     assert head["median_convergence"] == pytest.approx(1.0) and head["never_converged"] == 0
     assert S.headline(t, at_fraction=0.1).iloc[0]["cka_step"] == 0
+
+
+def test_correlation_over_a_unit_range():
+    # PER from 1 to 0 and fractions from 0 to 1: both sides span exactly 1, neither is constant.
+    t = table(*[cka_crossing("m", i, c) + per_rows("m", i, p) for i, (c, p) in enumerate([(0, 1.0), (50, 0.2), (100, 0.0)])])
+    corr = S.per_vs_convergence(t).iloc[0]
+    assert corr["pearson_r"] == pytest.approx(np.corrcoef([1.0, 0.2, 0.0], [0.0, 0.5, 1.0])[0, 1], abs=1e-12)
+    assert corr["spearman_rho"] == pytest.approx(-1.0)
+
+
+def test_per_convergence_points_passes_its_choices_on():
+    parts = []
+    for layer, cross in enumerate([20, 40, 60]):
+        parts += [cka_crossing("m", layer, cross), cka_crossing("m", layer, 100 - cross, component="attn")]
+        parts += [per_rows("m", layer, 0.5 + 0.1 * layer)]
+    t = table(*parts)
+    both = S.per_convergence_points(t).set_index("layer")["fraction"]
+    assert both.tolist() == pytest.approx([0.5, 0.5, 0.5])  # mean of mlp and attn
+    mlp = S.per_convergence_points(t, cka_components=["mlp"]).set_index("layer")["fraction"]
+    assert mlp.tolist() == pytest.approx([0.2, 0.4, 0.6])
+    longer = S.per_convergence_points(t, cka_components=["mlp"], total_steps=200)
+    assert longer["fraction"].tolist() == pytest.approx([0.1, 0.2, 0.3])
+    qkv_only = S.per_convergence_points(t, per_components=["qkv"])
+    assert qkv_only["per"].tolist() == pytest.approx([0.5, 0.6, 0.7])  # qkv rows carry p itself
+    mlp_out = S.per_convergence_points(t, per_components=["mlp_out"])
+    assert mlp_out["per"].tolist() == pytest.approx([0.4, 0.5, 0.6])
