@@ -6,16 +6,11 @@ CKA of 1 is wanted, the same matrix with its features permuted, signs flipped, s
 (CKA is invariant to all four). Every CKA is checked against the float64 sample-space reference.
 """
 
-import json
-from types import SimpleNamespace
-
-import numpy as np
 import pytest
 import torch
 
-from lmdynamics import store
-from lmdynamics.callbacks.base import Probe
 from lmdynamics.callbacks.convergence import ActivationConvergence
+from tests.helpers.callbacks import drive
 from tests.test_metrics_cka import np_cka, np_cka_debiased
 
 N, D, TOKENS_PER_STEP = 48, 6, 10
@@ -49,32 +44,15 @@ def acts_at(step):
     return {key: series[step] for key, series in ACTS.items()}
 
 
-class DesignedProbe(Probe):
-    def activations(self, trainer, pl_module, step):
-        return acts_at(step)
-
-
 def reference(x, y, debiased):
     f = np_cka_debiased if debiased else np_cka
     return f(x.double().numpy(), y.double().numpy())
 
 
 def fit(run, debiased=False, start=0, stop=4):
-    """Hooks as Lightning calls them for steps start..stop of a run with max_steps 4, measuring every step."""
-    run.mkdir(exist_ok=True)
-    (run / "run.json").write_text(json.dumps({"run": "r", "model": "m", "tokens_per_step": TOKENS_PER_STEP}))
-    cb = ActivationConvergence(every=1, debiased=debiased)
-    trainer = SimpleNamespace(callbacks=[DesignedProbe(), cb], is_global_zero=True, global_step=start,
-                              accumulate_grad_batches=1, max_steps=4, default_root_dir=str(run), loggers=[],
-                              world_size=1, global_rank=0)
-    module = SimpleNamespace(spec=SimpleNamespace(name="m"), tokens_per_step=TOKENS_PER_STEP)
-    cb.setup(trainer, module, "fit")
-    cb.on_train_start(trainer, module)
-    for step in range(start + 1, stop + 1):
-        trainer.global_step = step
-        cb.on_train_batch_end(trainer, module, None, None, step - 1)
-    cb.on_fit_end(trainer, module)
-    return store.read_table(store.table_path(run))
+    """ActivationConvergence measuring every step of a 4-step run (or of steps start..stop of it)."""
+    return drive(ActivationConvergence(every=1, debiased=debiased), run, acts_at, start=start, stop=stop,
+                 tokens_per_step=TOKENS_PER_STEP)
 
 
 def values(table, metric):
