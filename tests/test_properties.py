@@ -173,11 +173,12 @@ def test_tokenize_stream_is_each_document_then_eos(docs, batch):
 
 
 def test_tokenize_stream_keeps_ids_beyond_uint16():
-    vocab = {"<eos>": 0, "small": 7, "big": 70_000, "edge": 65_535}
+    vocab = {"<eos>": 0, "small": 7, "big": 70_000, "edge": 65_535, "over": 65_536}
     tok, _ = word_tokenizer(vocab)
     assert tokenize_stream(["small edge"], tok, eos_id=0).dtype == np.uint16
     stream = tokenize_stream(["small big", "edge"], tok, eos_id=0)
     assert stream.tolist() == [7, 70_000, 0, 65_535, 0] and stream.dtype == np.int32
+    assert tokenize_stream(["over"], tok, eos_id=0).tolist() == [65_536, 0]  # the first id uint16 cannot hold
     assert tokenize_stream([], tok, eos_id=0).tolist() == []
 
 
