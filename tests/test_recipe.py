@@ -112,8 +112,8 @@ class RecipeRecorder(L.Callback):
 
 
 def tiny_module(**optim) -> LMModule:
-    return LMModule(ModelSpec(num_layers=2, hidden_size=16, num_heads=2),
-                    OptimSpec(**{"lr": PEAK, "warmup_fraction": WARMUP_FRACTION, **optim}))
+    return LMModule(model=ModelSpec(num_layers=2, hidden_size=16, num_heads=2),
+                    optim=OptimSpec(**{"lr": PEAK, "warmup_fraction": WARMUP_FRACTION, **optim}))
 
 
 def tiny_data(cache: Path) -> TextDataModule:
@@ -244,7 +244,7 @@ def test_every_pythia_config_resolves_to_the_published_optimiser(size):
     assert cfg["trainer"]["gradient_clip_val"] == 1.0
     total = cfg["trainer"]["max_steps"]
     assert total == 143000
-    module = LMModule(ModelSpec(**cfg["model"]["model"]), OptimSpec(**cfg["model"]["optim"]))
+    module = LMModule(model=ModelSpec(**cfg["model"]["model"]), optim=OptimSpec(**cfg["model"]["optim"]))
     module.trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=total, logger=False,
                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):
