@@ -5,7 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from lmdynamics.metrics import MinibatchCKA, ov_activations, ov_circuits, product_singular_values, split_dense, w_error
+from lmdynamics.metrics import (
+    MinibatchCKA,
+    StreamingLinearCKA,
+    condition_number,
+    linear_cka,
+    ov_activations,
+    ov_circuits,
+    ov_gradient,
+    product_singular_values,
+    split_dense,
+    w_error,
+)
 from tests.test_metrics_cka import correlated, np_hsic1
 
 
@@ -94,3 +105,35 @@ def test_dense_that_does_not_split_into_heads_is_refused():
         split_dense(gaussian(1, 4, 4), 3)
     with pytest.raises(ValueError, match="does not split"):
         split_dense(gaussian(1, 12), 3)
+
+
+def test_stacks_of_matrices_give_one_value_per_matrix():
+    w = gaussian(12, 2, 3, 6, 4)  # a 2 x 3 stack of 6 x 4 matrices
+    s = torch.linalg.svdvals(w)
+    cond = condition_number(w)
+    assert isinstance(cond, torch.Tensor) and cond.shape == (2, 3)
+    torch.testing.assert_close(cond, s[..., 0] / s[..., -1], rtol=1e-10, atol=0)
+    a, b = gaussian(13, 2, 3, 7, 2), gaussian(14, 2, 3, 2, 5)  # doubly batched low-rank products
+    prod = product_singular_values(a, b)
+    assert prod.shape == (2, 3, 5) and (prod[..., 2:] == 0).all()
+    torch.testing.assert_close(prod[..., :2], torch.linalg.svdvals(a @ b)[..., :2], rtol=1e-10, atol=1e-12)
+
+
+def test_ov_gradient_of_float32_tensors_is_float64():
+    w_o, w_v, g_o, g_v = (gaussian(20 + i, 2, *shape, dtype=torch.float32) for i, shape in
+                          enumerate([(6, 3), (3, 6), (6, 3), (3, 6)]))
+    got = ov_gradient(w_o, w_v, g_o, g_v)
+    assert got.dtype == torch.float64
+    reference = g_o.double() @ w_v.double() + w_o.double() @ g_v.double()
+    torch.testing.assert_close(got, reference, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("debiased, fewest", [(False, 2), (True, 4)])
+def test_streaming_cka_needs_its_fewest_rows(debiased, fewest):
+    x, y = correlated(fewest, 3, 2, seed=5)
+    metric = StreamingLinearCKA(debiased=debiased)
+    metric.update(x[: fewest - 1], y[: fewest - 1])
+    with pytest.raises(ValueError, match=f"needs at least {fewest}"):
+        metric.compute()
+    metric.update(x[fewest - 1:], y[fewest - 1:])
+    assert float(metric.compute()) == pytest.approx(linear_cka(x, y, debiased=debiased), rel=1e-9)

@@ -287,3 +287,57 @@ def test_per_convergence_points_passes_its_choices_on():
     assert qkv_only["per"].tolist() == pytest.approx([0.5, 0.6, 0.7])  # qkv rows carry p itself
     mlp_out = S.per_convergence_points(t, per_components=["mlp_out"])
     assert mlp_out["per"].tolist() == pytest.approx([0.4, 0.5, 0.6])
+
+
+def test_headline_training_length_loss_rows_and_last_values():
+    parts = [
+        rows("m", "cka_final", "mlp", 0, [0, 50, 100], [0.5, 0.97, 1.0]),
+        rows("m", "val_loss", "model", -1, [0, 50, 100], [4.0, 3.0, 3.5]),
+        rows("m", "val_loss", "head", -1, [0, 50, 100], [1.0, 0.5, 0.1]),  # not the model's loss
+        rows("m", "val_loss", "model", 0, [100], [0.01]),  # nor a layer's
+        rows("m", "val_loss", "model", -1, [150], [float("nan")]),  # a NaN loss is skipped
+        rows("m", "per", "head", -1, [0, 50, 100], [0.9, 0.5, 0.7]),  # last of three
+        rows("m", "per", "z", -1, [100], [0.1]),  # another model-level matrix
+        rows("m", "kl_uniform", "head", -1, [0, 50, 100], [0.1, 0.3, 0.2]),
+    ]
+    head = S.headline(table(*parts)).iloc[0]
+    assert head["final_loss"] == pytest.approx(3.5) and head["best_loss"] == pytest.approx(3.0)
+    assert head["best_loss_step"] == 50 and head["final_step"] == 150
+    assert head["head_per"] == pytest.approx(0.7) and head["head_kl_uniform"] == pytest.approx(0.2)
+    longer = S.headline(table(*parts), total_steps=500).iloc[0]
+    assert longer["final_step"] == 500 and longer["median_convergence"] == pytest.approx(0.1)
+    assert longer["cka_step"] == 100  # nearest to 20% of 500
+
+
+def test_headline_without_cka_is_nan_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        head = S.headline(table(rows("m", "loss", "model", -1, [0, 10], [2.0, 1.0]))).iloc[0]
+    assert math.isnan(head["median_convergence"]) and head["never_converged"] == 0 and pd.isna(head["cka_step"])
+
+
+def test_last_layer_anisotropy_per_model_and_source():
+    t = table(rows("a", "anisotropy", "final", -1, [0, 10], [0.1, 0.2]),
+              rows("a", "anisotropy", "resid", 1, [0, 10], [0.5, 0.6]),
+              rows("b-none", "loss", "model", -1, [0], [1.0]),  # no anisotropy at all
+              rows("c", "anisotropy", "resid", 0, [0, 10], [0.3, 0.4]),
+              rows("c", "anisotropy", "resid", 2, [0, 10], [0.7, 0.8]),
+              rows("c", "anisotropy", "final", 0, [0, 10], [0.9, 0.9]))  # "final" at a layer: not the final state
+    out = S.last_layer_anisotropy(t)
+    assert list(out.columns) == ["model", "step", "tokens", "value", "source"]
+    assert list(out.index) == list(range(4))
+    assert out["model"].tolist() == ["a", "a", "c", "c"] and out["value"].tolist() == [0.1, 0.2, 0.7, 0.8]
+    assert out["source"].tolist() == ["final hidden state"] * 2 + ["resid layer 2"] * 2
+    empty = S.last_layer_anisotropy(table(rows("m", "loss", "model", -1, [0], [1.0])))
+    assert empty.empty and list(empty.columns) == ["model", "step", "tokens", "value", "source"]
+
+
+def test_per_vs_convergence_passes_its_choices_on():
+    parts = []
+    for layer, (cross, p) in enumerate([(20, 0.5), (40, 0.6), (60, 0.4)]):
+        parts += [cka_crossing("m", layer, cross), cka_crossing("m", layer, 100 - cross, component="attn")]
+        parts += [per_rows("m", layer, p)]
+    t = table(*parts)
+    assert math.isnan(S.per_vs_convergence(t).iloc[0]["pearson_r"])  # mean of mlp and attn: 0.5 everywhere
+    corr = S.per_vs_convergence(t, cka_components=["mlp"]).iloc[0]
+    assert corr["spearman_rho"] == pytest.approx(-0.5) and corr["n"] == 3
