@@ -127,10 +127,12 @@ def tiny_trainer(max_steps: int, callbacks=(), clip=CLIP) -> L.Trainer:
                      enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
+@pytest.fixture
+def fitted(tmp_path):
+    """One tiny fit per test (about a second): a shared fit would hide from mutation testing which test
+    checks what."""
     L.seed_everything(3)
-    module, data, rec = tiny_module(), tiny_data(tmp_path_factory.mktemp("recipe-cache")), RecipeRecorder()
+    module, data, rec = tiny_module(), tiny_data(tmp_path), RecipeRecorder()
     trainer = tiny_trainer(TOTAL, [rec])
     trainer.fit(module, datamodule=data)
     return trainer, module, data, rec

@@ -341,3 +341,28 @@ def test_per_vs_convergence_passes_its_choices_on():
     assert math.isnan(S.per_vs_convergence(t).iloc[0]["pearson_r"])  # mean of mlp and attn: 0.5 everywhere
     corr = S.per_vs_convergence(t, cka_components=["mlp"]).iloc[0]
     assert corr["spearman_rho"] == pytest.approx(-0.5) and corr["n"] == 3
+
+
+def test_convergence_steps_of_a_one_step_run_and_the_frame_it_returns():
+    t = table(rows("m", "cka_final", "mlp", 1, [0, 1], [0.5, 1.0]), rows("m", "cka_final", "attn", 0, [0, 1], [0.96, 1.0]),
+              rows("m", "cka_final", "mlp", 0, [0, 1], [0.2, 0.3]))
+    conv = S.convergence_steps(t)
+    assert conv[["component", "layer"]].values.tolist() == [["attn", 0], ["mlp", 0], ["mlp", 1]]
+    assert list(conv.index) == [0, 1, 2] and conv["step"].dtype == "Int64"
+    assert conv["fraction"].tolist()[0] == 0.0 and math.isnan(conv["fraction"].tolist()[1])
+    assert conv["fraction"].tolist()[2] == 1.0  # step 1 of a 1-step run
+    empty = S.convergence_steps(table(rows("m", "per", "qkv", 0, [0], [0.5])))
+    assert empty.empty and list(empty.columns) == ["model", "layer", "component", "metric", "threshold", "step",
+                                                   "final_step", "fraction", "converged"]
+
+
+def test_per_convergence_points_step_choice_and_frame():
+    parts = []
+    for layer, cross in enumerate([20, 40, 60]):
+        parts += [cka_crossing("m", layer, cross), per_rows("m", layer, 0.5, step=100), per_rows("m", layer, 0.1, step=50)]
+    t = table(*parts)
+    assert S.per_convergence_points(t)["per"].tolist() == pytest.approx([0.5] * 3)
+    points = S.per_convergence_points(t, per_step="mean")
+    assert points["per"].tolist() == pytest.approx([0.3] * 3) and list(points.index) == [0, 1, 2]
+    none = S.per_convergence_points(table(cka_crossing("m", 0, 20)))
+    assert none.empty and list(none.columns) == ["model", "layer", "per", "fraction"]
