@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -34,8 +35,9 @@ def main() -> int:
         names = sorted(n for n, s in status.items() if s == kind)
         if names:
             print(f"\n{kind} ({len(names)}):")
-            for name in names:
-                print(f"  {name}\n{change(name)}")
+            with ThreadPoolExecutor(4) as pool:
+                for name, diff in zip(names, pool.map(change, names)):
+                    print(f"  {name}\n{diff}")
     killed = stats["killed"] + stats["timeout"]
     considered = killed + stats["survived"] + stats["no_tests"] + stats["suspicious"]
     print(f"\nmutants: {stats['total']}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
