@@ -7,7 +7,7 @@ TRAIN_CONFIG    := $(if $(filter command line,$(origin CONFIG)),$(CONFIG),config
 ANALYSIS_CONFIG := $(if $(filter command line,$(origin CONFIG)),$(CONFIG),configs/analysis/pythia-paper.yaml)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install train test bench analyze figures clean
+.PHONY: install train test mutate bench analyze figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,18 @@ train: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
 
+# Mutation testing, not part of `make test`: metrics/, training/, store.py and analysis/summaries.py mutated one
+# change at a time (mutmut; [tool.mutmut] in pyproject.toml), each mutant run against the covering tests among
+# those modules' own tests; prints the surviving mutants and the score. MUTATE_JOBS workers (the machine's cores).
+MUTATE_JOBS ?= 2
+mutate: $(STAMP)
+	rm -rf mutants && mkdir -p mutants
+	@start=$$(date +%s); \
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) > mutants/run.log 2>&1 \
+		|| { tail -c 3000 mutants/run.log; exit 1; }; \
+	$(PY) tests/helpers/mutation_report.py; \
+	echo "make mutate: $$(( $$(date +%s) - start )) s (log: mutants/run.log)"
+
 bench: $(STAMP)
 	$(PY) bench/run.py $(ARGS)
 
@@ -31,4 +43,4 @@ analyze: $(STAMP)
 	$(PY) analysis/run.py --config $(ANALYSIS_CONFIG) $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache mutants

@@ -15,6 +15,7 @@ from lmdynamics.measure import activation_metric_rows, weight_metric_rows
 from lmdynamics.probes import ProbeSet, capture, load_activations
 from lmdynamics.training.cli import main
 
+from tests.helpers.callbacks import drive
 from tests.helpers.cli import losses, run_cli, tiny_config
 
 REC = "tests.helpers.callbacks.LossRecorder"
@@ -155,3 +156,54 @@ def test_saturation_monitor_needs_both_signals(tmp_path):
     assert fake([3.0, 2.5, 2.2, 2.2, 2.2, 2.1], [1.0, 0.8, 0.7, 0.7, 0.91, 0.95]) == []  # no loss rise
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["step"] == 4
+
+
+def test_head_rank_values_on_a_designed_head_and_probe(tmp_path):
+    """Head W = U diag(4, 2, 1, 1) V^T: p = (1/2, 1/4, 1/8, 1/8), H = 1.75 ln 2, so ER = 2^1.75, PER = ER / 4,
+    KL-to-uniform = ln 4 - H = 0.25 ln 2, stable rank 22/16, condition number 4, spectrum (1, 1/2, 1/4, 1/4).
+    Last-layer residual rows e1, e2, e1, e2: anisotropy 4 / 12; final hidden rows on one ray: anisotropy 1."""
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=4, num_hidden_layers=2, num_attention_heads=2,
+                                             intermediate_size=8, vocab_size=10))
+    g = torch.Generator().manual_seed(0)
+    u = torch.linalg.qr(torch.randn(10, 4, generator=g)).Q
+    v = torch.linalg.qr(torch.randn(4, 4, generator=g)).Q
+    with torch.no_grad():
+        model.get_output_embeddings().weight.copy_(u @ torch.diag(torch.tensor([4.0, 2.0, 1.0, 1.0])) @ v.T)
+    e = torch.eye(4)
+    acts = {(1, "resid"): torch.stack([e[0], e[1], e[0], e[1]]), (-1, "final"): torch.tensor([[1.0, 2, 0, 0]]) * torch.tensor([[1.0], [2], [0.5], [3]]),
+            (0, "resid"): torch.randn(4, 4, generator=g)}  # not the last layer: not measured
+    table = drive(HeadRank(every=1), tmp_path / "run", lambda step: acts, model=model, stop=2)
+    head = table[(table.component == "head") & (table.step == 2)].set_index("metric")["value"]
+    er = 2**1.75
+    assert head["er"] == pytest.approx(er, rel=1e-6) and head["per"] == pytest.approx(er / 4, rel=1e-6)
+    assert head["kl_uniform"] == pytest.approx(0.25 * np.log(2), rel=1e-5)
+    assert head["stable_rank"] == pytest.approx(22 / 16, rel=1e-6) and head["condition_number"] == pytest.approx(4, rel=1e-6)
+    spectrum = table[(table.component == "head_spectrum") & (table.step == 2)].sort_values("layer")
+    assert spectrum["layer"].tolist() == [0, 1, 2, 3]
+    assert spectrum["value"].tolist() == pytest.approx([1, 0.5, 0.25, 0.25], rel=1e-6)
+    aniso = table[(table.metric == "anisotropy") & (table.step == 2)].set_index(["layer", "component"])["value"]
+    assert set(aniso.index) == {(1, "resid"), (-1, "final")}
+    assert aniso[(1, "resid")] == pytest.approx(1 / 3) and aniso[(-1, "final")] == pytest.approx(1.0)
+    assert sorted(set(table[table.metric == "kl_uniform"].step)) == [0, 1, 2]
+
+
+def test_saturation_thresholds_are_strict(tmp_path):
+    """An event needs validation loss strictly above its minimum + loss_margin and KL-to-uniform strictly
+    above (1 + kl_jump) x its earlier minimum; values exactly on a threshold do not count."""
+    def events(val_losses, kls):
+        cb = HeadRank(loss_margin=0.5, kl_jump=0.25)
+        cb.record = lambda *args, **kwargs: None
+        trainer = SimpleNamespace(is_global_zero=True, sanity_checking=False, default_root_dir=str(tmp_path),
+                                  callback_metrics={}, global_step=0)
+        for step, (val, kl) in enumerate(zip(val_losses, kls)):
+            cb.kl_history.append(kl)
+            trainer.global_step, trainer.callback_metrics = step, {"val_loss": torch.tensor(val, dtype=torch.float64)}
+            cb.on_validation_end(trainer, None)
+        return [e["step"] for e in cb.events]
+
+    assert events([2.0, 2.5], [1.0, 2.0]) == []  # loss exactly margin above its minimum
+    assert events([2.0, 2.5001], [1.0, 2.0]) == [1]
+    assert events([2.0, 3.0], [1.0, 1.25]) == []  # KL exactly 25% above its minimum
+    assert events([2.0, 3.0], [1.0, 1.2501]) == [1]
+    assert events([2.0, 1.5, 2.25, 2.0], [1.0, 0.8, 1.01, 1.1]) == [2]  # against the running minimum 1.5 and 0.8
+    assert events([2.0, 3.0, 3.1, 1.0, 3.0], [1.0, 2.0, 2.1, 2.2, 2.3]) == [1, 4]  # re-armed after a fall

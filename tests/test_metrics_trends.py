@@ -1,5 +1,7 @@
 """Trend classification (Xia et al. 2023): OLS slope p-values, planted-trend recovery at the stated alpha."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,137 @@ def test_double_descent():
     assert double_descent([2.0, 1.0, 1.04, 1.0], rise=0.03) is True
     batch = np.array([[5.0, 3.0, 4.0, 2.0], [5.0, 4.0, 3.0, 2.0]])
     np.testing.assert_array_equal(double_descent(batch), [True, False])
+
+
+# --- discriminating inputs for every threshold and band -------------------------------------------------------
+
+
+def test_stagnation_band_is_around_the_geometric_mean():
+    """Alternating 1.5 and 1/1.5 around 1: geometric mean exactly 1, arithmetic mean 1.06; first and last (1.0)
+    lie inside a 5% band of the first and outside it (0.943) of the second. No slope (the series is symmetric)."""
+    a = 1.5
+    window = np.array([1, a, 1 / a, a, 1 / a, 1, 1 / a, a, 1 / a, a, 1.0])
+    assert abs(window.mean() - 1.0606) < 1e-4 and abs(np.exp(np.log(window).mean()) - 1) < 1e-12
+    res = classify_trends(window, np.arange(11) * 100.0, start_fraction=0.0)
+    assert res.p_value[0] > 0.5 and res.labels[0] == "stagnated"
+    # Scaled to perplexities of 30: the band is relative, the label the same.
+    assert classify_trend(30 * window, np.arange(11), start_fraction=0.0) == "stagnated"
+
+
+@pytest.mark.parametrize("values, narrower", [([1.0, 4.0, 4.0, 1.0], (0.51, 2.0)), ([4.0, 1.0, 1.0, 4.0], (0.5, 1.99))])
+def test_stagnation_band_edges_are_inclusive(values, narrower):
+    """Geometric mean 2 exactly: first and last sit at 0.5 (resp. 2.0) of it, on the band's lower (upper) edge."""
+    v = np.array(values)
+    res = classify_trends(v, np.arange(4.0), start_fraction=0.0, band=(0.5, 2.0))
+    assert res.slope[0] == 0.0 and res.labels[0] == "stagnated"
+    assert classify_trends(v, np.arange(4.0), start_fraction=0.0, band=narrower).labels[0] == "other"
+
+
+def test_band_needs_both_ends_inside():
+    steps = np.arange(5.0)
+    first_out = np.array([1.2, 1.0, 1.0, 1.0, 1.0])  # no significant slope; first 17% above the mean, last inside
+    last_out = first_out[::-1].copy()
+    for v in (first_out, last_out):
+        res = classify_trends(v, steps, start_fraction=0.0)
+        assert res.p_value[0] > 0.05 and res.labels[0] == "other"
+    assert classify_trends(first_out, steps, start_fraction=0.0, band=(0.9, 1.2)).labels[0] == "stagnated"
+
+
+def test_perfect_lines_and_constants():
+    steps = np.arange(4.0)
+    res = classify_trends(np.array([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [3.0, 3.0, 3.0, 3.0]]), steps,
+                          start_fraction=0.0)
+    assert list(res.labels) == ["upward", "downward", "stagnated"]
+    assert list(res.p_value) == [0.0, 0.0, 1.0]
+    assert res.slope == pytest.approx([1.0, -0.25, 0.0])  # per step, of v / v_start
+
+
+def test_p_value_against_alpha_is_strict():
+    """A series whose p-value is known: the label flips exactly where alpha crosses it."""
+    v = np.array([1.0, 1.3, 1.1, 1.6, 1.4, 1.9])
+    p = stats.linregress(np.arange(6.0), v).pvalue
+    assert 0.001 < p < 0.2
+    assert classify_trend(v, np.arange(6.0), start_fraction=0.0, alpha=p * 1.001) == "upward"
+    assert classify_trend(v, np.arange(6.0), start_fraction=0.0, alpha=p * 0.999) != "upward"
+
+
+def test_window_starts_at_the_first_step_reaching_the_fraction():
+    # 0.25 x 1200 = 300 is a checkpoint: the window starts there (index 3), not after it.
+    assert classify_trends(np.ones(len(STEPS)), STEPS, start_fraction=0.25).start == 3
+    assert classify_trends(np.ones(len(STEPS)), STEPS, start_fraction=0.26).start == 4
+    # Three checkpoints are enough for the test (one degree of freedom).
+    res = classify_trends(np.array([9.0, 1.0, 2.0, 3.5]), np.arange(4.0), start_fraction=0.3)
+    assert res.start == 1 and res.labels[0] in ("upward", "other")
+    assert res.slope[0] == pytest.approx(1.25)  # from v_start = 1: (1, 2, 3.5) over steps 0, 1, 2
+
+
+@pytest.mark.parametrize("values", [[2.0, 3.0, 1.0], [1.0, 3.0, 2.0], [2.0, 3.0, 2.0]])
+def test_double_descent_rise_is_inclusive_on_each_side(values):
+    """The peak 3 is exactly 1.5 x the lower minimum on one side (or both): it counts at rise 0.5, not above."""
+    assert double_descent(values, rise=0.5) is True
+    assert double_descent(values, rise=0.5000001) is False
+
+
+def test_double_descent_minimum_before_and_after_the_peak():
+    # The peak must clear the minimum of everything before it and everything after it, not just its neighbours.
+    assert double_descent([1.0, 5.0, 2.0, 3.0, 4.0], rise=0.5) is True  # peak 5 at k=1
+    assert double_descent([1.0, 1.2, 3.0, 1.4, 1.45], rise=0.5) is True  # peak 3: minima 1 and 1.4
+    assert double_descent([2.0, 1.0, 1.4, 3.0], rise=0.5) is False  # the rise is at the end: nothing after
+    assert double_descent([3.0, 1.4, 1.0, 2.0], rise=0.5) is False  # a fall at the start: nothing before
+    assert double_descent([1.0, 1.6, 1.0], rise=0.5) is True and double_descent([1.0, 1.4, 1.0], rise=0.5) is False
+    assert double_descent([1.0, 2.0]) is False and list(double_descent(np.ones((2, 2)))) == [False, False]
+
+
+def test_inputs_are_read_in_float64_from_numpy_and_torch():
+    rng = np.random.default_rng(4)
+    values = np.exp(rng.normal(0, 0.1, size=(5, len(STEPS)))).astype(np.float32)
+    res = classify_trends(values, STEPS)
+    for i in range(5):  # float32 arithmetic would miss this by ~1e-7
+        ref = stats.linregress(STEPS[2:] - STEPS[2], values[i, 2:].astype(np.float64) / np.float64(values[i, 2]))
+        assert res.slope[i] == pytest.approx(ref.slope, rel=1e-12)
+    tracked = torch.tensor(values[0], dtype=torch.float64, requires_grad=True)  # straight from a graph
+    assert classify_trend(tracked, STEPS) == classify_trends(values[:1].astype(np.float64), STEPS).labels[0]
+    assert double_descent(torch.tensor([1.0, 2.0, 1.0], requires_grad=True)) is True
+
+
+def test_perfect_lines_raise_no_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = classify_trends(np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]]), np.arange(3.0), start_fraction=0.0)
+    assert list(res.labels) == ["upward", "stagnated"]
+
+
+def test_alpha_equal_to_the_p_value_is_not_significant():
+    v = np.array([1.0, 1.3, 1.1, 1.6, 1.4, 1.9])
+    p = classify_trends(v, np.arange(6.0), start_fraction=0.0).p_value[0]
+    assert classify_trend(v, np.arange(6.0), start_fraction=0.0, alpha=p) != "upward"
+
+
+def test_classify_trend_passes_the_band_on():
+    v = np.array([1.2, 1.0, 1.0, 1.0, 1.0])
+    assert classify_trend(v, np.arange(5.0), start_fraction=0.0) == "other"
+    assert classify_trend(v, np.arange(5.0), start_fraction=0.0, band=(0.9, 1.2)) == "stagnated"
+
+
+def test_more_bad_inputs():
+    with pytest.raises(ValueError, match="start_fraction"):
+        classify_trends(np.ones(4), np.arange(4), start_fraction=1.0)
+    with pytest.raises(ValueError, match="increasing"):
+        classify_trends(np.ones(4), np.array([0, 1, 1, 2]))  # a repeated step
+    with pytest.raises(ValueError, match=r"\(N, T\)"):
+        classify_trends(np.ones((1, 4)), np.arange(4.0)[:, None])  # steps (T, 1)
+    with pytest.raises(ValueError, match="one trajectory"):
+        classify_trend(np.ones((2, 4)), np.arange(4))
+    with pytest.raises(ValueError, match=r"\(T,\) or \(N, T\)"):
+        double_descent(np.ones((2, 2, 3)))
+
+
+def test_double_descent_uses_running_minima_not_neighbours():
+    # Peak 1.8 at k = 3: its neighbour before (1.3) gives no 50% rise, the earlier minimum 1.0 does; no other
+    # checkpoint rises 50% above anything.
+    assert double_descent([1.0, 1.4, 1.3, 1.8, 1.0], rise=0.5) is True
+    assert double_descent([1.0, 1.8, 1.3, 1.4, 1.0], rise=0.5) is True  # and mirrored: the later minimum
+    batch = np.array([[1.0, 1.4, 1.3, 1.8, 1.0], [3.0, 3.0, 3.0, 3.0, 3.0], [5.0, 1.0, 1.0, 1.0, 5.0]])
+    np.testing.assert_array_equal(double_descent(batch, rise=0.5), [True, False, False])
+    short = double_descent(np.ones((3, 2)))
+    assert short.dtype == bool and short.shape == (3,) and not short.any()

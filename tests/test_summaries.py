@@ -195,3 +195,174 @@ def test_empty_table_gives_empty_summaries():
     assert S.convergence_steps(empty).empty
     assert S.per_vs_convergence(empty).empty
     assert S.headline(empty).empty
+
+
+# --- discriminating inputs for every threshold and tie ---------------------------------------------------------
+
+
+def test_nearest_step_prefers_the_earlier_on_a_tie():
+    assert S.nearest_step([0, 10, 20], 15) == 10
+    assert S.nearest_step([0, 10, 20], 15.01) == 20
+    assert S.nearest_step([20, 0, 10, 10], 4) == 0 and S.nearest_step([20, 0, 10], 1e9) == 20
+
+
+def test_correlation_needs_three_points():
+    two = table(*[cka_crossing("m", i, c) + per_rows("m", i, p) for i, (c, p) in enumerate([(10, 0.3), (30, 0.5)])])
+    corr = S.per_vs_convergence(two).iloc[0]
+    assert corr["n"] == 2 and math.isnan(corr["pearson_r"]) and math.isnan(corr["spearman_p"])
+    three = table(*[cka_crossing("m", i, c) + per_rows("m", i, p)
+                    for i, (c, p) in enumerate([(10, 0.3), (30, 0.5), (40, 0.45)])])
+    corr = S.per_vs_convergence(three).iloc[0]
+    x, y = [0.3, 0.5, 0.45], [0.1, 0.3, 0.4]
+    assert corr["n"] == 3 and corr["pearson_r"] == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert corr["spearman_rho"] == pytest.approx(0.5) and 0 < corr["pearson_p"] < 1 and corr["spearman_p"] > 0
+
+
+def test_convergence_at_step_zero_of_a_zero_length_run():
+    conv = S.convergence_steps(table(rows("m", "cka_final", "mlp", 0, [0], [1.0]))).iloc[0]
+    assert conv["step"] == 0 and bool(conv["converged"]) and conv["final_step"] == 0
+    assert math.isnan(conv["fraction"])  # no training length to divide by
+
+
+def test_select_layer_filters_and_averaging():
+    t = table(rows("m", "anisotropy", "final", -1, [0, 10], [0.1, 0.2]),
+              rows("m", "anisotropy", "resid", 0, [0, 10], [0.3, 0.4]),
+              rows("m", "anisotropy", "resid", 0, [10], [0.6], run="r2", tokens_per_step=20))
+    model_level = S.select(t, "anisotropy", per_layer=False)
+    assert set(model_level["layer"]) == {-1} and model_level["value"].tolist() == [0.1, 0.2]
+    per_layer = S.select(t, "anisotropy", per_layer=True)
+    assert set(per_layer["layer"]) == {0} and per_layer["value"].tolist() == pytest.approx([0.3, 0.5])
+    assert per_layer["tokens"].tolist() == [0, 200]  # the larger count of the duplicates
+    assert len(S.select(t, "anisotropy")) == 4 and S.select(t, "anisotropy", layer=0, component="final").empty
+    assert list(S.select(t, "missing").columns) == ["model", "metric", "component", "layer", "step", "tokens", "value"]
+
+
+def test_layer_components_order_and_choice():
+    t = table(*[rows("m", "cka_final", c, 0, [0], [1.0]) for c in ["zeta", "resid", "mlp", "attn", "ov", "ov_head00"]],
+              rows("m", "cka_final", "final", -1, [0], [1.0]))
+    assert S.layer_components(t, "cka_final") == ["ov", "attn", "mlp", "resid", "zeta"]
+    assert S.layer_components(t, "cka_final", ["mlp", "ov_head00", "missing"]) == ["mlp", "ov_head00"]
+    assert S.is_head_component("ov_head12") and not S.is_head_component("ov_head") and not S.is_head_component("ov")
+
+
+def test_model_size_and_short_name_edges():
+    assert S.short_name("EleutherAI/pythia-70m/") == "pythia-70m" and S.short_name("local") == "local"
+    assert S.model_size("runs/EleutherAI/pythia-160m-seed3") == pytest.approx(160e6)
+    assert S.model_size("tiny-5k") == pytest.approx(5e3) and S.model_size("x-2t") == pytest.approx(2e12)
+    assert math.isnan(S.model_size("pythia-70mb")) and math.isnan(S.model_size("neox-L2-d32-h4"))
+    assert S.model_size("Pythia-1B") == pytest.approx(1e9)
+
+
+def test_headline_cka_reads_per_layer_rows_at_the_nearest_step():
+    t = table(rows("m", "cka_final", "mlp", 0, [0, 30, 100], [0.2, 0.6, 1.0]),
+              rows("m", "cka_final", "mlp", 1, [0, 30, 100], [0.4, 0.8, 1.0]),
+              rows("m", "cka_final", "final", -1, [0, 30, 100], [0.0, 0.0, 1.0]))  # model-level: left out
+    head = S.headline(t).iloc[0]
+    assert head["cka_step"] == 30 and head["cka_at_fraction"] == pytest.approx(0.7)  # 30 is nearest to 20
+    assert head["median_convergence"] == pytest.approx(1.0) and head["never_converged"] == 0
+    assert S.headline(t, at_fraction=0.1).iloc[0]["cka_step"] == 0
+
+
+def test_correlation_over_a_unit_range():
+    # PER from 1 to 0 and fractions from 0 to 1: both sides span exactly 1, neither is constant.
+    t = table(*[cka_crossing("m", i, c) + per_rows("m", i, p) for i, (c, p) in enumerate([(0, 1.0), (50, 0.2), (100, 0.0)])])
+    corr = S.per_vs_convergence(t).iloc[0]
+    assert corr["pearson_r"] == pytest.approx(np.corrcoef([1.0, 0.2, 0.0], [0.0, 0.5, 1.0])[0, 1], abs=1e-12)
+    assert corr["spearman_rho"] == pytest.approx(-1.0)
+
+
+def test_per_convergence_points_passes_its_choices_on():
+    parts = []
+    for layer, cross in enumerate([20, 40, 60]):
+        parts += [cka_crossing("m", layer, cross), cka_crossing("m", layer, 100 - cross, component="attn")]
+        parts += [per_rows("m", layer, 0.5 + 0.1 * layer)]
+    t = table(*parts)
+    both = S.per_convergence_points(t).set_index("layer")["fraction"]
+    assert both.tolist() == pytest.approx([0.5, 0.5, 0.5])  # mean of mlp and attn
+    mlp = S.per_convergence_points(t, cka_components=["mlp"]).set_index("layer")["fraction"]
+    assert mlp.tolist() == pytest.approx([0.2, 0.4, 0.6])
+    longer = S.per_convergence_points(t, cka_components=["mlp"], total_steps=200)
+    assert longer["fraction"].tolist() == pytest.approx([0.1, 0.2, 0.3])
+    qkv_only = S.per_convergence_points(t, per_components=["qkv"])
+    assert qkv_only["per"].tolist() == pytest.approx([0.5, 0.6, 0.7])  # qkv rows carry p itself
+    mlp_out = S.per_convergence_points(t, per_components=["mlp_out"])
+    assert mlp_out["per"].tolist() == pytest.approx([0.4, 0.5, 0.6])
+
+
+def test_headline_training_length_loss_rows_and_last_values():
+    parts = [
+        rows("m", "cka_final", "mlp", 0, [0, 50, 100], [0.5, 0.97, 1.0]),
+        rows("m", "val_loss", "model", -1, [0, 50, 100], [4.0, 3.0, 3.5]),
+        rows("m", "val_loss", "head", -1, [0, 50, 100], [1.0, 0.5, 0.1]),  # not the model's loss
+        rows("m", "val_loss", "model", 0, [100], [0.01]),  # nor a layer's
+        rows("m", "val_loss", "model", -1, [150], [float("nan")]),  # a NaN loss is skipped
+        rows("m", "per", "head", -1, [0, 50, 100], [0.9, 0.5, 0.7]),  # last of three
+        rows("m", "per", "z", -1, [100], [0.1]),  # another model-level matrix
+        rows("m", "kl_uniform", "head", -1, [0, 50, 100], [0.1, 0.3, 0.2]),
+    ]
+    head = S.headline(table(*parts)).iloc[0]
+    assert head["final_loss"] == pytest.approx(3.5) and head["best_loss"] == pytest.approx(3.0)
+    assert head["best_loss_step"] == 50 and head["final_step"] == 150
+    assert head["head_per"] == pytest.approx(0.7) and head["head_kl_uniform"] == pytest.approx(0.2)
+    longer = S.headline(table(*parts), total_steps=500).iloc[0]
+    assert longer["final_step"] == 500 and longer["median_convergence"] == pytest.approx(0.1)
+    assert longer["cka_step"] == 100  # nearest to 20% of 500
+
+
+def test_headline_without_cka_is_nan_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        head = S.headline(table(rows("m", "loss", "model", -1, [0, 10], [2.0, 1.0]))).iloc[0]
+    assert math.isnan(head["median_convergence"]) and head["never_converged"] == 0 and pd.isna(head["cka_step"])
+
+
+def test_last_layer_anisotropy_per_model_and_source():
+    t = table(rows("a", "anisotropy", "final", -1, [0, 10], [0.1, 0.2]),
+              rows("a", "anisotropy", "resid", 1, [0, 10], [0.5, 0.6]),
+              rows("b-none", "loss", "model", -1, [0], [1.0]),  # no anisotropy at all
+              rows("c", "anisotropy", "resid", 0, [0, 10], [0.3, 0.4]),
+              rows("c", "anisotropy", "resid", 2, [0, 10], [0.7, 0.8]),
+              rows("c", "anisotropy", "final", 0, [0, 10], [0.9, 0.9]))  # "final" at a layer: not the final state
+    out = S.last_layer_anisotropy(t)
+    assert list(out.columns) == ["model", "step", "tokens", "value", "source"]
+    assert list(out.index) == list(range(4))
+    assert out["model"].tolist() == ["a", "a", "c", "c"] and out["value"].tolist() == [0.1, 0.2, 0.7, 0.8]
+    assert out["source"].tolist() == ["final hidden state"] * 2 + ["resid layer 2"] * 2
+    empty = S.last_layer_anisotropy(table(rows("m", "loss", "model", -1, [0], [1.0])))
+    assert empty.empty and list(empty.columns) == ["model", "step", "tokens", "value", "source"]
+
+
+def test_per_vs_convergence_passes_its_choices_on():
+    parts = []
+    for layer, (cross, p) in enumerate([(20, 0.5), (40, 0.6), (60, 0.4)]):
+        parts += [cka_crossing("m", layer, cross), cka_crossing("m", layer, 100 - cross, component="attn")]
+        parts += [per_rows("m", layer, p)]
+    t = table(*parts)
+    assert math.isnan(S.per_vs_convergence(t).iloc[0]["pearson_r"])  # mean of mlp and attn: 0.5 everywhere
+    corr = S.per_vs_convergence(t, cka_components=["mlp"]).iloc[0]
+    assert corr["spearman_rho"] == pytest.approx(-0.5) and corr["n"] == 3
+
+
+def test_convergence_steps_of_a_one_step_run_and_the_frame_it_returns():
+    t = table(rows("m", "cka_final", "mlp", 1, [0, 1], [0.5, 1.0]), rows("m", "cka_final", "attn", 0, [0, 1], [0.96, 1.0]),
+              rows("m", "cka_final", "mlp", 0, [0, 1], [0.2, 0.3]))
+    conv = S.convergence_steps(t)
+    assert conv[["component", "layer"]].values.tolist() == [["attn", 0], ["mlp", 0], ["mlp", 1]]
+    assert list(conv.index) == [0, 1, 2] and conv["step"].dtype == "Int64"
+    assert conv["fraction"].tolist()[0] == 0.0 and math.isnan(conv["fraction"].tolist()[1])
+    assert conv["fraction"].tolist()[2] == 1.0  # step 1 of a 1-step run
+    empty = S.convergence_steps(table(rows("m", "per", "qkv", 0, [0], [0.5])))
+    assert empty.empty and list(empty.columns) == ["model", "layer", "component", "metric", "threshold", "step",
+                                                   "final_step", "fraction", "converged"]
+
+
+def test_per_convergence_points_step_choice_and_frame():
+    parts = []
+    for layer, cross in enumerate([20, 40, 60]):
+        parts += [cka_crossing("m", layer, cross), per_rows("m", layer, 0.5, step=100), per_rows("m", layer, 0.1, step=50)]
+    t = table(*parts)
+    assert S.per_convergence_points(t)["per"].tolist() == pytest.approx([0.5] * 3)
+    points = S.per_convergence_points(t, per_step="mean")
+    assert points["per"].tolist() == pytest.approx([0.3] * 3) and list(points.index) == [0, 1, 2]
+    none = S.per_convergence_points(table(cka_crossing("m", 0, 20)))
+    assert none.empty and list(none.columns) == ["model", "layer", "per", "fraction"]

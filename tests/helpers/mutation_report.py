@@ -1,0 +1,49 @@
+"""After ``mutmut run`` (``make mutate``): the mutation score and every surviving mutant with its change.
+
+Score = killed (a test failed, or it timed out) / all mutants that were run or had no covering test.
+"""
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def mutmut(*args: str) -> str:
+    return subprocess.run([str(Path(sys.executable).parent / "mutmut"), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def change(name: str) -> str:
+    """The mutated line(s) of one mutant, as - / + lines."""
+    diff = mutmut("show", name).splitlines()
+    return "\n".join("      " + ln for ln in diff if ln[:1] in "-+" and not ln.startswith(("---", "+++")))
+
+
+def main() -> int:
+    mutmut("export-cicd-stats")
+    stats = json.loads(Path("mutants/mutmut-cicd-stats.json").read_text())
+    status = {}
+    for line in mutmut("results", "--all", "true").splitlines():
+        name, _, state = line.strip().rpartition(": ")
+        if name:
+            status[name] = state
+    counts = Counter(status.values())
+    for kind in ("survived", "no tests", "suspicious"):
+        names = sorted(n for n, s in status.items() if s == kind)
+        if names:
+            print(f"\n{kind} ({len(names)}):")
+            with ThreadPoolExecutor(4) as pool:
+                for name, diff in zip(names, pool.map(change, names)):
+                    print(f"  {name}\n{diff}")
+    killed = stats["killed"] + stats["timeout"]
+    considered = killed + stats["survived"] + stats["no_tests"] + stats["suspicious"]
+    print(f"\nmutants: {stats['total']}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    print(f"mutation score: {killed}/{considered} = {killed / max(1, considered):.1%} killed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

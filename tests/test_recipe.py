@@ -1,0 +1,267 @@
+"""The optimiser recipe against its published definition (SCIENCE.md section 1), through public behaviour only.
+
+Pythia: AdamW(0.9, 0.95), eps 1e-8, weight decay 0.1 on matrices (not on biases and LayerNorm parameters,
+as GPT-NeoX does), gradients clipped to the Trainer's ``gradient_clip_val``, linear warmup over 1% of the
+steps, cosine decay to 0.1 x the peak LR; the loss is transformers' own next-token ``labels=`` loss.
+
+The references here are written from that definition, never taken from ``training/module.py``. Convention
+of this project (README, "Logged every optimizer step"): update u (1 = the first) uses peak x u / W during
+the W warmup updates (the W-th update is the first at the peak, no update runs at LR 0), then the cosine
+runs from the peak at update W to floor x peak at the last update, u = T.
+"""
+
+import contextlib
+import io
+import math
+import warnings
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmdynamics.data.datamodule import TextDataModule
+from lmdynamics.models.zoo import ModelSpec
+from lmdynamics.training.module import LMModule, OptimSpec, lr_multiplier
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
+PUBLISHED_PEAK_LR = {"14m": 1e-3, "31m": 1e-3, "70m": 1e-3, "160m": 6e-4, "410m": 3e-4, "1b": 3e-4,
+                     "1.4b": 2e-4, "2.8b": 1.6e-4, "6.9b": 1.2e-4, "12b": 1.2e-4}
+
+
+def reference_multiplier(k: int, total: int, warmup: int, floor: float = 0.1) -> float:
+    """LR over the peak after k updates, i.e. of update u = k + 1: linear warmup u / W, then cosine from 1 at
+    update W to ``floor`` at update ``total`` (and after it)."""
+    u = k + 1
+    if u <= warmup:
+        return u / warmup
+    progress = min(1.0, (u - warmup) / (total - warmup))
+    return floor + (1 - floor) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def decays(name: str, param: torch.Tensor) -> bool:
+    """Pythia's weight decay: on weight matrices (embeddings and head included), not on any bias nor on any
+    LayerNorm weight or bias."""
+    if name.endswith(".bias") or "layernorm" in name or "layer_norm" in name:
+        return False
+    assert name.endswith(".weight") and param.ndim == 2, name
+    return True
+
+
+def group_of(optimizer: torch.optim.Optimizer) -> dict[int, dict]:
+    """Parameter id -> its param group; each parameter in exactly one group."""
+    out = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            assert id(p) not in out, "a parameter sits in two groups"
+            out[id(p)] = group
+    return out
+
+
+def check_adamw(optimizer, module, betas=(0.9, 0.95), eps=1e-8, decay=0.1) -> None:
+    assert isinstance(optimizer, torch.optim.AdamW)
+    groups = group_of(optimizer)
+    names = dict(module.model.named_parameters())
+    assert set(groups) == {id(p) for p in names.values()}  # every parameter is trained
+    for name, p in names.items():
+        g = groups[id(p)]
+        assert g["weight_decay"] == (decay if decays(name, p) else 0.0), name
+        assert tuple(g["betas"]) == pytest.approx(betas) and g["eps"] == pytest.approx(eps), name
+    # Named explicitly: LayerNorm weights and biases never decay, matrices do.
+    for name in ("gpt_neox.layers.0.input_layernorm.weight", "gpt_neox.layers.0.post_attention_layernorm.weight",
+                 "gpt_neox.final_layer_norm.weight", "gpt_neox.final_layer_norm.bias",
+                 "gpt_neox.layers.0.attention.query_key_value.bias", "gpt_neox.layers.0.mlp.dense_4h_to_h.bias"):
+        assert groups[id(names[name])]["weight_decay"] == 0.0, name
+    for name in ("gpt_neox.embed_in.weight", "gpt_neox.layers.0.attention.query_key_value.weight",
+                 "gpt_neox.layers.0.mlp.dense_h_to_4h.weight"):
+        assert groups[id(names[name])]["weight_decay"] == pytest.approx(decay), name
+
+
+# ----------------------------------------------------------------------------------------- one tiny real fit
+TOTAL, WARMUP_FRACTION, PEAK, CLIP = 60, 0.1, 0.01, 0.5  # warmup: round(0.1 x 60) = 6 updates
+
+
+class RecipeRecorder(L.Callback):
+    """Records, per optimizer update: the LR it used, the gradient norm before and after clipping, the loss
+    returned by the training step and transformers' ``labels=`` loss of the same batch at the same weights."""
+
+    def __init__(self):
+        self.lrs, self.raw_norms, self.clipped_norms, self.losses, self.reference_losses = [], [], [], [], []
+
+    @staticmethod
+    def _norm(params) -> float:
+        return math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in params if p.grad is not None))
+
+    def on_train_start(self, trainer, pl_module):
+        def after_update(optimizer, args, kwargs):  # the gradients the update used, already clipped
+            self.lrs.append([g["lr"] for g in optimizer.param_groups])
+            self.clipped_norms.append(self._norm(p for g in optimizer.param_groups for p in g["params"]))
+
+        trainer.optimizers[0].register_step_post_hook(after_update)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        with torch.no_grad():
+            self.reference_losses.append(float(pl_module.model(input_ids=batch, labels=batch).loss))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.raw_norms.append(self._norm(pl_module.parameters()))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
+
+
+def tiny_module(**optim) -> LMModule:
+    return LMModule(model=ModelSpec(num_layers=2, hidden_size=16, num_heads=2),
+                    optim=OptimSpec(**{"lr": PEAK, "warmup_fraction": WARMUP_FRACTION, **optim}))
+
+
+def tiny_data(cache: Path) -> TextDataModule:
+    return TextDataModule(source="python-docs", tokenizer="bpe:300", context_length=16, batch_size=4,
+                          max_documents=60, val_blocks=8, cache_dir=str(cache))
+
+
+def tiny_trainer(max_steps: int, callbacks=(), clip=CLIP) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, gradient_clip_val=clip,
+                     callbacks=list(callbacks), logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+
+
+@pytest.fixture
+def fitted(tmp_path):
+    """One tiny fit per test (about a second): a shared fit would hide from mutation testing which test
+    checks what."""
+    L.seed_everything(3)
+    module, data, rec = tiny_module(), tiny_data(tmp_path), RecipeRecorder()
+    trainer = tiny_trainer(TOTAL, [rec])
+    trainer.fit(module, datamodule=data)
+    return trainer, module, data, rec
+
+
+def test_parameter_groups_betas_and_eps(fitted):
+    trainer, module, _, _ = fitted
+    check_adamw(trainer.optimizers[0], module)
+
+
+def test_configured_betas_eps_and_decay_are_used(tmp_path):
+    module = tiny_module(betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05)
+    trainer = tiny_trainer(1)
+    trainer.fit(module, datamodule=tiny_data(tmp_path))
+    check_adamw(trainer.optimizers[0], module, betas=(0.8, 0.99), eps=1e-6, decay=0.05)
+
+
+def test_schedule_is_linear_warmup_then_cosine_to_a_tenth(fitted):
+    trainer, _, _, rec = fitted
+    assert len(rec.lrs) == TOTAL
+    for lrs in rec.lrs:
+        assert len(set(lrs)) == 1  # every group at the same LR
+    used = [lrs[0] for lrs in rec.lrs] + [trainer.optimizers[0].param_groups[0]["lr"]]  # + after the last update
+    warmup = 6
+    # The anchors, by hand: first update, end of warmup, middle of the cosine, end of training.
+    assert used[0] == pytest.approx(PEAK / warmup, rel=1e-9)
+    assert used[warmup - 1] == pytest.approx(PEAK, rel=1e-9) and used[warmup - 2] < PEAK
+    assert PEAK * 0.99 < used[warmup] < PEAK  # the cosine starts from the peak
+    assert used[warmup - 1 + (TOTAL - warmup) // 2] == pytest.approx(0.55 * PEAK, rel=1e-9)
+    assert used[TOTAL - 1] == pytest.approx(0.1 * PEAK, rel=1e-9)  # the last update runs at the floor
+    assert used[TOTAL] == pytest.approx(0.1 * PEAK, rel=1e-9)
+    for k, lr in enumerate(used):
+        assert lr == pytest.approx(PEAK * reference_multiplier(k, TOTAL, warmup), rel=1e-9), k
+
+
+def test_gradients_clipped_to_the_trainers_value(fitted):
+    _, _, _, rec = fitted
+    assert len(rec.raw_norms) == len(rec.clipped_norms) == TOTAL
+    assert sum(raw > CLIP for raw in rec.raw_norms) >= TOTAL // 2  # the clip is exercised
+    for raw, clipped in zip(rec.raw_norms, rec.clipped_norms):
+        assert clipped == pytest.approx(min(raw, CLIP), rel=1e-4)
+
+
+def test_unclipped_without_a_clip_value(tmp_path):
+    rec = RecipeRecorder()
+    tiny_trainer(3, [rec], clip=None).fit(tiny_module(), datamodule=tiny_data(tmp_path))
+    assert rec.raw_norms and max(rec.raw_norms) > CLIP
+    assert rec.clipped_norms == pytest.approx(rec.raw_norms, rel=1e-6)
+
+
+def test_training_loss_is_transformers_labels_loss(fitted):
+    _, _, _, rec = fitted
+    assert len(rec.losses) == len(rec.reference_losses) == TOTAL
+    assert rec.losses == pytest.approx(rec.reference_losses, rel=1e-5, abs=1e-6)
+    assert rec.losses[-1] < rec.losses[0] - 0.5  # and it trains
+
+
+def test_validation_loss_is_transformers_labels_loss(fitted):
+    _, module, data, _ = fitted
+    validator = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                          enable_model_summary=False)
+    metrics = validator.validate(module, datamodule=data, verbose=False)[0]
+    tokens = torch.cat(list(data.val_dataloader()))
+    with torch.no_grad():
+        reference = float(module.model(input_ids=tokens, labels=tokens).loss)
+    assert metrics["val_loss"] == pytest.approx(reference, rel=1e-5)
+    assert metrics["val_ppl"] == pytest.approx(math.exp(reference), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- the schedule alone
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(2, 5000), warmup_share=st.floats(0, 0.5), floor=st.floats(0, 1), data=st.data())
+def test_lr_multiplier_closed_form_and_shape(total, warmup_share, floor, data):
+    warmup = int(warmup_share * total)
+    u = data.draw(st.integers(1, total))  # update u, 1-based
+    value = lr_multiplier(u, total, warmup, floor)
+    assert value == pytest.approx(reference_multiplier(u - 1, total, warmup, floor), rel=1e-12, abs=1e-12)
+    assert (0 if u <= warmup else floor) - 1e-12 <= value <= 1 + 1e-12  # in (0, 1] in warmup, [floor, 1] after
+    nxt = lr_multiplier(u + 1, total, warmup, floor) if u < total else value
+    if u < warmup:
+        assert nxt > value  # rising during warmup
+    elif u >= warmup:
+        assert nxt <= value + 1e-15  # never rising after it
+    assert lr_multiplier(total, total, warmup, floor) == pytest.approx(floor, abs=1e-12)
+    if warmup:
+        assert lr_multiplier(warmup, total, warmup, floor) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------------------- every Pythia config
+def resolved_config(size: str) -> dict:
+    """The config as the real CLI resolves it (``--print_config``)."""
+    from lmdynamics.training.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / f"pythia-{size}.yaml"), "--print_config"])
+    return yaml.safe_load(out.getvalue())
+
+
+def scheduled_multiplier(scheduler, base_lr: float, k: int) -> float:
+    """The scheduler's LR at step k over the base LR (LambdaLR-style closed form: jump to k)."""
+    scheduler.last_epoch = k - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": on purpose here
+        scheduler.step()
+    return scheduler.optimizer.param_groups[0]["lr"] / base_lr
+
+
+@pytest.mark.parametrize("size", list(PUBLISHED_PEAK_LR))
+def test_every_pythia_config_resolves_to_the_published_optimiser(size):
+    cfg = resolved_config(size)
+    assert cfg["trainer"]["gradient_clip_val"] == 1.0
+    total = cfg["trainer"]["max_steps"]
+    assert total == 143000
+    module = LMModule(model=ModelSpec(**cfg["model"]["model"]), optim=OptimSpec(**cfg["model"]["optim"]))
+    module.trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=total, logger=False,
+                               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):
+        module.configure_model()
+    out = module.configure_optimizers()
+    optimizer, scheduler = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    assert out["lr_scheduler"].get("interval") == "step"
+    check_adamw(optimizer, module)
+    peak = PUBLISHED_PEAK_LR[size]
+    assert scheduler.base_lrs == pytest.approx([peak] * len(optimizer.param_groups), rel=1e-12)
+    warmup = 1430  # 1% of 143,000 steps
+    assert scheduled_multiplier(scheduler, peak, total - 1) == pytest.approx(0.1, rel=1e-9)  # the last update
+    for k in (0, 1, warmup - 1, warmup, warmup + (total - warmup) // 2, total - 1, total):
+        assert scheduled_multiplier(scheduler, peak, k) == pytest.approx(reference_multiplier(k, total, warmup),
+                                                                          rel=1e-9), k
