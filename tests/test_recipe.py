@@ -265,3 +265,23 @@ def test_every_pythia_config_resolves_to_the_published_optimiser(size):
     for k in (0, 1, warmup - 1, warmup, warmup + (total - warmup) // 2, total - 1, total):
         assert scheduled_multiplier(scheduler, peak, k) == pytest.approx(reference_multiplier(k, total, warmup),
                                                                           rel=1e-9), k
+
+
+def test_schedule_edges():
+    assert warmup_cosine(0, 10, 1, 0.1) == pytest.approx(1.0)  # one warmup step: the first update at the peak
+    assert warmup_cosine(2, 2, 1, 0.1) == pytest.approx(0.1)  # a one-step cosine still ends at the floor
+    assert warmup_cosine(1, 2, 1, 0.1) == pytest.approx(1.0)
+    for beyond in (11, 15, 30):  # past the end of training the rate stays at the floor
+        assert warmup_cosine(beyond, 10, 2, 0.1) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("size, peak", [("160m", 6e-4), ("1.4b", 2e-4), (None, 1e-3)])
+def test_lr_left_empty_takes_the_published_peak(size, peak):
+    spec = ModelSpec(size=size) if size else ModelSpec(num_layers=2, hidden_size=16, num_heads=2, vocab_size=64)
+    module = LMModule(model=spec, optim=OptimSpec(lr=None))
+    module.trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=100, logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False, enable_model_summary=False)
+    with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):
+        module.configure_model()
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert scheduler.base_lrs[0] == pytest.approx(peak, rel=1e-12)
