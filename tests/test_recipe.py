@@ -268,11 +268,11 @@ def test_every_pythia_config_resolves_to_the_published_optimiser(size):
 
 
 def test_schedule_edges():
-    assert warmup_cosine(0, 10, 1, 0.1) == pytest.approx(1.0)  # one warmup step: the first update at the peak
-    assert warmup_cosine(2, 2, 1, 0.1) == pytest.approx(0.1)  # a one-step cosine still ends at the floor
-    assert warmup_cosine(1, 2, 1, 0.1) == pytest.approx(1.0)
+    assert lr_multiplier(1, 10, 1, 0.1) == pytest.approx(1.0)  # one warmup step: the first update at the peak
+    assert lr_multiplier(2, 2, 1, 0.1) == pytest.approx(0.1)  # a one-step cosine: its update runs at the floor
+    assert lr_multiplier(1, 2, 1, 0.1) == pytest.approx(1.0)
     for beyond in (11, 15, 30):  # past the end of training the rate stays at the floor
-        assert warmup_cosine(beyond, 10, 2, 0.1) == pytest.approx(0.1)
+        assert lr_multiplier(beyond, 10, 2, 0.1) == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("size, peak", [("160m", 6e-4), ("1.4b", 2e-4), (None, 1e-3)])
