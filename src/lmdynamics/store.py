@@ -159,7 +159,9 @@ def rewind(path: str | os.PathLike, run: str, step: int, metrics: Iterable[str] 
     """Drop the rows of ``run`` after ``step`` and its rows of ``metrics`` (values computed at the end of a
     run, e.g. CKA-to-final): what a run resumed from its checkpoint at ``step`` computes again."""
     metrics = set(metrics)
-    table, _ = _read_parts(path)
-    stale = (table.run == run) & ((table.step > step) | table.metric.isin(metrics))
-    if stale.any():
-        rewrite(path, keep=lambda f: ~((f.run == run) & ((f.step > step) | f.metric.isin(metrics))))
+
+    def stale(frame: pd.DataFrame) -> pd.Series:
+        return (frame.run == run) & ((frame.step > step) | frame.metric.isin(metrics))
+
+    if stale(_read_parts(path)[0]).any():
+        rewrite(path, keep=lambda frame: ~stale(frame))

@@ -32,7 +32,7 @@ from ..callbacks.weight_rank import WeightRank
 from ..data.datamodule import TextDataModule
 from ..models.zoo import ModelSpec
 from .loggers import RunCSVLogger, RunTensorBoardLogger
-from .module import LMModule, NonFiniteLossError
+from .module import LMModule, NonFiniteLossError, step_tokens
 from .resume import INTERRUPTED, ResumeCheckpoint, read_checkpoint_state
 
 
@@ -281,7 +281,7 @@ class LMCLI(LightningCLI):
                       "tied_head": hf.tie_word_embeddings, "max_position_embeddings": hf.max_position_embeddings},
             "adamw": {**{k: optimizer.defaults[k] for k in ("lr", "betas", "eps")},
                       "weight_decay_per_group": [g["weight_decay"] for g in optimizer.param_groups]},
-            "tokens_per_step": dm.batch_size * dm.context_length * trainer.accumulate_grad_batches * trainer.world_size,
+            "tokens_per_step": step_tokens(dm, trainer),
             **run_description(trainer, module),
         }
 

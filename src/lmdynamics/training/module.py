@@ -74,6 +74,11 @@ def describe_model(spec: ModelSpec, parameters: int) -> str:
             f"residual, {'tied' if s.tie_embeddings else 'untied'} head: {parameters:,} parameters {check}")
 
 
+def step_tokens(datamodule, trainer) -> int:
+    """Tokens in one optimizer step: micro-batch x context x accumulation x data-parallel ranks."""
+    return datamodule.batch_size * datamodule.context_length * trainer.accumulate_grad_batches * trainer.world_size
+
+
 # Per-step values that depend on wall-clock time: they differ between two identical runs.
 WALL_CLOCK_VALUES = ("tokens_per_sec", "model_tflops", "mfu", "measure_share")
 
@@ -189,8 +194,7 @@ class LMModule(L.LightningModule):
     @property
     def tokens_per_step(self) -> int:
         """Tokens in one optimizer step: micro-batch x context x accumulation x data-parallel ranks."""
-        dm, t = self.trainer.datamodule, self.trainer
-        return dm.batch_size * dm.context_length * t.accumulate_grad_batches * t.world_size
+        return step_tokens(self.trainer.datamodule, self.trainer)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         if self._step_started is None:  # the first micro-batch of an optimizer step
