@@ -128,7 +128,7 @@ def test_two_process_analysis_of_hub_cache_and_runs_with_bad_checkpoints(world, 
     assert (out / "config.yaml").is_file() and (out / "probe.safetensors").is_file()
 
     table = store.read_table(store.table_path(out), latest=False)
-    key = ["run", "step", "layer", "component", "metric"]
+    key = ["run", "step", "layer", "component", "metric", "index"]
     assert not table.duplicated(key).any()  # nothing computed twice
     writers = {pq.read_metadata(p).num_rows and p.name.split("-")[2] for p in store.parts(store.table_path(out))}
     assert len(writers) == 2  # both ranks (processes) appended to the one table
@@ -154,7 +154,8 @@ def test_two_process_analysis_of_hub_cache_and_runs_with_bad_checkpoints(world, 
     start = tiny[(tiny["metric"] == "cka_final") & (tiny["step"] == 0)]
     assert start["value"].min() < 0.99
     # the head spectrum is stored, normalised to 1 at index 0
-    spec = tiny[(tiny["component"] == "head_spectrum") & (tiny["step"] == 4)].sort_values("layer")
+    spec = tiny[(tiny["metric"] == "sv_norm") & (tiny["step"] == 4)].sort_values("index")
+    assert set(spec["component"]) == {"head"} and set(spec["layer"]) == {-1}
     assert len(spec) == 32 and spec["value"].iloc[0] == pytest.approx(1.0) and spec["value"].is_monotonic_decreasing
     # one forward pass per checkpoint (4 probe sequences, batch size 4)
     for path in (out / "activations").rglob("*.safetensors"):
@@ -167,8 +168,9 @@ def test_two_process_analysis_of_hub_cache_and_runs_with_bad_checkpoints(world, 
     from lmdynamics.measure import weight_metric_rows
 
     ckpt = world["run"] / "checkpoints" / "step00000002"
-    mine = {(r["layer"], r["component"], r["metric"]): r["value"] for r in weight_metric_rows(iter_tensors(ckpt), 4, spectrum=True)}
-    got = tiny[tiny["step"] == 2].set_index(["layer", "component", "metric"])["value"]
+    mine = {(r["layer"], r["component"], r["metric"], r.get("index", -1)): r["value"]
+            for r in weight_metric_rows(iter_tensors(ckpt), 4, spectrum=True)}
+    got = tiny[tiny["step"] == 2].set_index(["layer", "component", "metric", "index"])["value"]
     for k, v in mine.items():
         assert got[k] == v or (pd.isna(v) and pd.isna(got[k])) or (v == got[k] == float("inf"))
 

@@ -53,12 +53,14 @@ def test_the_record_holds_every_measurement(measured_run):
     per = table[table.metric == "per"]
     assert set(per.component) >= {"qkv", "dense", "mlp_in", "mlp_out", "ov_head00", "ov_head03", "embed_in", "head"}
     assert per.value.between(0, 1).all() and (per.value > 0).all()
-    spectrum = table[table.component == "head_spectrum"]
-    assert sorted(set(spectrum.step)) == steps
-    one = spectrum[spectrum.step == 6].sort_values("layer")
+    spectrum = table[(table.component == "head") & (table.metric == "sv_norm")]
+    assert sorted(set(spectrum.step)) == steps and set(spectrum.layer) == {-1}
+    one = spectrum[spectrum.step == 6].sort_values("index")
     assert one.value.iloc[0] == pytest.approx(1.0) and one.value.is_monotonic_decreasing
     assert {"kl_uniform"} <= set(table[table.component == "head"].metric)
-    assert set(table[table.metric == "anisotropy"].component) == {"resid", "final"}
+    # anisotropy of every (layer, component) captured, as the offline analysis measures it
+    aniso = table[table.metric == "anisotropy"]
+    assert set(zip(aniso.layer, aniso.component)) == layer_comps | {(-1, "final")}
     model_rows = table[table.component == "model"]
     assert {"train_loss", "val_loss", "lr", "grad_norm"} <= set(model_rows.metric)
     assert table[table.metric == "converged_fraction"].step.unique().tolist() == [6]
@@ -90,8 +92,9 @@ def test_live_equals_offline(measured_run):
     assert len(merged) == len(offline) and (merged.value_x - merged.value_y).abs().max() < 1e-9
     offline_w = pd.DataFrame(weight_metric_rows(iter_tensors(run / "checkpoints" / "step00000003"),
                                                 model.config.num_attention_heads, spectrum=True))
+    offline_w["index"] = offline_w["index"].fillna(-1).astype(int)  # rows of the head's spectrum carry an index
     live_w = table[(table.step == 3) & table.metric.isin(offline_w.metric.unique()) & ~table.metric.str.startswith("grad_")]
-    merged = live_w.merge(offline_w, on=["layer", "component", "metric"])
+    merged = live_w.merge(offline_w, on=["layer", "component", "metric", "index"])
     assert len(merged) == len(offline_w)
     assert np.allclose(merged.value_x, merged.value_y, rtol=1e-6, atol=1e-9, equal_nan=True)  # inf == inf too
 
@@ -171,18 +174,18 @@ def test_head_rank_values_on_a_designed_head_and_probe(tmp_path):
         model.get_output_embeddings().weight.copy_(u @ torch.diag(torch.tensor([4.0, 2.0, 1.0, 1.0])) @ v.T)
     e = torch.eye(4)
     acts = {(1, "resid"): torch.stack([e[0], e[1], e[0], e[1]]), (-1, "final"): torch.tensor([[1.0, 2, 0, 0]]) * torch.tensor([[1.0], [2], [0.5], [3]]),
-            (0, "resid"): torch.randn(4, 4, generator=g)}  # not the last layer: not measured
+            (0, "resid"): torch.randn(4, 4, generator=g)}
     table = drive(HeadRank(every=1), tmp_path / "run", lambda step: acts, model=model, stop=2)
     head = table[(table.component == "head") & (table.step == 2)].set_index("metric")["value"]
     er = 2**1.75
     assert head["er"] == pytest.approx(er, rel=1e-6) and head["per"] == pytest.approx(er / 4, rel=1e-6)
     assert head["kl_uniform"] == pytest.approx(0.25 * np.log(2), rel=1e-5)
     assert head["stable_rank"] == pytest.approx(22 / 16, rel=1e-6) and head["condition_number"] == pytest.approx(4, rel=1e-6)
-    spectrum = table[(table.component == "head_spectrum") & (table.step == 2)].sort_values("layer")
-    assert spectrum["layer"].tolist() == [0, 1, 2, 3]
+    spectrum = table[(table.metric == "sv_norm") & (table.step == 2)].sort_values("index")
+    assert spectrum["index"].tolist() == [0, 1, 2, 3] and set(spectrum["layer"]) == {-1} and set(spectrum["component"]) == {"head"}
     assert spectrum["value"].tolist() == pytest.approx([1, 0.5, 0.25, 0.25], rel=1e-6)
     aniso = table[(table.metric == "anisotropy") & (table.step == 2)].set_index(["layer", "component"])["value"]
-    assert set(aniso.index) == {(1, "resid"), (-1, "final")}
+    assert set(aniso.index) == set(acts)  # every (layer, component) of the probe
     assert aniso[(1, "resid")] == pytest.approx(1 / 3) and aniso[(-1, "final")] == pytest.approx(1.0)
     assert sorted(set(table[table.metric == "kl_uniform"].step)) == [0, 1, 2]
 

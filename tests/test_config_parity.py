@@ -8,7 +8,7 @@ import torch
 import yaml
 from transformers import GPTNeoXForCausalLM
 
-from lmdynamics.callbacks.schedule import pythia_schedule
+from lmdynamics.checkpoints.steps import pythia_schedule
 from lmdynamics.models.zoo import ModelSpec, count_parameters, pythia_parameter_count
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"

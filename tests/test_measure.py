@@ -33,7 +33,7 @@ def model():
 def keyed(rows):
     out = {}
     for r in rows:
-        key = (r["layer"], r["component"], r["metric"])
+        key = (r["layer"], r["component"], r["metric"]) + ((r["index"],) if "index" in r else ())
         assert key not in out, f"duplicate row {key}"
         out[key] = r["value"]
     return out
@@ -96,8 +96,8 @@ def test_weight_rows_match_float64_references(model):
     assert rows[(-1, "head", "kl_uniform")] == pytest.approx(math.log(s.numel()) + float((p * p.log()).sum()), rel=1e-9)
     assert rows[(-1, "embed_in", "er")] == pytest.approx(ref_er(ref_spectrum(sd["gpt_neox.embed_in.weight"])), rel=1e-9)
     assert not any(k[2] == "kl_uniform" for k in rows if k[1] != "head")
-    spectrum = sorted((k[0], v) for k, v in rows.items() if k[1] == "head_spectrum")
-    assert [i for i, _ in spectrum] == list(range(min(V, D))) and all(k[2] == "sv_norm" for k in rows if k[1] == "head_spectrum")
+    spectrum = sorted((k[3], v) for k, v in rows.items() if k[2] == "sv_norm")
+    assert [i for i, _ in spectrum] == list(range(min(V, D))) and all(k[:2] == (-1, "head") for k in rows if k[2] == "sv_norm")
     assert torch.allclose(torch.tensor([v for _, v in spectrum], dtype=torch.float64), s / s[0], rtol=1e-9)
 
 

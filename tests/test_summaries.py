@@ -234,7 +234,7 @@ def test_select_layer_filters_and_averaging():
     assert set(per_layer["layer"]) == {0} and per_layer["value"].tolist() == pytest.approx([0.3, 0.5])
     assert per_layer["tokens"].tolist() == [0, 200]  # the larger count of the duplicates
     assert len(S.select(t, "anisotropy")) == 4 and S.select(t, "anisotropy", layer=0, component="final").empty
-    assert list(S.select(t, "missing").columns) == ["model", "metric", "component", "layer", "step", "tokens", "value"]
+    assert list(S.select(t, "missing").columns) == ["model", "metric", "component", "layer", "index", "step", "tokens", "value"]
 
 
 def test_layer_components_order_and_choice():

@@ -1,8 +1,10 @@
 """Thin adapters from model tensors to tidy-table rows, shared by the live callbacks and the offline runner.
 
-Every function returns rows ``{"layer", "component", "metric", "value"}``; the caller adds run, model,
-step and tokens (:func:`tag_rows`). The numbers come from ``lmdynamics.metrics`` only, so a value computed
-live equals the value computed offline from the same weights and probe.
+Every function returns rows ``{"layer", "component", "metric", "value"}`` (and ``index`` where a row is one
+of a vector's entries, e.g. the head's singular values); the caller adds run, model, step and tokens
+(:func:`tag_rows`). Which quantities are computed, and with which function of ``lmdynamics.metrics``, is
+read from ``lmdynamics.catalogue``, so a value computed live equals the value computed offline from the
+same weights and probe, and a metric added to the catalogue is computed by both.
 
 Weight matrices are recognised by their GPT-NeoX names, whatever the prefix (``gpt_neox.``, ``model.``,
 a wrapper's ``module.``): per layer ``qkv`` (attention.query_key_value), ``dense`` (attention.dense),
@@ -23,7 +25,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from lmdynamics import metrics
+from lmdynamics import catalogue, metrics
 from lmdynamics.metrics import product_singular_values
 
 
@@ -32,12 +34,7 @@ _LAYER_WEIGHT = re.compile(
 )
 _EMBED = re.compile(r"(?:^|\.)embed_in\.weight$")
 _HEAD = re.compile(r"(?:^|\.)(embed_out|lm_head)\.weight$")
-_COMPONENT = {
-    "attention.query_key_value": "qkv",
-    "attention.dense": "dense",
-    "mlp.dense_h_to_4h": "mlp_in",
-    "mlp.dense_4h_to_h": "mlp_out",
-}
+_COMPONENT = catalogue.LAYER_MATRICES
 
 
 def classify_weight(name: str) -> tuple[int, str] | None:
@@ -65,21 +62,14 @@ def tag_rows(rows: Iterable[Mapping], run: str, model: str, step: int, tokens: i
 
 
 def _spectrum_rows(layer: int, component: str, s: torch.Tensor, prefix: str, head: bool, spectrum: bool) -> list[dict]:
-    mt = metrics
-    values = {
-        "er": mt.effective_rank(s),
-        "per": mt.proportional_effective_rank(s),
-        "stable_rank": mt.stable_rank(s),
-        "condition_number": mt.condition_number(s),
-    }
-    if head:
-        values["kl_uniform"] = mt.singular_entropy_kl_uniform(s)
-    rows = [{"layer": layer, "component": component, "metric": prefix + k, "value": float(v)} for k, v in values.items()]
+    """The catalogue's spectrum measurements of one matrix; with ``spectrum`` (the head) also its whole
+    normalised spectrum, one ``sv_norm`` row per singular value (its position in ``index``)."""
+    rows = [{"layer": layer, "component": component, "metric": prefix + m.name, "value": float(m.fn(s))}
+            for m in catalogue.spectrum_scalars("head" if head else component)]
     if head and spectrum:
-        s = s.detach().to("cpu", torch.float64)
-        top = float(s.max()) if s.numel() else 0.0
-        norm = s / top if top > 0 else s
-        rows += [{"layer": i, "component": "head_spectrum", "metric": prefix + "sv_norm", "value": float(v)} for i, v in enumerate(norm)]
+        norm = catalogue.get("sv_norm").fn(s.detach().to("cpu", torch.float64))
+        rows += [{"layer": layer, "component": component, "metric": prefix + "sv_norm", "index": i, "value": float(v)}
+                 for i, v in enumerate(norm)]
     return rows
 
 
@@ -113,8 +103,8 @@ def weight_metric_rows(
     ``named_tensors``: ``(name, tensor)`` pairs, e.g. ``model.named_parameters()`` or
     ``lmdynamics.checkpoints.iter_tensors(dir)``; unrecognised names are skipped. Per layer: qkv, dense,
     mlp_in, mlp_out and ov_head{h:02d}; model level: embed_in and head. The head also gets kl_uniform and,
-    with ``spectrum=True``, its normalised spectrum s / s_max as ``head_spectrum``/``sv_norm`` rows (the
-    index in ``layer``). One singular-value computation per matrix; only a layer's qkv and dense weights
+    with ``spectrum=True``, its normalised spectrum s / s_max as ``sv_norm`` rows (the singular value's
+    position in ``index``). One singular-value computation per matrix; only a layer's qkv and dense weights
     are held until its OV circuits are done. ``prefix`` is prepended to metric names.
     """
     mt = metrics
@@ -214,9 +204,19 @@ def activation_metric_rows(
     return rows
 
 
+def cka_rows(acts, reference_acts, kind: str, debiased: bool = False) -> list[dict]:
+    """The ``kind`` rows (``cka_final``, ``cka_prev``, ``cka_ref``) of one step against its reference: biased
+    linear CKA, and with ``debiased`` also the unbiased-HSIC estimate (``<kind>_debiased``). The live callbacks,
+    the end-of-run CKA-to-final and the offline runner all compute CKA here."""
+    rows = activation_metric_rows(acts, reference_acts, metric=kind)
+    if debiased:
+        rows += activation_metric_rows(acts, reference_acts, metric=kind, debiased=True)
+    return rows
+
+
 def anisotropy_rows(acts: Mapping[tuple[int, str], torch.Tensor]) -> list[dict]:
     """Anisotropy (mean pairwise cosine similarity of the probe vectors) of every (layer, component)."""
-    anisotropy = metrics.anisotropy
+    anisotropy = catalogue.get("anisotropy").fn
     return [
         {"layer": layer, "component": component, "metric": "anisotropy", "value": float(anisotropy(x))}
         for (layer, component), x in sorted(acts.items())

@@ -1,4 +1,4 @@
-"""The tidy table: every measurement as rows of (run, model, step, tokens, layer, component, metric, value).
+"""The tidy table: every measurement as rows of (run, model, step, tokens, layer, component, metric, index, value).
 
 A table is a directory named ``metrics.parquet`` holding one Parquet file per append, named by write time. Appending writes a
 new part under a hidden temporary name and renames it into place, so a reader (pandas, pyarrow, DuckDB,
@@ -6,15 +6,21 @@ new part under a hidden temporary name and renames it into place, so a reader (p
 to one table without locks, and a killed writer leaves nothing behind but a hidden temporary file that
 readers ignore. ``pandas.read_parquet(path)`` reads the whole table.
 
-One row per key (run, model, step, layer, component, metric): a value written again for a key replaces
+One row per key (run, model, step, layer, component, metric, index): a value written again for a key replaces
 the older one. ``read_table`` keeps the newest row of each key; ``replace`` (a writer that may recompute
 keys) and ``compact`` (at the end of a run or an analysis) rewrite the table on disk so that any Parquet
 reader sees one row per key too; ``rewind`` drops what a resumed run will compute again.
 
 Conventions: ``layer`` is the 0-based transformer layer, or -1 for model-level values (loss, input
-embedding, head, final hidden state); ``component`` names the part measured (``mlp``, ``attn``, ``ov``,
-``ov_head03``, ``resid``, ``qkv``, ``dense``, ``mlp_in``, ``mlp_out``, ``embed_in``, ``head``, ...);
-``metric`` names the quantity (``cka_final``, ``per``, ``er``, ``loss`` ...).
+embedding, head, final hidden state), and nothing else; ``component`` names the part measured (``mlp``,
+``attn``, ``ov``, ``ov_head03``, ``resid``, ``qkv``, ``dense``, ``mlp_in``, ``mlp_out``, ``embed_in``,
+``head``, ...); ``metric`` names the quantity (``cka_final``, ``per``, ``er``, ``loss`` ...; see
+``lmdynamics.catalogue``); ``index`` is the position of a row within a vector-valued measurement (the
+singular value of ``sv_norm``, a token), -1 for scalar measurements. Rows may omit ``index`` (it is -1).
+
+Tables written before ``index`` existed are read as if written today: the missing column is -1 and the
+head's spectrum, stored then as component ``head_spectrum`` with the singular-value index in ``layer``,
+becomes component ``head`` at layer -1 with the index in ``index`` (:func:`upgrade`).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path
 
-COLUMNS = ("run", "model", "step", "tokens", "layer", "component", "metric", "value")
+COLUMNS = ("run", "model", "step", "tokens", "layer", "component", "metric", "index", "value")
 SCHEMA = pa.schema(
     [
         ("run", pa.string()),
@@ -41,10 +47,12 @@ SCHEMA = pa.schema(
         ("layer", pa.int64()),
         ("component", pa.string()),
         ("metric", pa.string()),
+        ("index", pa.int64()),
         ("value", pa.float64()),
     ]
 )
 TABLE_NAME = "metrics.parquet"
+NO_INDEX = -1  # the index of a scalar measurement
 
 
 def table_path(directory: str | os.PathLike) -> Path:
@@ -57,6 +65,7 @@ def to_frame(rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
     frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype=t.to_pandas_dtype()) for c, t in zip(SCHEMA.names, SCHEMA.types)})
+    frame["index"] = frame["index"].fillna(NO_INDEX) if "index" in frame else NO_INDEX
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"tidy-table rows lack column(s) {missing}; every row needs {list(COLUMNS)}")
@@ -89,7 +98,7 @@ def parts(path: str | os.PathLike) -> list[Path]:
     return sorted(p for p in path.glob("part-*.parquet") if p.is_file())
 
 
-KEY = ("run", "model", "step", "layer", "component", "metric")
+KEY = ("run", "model", "step", "layer", "component", "metric", "index")
 
 
 def read_table(path: str | os.PathLike, latest: bool = True) -> pd.DataFrame:
@@ -109,7 +118,24 @@ def _read_parts(path) -> tuple[pd.DataFrame, list[Path]]:
     files = parts(path)
     if not files:
         return to_frame([]), []
-    return pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]).to_pandas(), files
+    return upgrade(pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]).to_pandas()), files
+
+
+def normalise(rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
+    """Rows of today's or any older layout as a frame of today's (:func:`to_frame`, then :func:`upgrade`)."""
+    return upgrade(to_frame(rows))
+
+
+def upgrade(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of any older layout in today's: ``index`` -1 where it was missing, and the head spectrum's old
+    ``head_spectrum`` rows (index in ``layer``) as component ``head`` at layer -1 with the index in ``index``."""
+    frame["index"] = frame["index"].fillna(NO_INDEX).astype("int64")
+    old = frame["component"] == "head_spectrum"
+    if old.any():
+        frame.loc[old, "index"] = frame.loc[old, "layer"]
+        frame.loc[old, "layer"] = -1
+        frame.loc[old, "component"] = "head"
+    return frame
 
 
 def rewrite(path: str | os.PathLike, keep=None) -> Path | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
-from lmdynamics.callbacks.base import Probe
+from lmdynamics.callbacks.probe import Probe
 
 
 class LossRecorder(L.Callback):
@@ -114,7 +114,9 @@ def drive(callback, run: Path, acts_at, model=None, start: int = 0, stop: int = 
 
     run.mkdir(exist_ok=True)
     (run / "run.json").write_text(json.dumps({"run": run.name, "model": model_name, "tokens_per_step": tokens_per_step}))
-    trainer = SimpleNamespace(callbacks=[FixedProbe(acts_at), callback], is_global_zero=True, global_step=start,
+    probe = FixedProbe(acts_at)
+    callback.attach(probe)
+    trainer = SimpleNamespace(callbacks=[probe, callback], is_global_zero=True, global_step=start,
                               accumulate_grad_batches=1, max_steps=stop, default_root_dir=str(run), loggers=[],
                               world_size=1, global_rank=0, sanity_checking=False, callback_metrics={})
     module = SimpleNamespace(spec=SimpleNamespace(name=model_name), tokens_per_step=tokens_per_step, model=model)

@@ -12,7 +12,7 @@ import deepspeed  # noqa: E402
 import torch  # noqa: E402
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM  # noqa: E402
 
-from lmdynamics.callbacks.base import gathered_weight, head_parameter_name, iter_full_parameters  # noqa: E402
+from lmdynamics.distributed import gathered_weight, head_parameter_name, iter_full_parameters  # noqa: E402
 from lmdynamics.measure import weight_metric_rows  # noqa: E402
 from lmdynamics.probes import ProbeSet, capture  # noqa: E402
 

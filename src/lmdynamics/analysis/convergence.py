@@ -9,15 +9,14 @@ the final step: the first step after which CKA-to-final stays >= the threshold, 
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from pathlib import Path
 
 import pandas as pd
 
 from .. import store
-from ..measure import activation_metric_rows, tag_rows
+from ..layout import RunLayout, tokens_at
+from ..measure import cka_rows, tag_rows
 from ..probes import load_activations
 from .summaries import convergence_steps
 
@@ -26,33 +25,23 @@ from .summaries import convergence_steps
 END_OF_RUN_METRICS = ("cka_final", "cka_final_debiased", "converged_fraction")
 
 
-def stored_steps(run: Path) -> list[tuple[int, Path]]:
-    files = sorted((run / "activations").glob("step*.safetensors"))
-    return [(int(p.stem[4:]), p) for p in files]
-
-
 def finalize_run(run: str | os.PathLike, threshold: float = 0.95, debiased: bool = False) -> dict | None:
     """Write cka_final rows for every stored step (the newest stored step is "final") and the summary.
 
     Idempotent: the rows replace any written before (a second call, a resumed run), so every reader sees one
     row per key."""
-    run = Path(run)
-    info_path = run / "run.json"
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{run} is not a training run directory (no run.json)")
-    info = json.loads(info_path.read_text())
-    steps = stored_steps(run)
+    layout = RunLayout(run)
+    info = layout.info()
+    steps = layout.activation_steps()
     if not steps:
-        raise FileNotFoundError(f"{run}/activations holds no stored probe activations; train with the convergence callback's store_activations on")
+        raise FileNotFoundError(f"{layout.activations} holds no stored probe activations; train with the convergence callback's store_activations on")
     final_step, final_path = steps[-1]
     final = load_activations(final_path)
     rows = []
     for step, path in steps:
         acts = final if step == final_step else load_activations(path)
-        measured = activation_metric_rows(acts, final, metric="cka_final")
-        if debiased:
-            measured += activation_metric_rows(acts, final, metric="cka_final", debiased=True)
-        rows += tag_rows(measured, info["run"], info["model"], step, step * info["tokens_per_step"])
+        rows += tag_rows(cka_rows(acts, final, "cka_final", debiased), info["run"], info["model"], step,
+                         tokens_at(step, info["tokens_per_step"]))
     frame = store.to_frame(rows)
     summary = convergence_steps(frame, threshold=threshold, metric="cka_final", total_steps=final_step)
     summary_rows = [
@@ -60,8 +49,8 @@ def finalize_run(run: str | os.PathLike, threshold: float = 0.95, debiased: bool
          "value": float(r.fraction) if r.converged else math.nan}
         for r in summary.itertuples()
     ]
-    summary_frame = store.to_frame(tag_rows(summary_rows, info["run"], info["model"], final_step, final_step * info["tokens_per_step"]))
-    store.replace(store.table_path(run), pd.concat([frame, summary_frame], ignore_index=True))
+    summary_frame = store.to_frame(tag_rows(summary_rows, info["run"], info["model"], final_step, tokens_at(final_step, info["tokens_per_step"])))
+    store.replace(layout.table, pd.concat([frame, summary_frame], ignore_index=True))
     main = summary[summary.component == "mlp"] if (summary.component == "mlp").any() else summary
     fractions = ", ".join(f"L{int(r.layer)} {r.fraction:.2f}" if r.converged else f"L{int(r.layer)} never"
                           for r in main.itertuples())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmdynamics import store
+from lmdynamics import catalogue, store
 from lmdynamics.analysis import plots as P
 from lmdynamics.analysis import summaries as S
 from lmdynamics.atomic import write_text_atomic
@@ -38,7 +38,7 @@ def resolve_table(source: str | os.PathLike) -> Path:
 def load_table(source: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
     """A DataFrame, or the table read from a path (see ``resolve_table``); raises if it has no rows."""
     if isinstance(source, pd.DataFrame):
-        frame = store.to_frame(source)
+        frame = store.normalise(source)
         where = "the DataFrame given"
     else:
         path = resolve_table(source)
@@ -171,30 +171,30 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
                  f"{threshold}.", model=m, metric=metric, threshold=threshold)
 
     section = "Effective rank of the weights"
-    for metric in ("per", "grad_per"):
-        rows = S.select(frame, metric)
-        if rows.empty:
-            if metric == "per":
-                skipped.append("PER figures: no 'per' rows in the table")
-            continue
-        what = "gradients" if metric == "grad_per" else "weights"
-        for m in per_model(rows):
-            draw(section, P.plot_per_over_steps, f"{metric}_steps__{P.slug(m)}",
-                 f"{S.short_name(m)}: proportional effective rank (ER / min(m, n), Roy & Vetterli) of the "
-                 f"{what} of every layer over training, one panel per matrix (OV averaged over heads).",
-                 model=m, metric=metric)
-        draw(section, P.plot_per_by_layer, f"{metric}_layers",
-             f"PER of the {what} per layer at each model's last measured step"
-             + (", one line per model." if many else "."), metric=metric)
+    for measurement in catalogue.figured("rank"):
+        for metric in (measurement.name, f"grad_{measurement.name}"):
+            rows = S.select(frame, metric)
+            if rows.empty:
+                if metric == measurement.name:
+                    skipped.append(f"{metric.upper()} figures ({measurement.label}): no '{metric}' rows in the table")
+                continue
+            what = "gradients" if metric.startswith("grad_") else "weights"
+            for m in per_model(rows):
+                draw(section, P.plot_rank_over_steps, f"{metric}_steps__{P.slug(m)}",
+                     f"{S.short_name(m)}: {measurement.label} ({measurement.description}) of the {what} of every "
+                     f"layer over training, one panel per matrix (OV averaged over heads).", model=m, metric=metric)
+            draw(section, P.plot_rank_by_layer, f"{metric}_layers",
+                 f"{measurement.label} of the {what} per layer at each model's last measured step"
+                 + (", one line per model." if many else "."), metric=metric)
     draw(section, P.plot_per_vs_convergence, "per_vs_convergence",
          f"Each layer's PER (mean over its weight matrices) against the fraction of training it needs to stay "
          f"≥ {threshold} in {P.cka_label(cka_metric)}; Pearson and Spearman correlations in the title.",
          threshold=threshold, cka_metric=cka_metric)
 
     section = "Output head and anisotropy"
-    rows = pd.concat([S.select(frame, "sv_norm", "head_spectrum"), S.select(frame, "kl_uniform", "head", layer=-1)])
+    rows = pd.concat([S.select(frame, "sv_norm", "head", layer=-1), S.select(frame, "kl_uniform", "head", layer=-1)])
     if rows.empty:
-        skipped.append("head figures: no 'head_spectrum'/'sv_norm' or 'head'/'kl_uniform' rows")
+        skipped.append("head figures: no 'sv_norm' or 'kl_uniform' rows of the head")
     for m in per_model(rows):
         draw(section, P.plot_head_spectrum, f"head_spectrum__{P.slug(m)}",
              f"{S.short_name(m)}: the head's singular values divided by the largest, one curve per measured step "

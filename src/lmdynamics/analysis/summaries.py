@@ -19,10 +19,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lmdynamics import catalogue
+
 #: Per-layer weight matrices averaged into a layer's PER by default; "ov" is the mean over its heads.
-WEIGHT_MATRICES = ("qkv", "dense", "mlp_in", "mlp_out", "ov")
-#: Metrics holding a loss, in the order the headline prefers them.
-LOSS_METRICS = ("val_loss", "loss", "train_loss", "probe_loss")
+WEIGHT_MATRICES = catalogue.WEIGHT_MATRICES
+#: Metrics holding a loss, in the order the headline prefers them (the catalogue's loss family).
+LOSS_METRICS = tuple(m.name for m in catalogue.CATALOGUE.values() if m.family == "loss")
 _OV_HEAD = re.compile(r"^ov_head\d+$")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([kmbt])(?![a-z])")
 _SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
@@ -91,11 +93,13 @@ def select(
         rows = rows[rows["layer"] >= 0]
     elif per_layer is False:
         rows = rows[rows["layer"] < 0]
-    keys = ["model", "metric", "component", "layer", "step"]
+    if "index" not in rows:
+        rows = rows.assign(index=-1)
+    keys = ["model", "metric", "component", "layer", "index", "step"]
     if rows.empty:
         return pd.DataFrame(columns=keys + ["tokens", "value"])
     out = rows.groupby(keys, as_index=False).agg(tokens=("tokens", "max"), value=("value", "mean"))
-    return out.sort_values(["model", "component", "layer", "step"], ignore_index=True)
+    return out.sort_values(["model", "component", "layer", "index", "step"], ignore_index=True)
 
 
 def layer_components(frame: pd.DataFrame, metric: str, components: Sequence[str] | None = None) -> list[str]:

@@ -10,19 +10,13 @@ them (``lmdynamics.analysis.convergence.finalize_run``, also a command for any r
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from ..measure import activation_metric_rows
+from ..layout import RunLayout
+from ..measure import cka_rows
 from ..probes import capture, save_activations
-from .base import MeasurementCallback, run_dir
-
-ACTIVATIONS_DIR = "activations"
-
-
-def activation_file(root: Path, step: int) -> Path:
-    return root / ACTIVATIONS_DIR / f"step{step:08d}.safetensors"
+from .base import MeasurementCallback
 
 
 class ActivationConvergence(MeasurementCallback):
@@ -85,15 +79,13 @@ class ActivationConvergence(MeasurementCallback):
         if not trainer.is_global_zero:
             return None
         rows = []
-        variants = (False, True) if self.debiased else (False,)
-        for debiased in variants:
-            if self._previous is not None:
-                rows += activation_metric_rows(acts, self._previous, metric="cka_prev", debiased=debiased)
-            if self._reference_acts is not None:
-                rows += activation_metric_rows(acts, self._reference_acts, metric="cka_ref", debiased=debiased)
+        if self._previous is not None:
+            rows += cka_rows(acts, self._previous, "cka_prev", self.debiased)
+        if self._reference_acts is not None:
+            rows += cka_rows(acts, self._reference_acts, "cka_ref", self.debiased)
         self._previous = acts
         if self.store_activations:
-            save_activations(activation_file(run_dir(trainer), step), acts)
+            save_activations(RunLayout(trainer.default_root_dir).activation_file(step), acts)
         return rows
 
     def state_dict(self) -> dict:
@@ -115,8 +107,8 @@ class ActivationConvergence(MeasurementCallback):
     def on_train_start(self, trainer, pl_module) -> None:
         if self.enabled and trainer.global_step > 0 and trainer.is_global_zero and self._previous is None:
             # resumed from a checkpoint without the previous activations: the newest stored ones before this step
-            stored = sorted((run_dir(trainer) / ACTIVATIONS_DIR).glob("step*.safetensors"))
-            earlier = [p for p in stored if int(p.stem[4:]) <= trainer.global_step]
+            stored = RunLayout(trainer.default_root_dir).activation_steps()
+            earlier = [p for step, p in stored if step <= trainer.global_step]
             if earlier:
                 from ..probes import load_activations
 
@@ -129,7 +121,7 @@ class ActivationConvergence(MeasurementCallback):
         from ..analysis.convergence import finalize_run
 
         start = time.perf_counter()
-        summary = finalize_run(run_dir(trainer), threshold=self.threshold, debiased=self.debiased)
+        summary = finalize_run(trainer.default_root_dir, threshold=self.threshold, debiased=self.debiased)
         self.seconds += time.perf_counter() - start
         super().on_fit_end(trainer, pl_module)
         if summary:

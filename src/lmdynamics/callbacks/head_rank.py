@@ -17,7 +17,9 @@ import math
 from lightning.pytorch.utilities import rank_zero_warn
 
 from ..measure import anisotropy_rows, weight_metric_rows
-from .base import MeasurementCallback, gathered_weight, head_parameter_name, run_dir
+from ..distributed import gathered_weight, head_parameter_name
+from ..layout import RunLayout
+from .base import MeasurementCallback
 
 
 class HeadRank(MeasurementCallback):
@@ -46,10 +48,7 @@ class HeadRank(MeasurementCallback):
     def _spectrum_step(self, trainer, step: int) -> bool:
         if self.spectrum_at == "all":
             return True
-        from .hf_checkpoints import HFCheckpoints
-
-        ckpt = self.find(trainer, HFCheckpoints)
-        return ckpt is None or step in ckpt.steps
+        return self.checkpoint_steps is None or step in self.checkpoint_steps
 
     def measure(self, trainer, pl_module, step: int):
         model = pl_module.model
@@ -60,8 +59,7 @@ class HeadRank(MeasurementCallback):
             return None
         rows = weight_metric_rows([(name, weight)], model.config.num_attention_heads,
                                   spectrum=self._spectrum_step(trainer, step))
-        last = model.config.num_hidden_layers - 1
-        rows += anisotropy_rows({k: v for k, v in acts.items() if k in ((last, "resid"), (-1, "final"))})
+        rows += anisotropy_rows(acts)  # every (layer, component), as the offline analysis
         kl = next(r["value"] for r in rows if r["component"] == "head" and r["metric"] == "kl_uniform")
         self.kl_history.append(kl)
         return rows
@@ -87,7 +85,7 @@ class HeadRank(MeasurementCallback):
             event = {"event": "saturation", "step": step, "val_loss": val, "best_val_loss": self.best_val,
                      "kl_uniform": self.kl_history[-1], "kl_uniform_min": min(self.kl_history[:-1])}
             self.events.append(event)
-            with open(run_dir(trainer) / "events.jsonl", "a", encoding="utf-8") as fh:
+            with open(RunLayout(trainer.default_root_dir).events, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(event) + "\n")
             self.record(trainer, pl_module, step, [{"layer": -1, "component": "head", "metric": "saturation_event", "value": 1.0}])
             rank_zero_warn(f"[lmdynamics] saturation at step {step}: validation loss {val:.4f} is above its minimum {self.best_val:.4f} while the head's KL-to-uniform jumped to {self.kl_history[-1]:.4f}")

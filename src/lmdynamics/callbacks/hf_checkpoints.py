@@ -11,26 +11,9 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
 from ..atomic import apply_umask, write_json_atomic
-from .schedule import pythia_schedule
-
-
-def checkpoint_dirname(step: int) -> str:
-    """``step00001000``: zero-padded so that sorting by name sorts by step."""
-    return f"step{step:08d}"
-
-
-def full_state_dict(trainer: L.Trainer, module) -> dict | None:
-    """The model's full state dict on rank 0 (None elsewhere), gathering ZeRO-3 shards when needed."""
-    from .base import iter_full_parameters
-
-    model = module.model
-    if getattr(trainer.strategy, "zero_stage_3", False):
-        params = iter_full_parameters(model)  # every rank takes part in the gathers
-        state = {name: t for name, t in params if trainer.global_rank == 0}
-        if trainer.global_rank == 0:
-            state.update({name: buf.detach().cpu() for name, buf in model.named_buffers()})
-        return state if trainer.global_rank == 0 else None
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()} if trainer.global_rank == 0 else None
+from ..distributed import full_state_dict
+from ..layout import RunLayout, tokens_at
+from ..checkpoints.steps import pythia_schedule
 
 
 def run_description(trainer, pl_module) -> dict:
@@ -77,7 +60,7 @@ class HFCheckpoints(L.Callback):
 
     @staticmethod
     def directory(trainer) -> Path:
-        return Path(trainer.default_root_dir) / "checkpoints"
+        return RunLayout(trainer.default_root_dir).checkpoints
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._write_run_json(trainer, pl_module)
@@ -94,7 +77,7 @@ class HFCheckpoints(L.Callback):
             return
         # every rank must decide alike (saving ends in a barrier): rank 0 may already have renamed the directory
         # into place when another rank looks, so rank 0's answer is the one taken
-        done = (self.directory(trainer) / checkpoint_dirname(step)).exists()
+        done = RunLayout(trainer.default_root_dir).checkpoint_dir(step).exists()
         if not trainer.strategy.broadcast(done, src=0):
             self.save(trainer, pl_module, step)
 
@@ -103,13 +86,14 @@ class HFCheckpoints(L.Callback):
         if trainer.global_rank == 0:
             self._write(trainer, pl_module, step, state)
         trainer.strategy.barrier("hf_checkpoint")
-        self.last_saved = self.directory(trainer) / checkpoint_dirname(step)
+        self.last_saved = RunLayout(trainer.default_root_dir).checkpoint_dir(step)
 
     @staticmethod
     def _write(trainer, pl_module, step: int, state: dict) -> None:
-        root = HFCheckpoints.directory(trainer)
+        layout = RunLayout(trainer.default_root_dir)
+        root = layout.checkpoints
         root.mkdir(parents=True, exist_ok=True)
-        final = root / checkpoint_dirname(step)
+        final = layout.checkpoint_dir(step)
         tmp = root / f".{final.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         from transformers.utils import logging as hf_logging
@@ -119,7 +103,7 @@ class HFCheckpoints(L.Callback):
         dm = trainer.datamodule
         if dm is not None and dm.tokenizer is not None:
             dm.tokenizer.save_pretrained(tmp)
-        write_json_atomic(tmp / "lmdynamics_step.json", {"step": step, "tokens": step * pl_module.tokens_per_step})
+        write_json_atomic(tmp / "lmdynamics_step.json", {"step": step, "tokens": tokens_at(step, pl_module.tokens_per_step)})
         apply_umask(tmp)  # safetensors writes 0600
         if final.exists():
             shutil.rmtree(final)
@@ -127,11 +111,11 @@ class HFCheckpoints(L.Callback):
 
     @rank_zero_only
     def _write_run_json(self, trainer, pl_module) -> None:
-        root = Path(trainer.default_root_dir)
-        root.mkdir(parents=True, exist_ok=True)
+        layout = RunLayout(trainer.default_root_dir)
+        layout.root.mkdir(parents=True, exist_ok=True)
         dm = trainer.datamodule
         info = {
-            "run": root.name,
+            "run": layout.name,
             "model": pl_module.spec.name,
             "max_steps": trainer.max_steps,
             "tokens_per_step": pl_module.tokens_per_step,
@@ -146,4 +130,4 @@ class HFCheckpoints(L.Callback):
             "checkpoint_steps": sorted(self.steps),
             **run_description(trainer, pl_module),
         }
-        write_json_atomic(root / "run.json", info)
+        write_json_atomic(layout.run_json, info)

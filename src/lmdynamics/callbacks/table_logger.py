@@ -18,6 +18,7 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from .. import store
+from ..layout import tokens_at
 
 
 class TidyTableLogger(Logger):
@@ -57,7 +58,7 @@ class TidyTableLogger(Logger):
             step = self.fixed_step
         else:
             step = int(trainer.global_step) if trainer is not None else int(step or 0)
-        tokens = int(step * self.module.tokens_per_step)
+        tokens = tokens_at(step, self.module.tokens_per_step)
         for name, value in metrics.items():
             if name == "epoch":
                 continue

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 
 from ..measure import classify_weight, gradient_metric_rows, is_head_weight, weight_metric_rows
-from .base import MeasurementCallback, is_zero3_param, iter_full_parameters
+from ..distributed import is_zero3_param, iter_full_parameters
+from .base import MeasurementCallback
 
 
 class WeightRank(MeasurementCallback):

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from lmdynamics.checkpoints.steps import PYTHIA_TOKENS_PER_STEP, select_steps
 from lmdynamics.checkpoints.streaming import WEIGHT_FILES, CheckpointError, CorruptCheckpointError, weight_files
-
-_STEP_DIR = re.compile(r"^step(\d+)$")
+from lmdynamics.layout import RunLayout, tokens_at
 _REPO_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 
 
@@ -87,7 +86,7 @@ class HubSource:
         return select_steps(spec, None)
 
     def tokens(self, step: int) -> int:
-        return int(step) * self.tokens_per_step
+        return tokens_at(step, self.tokens_per_step)
 
     def checkpoint(self, step: int) -> Checkpoint:
         """Resolve ``step`` to a local snapshot directory (config, weights and tokenizer fetched or found)."""
@@ -155,7 +154,8 @@ class RunSource:
 
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir)
-        meta_path = self.path / "run.json"
+        self.layout = RunLayout(self.path)
+        meta_path = self.layout.run_json
         if not meta_path.is_file():
             raise CheckpointError(f"{self.path} is not a training run directory (no run.json); give a run directory or a hub repo id")
         try:
@@ -170,30 +170,23 @@ class RunSource:
         return f"RunSource({str(self.path)!r})"
 
     def _step_dirs(self) -> dict[int, Path]:
-        root = self.path / "checkpoints"
-        found = {}
-        if root.is_dir():
-            for child in root.iterdir():
-                m = _STEP_DIR.match(child.name)
-                if m and child.is_dir() and (child / "config.json").is_file():
-                    found[int(m.group(1))] = child
-        return found
+        return self.layout.checkpoint_dirs()
 
     def available_steps(self) -> list[int]:
         steps = sorted(self._step_dirs())
         if not steps:
-            raise CheckpointError(f"run {self.path} has no checkpoints under {self.path / 'checkpoints'}; train it first (make train)")
+            raise CheckpointError(f"run {self.path} has no checkpoints under {self.layout.checkpoints}; train it first (make train)")
         return steps
 
     def steps(self, spec) -> list[int]:
         return select_steps(spec, self.available_steps())
 
     def tokens(self, step: int) -> int:
-        return int(step) * self.tokens_per_step
+        return tokens_at(step, self.tokens_per_step)
 
     def repair_hint(self, step: int) -> str:
         """What to do about a corrupt file of this run's checkpoint: it cannot be downloaded again."""
-        return (f"a run's own checkpoint cannot be downloaded again: restore {self.path / 'checkpoints' / f'step{step:08d}'} "
+        return (f"a run's own checkpoint cannot be downloaded again: restore {self.layout.checkpoint_dir(step)} "
                 f"from a backup or by training the run again, or leave step {step} out (steps, final_step)")
 
     def tokenizer_file(self, step: int) -> Path | None:
@@ -205,7 +198,7 @@ class RunSource:
         directory = self._step_dirs().get(int(step))
         label = f"{self.path}@step{step}"
         if directory is None:
-            raise CheckpointError(f"{label}: no checkpoint for step {step} under {self.path / 'checkpoints'}")
+            raise CheckpointError(f"{label}: no checkpoint for step {step} under {self.layout.checkpoints}")
         return Checkpoint(self.run, self.model, int(step), self.tokens(step), directory, _read_config(directory, label))
 
 

@@ -1,14 +1,38 @@
-"""Checkpoint step presets (SCIENCE.md sec. 1 and 2) and the step-selection grammar of the analysis CLI."""
+"""The Pythia-style checkpoint schedule (one definition, used by training and analysis), the step presets
+(SCIENCE.md sec. 1 and 2) and the step-selection grammar of the analysis CLI."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+
+def pythia_schedule(max_steps: int, every: int, log_cap: int | None = None, include_last: bool = True) -> list[int]:
+    """Steps 0, 1, 2, 4, ..., (powers of two up to ``log_cap``), then every ``every`` steps, plus ``max_steps``.
+
+    Pythia's released checkpoints are this schedule with log_cap=512, every=1000, max_steps=143000.
+    ``log_cap`` defaults to ``every`` (powers of two below the first regular step).
+    """
+    if every <= 0:
+        raise ValueError(f"the schedule's interval must be a positive number of steps, got every={every}")
+    if max_steps < 0:
+        raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+    cap = every if log_cap is None else log_cap
+    steps = {0}
+    p = 1
+    while p <= min(cap, max_steps):
+        steps.add(p)
+        p *= 2
+    steps.update(range(every, max_steps + 1, every))
+    if include_last:
+        steps.add(max_steps)
+    return sorted(s for s in steps if s <= max_steps)
+
+
 PYTHIA_TOKENS_PER_STEP = 1024 * 2048  # 2,097,152 tokens a step (Pythia's batch of 1024 x 2048)
 PYTHIA_FINAL_STEP = 143_000
 
 #: The 154 released Pythia checkpoints: step0, the log-spaced step1..step512, then every 1000 to 143000.
-PYTHIA_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), *range(1000, PYTHIA_FINAL_STEP + 1, 1000))
+PYTHIA_STEPS: tuple[int, ...] = tuple(pythia_schedule(PYTHIA_FINAL_STEP, every=1000, log_cap=512))
 
 #: The steps of "Tending Towards Stability" (2024): 0, 1, 2, 4, ..., 512, 1000, then 3000 + 10000 i to 143000.
 PAPER_STEPS: tuple[int, ...] = (0, *(2**i for i in range(10)), 1000, *range(3000, PYTHIA_FINAL_STEP + 1, 10_000))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from lmdynamics.layout import RunLayout
+
 
 def tiny_config(**overrides):
     """A small GPTNeoXConfig (Pythia's architecture: rotary 25%, parallel residual, untied head)."""
@@ -49,7 +51,7 @@ def write_synthetic_run(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     steps = sorted({int(s) for s in steps})
     config = config or tiny_config()
     torch.manual_seed(seed)
@@ -62,7 +64,7 @@ def write_synthetic_run(
         t = step / last
         with torch.no_grad():
             model.load_state_dict({k: (1 - t) * start[k] + t * end[k] for k in start})
-        write_checkpoint(model, run_dir / "checkpoints" / f"step{step:08d}", tokenizer_file)
+        write_checkpoint(model, layout.checkpoint_dir(step), tokenizer_file)
     meta = {"run": run, "model": model_name, "max_steps": last, "tokens_per_step": tokens_per_step, "seed": seed}
-    (run_dir / "run.json").write_text(json.dumps(meta))
-    return run_dir
+    layout.run_json.write_text(json.dumps(meta))
+    return layout.root

@@ -23,10 +23,11 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 
 from ..atomic import write_text_atomic
-from ..callbacks.base import Probe
+from ..callbacks.base import MeasurementCallback
 from ..callbacks.convergence import ActivationConvergence
 from ..callbacks.head_rank import HeadRank
 from ..callbacks.hf_checkpoints import HFCheckpoints, run_description
+from ..callbacks.probe import Probe
 from ..callbacks.table_logger import TidyTableLogger
 from ..callbacks.weight_rank import WeightRank
 from ..data.datamodule import TextDataModule
@@ -238,7 +239,17 @@ class LMCLI(LightningCLI):
         trainer_cfg = {**trainer_cfg, "callbacks": [*callbacks, ResumeCheckpoint(run.dir / "lightning", run.resume_every)],
                        "default_root_dir": str(out), "logger": loggers, **kwargs}
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        self._wire_measurements(extra)
         return self._instantiate_trainer(trainer_cfg, extra)
+
+    def _wire_measurements(self, callbacks) -> None:
+        """Hand every measuring callback the run's probe and checkpoint schedule (explicit wiring: no callback
+        looks another up)."""
+        probe = self._get(self.config_init, "probe")
+        ckpt = self._get(self.config_init, "checkpoints")
+        for callback in callbacks:
+            if isinstance(callback, MeasurementCallback):
+                callback.attach(probe, (ckpt.every, ckpt.log_cap))
 
     def _run_subcommand(self, subcommand: str) -> None:
         if self._run.dry_run:

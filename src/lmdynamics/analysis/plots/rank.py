@@ -1,0 +1,143 @@
+"""Rank of the weights: a catalogue measurement of every weight matrix per layer, and PER against convergence."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+from matplotlib import colors
+from matplotlib.cm import ScalarMappable
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from lmdynamics import catalogue
+from lmdynamics.analysis import summaries as S
+
+from .common import SkipFigure, cka_label, figure, save, panels, log_steps, model_colors, layer_colors, layer_colorbar, pick_model, legend_outside, ov_merged, matrix_order, at_step
+
+
+def _label(metric: str) -> str:
+    """The y label of a rank measurement, with the normaliser of the OV panel stated where it matters."""
+    return catalogue.get(metric).axis_label() if metric in catalogue.CATALOGUE or metric.startswith("grad_") else metric
+
+
+def _matrix_title(comp: str, metric: str) -> str:
+    if comp != "ov":
+        return comp
+    note = " (mean over heads"
+    if metric.removeprefix("grad_") == "per":
+        note += "; ER / d, while an OV circuit's rank is at most d_head"
+    return "ov" + note + ")"
+
+
+@figure
+def plot_rank_over_steps(frame: pd.DataFrame, path: Path, model: str | None = None, metric: str = "per",
+                         components: Sequence[str] | None = None) -> Path:
+    """A rank measurement of the catalogue (default PER) of every layer's weight matrices over steps (one panel
+    per matrix, colour = layer; the input embedding and the head in a panel of their own)."""
+    rows = S.select(frame, metric)
+    model = pick_model(rows, model, metric)
+    rows = rows[rows["model"] == model]
+    layered = ov_merged(rows[rows["layer"] >= 0])
+    comps = matrix_order(layered["component"]) if components is None else \
+        [c for c in components if c in set(layered["component"])]
+    model_level = rows[(rows["layer"] < 0) & rows["component"].isin(["embed_in", "head"])]
+    n = len(comps) + (not model_level.empty)
+    if n == 0:
+        raise SkipFigure(f"no {metric} rows on weight matrices")
+    fig, axes = panels(n)
+    n_layers = int(layered["layer"].max()) + 1 if not layered.empty else 1
+    cmap, norm, mappable = layer_colors(n_layers)
+    for ax, comp in zip(axes, comps):
+        r = layered[layered["component"] == comp]
+        for layer, g in r.groupby("layer"):
+            ax.plot(g["step"], g["value"], color=cmap(norm(layer)), lw=1.4, marker=".", ms=3)
+        ax.set_title(_matrix_title(comp, metric), fontsize=9)
+    if not model_level.empty:
+        ax = axes[-1]
+        for comp, g in model_level.groupby("component"):
+            ax.plot(g["step"], g["value"], lw=1.6, marker=".", ms=3, label=comp,
+                    color="black" if comp == "head" else "tab:orange")
+        ax.legend(fontsize=8, loc="best")
+        ax.set_title("input embedding and output head")
+    for ax in axes:
+        log_steps(ax, rows)
+        ax.set_ylabel(_label(metric))
+        ax.grid(alpha=0.3)
+    if comps:
+        layer_colorbar(fig, axes[:len(comps)], mappable, n_layers)
+    fig.suptitle(f"{S.short_name(model)}: {catalogue.label(metric)} over training")
+    return save(fig, path)
+
+
+@figure
+def plot_rank_by_layer(frame: pd.DataFrame, path: Path, metric: str = "per",
+                       components: Sequence[str] | None = None, step: str | int = "final") -> Path:
+    """A rank measurement (default PER) per layer (x) for every model (colour), one panel per weight matrix,
+    at each model's last step."""
+    rows = ov_merged(S.select(frame, metric, per_layer=True))
+    rows = at_step(rows, step)
+    comps = matrix_order(rows["component"]) if components is None else \
+        [c for c in components if c in set(rows["component"])]
+    if rows.empty or not comps:
+        raise SkipFigure(f"no per-layer {metric} rows at step {step!r}")
+    models = S.model_order(rows)
+    palette = model_colors(models)
+    fig, axes = panels(len(comps))
+    for ax, comp in zip(axes, comps):
+        for m in models:
+            r = rows[(rows["model"] == m) & (rows["component"] == comp)]
+            ax.plot(r["layer"], r["value"], marker="o", ms=4, lw=1.3, color=palette[m])
+        ax.set_title(_matrix_title(comp, metric), fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(_label(metric))
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    where = "each model's last measured step" if step == "final" else f"step {step}"
+    legend_outside(fig, [Line2D([], [], color=palette[m], marker="o", ms=4) for m in models],
+                    [S.short_name(m) for m in models], below=True)
+    fig.suptitle(f"{catalogue.label(metric)} per layer at {where}")
+    return save(fig, path)
+
+
+@figure
+def plot_per_vs_convergence(frame: pd.DataFrame, path: Path, threshold: float = 0.95,
+                            cka_metric: str = "cka_final", **kwargs) -> Path:
+    """Scatter of layer PER against convergence fraction, Pearson and Spearman in the title."""
+    points = S.per_convergence_points(frame, threshold=threshold, cka_metric=cka_metric, **kwargs)
+    if points.empty:
+        raise SkipFigure(f"needs both per-layer 'per' rows and per-layer {cka_metric} rows")
+    corr = S.per_vs_convergence(frame, points=points).set_index("model")
+    models = S.model_order(points)
+    palette = model_colors(models)
+    fig = Figure(figsize=(8.0, 5.0), layout="constrained")
+    ax = fig.subplots()
+    for m in models:
+        p = points[points["model"] == m]
+        rho = corr.loc[m, "spearman_rho"]
+        label = S.short_name(m) + (f" (ρ = {rho:+.2f})" if np.isfinite(rho) else "")
+        ax.scatter(p["per"], p["fraction"], s=30, color=palette[m], label=label, alpha=0.85)
+    pooled = corr.loc["all" if len(models) > 1 else models[0]]
+
+    def show(v: float) -> str:
+        return f"{v:+.2f}" if np.isfinite(v) else "n/a"
+
+    ax.set_title(f"PER vs convergence: Pearson r = {show(pooled['pearson_r'])}, Spearman ρ = "
+                 f"{show(pooled['spearman_rho'])} over {int(pooled['n'])} layers"
+                 + (" of all models" if len(models) > 1 else "") + f"\nconvergence: {cka_label(cka_metric)}",
+                 fontsize=10)
+    ax.set_xlabel("layer PER (mean over its weight matrices, at the last measured step)")
+    ax.set_ylabel(f"first step staying ≥ {threshold} (fraction of training)")
+    ax.grid(alpha=0.3)
+    legend_outside(fig, *ax.get_legend_handles_labels(), below=True)
+    return save(fig, path)
+
+
+#: The PER figures under their older names.
+plot_per_over_steps = plot_rank_over_steps
+plot_per_by_layer = plot_rank_by_layer

@@ -1,0 +1,144 @@
+"""The measurement catalogue: every quantity the toolkit records, declared once.
+
+An entry says what a metric is called in the tidy table, what it reads, which pure function of
+``lmdynamics.metrics`` computes it, which components it applies to, how figures label it, and which
+figure family draws it. The live callbacks and the offline runner compute from it (``lmdynamics.measure``),
+the offline resume asks it what a step still lacks, and summaries, figures and the report take their
+names and labels from it. Adding a metric is one pure function, one entry here and one test; its rows
+appear live and offline, existing analyses fill it in on their next run, and an entry with
+``figures=True`` gets the figures of its family in every report.
+
+What a measurement reads (``reads``):
+- ``spectrum``: the singular values of one weight matrix (or gradient): scalar functions of them;
+- ``activations``: one set of probe activations of a (layer, component);
+- ``activation_pair``: two sets of probe activations of the same probe rows (a step and its reference);
+- ``scalar``: a value the training loop, the probe pass or a summary computes (losses, rates, events).
+
+The components: per layer the weight matrices ``qkv``, ``dense``, ``mlp_in``, ``mlp_out`` and one OV
+circuit per head ``ov_headNN`` (:data:`LAYER_MATRICES`), model level ``embed_in`` and ``head``; probe
+activations ``ov``, ``ov_head`` (each head's ``ov_headNN``), ``attn``, ``mlp``, ``resid`` and ``final``
+(:data:`ACTIVATION_COMPONENTS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .metrics import spectrum as _spectrum
+from .metrics.anisotropy import anisotropy as _anisotropy
+
+#: GPT-NeoX weight matrices measured per layer (module name -> component); OV circuits come per head.
+LAYER_MATRICES = {
+    "attention.query_key_value": "qkv",
+    "attention.dense": "dense",
+    "mlp.dense_h_to_4h": "mlp_in",
+    "mlp.dense_4h_to_h": "mlp_out",
+}
+#: A layer's matrices as summaries and figures group them ("ov" = the mean over its heads' OV circuits).
+WEIGHT_MATRICES = ("qkv", "dense", "mlp_in", "mlp_out", "ov")
+#: Probe activation components (``ov_head`` = every head's ``ov_headNN``); ``final`` is the final hidden state.
+ACTIVATION_COMPONENTS = ("ov", "ov_head", "attn", "mlp", "resid", "final")
+#: Offline analysis kinds: what one unit of offline work computes (see ``lmdynamics.analysis.runner``).
+ANALYSES = ("weights", "activations", "cka_final", "cka_prev", "cka_ref")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One quantity of the tidy table (see the module docstring)."""
+
+    name: str
+    reads: str  # spectrum | activations | activation_pair | scalar
+    label: str  # for axes and titles
+    unit: str = ""  # "" = dimensionless
+    fn: Callable | None = None  # the pure function of lmdynamics.metrics
+    applies_to: str = "all"  # spectrum: "matrices" (every weight matrix) or "head"; others: "all"
+    family: str = ""  # figure family: rank, cka, anisotropy, loss, head
+    figures: bool = False  # draw its family's figures (per layer over steps, per layer at the end)
+    analysis: str | None = None  # the offline analysis kind that writes it (None: live or summaries only)
+    description: str = ""
+
+    def axis_label(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+def _sv_norm(s):
+    """s / s_max (all zeros stay zeros)."""
+    top = float(s.max()) if s.numel() else 0.0
+    return s / top if top > 0 else s
+
+
+_CKA = {"final": "the final checkpoint", "prev": "the previous measurement", "ref": "the reference model"}
+
+CATALOGUE: dict[str, Measurement] = {m.name: m for m in [
+    # -- spectra of weight matrices (and, prefixed grad_, of their gradients)
+    Measurement("er", "spectrum", "effective rank", "dimensions", _spectrum.effective_rank, "matrices", "rank",
+                analysis="weights", description="exp of the entropy of s / sum(s) (Roy & Vetterli 2007)"),
+    Measurement("per", "spectrum", "PER (ER / min(m, n))", "", _spectrum.proportional_effective_rank, "matrices",
+                "rank", figures=True, analysis="weights",
+                description="effective rank over the largest possible rank min(m, n)"),
+    Measurement("stable_rank", "spectrum", "stable rank", "dimensions", _spectrum.stable_rank, "matrices", "rank",
+                analysis="weights", description="||W||_F^2 / ||W||_2^2"),
+    Measurement("condition_number", "spectrum", "condition number", "", _spectrum.condition_number, "matrices",
+                "rank", analysis="weights", description="s_max / s_min"),
+    Measurement("kl_uniform", "spectrum", "KL(s / Σs ‖ uniform)", "nats", _spectrum.singular_entropy_kl_uniform,
+                "head", "head", analysis="weights",
+                description="singular entropy's distance to a flat spectrum (Godey et al. 2024)"),
+    Measurement("sv_norm", "spectrum", "singular value / largest", "", _sv_norm, "head", "head", analysis=None,
+                description="the head's whole normalised spectrum, one row per singular value (index column)"),
+    # -- probe activations
+    Measurement("anisotropy", "activations", "anisotropy (mean pairwise cosine)", "", _anisotropy,
+                family="anisotropy", analysis="activations",
+                description="mean cosine similarity between distinct probe vectors (Ethayarajh 2019)"),
+    *[Measurement(f"cka_{ref}{suffix}", "activation_pair",
+                  f"linear CKA to {what} ({'unbiased' if suffix else 'biased'} HSIC)", "", None,
+                  family="cka", analysis=f"cka_{ref}",
+                  description="Kornblith et al. 2019; unbiased HSIC: Song et al. 2012")
+      for ref, what in _CKA.items() for suffix in ("", "_debiased")],
+    # -- scalars of the training loop, the probe pass and the summaries
+    Measurement("val_loss", "scalar", "validation loss", "nats/token", family="loss"),
+    Measurement("loss", "scalar", "loss", "nats/token", family="loss"),
+    Measurement("train_loss", "scalar", "training loss", "nats/token", family="loss"),
+    Measurement("probe_loss", "scalar", "probe loss (mean next-token loss on the probe sequences)", "nats/token",
+                family="loss", analysis="activations"),
+    Measurement("converged_fraction", "scalar", "fraction of training until CKA-to-final stays ≥ threshold", "",
+                family="cka", description="written at the end of a run by analysis.convergence"),
+    Measurement("saturation_event", "scalar", "saturation event", "", family="head"),
+]}
+
+
+def get(name: str) -> Measurement:
+    """The entry of a table metric name; ``grad_X`` is X of the gradient. KeyError names the known ones."""
+    if name in CATALOGUE:
+        return CATALOGUE[name]
+    if name.startswith("grad_") and name[5:] in CATALOGUE:
+        base = CATALOGUE[name[5:]]
+        return Measurement(name, base.reads, f"{base.label} of the gradient", base.unit, base.fn, base.applies_to,
+                           base.family, base.figures, None, base.description)
+    raise KeyError(f"unknown metric {name!r}; the catalogue has {sorted(CATALOGUE)}")
+
+
+def label(name: str) -> str:
+    """A metric's label for figures (the name itself for metrics outside the catalogue)."""
+    try:
+        return get(name).label
+    except KeyError:
+        return name
+
+
+def spectrum_scalars(component: str) -> list[Measurement]:
+    """The scalar spectrum measurements of a matrix component (the head gets its own too), in catalogue order."""
+    head = component == "head"
+    return [m for m in CATALOGUE.values()
+            if m.reads == "spectrum" and m.name != "sv_norm" and (m.applies_to == "matrices" or head)]
+
+
+def produced_by(analysis: str) -> list[str]:
+    """The metrics an offline analysis kind writes for every checkpoint it completes (its resume test)."""
+    return [m.name for m in CATALOGUE.values() if m.analysis == analysis and m.applies_to != "head"
+            and not m.name.endswith("_debiased") and m.name != "probe_loss"]
+
+
+def figured(family: str) -> list[Measurement]:
+    """The measurements of a figure family whose figures the report draws."""
+    return [m for m in CATALOGUE.values() if m.family == family and m.figures]
