@@ -80,7 +80,7 @@ def world(tmp_path_factory):
         "final_step": 4,
         "probe": {"source": str(w / "probe.txt"), "num_sequences": 4, "context_length": 12},
         "batch_size": 4,
-        "debiased_cka": True,
+        "debiased": True,
         "report": False,
         "accelerator": "cpu",
     }
@@ -188,7 +188,7 @@ def test_second_run_recomputes_nothing(world, first_run):
 
 
 def test_cka_to_a_new_reference_needs_no_forward_pass(world, first_run):
-    from lmdynamics.analysis.runner import main
+    from lmdynamics.analysis.cli import main
 
     out = world["out"]
     cache_before = cache_state(out)
@@ -204,7 +204,7 @@ def test_cka_to_a_new_reference_needs_no_forward_pass(world, first_run):
 
 
 def test_demo_config_analyses_the_default_run_offline(tmp_path, monkeypatch):
-    from lmdynamics.analysis.runner import main
+    from lmdynamics.analysis.cli import main
     from lmdynamics.probes import ProbeSet
 
     run = write_synthetic_run(tmp_path / "runs" / "demo", [0, 3, 6], run="demo", model_name="demo", tokens_per_step=256)
@@ -224,7 +224,7 @@ def test_demo_config_analyses_the_default_run_offline(tmp_path, monkeypatch):
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
-    from lmdynamics.analysis.runner import main
+    from lmdynamics.analysis.cli import main
 
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("models: [Org/x]\nstepz: paper\n")

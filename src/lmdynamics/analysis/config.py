@@ -1,27 +1,30 @@
-"""The offline analysis configuration: a YAML file, overridden by the CLI flags of ``analysis/run.py``.
+"""The offline analysis configuration: the dataclasses below, read by jsonargparse (as training's config) from
+``--config`` YAML files and ``--key value`` flags (``lmdynamics.analysis.cli``), then checked by :func:`validate`.
 
 Every default is visible here and in ``configs/analysis/*.yaml``; the resolved configuration is saved as
-``<out>/config.yaml`` with every analysis.
+``<out>/config.yaml`` with every analysis. Knobs shared with the live measurements have the same names:
+``components`` (training: ``probe.components``), ``debiased`` (``convergence.debiased``), ``spectrum``
+(``head_rank.spectrum``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from lmdynamics.catalogue import ACTIVATION_COMPONENTS as ALL_COMPONENTS
+from lmdynamics.catalogue import ANALYSES
 from lmdynamics.checkpoints.steps import parse_steps
-from lmdynamics.probes.capture import ALL_COMPONENTS
 
-#: What an analysis can compute per (model, step). ``weights``: ER/PER/stable rank/condition number of every
-#: weight matrix, OV per head, the head's spectrum and KL-to-uniform (streamed, no model built).
-#: ``activations``: one forward pass over the probe (cached), anisotropy per (layer, component), probe loss.
-#: ``cka_final`` / ``cka_prev`` / ``cka_ref``: CKA to the final checkpoint / the previous analysed step / a
-#: chosen reference, from cached activations only.
-ANALYSES = ("weights", "activations", "cka_final", "cka_prev", "cka_ref")
+# What an analysis can compute per (model, step) (lmdynamics.catalogue.ANALYSES). ``weights``: the
+# catalogue's spectrum measurements of every weight matrix, OV per head, the head's spectrum (streamed, no
+# model built). ``activations``: one forward pass over the probe (cached), anisotropy per (layer,
+# component), probe loss. ``cka_final`` / ``cka_prev`` / ``cka_ref``: CKA to the final checkpoint / the
+# previous analysed step / a chosen reference, from cached activations only.
+SPECTRUM = ("all", "checkpoints", "none")
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -41,16 +44,16 @@ class ProbeConfig:
 
 @dataclass
 class AnalysisConfig:
-    models: list[str] = field(default_factory=list)  # hub repo ids (revisions stepN) or local run directories
+    models: list[str] | str = field(default_factory=list)  # hub repo ids (revisions stepN) or run directories; "a,b" too
     steps: str | list[int] = "paper"  # preset (paper, pythia-all, every-10k, all) or a list of steps
     out: str = "analysis_out/default"
-    analyses: list[str] = field(default_factory=lambda: ["weights", "activations", "cka_final", "cka_prev"])
+    analyses: list[str] | str = field(default_factory=lambda: ["weights", "activations", "cka_final", "cka_prev"])
     reference: str | int | None = None  # cka_ref: a step of the same model, or "MODEL@stepN" (hub id or run dir)
     final_step: int | None = None  # the CKA-to-final reference; default: 143000 for hub models, the last saved step of a run
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    components: list[str] = field(default_factory=lambda: list(ALL_COMPONENTS))
-    spectrum: bool = True  # store the head's full normalised spectrum
-    debiased_cka: bool = False  # also store the unbiased-HSIC CKA (metric names end in _debiased)
+    components: list[str] | str = field(default_factory=lambda: list(ALL_COMPONENTS))
+    spectrum: str | bool = "all"  # the head's whole normalised spectrum: all (every analysed checkpoint) or none
+    debiased: bool = False  # also store the unbiased-HSIC CKA (metric names end in _debiased)
     probe_loss: bool = True
     batch_size: int = 16
     dtype: str = "float32"  # dtype of the model for the forward pass
@@ -68,40 +71,6 @@ class AnalysisConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _check_keys(data: dict, cls, where: str) -> None:
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {sorted(known)}")
-
-
-def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> AnalysisConfig:
-    """Read a YAML config, apply CLI ``overrides`` (``models``, ``steps``, ``probe``, ``out``, ...) and validate."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"analysis config {path} does not exist; see configs/analysis/ for examples")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"analysis config {path} is not valid YAML ({str(err).splitlines()[0]})") from err
-        if not isinstance(data, dict):
-            raise ValueError(f"analysis config {path} must be a mapping of keys to values")
-    where = str(path) if path is not None else "the analysis config"
-    _check_keys(data, AnalysisConfig, where)
-    probe = data.pop("probe", None) or {}
-    if isinstance(probe, str):
-        probe = {"source": probe}
-    _check_keys(probe, ProbeConfig, f"{where} (probe)")
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if "probe" in overrides:
-        probe["source"] = overrides.pop("probe")
-    data.update(overrides)
-    config = AnalysisConfig(**data, probe=ProbeConfig(**probe))
-    return validate(config)
 
 
 def _split(value) -> list[str]:
@@ -141,6 +110,10 @@ def validate(config: AnalysisConfig) -> AnalysisConfig:
             raise ValueError(f"probe.positions must be 'last' or an int, got {p.positions!r}") from None
     if p.num_sequences < 1 or p.context_length < 1:
         raise ValueError("probe.num_sequences and probe.context_length must be >= 1")
+    if isinstance(config.spectrum, bool):  # true / false read as all / none
+        config.spectrum = "all" if config.spectrum else "none"
+    if config.spectrum not in SPECTRUM:
+        raise ValueError(f"spectrum must be one of {list(SPECTRUM)}, got {config.spectrum!r}")
     config.out = str(config.out)
     return config
 

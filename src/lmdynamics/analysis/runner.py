@@ -9,84 +9,38 @@ Work is planned per (model, step) in two phases, each sharded over the ranks of 
 2. after a barrier, CKA of every (layer, component) to the final checkpoint, the previous analysed step or
    a chosen reference (``cka_final``, ``cka_prev``, ``cka_ref``) from the cached activations only.
 
-Resumable: a (model, step, kind) whose rows are in ``<out>/metrics.parquet`` is skipped (each kind of one
-checkpoint is one atomic append, so "any row present" means "done"), and a valid cached activation file
-spares the forward pass. A checkpoint that fails (missing revision, corrupt file, tokenizer mismatch, run
-without checkpoints) is reported in one line, recorded under ``<out>/failures/`` and in
-``<out>/summary.json``; the others are still analysed and the command exits non-zero.
+Resumable: a (model, step, kind) whose rows are all in ``<out>/metrics.parquet`` is skipped (each kind of
+one checkpoint is one atomic append; "all" is what the catalogue says the kind writes, see
+``analysis.plan``), and a valid cached activation file spares the forward pass. A checkpoint that fails
+(missing revision, corrupt file, tokenizer mismatch, run without checkpoints) is reported in one line,
+recorded under ``<out>/failures/`` and in ``<out>/summary.json`` (``analysis.failures``); the others are
+still analysed and the command exits non-zero. Configuration: ``analysis.config``; command line:
+``analysis.cli``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import sys
 import time
-import traceback
 import uuid
 import warnings
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from lmdynamics import store
-from lmdynamics.analysis.config import ANALYSES, AnalysisConfig, dump_config
-from lmdynamics.checkpoints import (
-    CheckpointError,
-    CorruptCheckpointError,
-    HubSource,
-    RunSource,
-    check_weight_files,
-    iter_tensors,
-    open_source,
-)
-from lmdynamics.checkpoints.steps import PYTHIA_FINAL_STEP
-from lmdynamics.measure import activation_metric_rows, anisotropy_rows, probe_loss_rows, tag_rows, weight_metric_rows
-from lmdynamics.probes import ProbeSet, capture, load_tokenizer, open_activations, probe_from_source, save_activations
+from lmdynamics.analysis.config import AnalysisConfig, dump_config
+from lmdynamics.analysis.failures import Failure, FailureLog, one_line, with_fix
+from lmdynamics.analysis.plan import CKA_KINDS, ModelPlan, done_units, parse_reference
 from lmdynamics.atomic import write_text_atomic
+from lmdynamics.checkpoints import CheckpointError, RunSource, check_weight_files, iter_tensors, open_source
+from lmdynamics.checkpoints.steps import PYTHIA_FINAL_STEP
+from lmdynamics.layout import slug, step_name
+from lmdynamics.measure import anisotropy_rows, cka_rows, probe_loss_rows, tag_rows, weight_metric_rows
+from lmdynamics.probes import ProbeSet, capture, load_tokenizer, open_activations, probe_from_source, save_activations
 from lmdynamics.probes.sources import tokenizer_fingerprint
-
-CKA_KINDS = ("cka_final", "cka_prev", "cka_ref")
-#: The metric whose presence in the table marks a (run, step, kind) as done.
-KIND_MARKER = {"weights": "er", "activations": "anisotropy", "cka_final": "cka_final", "cka_prev": "cka_prev", "cka_ref": "cka_ref"}
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def slug(run: str) -> str:
-    """A file-name-safe form of a run name (``EleutherAI/pythia-70m`` -> ``EleutherAI--pythia-70m``)."""
-    return _UNSAFE.sub("_", run.replace("/", "--"))
-
-
-@dataclass
-class ModelPlan:
-    """One model to analyse: its source, the steps analysed in full, and activation-only steps."""
-
-    spec: str
-    source: HubSource | RunSource
-    steps: list[int]
-    final_step: int | None = None
-    extra: set[int] = field(default_factory=set)  # steps whose activations are needed (references) but not analysed
-
-    @property
-    def run(self) -> str:
-        return self.source.run
-
-
-@dataclass
-class Failure:
-    run: str
-    model: str
-    step: int
-    kind: str
-    error: str
-
-    def line(self) -> str:
-        where = f"{self.model} step {self.step}" if self.step >= 0 else self.model
-        return f"FAILED {where} ({self.kind}): {self.error}"
 
 
 class Runner:
@@ -103,6 +57,7 @@ class Runner:
         self.table = store.table_path(self.out)
         self.failures: list[Failure] = []
         self.failed_steps: set[tuple[str, int]] = set()
+        self.failure_log = FailureLog(self.out)
         self.invocation = ""
         self.probe: ProbeSet | None = None
         self.plans: list[ModelPlan] = []
@@ -120,28 +75,20 @@ class Runner:
     def fail(self, run: str, model: str, step: int, kind: str, err: BaseException | str, record: bool = True) -> None:
         """Report a failure in one line and record it (``record=False``: only remember it, for work that
         every rank plans alike and rank 0 records)."""
-        msg = err if isinstance(err, str) else (str(err).splitlines()[0] if str(err) else type(err).__name__)
-        if not isinstance(err, (str, CheckpointError, ValueError, FileNotFoundError)):
-            msg = f"{type(err).__name__}: {msg}"
-        failure = Failure(run, model, int(step), kind, msg)
+        failure = Failure(run, model, int(step), kind, one_line(err))
         self.failures.append(failure)
         self.failed_steps.add((run, int(step)))
         if not record:
             return
         self.log(failure.line())
-        write_text_atomic(self._failure_path(run, step, kind), json.dumps({**failure.__dict__, "invocation": self.invocation}))
-
-    def _failure_path(self, run: str, step: int, kind: str) -> Path:
-        return self.out / "failures" / f"{slug(run)}__step{step}__{kind}.json"
+        self.failure_log.write(failure)
 
     def _clear_failure(self, run: str, step: int, kind: str) -> None:
-        path = self._failure_path(run, step, kind)
-        if path.exists():
-            path.unlink(missing_ok=True)
+        self.failure_log.clear(run, step, kind)
 
     def build_plans(self) -> None:
         cfg = self.cfg
-        ref_spec, ref_step = _parse_reference(cfg.reference) if "cka_ref" in cfg.analyses else (None, None)
+        ref_spec, ref_step = parse_reference(cfg.reference) if "cka_ref" in cfg.analyses else (None, None)
         for spec in cfg.models:
             try:
                 source = open_source(spec, tokens_per_step=cfg.tokens_per_step)
@@ -176,7 +123,7 @@ class Runner:
         return plan.steps[i - 1] if i > 0 else None
 
     def cache_path(self, run: str, step: int) -> Path:
-        return self.cfg.cache_dir / slug(run) / f"step{step:08d}.safetensors"
+        return self.cfg.cache_dir / slug(run) / f"{step_name(step)}.safetensors"
 
     def cache_valid(self, run: str, step: int) -> bool:
         path = self.cache_path(run, step)
@@ -320,7 +267,7 @@ class Runner:
             ckpt = plan.source.checkpoint(step)
             check_weight_files(ckpt.weight_files())
         except Exception as err:  # noqa: BLE001 - one line per bad checkpoint, whatever went wrong
-            self.fail(plan.run, plan.source.model, step, "checkpoint", _with_fix(err, plan.source, step))
+            self.fail(plan.run, plan.source.model, step, "checkpoint", with_fix(err, plan.source, step))
             return "failed"
         self._clear_failure(plan.run, step, "checkpoint")
         tag = dict(run=plan.run, model=plan.source.model, step=step, tokens=ckpt.tokens)
@@ -328,11 +275,11 @@ class Runner:
             t = time.perf_counter()
             try:
                 tensors = ((name, t.to(self.device)) for name, t in iter_tensors(ckpt.weight_files()))  # GPU when the run has one
-                rows = weight_metric_rows(tensors, ckpt.num_heads, spectrum=cfg.spectrum)
+                rows = weight_metric_rows(tensors, ckpt.num_heads, spectrum=cfg.spectrum != "none")
                 store.append(self.table, tag_rows(rows, **tag))
                 self._clear_failure(plan.run, step, "weights")
             except Exception as err:  # noqa: BLE001 - recorded; the other checkpoints go on
-                self.fail(plan.run, plan.source.model, step, "weights", _with_fix(err, plan.source, step))
+                self.fail(plan.run, plan.source.model, step, "weights", with_fix(err, plan.source, step))
             timings["weights"] = time.perf_counter() - t
         if kinds & {"activations", "cache"}:
             t = time.perf_counter()
@@ -375,9 +322,7 @@ class Runner:
                 continue
             try:
                 ref = open_activations(self.cache_path(ref_plan.run, ref_step))
-                rows = activation_metric_rows(acts, ref, metric=kind)
-                if self.cfg.debiased_cka:
-                    rows += activation_metric_rows(acts, ref, metric=kind, debiased=True)
+                rows = cka_rows(acts, ref, kind, self.cfg.debiased)
                 store.append(self.table, tag_rows(rows, plan.run, plan.source.model, step, tokens))
                 self._clear_failure(plan.run, step, kind)
             except Exception as err:  # noqa: BLE001 - recorded; the other steps go on
@@ -399,15 +344,7 @@ class Runner:
 
     def _invocation_failures(self) -> list[dict]:
         """The failure records written in this invocation by any rank (failure files carry its id)."""
-        records = []
-        for f in sorted((self.out / "failures").glob("*.json")):
-            try:
-                rec = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-            if rec.get("invocation") == self.invocation:
-                records.append(rec)
-        return records
+        return self.failure_log.this_invocation()
 
     def _failed_steps_on_disk(self) -> set[tuple[str, int]]:
         """(run, step) pairs that failed in this invocation on any rank."""
@@ -435,9 +372,10 @@ class Runner:
 
     def run(self) -> int:
         self.invocation = self.broadcast(uuid.uuid4().hex if self.rank == 0 else None)
+        self.failure_log.invocation = self.invocation
         self.build_plans()
         self.prepare()
-        done = _done_units(store.read_table(self.table))
+        done = done_units(store.read_table(self.table))
         units1, units2 = self.plan_work(done)
         mine1 = units1[self.rank :: self.world]
         mine2 = units2[self.rank :: self.world]
@@ -502,94 +440,3 @@ class Runner:
             self.console.print(f"warning: the report could not be written ({type(err).__name__}: {err})", markup=False)
 
 
-def _with_fix(err: BaseException, source, step: int) -> BaseException:
-    """A corrupt file's error with the fix that fits its source (a run's checkpoint cannot be downloaded)."""
-    if isinstance(err, CorruptCheckpointError):
-        return CheckpointError(err.with_fix(source.repair_hint(step)))
-    return err
-
-
-def _parse_reference(reference) -> tuple[str | None, int | None]:
-    """``13000`` -> (None, 13000); ``"EleutherAI/pythia-160m@step143000"`` -> (spec, 143000)."""
-    if reference is None:
-        return None, None
-    if isinstance(reference, int) or str(reference).removeprefix("step").isdigit():
-        return None, int(str(reference).removeprefix("step"))
-    spec, sep, step = str(reference).rpartition("@")
-    if not sep or not step.removeprefix("step").isdigit():
-        raise ValueError(f"reference {reference!r} must be a step (13000) or MODEL@stepN")
-    return spec, int(step.removeprefix("step"))
-
-
-def _done_units(table) -> set[tuple[str, int, str]]:
-    done = set()
-    if table.empty:
-        return done
-    for kind, metric in KIND_MARKER.items():
-        hit = table.loc[table["metric"] == metric, ["run", "step"]].drop_duplicates()
-        done.update((run, int(step), kind) for run, step in hit.itertuples(index=False))
-    return done
-
-
-def run_analysis(config: AnalysisConfig) -> int:
-    """Run an analysis under Lightning Fabric (one process per device; ``config.devices`` > 1 or
-    ``num_nodes`` > 1 launches DDP processes that share the work). Returns the exit code."""
-    from lightning.fabric import Fabric
-    from lightning.fabric.strategies import DDPStrategy
-
-    world = config.devices * config.num_nodes
-    # Phases can take hours; the barrier between them must not time out.
-    strategy = DDPStrategy(timeout=timedelta(days=7)) if world > 1 else "auto"
-    fabric = Fabric(accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=strategy)
-    fabric.launch()
-    if fabric.device.type == "cpu" and fabric.world_size > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.devices))
-    runner = Runner(
-        config, rank=fabric.global_rank, world=fabric.world_size, device=fabric.device,
-        barrier=fabric.barrier if fabric.world_size > 1 else None,
-        broadcast=(lambda obj: fabric.broadcast(obj, src=0)) if fabric.world_size > 1 else None,
-    )
-    try:
-        return runner.run()
-    except ValueError as err:
-        if fabric.global_rank == 0:
-            print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception:  # noqa: BLE001 - print the trace, exit 1
-        traceback.print_exc()
-        return 1
-
-
-def build_parser():
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="analysis/run.py",
-        description="Analyse checkpoints (hub revisions or local runs) into <out>/metrics.parquet; flags override the YAML.",
-    )
-    parser.add_argument("--config", help="analysis YAML (configs/analysis/*.yaml)")
-    parser.add_argument("--models", help="comma-separated hub repo ids or run directories")
-    parser.add_argument("--steps", help="preset (paper, pythia-all, every-10k, all) or comma-separated steps")
-    parser.add_argument("--probe", help="probe source: a .txt/.jsonl/.parquet file, a hub dataset name or a run directory")
-    parser.add_argument("--out", help="output directory (holds metrics.parquet)")
-    parser.add_argument("--analyses", help=f"comma-separated subset of {','.join(ANALYSES)}")
-    parser.add_argument("--reference", help="cka_ref reference: a step or MODEL@stepN")
-    parser.add_argument("--accelerator", help="cpu, cuda, gpu or auto")
-    parser.add_argument("--devices", type=int, help="processes per node (Lightning Fabric); >1 shards the work")
-    parser.add_argument("--num-nodes", dest="num_nodes", type=int, help="nodes (Lightning Fabric)")
-    parser.add_argument("--batch-size", dest="batch_size", type=int, help="probe sequences per forward pass")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The ``analysis/run.py`` command line; returns the exit code (0 ok, 1 some checkpoint failed, 2 bad input)."""
-    from lmdynamics.analysis.config import load_config
-
-    args = build_parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k != "config"}
-    try:
-        config = load_config(args.config, overrides)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return run_analysis(config)

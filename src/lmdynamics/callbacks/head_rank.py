@@ -3,7 +3,7 @@
 Godey et al. (2024): in small models the head's spectrum collapses and the last layer's representations
 turn anisotropic as the loss saturates. Recorded: the head's ER, PER, stable rank, condition number and
 KL-to-uniform of s / sum(s) at every measurement; its full normalised spectrum s / s_max at checkpoint
-steps (``head_spectrum``/``sv_norm`` rows, index in ``layer``); anisotropy of the last layer's residual
+steps (``sv_norm`` rows of the head, the singular value's position in ``index``); anisotropy of the last layer's residual
 stream and of the final hidden state on the probe. The monitor writes an event (a ``saturation_event``
 row, a line in ``<run>/events.jsonl`` and a warning) when validation loss rises above its running minimum
 by ``loss_margin`` while KL-to-uniform has jumped ``kl_jump`` (relative) above its own running minimum.
@@ -26,28 +26,30 @@ class HeadRank(MeasurementCallback):
     """Head spectrum, anisotropy and saturation events.
 
     Args:
-        spectrum_at: ``checkpoints`` (full spectrum at the HF checkpoint steps) or ``all`` (every measurement).
+        spectrum: the head's whole normalised spectrum (``sv_norm`` rows) at the HF checkpoint steps
+            (``checkpoints``), at every measurement (``all``) or never (``none``); the offline analysis's
+            ``spectrum``.
         loss_margin: nats above the running minimum of validation loss that count as a rise.
         kl_jump: relative rise of KL-to-uniform above its running minimum that counts as a jump.
         every, log_cap, enabled: see ``MeasurementCallback``.
     """
 
     def __init__(self, every: int | None = None, log_cap: int | None = None, enabled: bool = True,
-                 spectrum_at: str = "checkpoints", loss_margin: float = 0.02, kl_jump: float = 0.05):
+                 spectrum: str = "checkpoints", loss_margin: float = 0.02, kl_jump: float = 0.05):
         super().__init__(every, log_cap, enabled)
-        if spectrum_at not in ("checkpoints", "all"):
-            raise ValueError(f"head_rank.spectrum_at must be 'checkpoints' or 'all', got {spectrum_at!r}")
+        if spectrum not in ("checkpoints", "all", "none"):
+            raise ValueError(f"head_rank.spectrum must be 'checkpoints', 'all' or 'none', got {spectrum!r}")
         if loss_margin < 0 or kl_jump < 0:
             raise ValueError("head_rank.loss_margin and head_rank.kl_jump must be >= 0")
-        self.spectrum_at, self.loss_margin, self.kl_jump = spectrum_at, loss_margin, kl_jump
+        self.spectrum, self.loss_margin, self.kl_jump = spectrum, loss_margin, kl_jump
         self.kl_history: list[float] = []
         self.best_val = math.inf
         self.saturated = False
         self.events: list[dict] = []
 
     def _spectrum_step(self, trainer, step: int) -> bool:
-        if self.spectrum_at == "all":
-            return True
+        if self.spectrum != "checkpoints":
+            return self.spectrum == "all"
         return self.checkpoint_steps is None or step in self.checkpoint_steps
 
     def measure(self, trainer, pl_module, step: int):

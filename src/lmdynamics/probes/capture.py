@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmdynamics.catalogue import ACTIVATION_COMPONENTS as ALL_COMPONENTS
 from lmdynamics.probes.probeset import ProbeSet
 
-ALL_COMPONENTS = ("ov", "ov_head", "attn", "mlp", "resid", "final")
 _LOGIT_CHUNK_ELEMENTS = 1 << 26  # ~256 MB of float32 logits per chunk in the probe loss
 
 
