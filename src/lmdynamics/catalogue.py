@@ -81,6 +81,8 @@ CATALOGUE: dict[str, Measurement] = {m.name: m for m in [
                 analysis="weights", description="||W||_F^2 / ||W||_2^2"),
     Measurement("condition_number", "spectrum", "condition number", "", _spectrum.condition_number, "matrices",
                 "rank", analysis="weights", description="s_max / s_min"),
+    Measurement("gini", "spectrum", "Gini coefficient of the singular values", "", _spectrum.gini, "matrices", "rank",
+                figures=True, analysis="weights", description="0 for a flat spectrum, (n - 1) / n for rank 1"),
     Measurement("kl_uniform", "spectrum", "KL(s / Σs ‖ uniform)", "nats", _spectrum.singular_entropy_kl_uniform,
                 "head", "head", analysis="weights",
                 description="singular entropy's distance to a flat spectrum (Godey et al. 2024)"),

@@ -35,6 +35,7 @@ __all__ = [
     "proportional_effective_rank",
     "stable_rank",
     "condition_number",
+    "gini",
     "singular_entropy_kl_uniform",
     "w_error",
 ]
@@ -258,6 +259,16 @@ def condition_number(w_or_s) -> float | torch.Tensor:
     """s_max / s_min over the min(m, n) singular values; inf for a rank-deficient (nonzero) matrix."""
     s, batched = _spectrum(w_or_s, "condition_number")
     return _out(s[..., 0] / s[..., -1], batched)
+
+
+def gini(w_or_s) -> float | torch.Tensor:
+    """Gini coefficient of the singular values, sum_ij |s_i - s_j| / (2 n sum(s)) (Hurley & Rickard 2009, a
+    sparsity measure): 0 for a flat spectrum, (n - 1) / n for rank 1. Computed from the sorted values as
+    2 sum_i i s_(i) / (n sum(s)) - (n + 1) / n, s_(i) ascending, i = 1..n."""
+    s, batched = _spectrum(w_or_s, "gini")
+    n = s.shape[-1]
+    rank = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)
+    return _out(2 * (rank * s.flip(-1)).sum(-1) / (n * s.sum(-1)) - (n + 1) / n, batched)
 
 
 def singular_entropy_kl_uniform(s) -> float | torch.Tensor:
