@@ -6,8 +6,18 @@ PY     := $(VENV)/bin/python
 TRAIN_CONFIG    := $(if $(filter command line,$(origin CONFIG)),$(CONFIG),configs/train/demo.yaml)
 ANALYSIS_CONFIG := $(if $(filter command line,$(origin CONFIG)),$(CONFIG),configs/analysis/pythia-paper.yaml)
 STAMP  := $(VENV)/.installed
+.DEFAULT_GOAL := help
 
-.PHONY: install train test mutate bench analyze figures clean
+.PHONY: help configs install train test mutate bench analyze figures clean
+
+help:  ## this list
+	@echo "make targets (each sets up .venv on first use):"
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  make \1\t\2/' | expand -t 22
+	@echo "CONFIG=path picks the config of train/analyze; ARGS=\"...\" passes flags (e.g. ARGS=\"--ckpt_path last\")."
+	@echo "Everything is also one command: .venv/bin/lmdynamics (fit, validate, analyze, report, convergence, configs)."
+
+configs: $(STAMP)  ## list the bundled configs (train and analysis)
+	@$(VENV)/bin/lmdynamics configs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,19 +26,19 @@ $(STAMP): pyproject.toml
 	DS_BUILD_OPS=0 $(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP)  ## create .venv and install the project
 
-train: $(STAMP)
+train: $(STAMP)  ## train the default model (configs/train/demo.yaml) with live measurements and a report
 	$(PY) train/run.py fit --config $(TRAIN_CONFIG) $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP)  ## run the test suite
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
 
 # Mutation testing, not part of `make test`: metrics/, training/, store.py and analysis/summaries.py mutated one
 # change at a time (mutmut; [tool.mutmut] in pyproject.toml), each mutant run against the covering tests among
 # those modules' own tests; prints the surviving mutants and the score. MUTATE_JOBS workers (the machine's cores).
 MUTATE_JOBS ?= 2
-mutate: $(STAMP)
+mutate: $(STAMP)  ## mutation testing of the measured modules (~30 min)
 	rm -rf mutants && mkdir -p mutants
 	@start=$$(date +%s); \
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) > mutants/run.log 2>&1 \
@@ -36,11 +46,11 @@ mutate: $(STAMP)
 	$(PY) tests/helpers/mutation_report.py; \
 	echo "make mutate: $$(( $$(date +%s) - start )) s (log: mutants/run.log)"
 
-bench: $(STAMP)
+bench: $(STAMP)  ## benchmarks, printed side by side
 	$(PY) bench/run.py $(ARGS)
 
-analyze: $(STAMP)
+analyze: $(STAMP)  ## offline analysis (default: the Pythia paper config; CONFIG=configs/analysis/demo-run.yaml)
 	$(PY) analysis/run.py --config $(ANALYSIS_CONFIG) $(ARGS)
 
-clean:
+clean:  ## remove .venv and caches
 	rm -rf $(VENV) .pytest_cache mutants
