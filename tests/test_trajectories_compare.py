@@ -1,16 +1,13 @@
 """Group perplexity, the overlap measure on planted curves, and the record/report CLI on synthetic runs."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from lmdynamics.checkpoints.synthetic import tiny_config, write_synthetic_run
-from lmdynamics.data.tokenizer import train_bpe
 from lmdynamics.trajectories.cli import main
 from lmdynamics.trajectories.compare import group_perplexity, overlap_table, trace_groups, x_values
 from lmdynamics.trajectories.storage import TokenTable, Trajectories, TrajectoryStore
+from tests.helpers.trajectories import two_synthetic_runs
 
 STEPS = np.array([0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 3000, 4000])
 
@@ -66,10 +63,7 @@ def test_different_evaluation_tokens_are_refused():
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, local_text):
     root = tmp_path_factory.mktemp("traj")
-    tok = train_bpe([local_text.read_text()[:200_000]], 300, root / "tokenizer.json")
-    steps = [0, 1, 2, 4, 8, 16, 32, 64, 100, 150, 200, 250, 300, 350, 400]
-    small = write_synthetic_run(root / "small", steps, tiny_config(vocab_size=300), tok, run="small", seed=0)
-    large = write_synthetic_run(root / "large", steps, tiny_config(vocab_size=300, hidden_size=64), tok, run="large", seed=5)
+    small, large = two_synthetic_runs(root, local_text)
     return root, small, large, local_text
 
 
