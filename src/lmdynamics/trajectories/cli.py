@@ -28,7 +28,9 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="record per-token losses at every checkpoint")
     rec.add_argument("--source", action="append", required=True, help="run directory or hub repo id (repeat per model)")
-    rec.add_argument("--text", required=True, help="evaluation text (.txt: documents separated by blank lines, .jsonl, .parquet)")
+    what = rec.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="evaluation text (.txt: documents separated by blank lines, .jsonl, .parquet)")
+    what.add_argument("--tokens-from", help="a store directory (e.g. one recorded live) whose token blocks to record again")
     rec.add_argument("--blocks", type=int, default=50, help="evaluation blocks (the paper: 50 documents)")
     rec.add_argument("--block-tokens", type=int, default=2048, help="tokens per block (the paper: 2048)")
     rec.add_argument("--val-text", help="validation text for each checkpoint's validation perplexity (default: the evaluation text)")
@@ -67,10 +69,13 @@ def _tokenizer_file(spec: str) -> Path:
 
 
 def _record(args) -> int:
-    from .offline import evaluation_text, record_sources
+    from .offline import evaluation_text, record_sources, stored_text
 
-    tok = args.tokenizer or _tokenizer_file(args.source[0])
-    text = evaluation_text(tok, args.text, args.blocks, args.block_tokens, args.val_text, args.val_blocks)
+    if args.tokens_from:
+        text = stored_text(args.tokens_from)
+    else:
+        tok = args.tokenizer or _tokenizer_file(args.source[0])
+        text = evaluation_text(tok, args.text, args.blocks, args.block_tokens, args.val_text, args.val_blocks)
     stores = record_sources(args.source, text, args.out, args.steps, args.batch_size, args.device,
                             log=lambda m: print(m, file=sys.stderr))
     for s in stores:

@@ -22,7 +22,7 @@ from .storage import TokenTable, TrajectoryStore, model_dir_name
 from .tokens import evaluation_blocks
 
 __all__ = ["EvaluationText", "load_model", "record_source", "evaluation_text", "check_same_tokenizer", "record_sources",
-           "non_embedding_parameters"]
+           "non_embedding_parameters", "stored_text"]
 
 
 class TokenizerMismatch(ValueError):
@@ -53,6 +53,16 @@ def evaluation_text(tokenizer_file: str | os.PathLike, text: str | os.PathLike, 
     if val_text is not None:
         val, _ = evaluation_blocks(_token_docs(tok, val_text), val_blocks or num_blocks, block_tokens, eos)
     return EvaluationText(blocks, table, tokenizer_fingerprint(tok), val, str(text))
+
+
+def stored_text(store_dir: str | os.PathLike) -> EvaluationText:
+    """The evaluation blocks of an existing store (e.g. one recorded live), to record them from checkpoints."""
+    store = TrajectoryStore(store_dir)
+    blocks = store.blocks()
+    if blocks is None:
+        raise ValueError(f"{store_dir} does not keep its token blocks; record from the text instead")
+    meta = store.manifest["meta"]
+    return EvaluationText(blocks, store.token_table(), meta["tokenizer"], None, f"{store_dir} ({meta.get('text', '')})")
 
 
 def load_model(checkpoint, device: str = "cpu", dtype: torch.dtype = torch.float32):
@@ -107,7 +117,7 @@ def record_source(spec: str | os.PathLike, text: EvaluationText, out_root: str |
             meta = {"model": source.run, "source": str(spec), "parameters": non_embedding_parameters(model),
                     "tokens_per_step": source.tokens_per_step, "tokenizer": text.tokenizer_fp, "text": text.source,
                     "block_tokens": int(text.blocks.shape[1]), "val_ppl_on": "validation text" if text.val_blocks is not None else "evaluation text"}
-            store = TrajectoryStore.create(Path(out_root) / model_dir_name(source.run), text.table, meta)
+            store = TrajectoryStore.create(Path(out_root) / model_dir_name(source.run), text.table, meta, text.blocks)
             if store.has(step):
                 continue
         losses = token_losses(model, text.blocks, batch_size)

@@ -2,7 +2,8 @@
 
 Layout of ``<root>/<model>/``:
 - ``tokens.npz``: the evaluation tokens, written once: ``ids`` (int32), ``position`` (index in its block,
-  int32), ``document`` (source document index, int32), ``block`` (int32).
+  int32), ``document`` (source document index, int32), ``block`` (int32), and ``blocks`` (the whole token
+  blocks, int32 (N, T), first tokens included) so the same tokens can be recorded again from checkpoints.
 - ``losses.f16``: raw little-endian float16, one row of ``num_tokens`` losses (nats) per checkpoint, in the
   order appended. Two bytes a value: float16 keeps 11 significant bits, a relative error <= 2^-11 (about
   0.005 nats at a loss of 10); losses above 65504 nats (never met in practice) would read back as inf.
@@ -98,7 +99,7 @@ class TrajectoryStore:
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, directory: str | os.PathLike, tokens: TokenTable, meta: dict) -> "TrajectoryStore":
+    def create(cls, directory: str | os.PathLike, tokens: TokenTable, meta: dict, blocks=None) -> "TrajectoryStore":
         """A new store (or the existing one, if it holds the same tokens: a resumed recording)."""
         directory = Path(directory)
         if (directory / MANIFEST_FILE).is_file():
@@ -109,7 +110,8 @@ class TrajectoryStore:
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / TOKENS_FILE) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, ids=tokens.ids, position=tokens.position, document=tokens.document, block=tokens.block)
+                extra = {} if blocks is None else {"blocks": np.asarray(blocks, dtype=np.int32)}
+                np.savez(fh, ids=tokens.ids, position=tokens.position, document=tokens.document, block=tokens.block, **extra)
         manifest = {"version": FORMAT_VERSION, "num_tokens": len(tokens), "dtype": "float16", "unit": "nats",
                     "tokens_fingerprint": tokens.fingerprint(), "meta": dict(meta), "checkpoints": []}
         write_json_atomic(directory / MANIFEST_FILE, manifest)
@@ -148,6 +150,13 @@ class TrajectoryStore:
     def token_table(self) -> TokenTable:
         with np.load(self.dir / TOKENS_FILE) as z:
             return TokenTable(z["ids"], z["position"], z["document"], z["block"])
+
+    def blocks(self):
+        """The evaluation blocks (N, T) as int64 torch ids, or None if the recorder did not keep them."""
+        import torch
+
+        with np.load(self.dir / TOKENS_FILE) as z:
+            return torch.from_numpy(z["blocks"].astype(np.int64)) if "blocks" in z.files else None
 
     def read(self) -> Trajectories:
         """The (tokens x checkpoints) matrix, checkpoints sorted by step, as float32."""
