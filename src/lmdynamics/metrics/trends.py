@@ -53,6 +53,17 @@ def _array(x, name: str) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def _trajectories(values, steps, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """values as (N, T) and steps as (T,), float64, or a ValueError naming the caller."""
+    v = _array(values, "values")
+    st = _array(steps, "steps")
+    if v.ndim == 1:
+        v = v[None]
+    if v.ndim != 2 or st.ndim != 1 or v.shape[1] != st.shape[0]:
+        raise ValueError(f"{caller}: values must be (N, T) and steps (T,), got {v.shape} and {st.shape}")
+    return v, st
+
+
 def window_start(steps, start_fraction: float) -> int:
     """Index of the first checkpoint whose step is >= start_fraction x the last step (the end of training)."""
     st = np.asarray(steps, dtype=np.float64)
@@ -66,12 +77,7 @@ def classify_trends(values, steps, start_fraction: float = 0.1, alpha: float = 0
     The window starts at the first checkpoint whose step is >= start_fraction * steps[-1] (the last
     checkpoint is taken as the end of training) and needs at least 3 checkpoints.
     """
-    v = _array(values, "values")
-    st = _array(steps, "steps")
-    if v.ndim == 1:
-        v = v[None]
-    if v.ndim != 2 or st.ndim != 1 or v.shape[1] != st.shape[0]:
-        raise ValueError(f"classify_trends: values must be (N, T) and steps (T,), got {v.shape} and {st.shape}")
+    v, st = _trajectories(values, steps, "classify_trends")
     if not 0 <= start_fraction < 1:
         raise ValueError(f"classify_trends: start_fraction must be in [0, 1), got {start_fraction}")
     if np.any(np.diff(st) <= 0):
@@ -163,12 +169,7 @@ def double_descent_windows(values, steps, start_fraction: float = 0.0, alpha: fl
     start each window holds as many checkpoints). Each window gets the slope test of ``classify_trends``
     (same ``alpha`` and ``regressor``) and needs >= 3 checkpoints. values (N, T) positive -> bool (N,).
     """
-    v = _array(values, "values")
-    st = _array(steps, "steps")
-    if v.ndim == 1:
-        v = v[None]
-    if v.ndim != 2 or st.ndim != 1 or v.shape[1] != st.shape[0]:
-        raise ValueError(f"double_descent_windows: values must be (N, T) and steps (T,), got {v.shape} and {st.shape}")
+    v, st = _trajectories(values, steps, "double_descent_windows")
     first = window_start(st, start_fraction)
     if regressor == "log_step" and st[first] <= 0:
         first += 1  # step 0 has no log: the first window starts at the first positive step
