@@ -115,3 +115,21 @@ def test_bad_input_one_line_nothing_written(two_runs, tmp_path, capsys, pythia_t
     assert main(["report", "--store", str(out), "--out", str(rep)]) == 2  # 4 steps: the 70% window has 1
     err = capsys.readouterr().err.strip()
     assert "needs >= 3" in err and len(err.splitlines()) == 1 and not rep.exists()
+
+
+def test_hub_revisions_record_the_same_values_as_the_run_directory(two_runs, tmp_path):
+    """A run's checkpoints imported into a hub cache as revisions stepN: the hub source gives the same store."""
+    from lmdynamics.checkpoints import add_to_hf_cache
+
+    root, small, large, text = two_runs
+    cache = tmp_path / "hub"
+    steps = [0, 100, 200, 400]
+    for s in steps:
+        add_to_hf_cache(small / "checkpoints" / f"step{s:08d}", "org/small", f"step{s}", cache)
+    common = ["--text", str(text), "--blocks", "2", "--block-tokens", "17", "--steps", ",".join(map(str, steps))]
+    assert main(["record", "--source", str(small), *common, "--out", str(tmp_path / "run")]) == 0
+    assert main(["record", "--source", "org/small", "--hub-cache", str(cache), *common, "--out", str(tmp_path / "hub-out")]) == 0
+    a, b = TrajectoryStore(tmp_path / "run" / "small").read(), TrajectoryStore(tmp_path / "hub-out" / "org--small").read()
+    np.testing.assert_array_equal(a.losses, b.losses)
+    np.testing.assert_array_equal(a.val_ppl, b.val_ppl)
+    assert b.model == "org/small" and list(b.steps) == steps

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoints import CheckpointError, open_source
+from ..checkpoints import CheckpointError, open_source, parse_steps
 from ..metrics.trends import DEFAULT_TRAJECTORY_REGRESSOR, REGRESSORS
 from .storage import open_stores
 
@@ -37,6 +37,7 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--val-blocks", type=int, default=0, help="validation blocks (default: as many as --blocks)")
     rec.add_argument("--tokenizer", help="tokenizer.json (default: the first source's, at its last step)")
     rec.add_argument("--steps", default="all", help="a preset (all, paper, pythia-all, every-10k) or a comma list")
+    rec.add_argument("--hub-cache", help="Hugging Face cache directory for hub sources (default: the hub's own)")
     rec.add_argument("--batch-size", type=int, default=8)
     rec.add_argument("--device", default="cpu")
     rec.add_argument("--out", required=True, help="directory of the stores (one sub-directory per model)")
@@ -56,12 +57,14 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--store", required=True)
     sc.add_argument("--out", required=True)
     sc.add_argument("--device", default="cpu")
+    sc.add_argument("--hub-cache", help="Hugging Face cache directory for hub sources (default: the hub's own)")
     return ap
 
 
-def _tokenizer_file(spec: str) -> Path:
-    source = open_source(spec)
-    steps = source.steps("all")
+def _tokenizer_file(spec: str, cache_dir=None, steps="all") -> Path:
+    """The tokenizer.json of the last selected checkpoint of a source."""
+    source = open_source(spec, cache_dir=cache_dir)
+    steps = source.steps(parse_steps(steps))
     path = source.tokenizer_file(steps[-1])
     if path is None:
         raise FileNotFoundError(f"{spec} has no tokenizer.json at step {steps[-1]}; give --tokenizer")
@@ -74,10 +77,10 @@ def _record(args) -> int:
     if args.tokens_from:
         text = stored_text(args.tokens_from)
     else:
-        tok = args.tokenizer or _tokenizer_file(args.source[0])
+        tok = args.tokenizer or _tokenizer_file(args.source[0], args.hub_cache, args.steps)
         text = evaluation_text(tok, args.text, args.blocks, args.block_tokens, args.val_text, args.val_blocks)
     stores = record_sources(args.source, text, args.out, args.steps, args.batch_size, args.device,
-                            log=lambda m: print(m, file=sys.stderr))
+                            log=lambda m: print(m, file=sys.stderr), cache_dir=args.hub_cache)
     for s in stores:
         print(f"{s.dir}: {len(s.steps)} checkpoints x {s.num_tokens} tokens")
     return 0
@@ -139,7 +142,7 @@ def _report(args) -> int:
 def _score(args) -> int:
     from .scoring import score_generations
 
-    path = score_generations(args.generations, args.store, args.out, args.device)
+    path = score_generations(args.generations, args.store, args.out, args.device, args.hub_cache)
     print(f"scores: {path}")
     return 0
 

@@ -89,9 +89,9 @@ def check_same_tokenizer(tokenizer_file, want_fp: str, label: str) -> None:
                                 f"record models that share a tokenizer (or give --tokenizer from that model family)")
 
 
-def _checked_source(spec, text: EvaluationText, steps):
+def _checked_source(spec, text: EvaluationText, steps, cache_dir=None):
     """The source and its selected steps, every checkpoint's tokenizer checked against the text's."""
-    source = open_source(spec)
+    source = open_source(spec, cache_dir=cache_dir)
     chosen = source.steps(parse_steps(steps) if isinstance(steps, (str, int)) else steps)
     if not chosen:
         raise ValueError(f"{spec}: no checkpoint selected")
@@ -101,9 +101,10 @@ def _checked_source(spec, text: EvaluationText, steps):
 
 
 def record_source(spec: str | os.PathLike, text: EvaluationText, out_root: str | os.PathLike, steps="all",
-                  batch_size: int = 8, device: str = "cpu", log: Callable[[str], None] = print) -> TrajectoryStore:
+                  batch_size: int = 8, device: str = "cpu", log: Callable[[str], None] = print,
+                  cache_dir: str | os.PathLike | None = None) -> TrajectoryStore:
     """Record every selected checkpoint of one source into ``out_root/<model>/``; returns the store."""
-    source, chosen = _checked_source(spec, text, steps)
+    source, chosen = _checked_source(spec, text, steps, cache_dir)
     store = None
     for step in chosen:
         if store is not None and store.has(step):
@@ -129,8 +130,8 @@ def record_source(spec: str | os.PathLike, text: EvaluationText, out_root: str |
 
 
 def record_sources(specs: Sequence[str], text: EvaluationText, out_root, steps="all", batch_size: int = 8,
-                   device: str = "cpu", log=print) -> list[TrajectoryStore]:
+                   device: str = "cpu", log=print, cache_dir=None) -> list[TrajectoryStore]:
     """Record several sources; every tokenizer is checked before the first value is written."""
     for spec in specs:
-        _checked_source(spec, text, steps)
-    return [record_source(s, text, out_root, steps, batch_size, device, log) for s in specs]
+        _checked_source(spec, text, steps, cache_dir)
+    return [record_source(s, text, out_root, steps, batch_size, device, log, cache_dir) for s in specs]

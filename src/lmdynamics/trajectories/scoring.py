@@ -47,12 +47,12 @@ def _read(path: str | os.PathLike) -> list[dict]:
 
 
 def score_generations(generations: str | os.PathLike, store_root: str | os.PathLike, out: str | os.PathLike,
-                      device: str = "cpu") -> Path:
+                      device: str = "cpu", cache_dir: str | os.PathLike | None = None) -> Path:
     gens = _read(generations)
     stores = open_stores(store_root)
     plan = []
     for s in stores:
-        source = open_source(s.manifest["meta"]["source"])
+        source = open_source(s.manifest["meta"]["source"], cache_dir=cache_dir)
         steps = sorted(s.steps)
         check_same_tokenizer(source.tokenizer_file(steps[-1]), s.manifest["meta"]["tokenizer"], f"{source.run}@step{steps[-1]}")
         plan.append((s, source, steps))
