@@ -42,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", default="cpu")
     rec.add_argument("--out", required=True, help="directory of the stores (one sub-directory per model)")
     rep = sub.add_parser("report", help="classify, compare across sizes, draw")
-    rep.add_argument("--store", required=True, help="directory written by `record`")
+    rep.add_argument("--store", action="append", required=True,
+                     help="directory written by `record`, or a run's trajectories/ directory (repeat to combine)")
     rep.add_argument("--out", required=True)
     rep.add_argument("--reference", help="model whose trend classes define the traced groups (default: the smallest)")
     rep.add_argument("--start-fraction", type=float, default=0.2, help="window start of the reference's classes (the paper: 20%%)")
@@ -54,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--tokenizer", help="tokenizer.json for the token classes (default: the reference source's)")
     sc = sub.add_parser("score", help="perplexity of generated texts under every recorded checkpoint")
     sc.add_argument("--generations", required=True, help="generations.jsonl written by analysis/contrastive.py")
-    sc.add_argument("--store", required=True)
+    sc.add_argument("--store", action="append", required=True, help="as for report (repeat to combine)")
     sc.add_argument("--out", required=True)
     sc.add_argument("--device", default="cpu")
     sc.add_argument("--hub-cache", help="Hugging Face cache directory for hub sources (default: the hub's own)")
@@ -121,7 +122,7 @@ def _report(args) -> int:
     from .report import build_report, write_report
     from .tokens import frequency_buckets, token_classes
 
-    trajs = [s.read() for s in open_stores(args.store)]
+    trajs = [s.read() for root in args.store for s in open_stores(root)]
     by_size = sorted(trajs, key=lambda t: t.meta.get("parameters", 0))
     reference = args.reference or by_size[0].model
     ref = next((t for t in trajs if t.model == reference), None)

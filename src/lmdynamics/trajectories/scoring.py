@@ -46,10 +46,11 @@ def _read(path: str | os.PathLike) -> list[dict]:
     return gens
 
 
-def score_generations(generations: str | os.PathLike, store_root: str | os.PathLike, out: str | os.PathLike,
+def score_generations(generations: str | os.PathLike, store_roots, out: str | os.PathLike,
                       device: str = "cpu", cache_dir: str | os.PathLike | None = None) -> Path:
     gens = _read(generations)
-    stores = open_stores(store_root)
+    roots = [store_roots] if isinstance(store_roots, (str, os.PathLike)) else list(store_roots)
+    stores = [s for root in roots for s in open_stores(root)]
     plan = []
     for s in stores:
         source = open_source(s.manifest["meta"]["source"], cache_dir=cache_dir)
