@@ -95,6 +95,18 @@ def _table(frame: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
     return "\n".join(lines)
 
 
+def _breakdown_sections(report: TrajectoryReport) -> list[str]:
+    """Per-breakdown share tables at the report's start fraction."""
+    out = []
+    at = report.shares[np.isclose(report.shares["start_fraction"], report.start_fraction)]
+    for name in sorted(set(at["breakdown"]) - {"all"}):
+        rows = at[at["breakdown"] == name]
+        table = rows.pivot_table(index=["model", "group"], columns="label", values="share").reset_index()
+        counts = rows.groupby(["model", "group"])["count"].sum().reset_index(name="tokens")
+        out += [f"### By {name} (window from {report.start_fraction:.0%})", "", _table(table.merge(counts)), ""]
+    return out
+
+
 def write_report(report: TrajectoryReport, out: str | os.PathLike) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +126,8 @@ def write_report(report: TrajectoryReport, out: str | os.PathLike) -> Path:
         "",
         _table(every),
         "",
-        "Breakdowns by frequency bucket and token class: `shares.csv`.",
+        *_breakdown_sections(report),
+        "All start fractions and breakdowns: `shares.csv`.",
         "",
         "## Double descent",
         "",
