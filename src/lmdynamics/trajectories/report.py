@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ..analysis.plots import save
 from ..atomic import write_text_atomic
@@ -57,6 +58,7 @@ def _plot_groups(traced: pd.DataFrame, axis: str, path: Path, reference: str, st
             ax.plot(r[axis], r["group_ppl"], marker=".", label=model)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         if axis == "val_ppl":
             ax.invert_xaxis()  # training runs left to right
         ax.set_title(f"{g} ({int(rows['n_tokens'].iloc[0]) if len(rows) else 0} tokens)")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ..analysis.plots import save
 from ..atomic import write_text_atomic
@@ -75,6 +76,7 @@ def score_generations(generations: str | os.PathLike, store_roots, out: str | os
         ax.plot(r["val_ppl"], r["generated_ppl"], marker=".", label=model)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.invert_xaxis()
     ax.set_xlabel("validation perplexity")
     ax.set_ylabel("perplexity of the generated text")
