@@ -1,5 +1,7 @@
 """Group perplexity, the overlap measure on planted curves, and the record/report CLI on synthetic runs."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,6 +94,15 @@ def test_record_then_report_through_the_cli(two_runs, tmp_path, capsys):
     row = traced[(traced.model == "small") & (traced.group == "all")].sort_values("step")
     np.testing.assert_allclose(row["group_ppl"], a.val_ppl, rtol=1e-3)  # all tokens = the evaluation text
     assert "spread_val_ppl" in capsys.readouterr().out
+    # frequency buckets from a counts file: one id counted 500 times, the rest 5 times
+    ids = a.token_table.ids
+    counts = {str(i): 5 for i in set(ids.tolist())} | {str(ids[0]): 500}
+    (tmp_path / "counts.json").write_text(json.dumps(counts))
+    assert main(["report", "--store", str(out), "--out", str(tmp_path / "rep2"), "--counts", str(tmp_path / "counts.json"),
+                 "--start-fractions", "0.2"]) == 0
+    freq = pd.read_csv(tmp_path / "rep2" / "shares.csv")
+    freq = freq[(freq.breakdown == "frequency") & (freq.model == "small")].groupby("group")["count"].sum()
+    assert freq.to_dict() == {"1-9": int((ids != ids[0]).sum()), "100-999": int((ids == ids[0]).sum())}
 
 
 def test_bad_input_one_line_nothing_written(two_runs, tmp_path, capsys, pythia_tokenizer_file):

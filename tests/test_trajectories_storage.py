@@ -119,3 +119,21 @@ def test_counts_and_frequency_buckets():
     counts = token_counts([[1, 1, 2], [2, 2, 3]] + [[4] * 150], vocab_size=6)
     assert counts.tolist() == [0, 2, 3, 1, 150, 0]
     assert list(frequency_buckets(counts, [0, 1, 3, 4])) == ["0", "1-9", "1-9", "100-999"]
+
+
+def test_a_word_after_a_newline_or_a_document_start_is_word_initial(pythia_tokenizer_file):
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(pythia_tokenizer_file))
+    ids = tok("cat\nThe dog")["input_ids"]
+    pieces = [tok.decode([i]) for i in ids]
+    assert pieces[:3] == ["cat", "\n", "The"]
+    prev = [0] + ids[:-1]  # the first token follows <|endoftext|>
+    assert list(token_classes(tok, ids)[:3]) == ["continuation", "whitespace", "continuation"]
+    assert list(token_classes(tok, ids, prev)[:3]) == ["word-initial", "whitespace", "word-initial"]
+    assert token_classes(tok, ids, prev)[-1] == "word-initial"  # " dog": by its own leading space
+
+
+def test_previous_ids_come_from_the_kept_blocks(tmp_path):
+    blocks, table = evaluation_blocks([[5, 6, 7], [8, 9], [10, 11, 12, 13]], num_blocks=2, block_tokens=4, eos_id=0)
+    store = TrajectoryStore.create(tmp_path / "m", table, {}, blocks.numpy())
+    assert store.previous_ids().tolist() == [5, 6, 7, 8, 9, 0]
+    assert TrajectoryStore.create(tmp_path / "n", table, {}).previous_ids() is None

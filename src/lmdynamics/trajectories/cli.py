@@ -122,7 +122,8 @@ def _report(args) -> int:
     from .report import build_report, write_report
     from .tokens import frequency_buckets, token_classes
 
-    trajs = [s.read() for root in args.store for s in open_stores(root)]
+    stores = [s for root in args.store for s in open_stores(root)]
+    trajs = [s.read() for s in stores]
     by_size = sorted(trajs, key=lambda t: t.meta.get("parameters", 0))
     reference = args.reference or by_size[0].model
     ref = next((t for t in trajs if t.model == reference), None)
@@ -131,7 +132,8 @@ def _report(args) -> int:
     tok = load_tokenizer(args.tokenizer or _tokenizer_file(ref.meta["source"]))
     ids = ref.token_table.ids
     vocab = max(len(tok), int(ids.max()) + 1)
-    breakdowns = {"token_class": token_classes(tok, ids), "frequency": frequency_buckets(_counts(args, tok, vocab, ids), ids)}
+    previous = next(s for s, t in zip(stores, trajs) if t is ref).previous_ids()
+    breakdowns = {"token_class": token_classes(tok, ids, previous), "frequency": frequency_buckets(_counts(args, tok, vocab, ids), ids)}
     report = build_report(trajs, reference, args.start_fraction, args.regressor, breakdowns,
                           start_fractions=_fractions(args.start_fractions), variance_condition=args.variance_condition)
     path = write_report(report, args.out)

@@ -68,7 +68,7 @@ class TokenTable:
         return h.hexdigest()[:16]
 
 
-@dataclass
+@dataclass(eq=False)  # arrays inside: compare by identity
 class Trajectories:
     """One model's trajectories: ``losses`` (tokens x checkpoints, float32 nats), checkpoints sorted by step."""
 
@@ -157,6 +157,14 @@ class TrajectoryStore:
 
         with np.load(self.dir / TOKENS_FILE) as z:
             return torch.from_numpy(z["blocks"].astype(np.int64)) if "blocks" in z.files else None
+
+    def previous_ids(self):
+        """The id before each stored token (from the kept blocks), or None without them."""
+        blocks = self.blocks()
+        if blocks is None:
+            return None
+        table = self.token_table()
+        return blocks.numpy()[table.block, table.position - 1]
 
     def read(self) -> Trajectories:
         """The (tokens x checkpoints) matrix, checkpoints sorted by step, as float32."""

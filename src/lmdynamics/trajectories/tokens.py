@@ -72,17 +72,32 @@ def _class_of(text: str, special: bool) -> str:
     return "other"
 
 
-def token_classes(tokenizer, ids) -> np.ndarray:
-    """The class (one of TOKEN_CLASSES) of each token id, from the token's decoded string."""
-    ids = np.asarray(ids).reshape(-1)
+def _special_ids(tokenizer) -> set[int]:
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     try:
         special |= {int(i) for i in tokenizer.added_tokens_decoder}
     except AttributeError:
         pass
+    return special
+
+
+def token_classes(tokenizer, ids, previous=None) -> np.ndarray:
+    """The class (one of TOKEN_CLASSES) of each token id, from the token's decoded string.
+
+    With ``previous`` (the id before each token), a letters-only token without a leading space that follows a
+    whitespace-ending or special token (a word after a newline, or the first word of a document) is
+    word-initial rather than a continuation.
+    """
+    ids = np.asarray(ids).reshape(-1)
+    special = _special_ids(tokenizer)
     uniq, inverse = np.unique(ids, return_inverse=True)
-    labels = np.array([_class_of(tokenizer.decode([int(i)]), int(i) in special) for i in uniq], dtype=object)
-    return labels[inverse]
+    labels = np.array([_class_of(tokenizer.decode([int(i)]), int(i) in special) for i in uniq], dtype=object)[inverse]
+    if previous is not None:
+        prev = np.asarray(previous).reshape(-1)
+        puniq, pinv = np.unique(prev, return_inverse=True)
+        boundary = np.array([int(i) in special or tokenizer.decode([int(i)])[-1:].isspace() for i in puniq])[pinv]
+        labels[(labels == "continuation") & boundary] = "word-initial"
+    return labels
 
 
 def token_counts(token_docs: Iterable[list[int]], vocab_size: int) -> np.ndarray:
