@@ -10,6 +10,16 @@ b / se(b), n - 2 degrees of freedom, two-sided:
 - "other": the rest.
 The paper uses perplexities (positive); pass exp(loss) for losses. The test on the slope does not depend
 on dividing by v_j or on the step units; the band does not depend on the units of v.
+
+Regressor: ``regressor="step"`` fits on step_i - step_j (the paper's text); ``"log_step"`` fits on
+log(step_i) (the authors' released analysis code, xiamengzhou/training_trajectory_analysis: statsmodels OLS
+with an intercept), which is what the trajectory analysis uses by default (``DEFAULT_TRAJECTORY_REGRESSOR``).
+This function keeps ``"step"`` as its own default for its existing callers. On the log axis the window's
+steps must be positive (a window starting at a fraction > 0 of training always is).
+
+Their code also asks, for "stagnated", that var(window) < m (the window's geometric mean). Those are different
+units (perplexity squared against perplexity), so the condition's strength depends on the perplexity's scale:
+it is offered as ``variance_condition=True``, off by default.
 """
 
 from __future__ import annotations
@@ -19,9 +29,12 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-__all__ = ["TrendClassification", "classify_trend", "classify_trends", "double_descent", "TREND_LABELS"]
+__all__ = ["TrendClassification", "classify_trend", "classify_trends", "double_descent", "double_descent_windows",
+           "window_start", "TREND_LABELS", "REGRESSORS", "DEFAULT_TRAJECTORY_REGRESSOR"]
 
 TREND_LABELS = ("upward", "downward", "stagnated", "other")
+REGRESSORS = ("step", "log_step")
+DEFAULT_TRAJECTORY_REGRESSOR = "log_step"
 
 
 class TrendClassification(NamedTuple):
@@ -40,27 +53,47 @@ def _array(x, name: str) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def classify_trends(values, steps, start_fraction: float = 0.1, alpha: float = 0.05, band=(0.95, 1.05)) -> TrendClassification:
-    """Classify many trajectories at once: values (N, T) positive, steps (T,) increasing.
-
-    The window starts at the first checkpoint whose step is >= start_fraction * steps[-1] (the last
-    checkpoint is taken as the end of training) and needs at least 3 checkpoints.
-    """
+def _trajectories(values, steps, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """values as (N, T) and steps as (T,), float64, or a ValueError naming the caller."""
     v = _array(values, "values")
     st = _array(steps, "steps")
     if v.ndim == 1:
         v = v[None]
     if v.ndim != 2 or st.ndim != 1 or v.shape[1] != st.shape[0]:
-        raise ValueError(f"classify_trends: values must be (N, T) and steps (T,), got {v.shape} and {st.shape}")
+        raise ValueError(f"{caller}: values must be (N, T) and steps (T,), got {v.shape} and {st.shape}")
+    return v, st
+
+
+def window_start(steps, start_fraction: float) -> int:
+    """Index of the first checkpoint whose step is >= start_fraction x the last step (the end of training)."""
+    st = np.asarray(steps, dtype=np.float64)
+    return int(np.argmax(st >= start_fraction * st[-1]))
+
+
+def classify_trends(values, steps, start_fraction: float = 0.1, alpha: float = 0.05, band=(0.95, 1.05),
+                    regressor: str = "step", variance_condition: bool = False) -> TrendClassification:
+    """Classify many trajectories at once: values (N, T) positive, steps (T,) increasing.
+
+    The window starts at the first checkpoint whose step is >= start_fraction * steps[-1] (the last
+    checkpoint is taken as the end of training) and needs at least 3 checkpoints.
+    """
+    v, st = _trajectories(values, steps, "classify_trends")
     if not 0 <= start_fraction < 1:
         raise ValueError(f"classify_trends: start_fraction must be in [0, 1), got {start_fraction}")
     if np.any(np.diff(st) <= 0):
         raise ValueError("classify_trends: steps must be strictly increasing (one value per checkpoint, in order)")
     if not np.all(v > 0):
         raise ValueError("classify_trends: values must be positive (perplexities); pass exp(loss) for losses")
+    if regressor not in REGRESSORS:
+        raise ValueError(f"classify_trends: regressor must be one of {REGRESSORS}, got {regressor!r}")
     lo, hi = band
-    start = int(np.argmax(st >= start_fraction * st[-1]))
-    x = st[start:] - st[start]
+    start = window_start(st, start_fraction)
+    if regressor == "log_step":
+        if st[start] <= 0:
+            raise ValueError(f"classify_trends: the log(step) regressor needs positive steps, the window starts at step {st[start]:g}; raise start_fraction")
+        x = np.log(st[start:])
+    else:
+        x = st[start:] - st[start]
     y = v[:, start:] / v[:, start : start + 1]
     t = x.shape[0]
     if t < 3:
@@ -85,18 +118,22 @@ def classify_trends(values, steps, start_fraction: float = 0.1, alpha: float = 0
     in_band = (first >= lo) & (first <= hi) & (last >= lo) & (last <= hi)
     sig = p < alpha
     labels = np.full(v.shape[0], "other", dtype=object)
-    labels[in_band & ~sig] = "stagnated"
+    stagnant = in_band & ~sig
+    if variance_condition:
+        stagnant &= w.var(1) < gmean
+    labels[stagnant] = "stagnated"
     labels[sig & (slope > 0)] = "upward"
     labels[sig & (slope < 0)] = "downward"
     return TrendClassification(labels, slope, p, start)
 
 
-def classify_trend(values, steps, start_fraction: float = 0.1, alpha: float = 0.05, band=(0.95, 1.05)) -> str:
+def classify_trend(values, steps, start_fraction: float = 0.1, alpha: float = 0.05, band=(0.95, 1.05),
+                   regressor: str = "step", variance_condition: bool = False) -> str:
     """Label of one trajectory values (T,) over steps (T,): "upward", "downward", "stagnated" or "other"."""
     v = _array(values, "values")
     if v.ndim != 1:
         raise ValueError(f"classify_trend takes one trajectory (T,), got shape {v.shape}; use classify_trends")
-    return str(classify_trends(v[None], steps, start_fraction, alpha, band).labels[0])
+    return str(classify_trends(v[None], steps, start_fraction, alpha, band, regressor, variance_condition).labels[0])
 
 
 def double_descent(values, rise: float = 0.05):
@@ -119,3 +156,40 @@ def double_descent(values, rise: float = 0.05):
     peak = v[:, 1:-1]
     out = ((peak >= (1 + rise) * before) & (peak >= (1 + rise) * after)).any(1)
     return bool(out[0]) if single else out
+
+
+def double_descent_windows(values, steps, start_fraction: float = 0.0, alpha: float = 0.05,
+                           regressor: str = DEFAULT_TRAJECTORY_REGRESSOR, splits=None) -> np.ndarray:
+    """Per-token double descent (our rule; the paper's code has none): significantly down, then significantly up,
+    then significantly down again, over three consecutive windows of the trajectory.
+
+    The checkpoints from ``start_fraction`` of training on are cut into three windows that share their boundary
+    checkpoints; ``splits`` (two fractions of the final step, e.g. (0.2, 0.5)) places the cuts at the first
+    checkpoint at or after each, default: thirds of that checkpoint list by count (so with Pythia's log-spaced
+    start each window holds as many checkpoints). Each window gets the slope test of ``classify_trends``
+    (same ``alpha`` and ``regressor``) and needs >= 3 checkpoints. values (N, T) positive -> bool (N,).
+    """
+    v, st = _trajectories(values, steps, "double_descent_windows")
+    first = window_start(st, start_fraction)
+    if regressor == "log_step" and st[first] <= 0:
+        first += 1  # step 0 has no log: the first window starts at the first positive step
+    idx = np.arange(first, len(st))
+    if splits is None:
+        cuts = [idx[round(k * (len(idx) - 1) / 3)] for k in (1, 2)]
+    else:
+        a, b = splits
+        if not start_fraction <= a < b < 1:
+            raise ValueError(f"double_descent_windows: splits must satisfy start_fraction <= a < b < 1, got {splits}")
+        cuts = [window_start(st, a), window_start(st, b)]
+    bounds = [(first, cuts[0]), (cuts[0], cuts[1]), (cuts[1], len(st) - 1)]
+    for lo, hi in bounds:
+        if hi - lo + 1 < 3:
+            raise ValueError(
+                f"double_descent_windows: a window of only {max(0, hi - lo + 1)} checkpoint(s) (steps {st[lo]:g}..{st[hi]:g}); "
+                "each of the three windows needs >= 3: add checkpoints or move the splits")
+    want = ("downward", "upward", "downward")
+    out = np.ones(v.shape[0], dtype=bool)
+    for (lo, hi), label in zip(bounds, want):
+        part = classify_trends(v[:, lo: hi + 1], st[lo: hi + 1], 0.0, alpha, regressor=regressor)
+        out &= part.labels == label
+    return out

@@ -26,6 +26,7 @@ from ..atomic import write_text_atomic
 from ..callbacks.base import MeasurementCallback
 from ..callbacks.convergence import ActivationConvergence
 from ..callbacks.head_rank import HeadRank
+from ..callbacks.trajectories import TrajectoryRecorder
 from ..callbacks.hf_checkpoints import HFCheckpoints, run_description
 from ..callbacks.probe import Probe
 from ..callbacks.table_logger import TidyTableLogger
@@ -105,6 +106,7 @@ class LMCLI(LightningCLI):
         parser.add_lightning_class_args(ActivationConvergence, "convergence")
         parser.add_lightning_class_args(WeightRank, "weight_rank")
         parser.add_lightning_class_args(HeadRank, "head_rank")
+        parser.add_lightning_class_args(TrajectoryRecorder, "trajectories")
         parser.set_defaults({"trainer.use_distributed_sampler": False, "trainer.gradient_clip_val": 1.0})
 
     def before_instantiate_classes(self) -> None:

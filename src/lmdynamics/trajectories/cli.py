@@ -1,0 +1,160 @@
+"""``python analysis/trajectories.py {record,report,score}``: the trajectory study from the command line.
+
+record: every checkpoint of run directories / hub repos on one evaluation text -> ``OUT/<model>/`` stores.
+report: class shares, double descent, group perplexity across sizes, the overlap measure, figures -> OUT.
+score:  perplexity of generated texts (``analysis/contrastive.py``) under every checkpoint of every recorded
+        model, against validation perplexity -> OUT.
+Bad input: one line on stderr, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoints import CheckpointError, open_source, parse_steps
+from ..metrics.trends import DEFAULT_TRAJECTORY_REGRESSOR, REGRESSORS
+from .storage import open_stores
+
+__all__ = ["main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="analysis/trajectories.py", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="record per-token losses at every checkpoint")
+    rec.add_argument("--source", action="append", required=True, help="run directory or hub repo id (repeat per model)")
+    what = rec.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="evaluation text (.txt: documents separated by blank lines, .jsonl, .parquet)")
+    what.add_argument("--tokens-from", help="a store directory (e.g. one recorded live) whose token blocks to record again")
+    rec.add_argument("--blocks", type=int, default=50, help="evaluation blocks (the paper: 50 documents)")
+    rec.add_argument("--block-tokens", type=int, default=2048, help="tokens per block (the paper: 2048)")
+    rec.add_argument("--val-text", help="validation text for each checkpoint's validation perplexity (default: the evaluation text)")
+    rec.add_argument("--val-blocks", type=int, default=0, help="validation blocks (default: as many as --blocks)")
+    rec.add_argument("--tokenizer", help="tokenizer.json (default: the first source's, at its last step)")
+    rec.add_argument("--steps", default="all", help="a preset (all, paper, pythia-all, every-10k) or a comma list")
+    rec.add_argument("--hub-cache", help="Hugging Face cache directory for hub sources (default: the hub's own)")
+    rec.add_argument("--batch-size", type=int, default=8)
+    rec.add_argument("--device", default="cpu")
+    rec.add_argument("--out", required=True, help="directory of the stores (one sub-directory per model)")
+    rep = sub.add_parser("report", help="classify, compare across sizes, draw")
+    rep.add_argument("--store", action="append", required=True,
+                     help="directory written by `record`, or a run's trajectories/ directory (repeat to combine)")
+    rep.add_argument("--out", required=True)
+    rep.add_argument("--reference", help="model whose trend classes define the traced groups (default: the smallest)")
+    rep.add_argument("--start-fraction", type=float, default=0.2, help="window start of the reference's classes (the paper: 20%%)")
+    rep.add_argument("--start-fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7", help="window starts of the class shares")
+    rep.add_argument("--regressor", choices=REGRESSORS, default=DEFAULT_TRAJECTORY_REGRESSOR)
+    rep.add_argument("--variance-condition", action="store_true", help="add the authors' var < m stagnation condition (mismatched units)")
+    rep.add_argument("--counts", help="token counts for frequency buckets: .npy (one count per id) or .json {id: count}")
+    rep.add_argument("--corpus", help="a text to count token frequencies in (default: the evaluation tokens themselves)")
+    rep.add_argument("--tokenizer", help="tokenizer.json for the token classes (default: the reference source's)")
+    sc = sub.add_parser("score", help="perplexity of generated texts under every recorded checkpoint")
+    sc.add_argument("--generations", required=True, help="generations.jsonl written by analysis/contrastive.py")
+    sc.add_argument("--store", action="append", required=True, help="as for report (repeat to combine)")
+    sc.add_argument("--out", required=True)
+    sc.add_argument("--device", default="cpu")
+    sc.add_argument("--hub-cache", help="Hugging Face cache directory for hub sources (default: the hub's own)")
+    return ap
+
+
+def _tokenizer_file(spec: str, cache_dir=None, steps="all") -> Path:
+    """The tokenizer.json of the last selected checkpoint of a source."""
+    source = open_source(spec, cache_dir=cache_dir)
+    steps = source.steps(parse_steps(steps))
+    path = source.tokenizer_file(steps[-1])
+    if path is None:
+        raise FileNotFoundError(f"{spec} has no tokenizer.json at step {steps[-1]}; give --tokenizer")
+    return Path(path)
+
+
+def _record(args) -> int:
+    from .offline import evaluation_text, record_sources, stored_text
+
+    if args.tokens_from:
+        text = stored_text(args.tokens_from)
+    else:
+        tok = args.tokenizer or _tokenizer_file(args.source[0], args.hub_cache, args.steps)
+        text = evaluation_text(tok, args.text, args.blocks, args.block_tokens, args.val_text, args.val_blocks)
+    stores = record_sources(args.source, text, args.out, args.steps, args.batch_size, args.device,
+                            log=lambda m: print(m, file=sys.stderr), cache_dir=args.hub_cache)
+    for s in stores:
+        print(f"{s.dir}: {len(s.steps)} checkpoints x {s.num_tokens} tokens")
+    return 0
+
+
+def _counts(args, tokenizer, vocab: int, ids: np.ndarray) -> np.ndarray:
+    if args.counts:
+        path = Path(args.counts)
+        if path.suffix == ".npy":
+            return np.load(path).astype(np.int64)
+        if path.suffix == ".json":
+            counts = np.zeros(vocab, dtype=np.int64)
+            for k, v in json.loads(path.read_text()).items():
+                counts[int(k)] = int(v)
+            return counts
+        raise ValueError(f"--counts {path}: give a .npy (one count per id) or a .json {{id: count}}")
+    from .tokens import token_counts
+
+    if args.corpus:
+        from ..probes.sources import read_texts
+
+        return token_counts((tokenizer(t, add_special_tokens=False)["input_ids"] for t in read_texts(args.corpus)), vocab)
+    return token_counts([ids], vocab)
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--start-fractions {text!r}: give comma-separated fractions such as 0.1,0.2") from None
+    if not out or not all(0 <= f < 1 for f in out):
+        raise ValueError(f"--start-fractions {text!r}: every fraction must be in [0, 1)")
+    return out
+
+
+def _report(args) -> int:
+    from ..probes.sources import load_tokenizer
+    from .report import build_report, write_report
+    from .tokens import frequency_buckets, token_classes
+
+    stores = [s for root in args.store for s in open_stores(root)]
+    trajs = [s.read() for s in stores]
+    by_size = sorted(trajs, key=lambda t: t.meta.get("parameters", 0))
+    reference = args.reference or by_size[0].model
+    ref = next((t for t in trajs if t.model == reference), None)
+    if ref is None:
+        raise ValueError(f"--reference {reference!r} is not among the recorded models {[t.model for t in trajs]}")
+    tok = load_tokenizer(args.tokenizer or _tokenizer_file(ref.meta["source"]))
+    ids = ref.token_table.ids
+    vocab = max(len(tok), int(ids.max()) + 1)
+    previous = next(s for s, t in zip(stores, trajs) if t is ref).previous_ids()
+    breakdowns = {"token_class": token_classes(tok, ids, previous), "frequency": frequency_buckets(_counts(args, tok, vocab, ids), ids)}
+    report = build_report(trajs, reference, args.start_fraction, args.regressor, breakdowns,
+                          start_fractions=_fractions(args.start_fractions), variance_condition=args.variance_condition)
+    path = write_report(report, args.out)
+    print(f"report: {path}")
+    print(report.overlap.to_string(index=False))
+    return 0
+
+
+def _score(args) -> int:
+    from .scoring import score_generations
+
+    path = score_generations(args.generations, args.store, args.out, args.device, args.hub_cache)
+    print(f"scores: {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    run = {"record": _record, "report": _report, "score": _score}[args.command]
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
