@@ -42,6 +42,18 @@ def _convergence(argv: list[str]) -> int:
     return convergence_main(argv[1:])
 
 
+def _trajectories(argv: list[str]) -> int:
+    from lmdynamics.trajectories.cli import main
+
+    return main(argv[1:])
+
+
+def _contrastive(argv: list[str]) -> int:
+    from lmdynamics.trajectories.contrastive_cli import main
+
+    return main(argv[1:])
+
+
 def config_root() -> Path:
     """The project's ``configs/`` directory (beside ``src/`` in a checkout)."""
     return Path(__file__).resolve().parents[2] / "configs"
@@ -72,6 +84,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "analyze": (_analyze, "offline analysis of checkpoints (configs/analysis/*.yaml)"),
     "report": (_report, "figures and report.md of a tidy table"),
     "convergence": (_convergence, "CKA-to-final and convergence summary of a training run"),
+    "trajectories": (_trajectories, "per-token loss trajectories: record, report, score"),
+    "contrastive": (_contrastive, "contrastive text from a small and a large checkpoint"),
     "configs": (_configs, "list the bundled configs"),
 }
 

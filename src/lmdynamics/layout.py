@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _STEP_NAME = re.compile(r"^step(\d+)$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 
 def step_name(step: int) -> str:
@@ -71,6 +71,7 @@ class RunLayout:
     lightning = property(lambda self: self.root / "lightning")
     evaluations = property(lambda self: self.root / "evaluations")
     report = property(lambda self: self.root / "report")
+    trajectories = property(lambda self: self.root / "trajectories")
 
     @property
     def table(self) -> Path:

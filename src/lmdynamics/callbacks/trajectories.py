@@ -19,10 +19,11 @@ import numpy as np
 
 from ..trajectories.record import corpus_perplexity, token_losses
 from ..trajectories.storage import TokenTable, TrajectoryStore, model_dir_name
-from .base import MeasurementCallback, is_zero3_param, run_dir
+from ..distributed import is_zero3_param
+from ..layout import RunLayout
+from .base import MeasurementCallback
 
 TRAJECTORY_VAL_PPL = "trajectory_val_ppl"  # validation perplexity of the pass that recorded the trajectories
-TRAJECTORY_DIR = "trajectories"
 
 
 class TrajectoryRecorder(MeasurementCallback):
@@ -62,11 +63,12 @@ class TrajectoryRecorder(MeasurementCallback):
         n, t = blocks.shape
         table = TokenTable(blocks[:, 1:].numpy(), np.broadcast_to(np.arange(1, t), (n, t - 1)), document[:, 1:],
                            np.broadcast_to(np.arange(n)[:, None], (n, t - 1)))
-        root = run_dir(trainer)
+        layout = RunLayout(trainer.default_root_dir)
+        root = layout.root
         meta = {"model": root.name, "source": str(root), "parameters": non_embedding_parameters(pl_module.model),
                 "tokens_per_step": int(pl_module.tokens_per_step), "tokenizer": tokenizer_fingerprint(dm.tokenizer),
                 "text": "validation split", "block_tokens": int(t), "val_ppl_on": "validation blocks", "recorded": "live"}
-        return TrajectoryStore.create(root / TRAJECTORY_DIR / model_dir_name(root.name), table, meta, blocks.numpy())
+        return TrajectoryStore.create(layout.trajectories / model_dir_name(root.name), table, meta, blocks.numpy())
 
     def measure(self, trainer, pl_module, step: int) -> list[dict] | None:
         if any(is_zero3_param(p) for p in pl_module.model.parameters()):

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
+
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_path, write_json_atomic
+from ..layout import slug
 
 __all__ = ["Trajectories", "TrajectoryStore", "TokenTable", "model_dir_name", "open_stores"]
 
@@ -37,7 +38,7 @@ TOKENS_FILE, LOSSES_FILE, MANIFEST_FILE = "tokens.npz", "losses.f16", "manifest.
 
 def model_dir_name(name: str) -> str:
     """A file-system-safe directory name for a model label (``EleutherAI/pythia-70m`` -> ``EleutherAI--pythia-70m``)."""
-    return re.sub(r"[^\w.\-+=]", "-", name.replace("/", "--"))
+    return slug(name)
 
 
 @dataclass
