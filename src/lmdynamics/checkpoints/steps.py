@@ -1,4 +1,4 @@
-"""Checkpoint step presets (SCIENCE.md sec. 1 and 2) and the step-selection grammar of the analysis CLI."""
+"""Checkpoint step presets (docs/science.md sec. 1 and 2) and the step-selection grammar of the analysis CLI."""
 
 from __future__ import annotations
 
