@@ -32,7 +32,7 @@ def require_pythia_tokenizer(path: Path = PYTHIA_TOKENIZER) -> Path:
     if path.is_file():
         return path
     why = (f"needs the Pythia tokenizer at {path}, which is missing: the shared data directory (../shared, "
-           "beside this checkout; see SCIENCE.md section 1) is not there")
+           "beside this checkout; see docs/science.md sec. 1) is not there")
     if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
         pytest.fail(f"{why}; CI=true, so this fails instead of skipping", pytrace=False)
     pytest.skip(f"{why}; skipped outside CI (CI=true makes it a failure)")

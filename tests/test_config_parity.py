@@ -1,4 +1,4 @@
-"""Every configs/train/pythia-*.yaml reproduces the published architecture and recipe (SCIENCE.md section 1)."""
+"""Every configs/train/pythia-*.yaml reproduces the published architecture and recipe (docs/science.md sec. 1)."""
 
 import json
 from pathlib import Path

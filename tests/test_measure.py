@@ -52,7 +52,7 @@ def ref_er(s):
 
 def ref_ov(w_qkv, w_dense, h):
     """W_O^h W_V^h by explicit index arithmetic on the fused layout: head h's value rows are
-    h*3*dh + [2dh, 3dh) of W_qkv (SCIENCE.md sec. 1), its W_O columns h*dh + [0, dh)."""
+    h*3*dh + [2dh, 3dh) of W_qkv (docs/science.md sec. 1), its W_O columns h*dh + [0, dh)."""
     rows = torch.arange(h * 3 * DH + 2 * DH, h * 3 * DH + 3 * DH)
     w_v = w_qkv.detach().double()[rows]  # dh x d
     w_o = w_dense.detach().double()[:, h * DH : (h + 1) * DH]  # d x dh

@@ -1,4 +1,4 @@
-"""The optimiser recipe against its published definition (SCIENCE.md section 1), through public behaviour only.
+"""The optimiser recipe against its published definition (docs/science.md sec. 1), through public behaviour only.
 
 Pythia: AdamW(0.9, 0.95), eps 1e-8, weight decay 0.1 on matrices (not on biases and LayerNorm parameters,
 as GPT-NeoX does), gradients clipped to the Trainer's ``gradient_clip_val``, linear warmup over 1% of the

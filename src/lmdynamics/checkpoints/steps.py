@@ -1,5 +1,5 @@
 """The Pythia-style checkpoint schedule (one definition, used by training and analysis), the step presets
-(SCIENCE.md sec. 1 and 2) and the step-selection grammar of the analysis CLI."""
+(docs/science.md sec. 1 and 2) and the step-selection grammar of the analysis CLI."""
 
 from __future__ import annotations
 

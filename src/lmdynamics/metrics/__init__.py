@@ -1,4 +1,4 @@
-"""Pure tensor metrics of training dynamics (formulas and sources: ../shared/SCIENCE.md).
+"""Pure tensor metrics of training dynamics (formulas and sources: docs/science.md).
 
 No files, no Lightning, no globals: live callbacks and offline runners call these same functions.
 """

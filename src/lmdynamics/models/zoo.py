@@ -1,6 +1,6 @@
 """The Pythia size table and custom sizes, turned into GPTNeoXConfig.
 
-Numbers from the Pythia paper and the suite's own configs (Biderman et al., 2023; see SCIENCE.md section 1).
+Numbers from the Pythia paper and the suite's own configs (Biderman et al., 2023; see docs/science.md sec. 1).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ PYTHIA_SIZES: dict[str, PythiaSize] = {
 }
 
 
-# The architecture every Pythia size shares (SCIENCE.md section 1), as ModelSpec fields.
+# The architecture every Pythia size shares (docs/science.md sec. 1), as ModelSpec fields.
 PYTHIA_ARCHITECTURE = {"intermediate_multiple": 4, "rotary_pct": 0.25, "rotary_base": 10000.0,
                        "parallel_residual": True, "tie_embeddings": False}
 
@@ -159,7 +159,7 @@ class ModelSpec:
 
 
 def pythia_parameter_count(num_layers: int, d_model: int, vocab: int) -> int:
-    """L(12d^2 + 13d) + 2Vd + 2d: Pythia's parameter count with untied embeddings (SCIENCE.md section 1)."""
+    """L(12d^2 + 13d) + 2Vd + 2d: Pythia's parameter count with untied embeddings (docs/science.md sec. 1)."""
     return num_layers * (12 * d_model**2 + 13 * d_model) + 2 * vocab * d_model + 2 * d_model
 
 

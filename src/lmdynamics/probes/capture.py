@@ -7,7 +7,7 @@ below), ``attn`` (output of ``attention.dense``), ``mlp`` (output of ``mlp.dense
 OV activation ("Tending Towards Stability", 2024, sec. 3): the value vectors at the probe positions pushed
 through each head's slice of the output projection, without the attention pattern and without the dense
 bias: ``ov_head_h = v_h W_O[:, h*dh:(h+1)*dh]^T``, ``ov = sum_h ov_head_h``. The values come from the
-fused QKV output viewed as [heads, 3, d_head] (SCIENCE.md sec. 1), i.e. they include the QKV bias.
+fused QKV output viewed as [heads, 3, d_head] (docs/science.md sec. 1), i.e. they include the QKV bias.
 
 The OV product is computed in a hook on ``attention.dense`` registered with ``prepend=True``, so that under
 DeepSpeed ZeRO-3 the dense weight is still gathered when the hook reads it. The probe loss, when asked

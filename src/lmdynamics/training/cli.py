@@ -29,6 +29,7 @@ from ..callbacks.head_rank import HeadRank
 from ..callbacks.trajectories import TrajectoryRecorder
 from ..callbacks.hf_checkpoints import HFCheckpoints, run_description
 from ..callbacks.probe import Probe
+from ..callbacks.progress import ProgressLines, with_step_bar
 from ..callbacks.table_logger import TidyTableLogger
 from ..callbacks.weight_rank import WeightRank
 from ..data.datamodule import TextDataModule
@@ -107,6 +108,7 @@ class LMCLI(LightningCLI):
         parser.add_lightning_class_args(WeightRank, "weight_rank")
         parser.add_lightning_class_args(HeadRank, "head_rank")
         parser.add_lightning_class_args(TrajectoryRecorder, "trajectories")
+        parser.add_lightning_class_args(ProgressLines, "progress")
         parser.set_defaults({"trainer.use_distributed_sampler": False, "trainer.gradient_clip_val": 1.0})
 
     def before_instantiate_classes(self) -> None:
@@ -237,7 +239,7 @@ class LMCLI(LightningCLI):
 
             loggers.append(WandbLogger(project=run.wandb_project, name=run.name, save_dir=str(out)))
         trainer_cfg = self._get(self.config_init, "trainer", default={})
-        callbacks = trainer_cfg.get("callbacks") or []
+        callbacks = with_step_bar(trainer_cfg.get("callbacks") or [], trainer_cfg.get("enable_progress_bar"))
         trainer_cfg = {**trainer_cfg, "callbacks": [*callbacks, ResumeCheckpoint(run.dir / "lightning", run.resume_every)],
                        "default_root_dir": str(out), "logger": loggers, **kwargs}
         extra = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]

@@ -1,6 +1,6 @@
 """The LightningModule: a GPT-NeoX causal LM with the Pythia optimiser recipe.
 
-Recipe (SCIENCE.md section 1): AdamW(0.9, 0.95), eps 1e-8, weight decay 0.1 (not on biases and norms, as
+Recipe (docs/science.md sec. 1): AdamW(0.9, 0.95), eps 1e-8, weight decay 0.1 (not on biases and norms, as
 GPT-NeoX does), gradient clipping 1.0 (the Trainer's ``gradient_clip_val``), linear warmup over 1% of the
 steps, cosine decay to 10% of the peak learning rate.
 """
