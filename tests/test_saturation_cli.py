@@ -1,0 +1,120 @@
+"""analysis/saturation.py end to end: a real tiny training run's table, harness files, and bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lmdynamics import store
+from tests.helpers.cli import ROOT, cli_env, run_cli, tiny_config
+
+SCRIPT = ROOT / "analysis" / "saturation.py"
+DATA = Path(__file__).parent / "data" / "lm_eval"
+
+
+def saturation(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(), cwd=ROOT, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("satrun")
+    res = run_cli("fit", "--config", str(tiny_config(tmp, **{"trainer.val_check_interval": 2})))
+    assert res.returncode == 0, res.stderr[-2000:]
+    return tmp / "runs" / "tiny"
+
+
+@pytest.mark.slow
+def test_table_of_a_training_run_gives_csv_report_and_side_by_side_figure(tiny_run, tmp_path):
+    out = tmp_path / "sat"
+    res = saturation("--table", tiny_run, "--metric", "val_loss", "--out", out)
+    assert res.returncode == 0, res.stderr
+    table = store.read_table(store.table_path(tiny_run))
+    val = table[(table.metric == "val_loss") & (table.layer == -1)].sort_values("step")
+    assert len(val) >= 3
+    csv = pd.read_csv(out / "saturation.csv")
+    assert len(csv) == 1
+    row = csv.iloc[0]
+    eligible = val[val.step >= 0.1 * val.step.max()]
+    assert row.best_value == pytest.approx(eligible.value.min()) and row.best_step == eligible.step[eligible.value.idxmin()]
+    assert row.final_step == val.step.max() and row.final_value == pytest.approx(val.value.iloc[-1])
+    assert row.gap == pytest.approx(row.final_value / row.best_value - 1) and not row.higher_is_better
+    # the head signals were read from the run's own head_rank rows
+    for signal in ("kl_uniform", "er", "anisotropy"):
+        assert not pd.isna(row[f"{signal}_moved"]), signal
+    model = row.model
+    assert (out / "figures" / f"side_by_side_{model}.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert f"**{model}**" in report and "side_by_side" in report
+    assert not list(out.parent.glob(".*tmp*"))
+
+
+def _eval_dir(tmp_path: Path, ppl_by_step: dict[int, float], layout: str = "0.3") -> Path:
+    root = tmp_path / "evals"
+    for step, ppl in ppl_by_step.items():
+        if layout == "0.3":
+            data = json.loads((DATA / "160m_step143000.json").read_text())
+            data["results"]["lambada_openai"]["ppl"] = ppl
+            path = root / "pythia-160m" / "zero-shot" / f"160m_step{step}.json"
+        else:
+            data = json.loads((DATA / "lm-eval-0.4_demo_step600.json").read_text())
+            data["results"]["demo_lastword"]["perplexity,none"] = ppl
+            data["config"]["model_args"] = {"pretrained": f"runs/demo/checkpoints/step{step:08d}"}
+            path = root / "demo" / "results_2024-01-01.json".replace("01-01", f"{step:05d}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+    return root
+
+
+@pytest.mark.parametrize("layout, task, metric", [("0.3", "lambada_openai", "ppl"), ("0.4", "demo_lastword", "perplexity")])
+def test_harness_files_in_either_layout(tmp_path, layout, task, metric):
+    ppl = {1000: 300.0, 13000: 30.0, 33000: 24.6, 73000: 24.9, 113000: 28.0, 143000: 32.9}
+    evals = _eval_dir(tmp_path, ppl, layout)
+    res = saturation("--evals", evals, "--task", task, "--metric", metric, "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    row = pd.read_csv(tmp_path / "out" / "saturation.csv").iloc[0]
+    assert (row.task, row.metric, row.best_step, row.final_step) == (task, metric, 33000, 143000)
+    assert row.gap == pytest.approx(32.9 / 24.6 - 1) and row.saturated
+    assert row.onset_step == 73000  # last checkpoint within 2.5% of the best (median of 3)
+    assert not row.higher_is_better
+
+
+def _bad_cases(tmp_path: Path):
+    good = {1000: 30.0, 2000: 25.0, 3000: 26.0}
+    yield "unknown task", ["--task", "lambada", "--metric", "ppl"], good, None, "available: arc_easy, lambada_openai, sciq"
+    yield "unknown metric", ["--task", "lambada_openai", "--metric", "pp"], good, None, "available: acc, acc_stderr, ppl, ppl_stderr"
+    yield "two checkpoints", ["--task", "lambada_openai", "--metric", "ppl"], {1000: 3.0, 2000: 4.0}, None, "at least 3"
+    yield "empty file", ["--task", "lambada_openai", "--metric", "ppl"], good, ("160m_step4000.json", ""), "empty file"
+    yield "malformed", ["--task", "lambada_openai", "--metric", "ppl"], good, ("160m_step4000.json", "{"), "not valid JSON"
+    yield "no step", ["--task", "lambada_openai", "--metric", "ppl"], good, ("final.json", '{"results": {"t": {"acc": 1}}}'), "cannot tell the checkpoint step"
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, case):
+    name, args, ppl, extra, words = list(_bad_cases(tmp_path))[case]
+    evals = _eval_dir(tmp_path, ppl)
+    if extra:
+        (evals / "pythia-160m" / "zero-shot" / extra[0]).write_text(extra[1])
+    out = tmp_path / "out"
+    res = saturation("--evals", evals, *args, "--out", out)
+    assert res.returncode == 2, name
+    assert res.stderr.count("\n") == 1 and words in res.stderr, res.stderr
+    if extra:
+        assert extra[0] in res.stderr
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_no_result_files_and_table_without_the_metric(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = saturation("--evals", tmp_path / "empty", "--task", "t", "--metric", "ppl", "--out", tmp_path / "out")
+    assert res.returncode == 2 and "no lm-eval result files" in res.stderr and res.stderr.count("\n") == 1
+    store.append(store.table_path(tmp_path / "run"), [dict(run="r", model="m", step=s, tokens=s, layer=-1,
+                                                          component="model", metric="train_loss", value=1.0)
+                                                     for s in range(4)])
+    res = saturation("--table", tmp_path / "run", "--metric", "val_loss", "--out", tmp_path / "out")
+    assert res.returncode == 2 and "available: train_loss" in res.stderr and not (tmp_path / "out").exists()
