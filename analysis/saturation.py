@@ -38,7 +38,24 @@ def parser() -> argparse.ArgumentParser:
                    help=f"relative gap above which the final checkpoint counts as saturated (default {MARGIN})")
     p.add_argument("--tokens-per-step", type=int, default=None,
                    help="tokens per step of the evaluated models, for the table's tokens column (--evals)")
+    p.add_argument("--scaling-large", help="comma-separated models to fit A, alpha of L(N,T) = A/N^alpha + B/T^beta + E "
+                   "on (turns on the scaling-law gap: scaling.csv and its figure)")
+    p.add_argument("--params", default="", help="parameter counts, model=N,... (Pythia names are known)")
+    p.add_argument("--scaling-fixed", default="", help="override the fixed B, beta, E, e.g. B=410.7,beta=0.28,E=1.69")
     return p
+
+
+def _pairs(text: str, what: str) -> dict[str, float]:
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        key, sep, value = item.rpartition("=")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise analyze.InputError(f"{what}: {item!r} is not name=number")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             series = analyze.from_table(args.table, args.metric, args.task)
         if args.measures:
             series = analyze.with_measures(series, args.measures)
-        report = analyze.write(args.out, series, args.higher, args.min_fraction, args.margin)
+        fixed = _pairs(args.scaling_fixed, "--scaling-fixed")
+        if set(fixed) - {"B", "beta", "E"}:
+            raise analyze.InputError(f"--scaling-fixed takes B, beta and E, not {sorted(set(fixed) - {'B', 'beta', 'E'})}")
+        large = [m.strip() for m in (args.scaling_large or "").split(",") if m.strip()]
+        report = analyze.write(args.out, series, args.higher, args.min_fraction, args.margin,
+                               large=large, params=_pairs(args.params, "--params"), fixed=fixed)
     except analyze.InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,11 +1,15 @@
 """analysis/saturation.py end to end: a real tiny training run's table, harness files, and bad input."""
 
+import contextlib
+import importlib.util
+import io
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,7 +20,23 @@ SCRIPT = ROOT / "analysis" / "saturation.py"
 DATA = Path(__file__).parent / "data" / "lm_eval"
 
 
+def _script():
+    spec = importlib.util.spec_from_file_location("saturation_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_main(*args) -> SimpleNamespace:
+    """The script's main() in this process (what `lmdynamics saturation` will call), with its stderr."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = _script().main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stderr=err.getvalue())
+
+
 def saturation(*args):
+    """The script as a user runs it, in a subprocess."""
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
                           env=cli_env(), cwd=ROOT, timeout=300)
 
@@ -101,7 +121,7 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, case):
     if extra:
         (evals / "pythia-160m" / "zero-shot" / extra[0]).write_text(extra[1])
     out = tmp_path / "out"
-    res = saturation("--evals", evals, *args, "--out", out)
+    res = run_main("--evals", evals, *args, "--out", out)
     assert res.returncode == 2, name
     assert res.stderr.count("\n") == 1 and words in res.stderr, res.stderr
     if extra:
@@ -111,10 +131,34 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, case):
 
 def test_no_result_files_and_table_without_the_metric(tmp_path):
     (tmp_path / "empty").mkdir()
-    res = saturation("--evals", tmp_path / "empty", "--task", "t", "--metric", "ppl", "--out", tmp_path / "out")
+    res = run_main("--evals", tmp_path / "empty", "--task", "t", "--metric", "ppl", "--out", tmp_path / "out")
     assert res.returncode == 2 and "no lm-eval result files" in res.stderr and res.stderr.count("\n") == 1
     store.append(store.table_path(tmp_path / "run"), [dict(run="r", model="m", step=s, tokens=s, layer=-1,
                                                           component="model", metric="train_loss", value=1.0)
                                                      for s in range(4)])
-    res = saturation("--table", tmp_path / "run", "--metric", "val_loss", "--out", tmp_path / "out")
+    res = run_main("--table", tmp_path / "run", "--metric", "val_loss", "--out", tmp_path / "out")
     assert res.returncode == 2 and "available: train_loss" in res.stderr and not (tmp_path / "out").exists()
+
+
+def test_scaling_gap_through_the_command(tmp_path):
+    from lmdynamics.saturation.scaling import Law, pythia_parameters
+
+    law = Law(A=119.09, alpha=0.246)
+    root = tmp_path / "evals"
+    for model, factor in (("pythia-1.4b", 1.0), ("pythia-2.8b", 1.0), ("pythia-160m", 1.1)):
+        for step in (13000, 33000, 73000, 143000):
+            ppl = float(np.exp(law(pythia_parameters(model), step * 2_097_152))) ** (factor if step == 143000 else 1.0)
+            path = root / model / f"step{step}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"results": {"pile": {"ppl": ppl}}}))
+    res = saturation("--evals", root, "--task", "pile", "--metric", "ppl", "--out", tmp_path / "out",
+                     "--tokens-per-step", 2_097_152, "--scaling-large", "pythia-1.4b,pythia-2.8b")
+    assert res.returncode == 0, res.stderr
+    table = pd.read_csv(tmp_path / "out" / "scaling.csv").set_index("model")
+    assert table.loc["pythia-160m", "final_gap"] == pytest.approx(0.1, rel=1e-6)  # loss = ln ppl, 10% above the law
+    assert abs(table.loc["pythia-160m", "best_gap"]) < 1e-9
+    assert (tmp_path / "out" / "figures" / "scaling_law.png").is_file()
+    assert "A = 119.09, alpha = 0.246 fitted on pythia-1.4b, pythia-2.8b" in (tmp_path / "out" / "report.md").read_text()
+    res = saturation("--evals", root, "--task", "pile", "--metric", "ppl", "--out", tmp_path / "out2",
+                     "--scaling-large", "pythia-1.4b,pythia-2.8b")
+    assert res.returncode == 2 and "--tokens-per-step" in res.stderr and not (tmp_path / "out2").exists()

@@ -20,7 +20,7 @@ from lmdynamics.analysis.report import load_table
 from lmdynamics.analysis.summaries import short_name
 from lmdynamics.atomic import apply_umask
 
-from . import harness
+from . import harness, scaling
 from .detect import MARGIN, MIN_FRACTION, SeriesError, detect
 from .figures import plot_curves, plot_side_by_side
 from .signals import SIGNALS, moved_first
@@ -163,10 +163,32 @@ def report_text(results: pd.DataFrame, series: Series, figures: list[Path], min_
     return "\n".join(lines) + "\n"
 
 
+def scaling_section(law: scaling.Law, table: pd.DataFrame, large) -> str:
+    lines = ["", "## Scaling-law gap", "",
+             f"L(N, T) = A/N^alpha + B/T^beta + E with B = {law.B:g}, beta = {law.beta:g}, E = {law.E:g} fixed and "
+             f"A = {law.A:.5g}, alpha = {law.alpha:.4g} fitted on {', '.join(large)} (Godey et al. report "
+             f"A = {scaling.PAPER_FIT['A']}, alpha = {scaling.PAPER_FIT['alpha']} on Pythia's large models). "
+             "Gap = observed / predicted - 1 (`lmdynamics.saturation.scaling`).", "",
+             "| model | N | final step | final gap | best step | best gap |", "|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {r.model}{' (large)' if r.large else ''} | {r.N:.4g} | {r.final_step} | {r.final_gap:+.1%} | "
+                     f"{r.best_step} | {r.best_gap:+.1%} |")
+    return "\n".join(lines) + "\n"
+
+
 def write(out: str | os.PathLike, series: Series, higher_is_better: bool | None = None,
-          min_fraction: float = MIN_FRACTION, margin: float = MARGIN) -> Path:
-    """Detect, draw and report into ``out`` (``saturation.csv``, ``report.md``, ``figures/``); returns the report."""
+          min_fraction: float = MIN_FRACTION, margin: float = MARGIN, large=None, params=None, fixed=None) -> Path:
+    """Detect, draw and report into ``out`` (``saturation.csv``, ``report.md``, ``figures/``; with ``large``
+    models also the scaling-law gap: ``scaling.csv`` and its figure); returns the report."""
     results = detect_all(series, higher_is_better, min_fraction, margin)
+    law = None
+    if large:
+        if results.higher_is_better.any():
+            raise InputError(f"the scaling-law gap needs a loss or perplexity; {series.metric} is higher-is-better")
+        try:
+            law, gap_table = scaling.gaps(series.rows, series.metric, large, params, fixed, min_fraction)
+        except scaling.ScalingError as err:
+            raise InputError(str(err)) from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
@@ -176,7 +198,12 @@ def write(out: str | os.PathLike, series: Series, higher_is_better: bool | None 
         figures += [plot_side_by_side(series.rows, series.frame, r.to_dict(), series.metric, stage / "figures")
                     for _, r in results.iterrows()]
         results.to_csv(stage / "saturation.csv", index=False)
-        (stage / "report.md").write_text(report_text(results, series, figures, min_fraction, margin), encoding="utf-8")
+        text = report_text(results, series, figures, min_fraction, margin)
+        if law is not None:
+            figure = scaling.plot(series.rows, series.metric, law, gap_table, stage / "figures" / "scaling_law.png")
+            gap_table.to_csv(stage / "scaling.csv", index=False)
+            text += scaling_section(law, gap_table, large) + f"\n![scaling_law](figures/{figure.name})\n"
+        (stage / "report.md").write_text(text, encoding="utf-8")
         apply_umask(stage)
         for src in sorted(stage.rglob("*")):
             if src.is_file():
