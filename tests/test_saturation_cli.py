@@ -162,3 +162,23 @@ def test_scaling_gap_through_the_command(tmp_path):
     res = saturation("--evals", root, "--task", "pile", "--metric", "ppl", "--out", tmp_path / "out2",
                      "--scaling-large", "pythia-1.4b,pythia-2.8b")
     assert res.returncode == 2 and "--tokens-per-step" in res.stderr and not (tmp_path / "out2").exists()
+
+
+@pytest.mark.slow
+def test_lowrank_head_command_on_a_checkpoint_of_the_run(tiny_run, tmp_path):
+    script = ROOT / "analysis" / "lowrank_head.py"
+    spec = importlib.util.spec_from_file_location("lowrank_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ckpt = sorted((tiny_run / "checkpoints").iterdir())[-1]
+    out = tmp_path / "lr"
+    code = module.main(["--checkpoint", str(ckpt), "--out", str(out), "--train-blocks", "64", "--eval-blocks", "8",
+                        "--steps", "30", "--r-min", "8",
+                        "--cache-dir", str(tiny_run.parents[2] / "lmd-cache")])
+    assert code == 0
+    table = pd.read_csv(out / "lowrank_head.csv")
+    ranks = table[table.reference.isna()]
+    assert ranks.r.tolist() == [8, 16, 32] and (out / "figures" / "lowrank_head.png").is_file()
+    full = table[table.reference == "full"].loss.iloc[0]
+    assert ranks.loss.iloc[-1] <= full + 0.05  # r = d starts at the full head and keeps its loss
+    assert module.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "bad")]) == 2
