@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import torch
 import pytest
 
 from lmdynamics import store
@@ -182,3 +183,85 @@ def test_lowrank_head_command_on_a_checkpoint_of_the_run(tiny_run, tmp_path):
     full = table[table.reference == "full"].loss.iloc[0]
     assert ranks.loss.iloc[-1] <= full + 0.05  # r = d starts at the full head and keeps its loss
     assert module.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "bad")]) == 2
+
+
+TASK_YAML = """task: tiny_lastword
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood
+doc_to_text: "{{{{context}}}}"
+doc_to_target: " {{{{target}}}}"
+metric_list:
+  - metric: perplexity
+    aggregation: perplexity
+    higher_is_better: false
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+@pytest.mark.slow
+def test_lm_eval_on_the_run_checkpoints_offline_resumable_then_saturation(tiny_run, tmp_path, capsys):
+    """The real lm-eval package (HFLM) on our checkpoints, with a local last-word task over a JSONL file."""
+    import random
+
+    script = ROOT / "analysis" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("evaluate_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = random.Random(0)
+    words = "the of and to in is a that for it as was with be by on not".split()
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    docs = [[rng.choice(words) for _ in range(10)] for _ in range(12)]
+    (tasks / "lastword.jsonl").write_text("".join(json.dumps({"context": " ".join(d[:-1]), "target": d[-1]}) + "\n"
+                                                  for d in docs))
+    (tasks / "lastword.yaml").write_text(TASK_YAML.format(data=tasks / "lastword.jsonl"))
+    out = tmp_path / "evals"
+    args = ["--run", str(tiny_run), "--steps", "2,3,6", "--tasks", "tiny_lastword", "--include-path", str(tasks),
+            "--batch-size", "4", "--out", str(out)]
+    assert module.main(args) == 0
+    files = sorted(out.rglob("step*.json"))
+    assert [f.name for f in files] == ["step00000002.json", "step00000003.json", "step00000006.json"]
+    first = json.loads(files[-1].read_text())
+    assert first["higher_is_better"]["tiny_lastword"] == {"perplexity": False, "acc": True}
+    assert first["config"]["model_args"]["pretrained"].endswith("step00000006")
+    rows = store.read_table(store.table_path(out))
+    assert set(rows.metric) == {"tiny_lastword/perplexity", "tiny_lastword/perplexity_stderr", "tiny_lastword/acc",
+                                "tiny_lastword/acc_stderr"}
+    ppl6 = rows[(rows.metric == "tiny_lastword/perplexity") & (rows.step == 6)].value.iloc[0]
+    assert ppl6 == first["results"]["tiny_lastword"]["perplexity,none"] and ppl6 > 1
+    info = json.loads((tiny_run / "run.json").read_text())
+    assert (rows.tokens == rows.step * info["tokens_per_step"]).all()
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    capsys.readouterr()
+    assert module.main(args) == 0  # resumed: nothing evaluated again
+    assert [f.stat().st_mtime_ns for f in files] == mtimes and capsys.readouterr().out.count("skipped") == 3
+    res = saturation("--evals", out, "--task", "tiny_lastword", "--metric", "perplexity", "--measures", tiny_run,
+                     "--out", tmp_path / "sat")
+    assert res.returncode == 0, res.stderr
+    row = pd.read_csv(tmp_path / "sat" / "saturation.csv").iloc[0]
+    assert row.model == info["model"] and row.final_step == 6 and not row.higher_is_better
+    assert not pd.isna(row.kl_uniform_moved)  # the run's head rows joined by model name
+
+
+@pytest.mark.slow
+def test_corpus_loss_at_every_checkpoint_without_the_harness(tiny_run, tmp_path):
+    from transformers import GPTNeoXForCausalLM
+
+    from lmdynamics.saturation import evaluate
+
+    run, model, tps, targets = evaluate.run_targets(tiny_run, [0, 6])
+    blocks = torch.randint(0, 512, (3, 32), generator=torch.Generator().manual_seed(0))
+    rows = evaluate.evaluate_corpus_loss(targets, model, tmp_path, blocks, tps, run, log=lambda s: None)
+    for row, target in zip(rows, targets):
+        lm = GPTNeoXForCausalLM.from_pretrained(target.model_args["pretrained"]).eval()
+        with torch.no_grad():
+            ref = lm(input_ids=blocks, labels=blocks).loss  # equal-length blocks: the mean over all tokens
+        assert row["value"] == pytest.approx(float(ref), rel=1e-5) and row["tokens"] == target.step * tps
+    assert rows[0]["value"] != rows[1]["value"]
+    assert evaluate.evaluate_corpus_loss(targets, model, tmp_path, blocks, tps, run, log=lambda s: None) == []
