@@ -20,14 +20,16 @@ from lmdynamics.saturation.detect import MARGIN, MIN_FRACTION
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    src = p.add_mutually_exclusive_group(required=True)
+    p.add_argument("--config", help="YAML file whose keys are these options (e.g. configs/analysis/saturation-pythia.yaml); "
+                   "options given on the command line win")
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--evals", help="directory of lm-eval result JSONs (searched recursively)")
     src.add_argument("--table", help="a run or analysis directory holding metrics.parquet/, or that directory")
     p.add_argument("--task", help="harness task (required with --evals; with --table the metric is <task>/<metric>)")
-    p.add_argument("--metric", required=True, help="metric name: ppl, acc, perplexity, ... or val_loss with --table")
+    p.add_argument("--metric", help="metric name: ppl, acc, perplexity, ... or val_loss with --table")
     p.add_argument("--measures", help="a tidy table with the same models' head_rank rows (kl_uniform, er, anisotropy), "
                    "e.g. the output of analysis/run.py, for the side-by-side figures of --evals")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", help="output directory")
     way = p.add_mutually_exclusive_group()
     way.add_argument("--higher-is-better", dest="higher", action="store_true", default=None,
                      help="override the metric's direction (default: the result files' own map, else from its name)")
@@ -58,9 +60,35 @@ def _pairs(text: str, what: str) -> dict[str, float]:
     return out
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options over the ``--config`` file's (keys as the options, dashes or underscores)."""
+    p = parser()
+    first, _ = p.parse_known_args(argv)
+    if first.config:
+        import yaml
+
+        with open(first.config, encoding="utf-8") as fh:
+            cfg = {k.replace("-", "_"): v for k, v in (yaml.safe_load(fh) or {}).items()}
+        known = {a.dest for a in p._actions}
+        if set(cfg) - known:
+            raise analyze.InputError(f"{first.config}: unknown key(s) {sorted(set(cfg) - known)}")
+        if "higher_is_better" in cfg:
+            cfg["higher"] = cfg.pop("higher_is_better")
+        p.set_defaults(**{k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in cfg.items()})
+    args = p.parse_args(argv)
+    if first.config and (first.evals is None) != (first.table is None):  # a source on the command line wins
+        args.evals, args.table = first.evals, first.table
+    if (args.evals is None) == (args.table is None):
+        raise analyze.InputError("give one of --evals DIR or --table PATH (on the command line or in --config)")
+    for name in ("metric", "out"):
+        if not getattr(args, name):
+            raise analyze.InputError(f"--{name} is required")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
+        args = parse(argv)
         if args.evals is not None:
             if not args.task:
                 raise analyze.InputError("--evals needs --task (e.g. --task lambada_openai)")

@@ -265,3 +265,20 @@ def test_corpus_loss_at_every_checkpoint_without_the_harness(tiny_run, tmp_path)
         assert row["value"] == pytest.approx(float(ref), rel=1e-5) and row["tokens"] == target.step * tps
     assert rows[0]["value"] != rows[1]["value"]
     assert evaluate.evaluate_corpus_loss(targets, model, tmp_path, blocks, tps, run, log=lambda s: None) == []
+
+
+def test_config_file_fills_the_options_and_the_command_line_wins(tmp_path):
+    evals = _eval_dir(tmp_path, {1000: 300.0, 33000: 24.6, 73000: 24.9, 143000: 32.9})
+    cfg = tmp_path / "sat.yaml"
+    cfg.write_text(f"evals: {evals}\ntask: lambada_openai\nmetric: acc\nout: {tmp_path / 'from_config'}\n"
+                   "tokens_per_step: 2097152\n")
+    res = run_main("--config", cfg, "--metric", "ppl")
+    assert res.returncode == 0, res.stderr
+    row = pd.read_csv(tmp_path / "from_config" / "saturation.csv").iloc[0]
+    assert row.metric == "ppl" and row.saturated
+    shipped = ROOT / "configs" / "analysis" / "saturation-pythia.yaml"
+    res = run_main("--config", shipped, "--evals", evals, "--out", tmp_path / "pythia")
+    assert res.returncode == 2 and "pythia-1.4b" in res.stderr  # its large models are not in this directory
+    cfg.write_text("evals: x\nmetrik: ppl\n")
+    res = run_main("--config", cfg)
+    assert res.returncode == 2 and "unknown key(s) ['metrik']" in res.stderr
