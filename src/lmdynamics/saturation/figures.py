@@ -1,0 +1,72 @@
+"""Saturation figures: every model's curve with best and onset marked, and one side-by-side figure per model
+(the curve, the head's KL-to-uniform, the head's ER, last-layer anisotropy on a shared step axis)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lmdynamics.analysis.plots import _model_colors, save, slug
+
+from .signals import SIGNALS, signal_series
+
+
+def _mark(ax, steps, values, fields: dict, color) -> None:
+    ax.plot(steps, values, marker="o", ms=3, color=color)
+    ax.plot([fields["best_step"]], [fields["best_value"]], marker="*", ms=14, color=color, mec="k", ls="none",
+            label="best")
+    if not math.isnan(fields["onset_step"]):
+        ax.axvline(fields["onset_step"], color=color, ls="--", lw=1, label="onset")
+
+
+def _log_if_wide(ax, values: pd.Series) -> None:
+    """Log y axis for a positive series spanning more than a factor 20 (perplexities from step 0)."""
+    if (values > 0).all() and values.max() / values.min() > 20:
+        ax.set_yscale("log")
+
+
+def plot_curves(series: pd.DataFrame, results: pd.DataFrame, metric: str, path: Path) -> Path:
+    """All models' curves of ``metric`` (stars: best checkpoint; dashed: onset)."""
+    models = list(results["model"])
+    colors = _model_colors(models)
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for _, r in results.iterrows():
+        s = series[series.model == r.model].sort_values("step")
+        _mark(ax, s.step, s.value, r.to_dict(), colors[r.model])
+        ax.lines[-1 if math.isnan(r.onset_step) else -2].set_label(None)
+        ax.lines[-2 if math.isnan(r.onset_step) else -3].set_label(r.model)
+    _log_if_wide(ax, series.value)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: best checkpoint (star) and saturation onset (dashed)")
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def plot_side_by_side(series: pd.DataFrame, frame: pd.DataFrame, fields: dict, metric: str, path: Path) -> Path:
+    """One model: its curve of ``metric`` and the head signals from ``frame`` on a shared step axis."""
+    model = fields["model"]
+    fig = Figure(figsize=(7.5, 9.0), layout="constrained")
+    axes = fig.subplots(4, 1, sharex=True)
+    own = series[series.model == model].sort_values("step")
+    _mark(axes[0], own.step, own.value, fields, "C0")
+    axes[0].set_ylabel(metric)
+    _log_if_wide(axes[0], own.value)
+    verdict = "saturated" if fields["saturated"] else "not saturated"
+    axes[0].set_title(f"{model}: {metric} ({verdict}, final {fields['gap']:+.1%} vs best)")
+    axes[0].legend(fontsize=7)
+    for ax, (signal, (label, _)) in zip(axes[1:], SIGNALS.items()):
+        rows = signal_series(frame, model, signal)
+        if rows.empty:
+            ax.text(0.5, 0.5, f"no {signal} rows in the table", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.plot(rows.step, rows.value, marker=".", color="C1")
+        if not math.isnan(fields["onset_step"]):
+            ax.axvline(fields["onset_step"], color="C0", ls="--", lw=1)
+        ax.set_ylabel(label, fontsize=8)
+    axes[-1].set_xlabel("training step")
+    return save(fig, path / f"side_by_side_{slug(model)}.png" if path.is_dir() else path)
