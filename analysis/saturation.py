@@ -1,4 +1,4 @@
-"""Did a model saturate, when, and did its output head move first? (Godey et al. 2024; SCIENCE.md section 3)
+"""Did a model saturate, when, and did its output head move first? (Godey et al. 2024; docs/science.md section 3)
 
     python analysis/saturation.py --evals DIR --task lambada_openai --metric ppl --out OUT
     python analysis/saturation.py --table runs/demo --metric val_loss --out OUT

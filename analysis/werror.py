@@ -1,5 +1,5 @@
 """W-error of a corpus: how much of its empirical next-token matrix a rank-d head can represent
-(Godey et al. 2024; SCIENCE.md section 3; definitions in lmdynamics.saturation.werror).
+(Godey et al. 2024; docs/science.md section 3; definitions in lmdynamics.saturation.werror).
 
     python analysis/werror.py --out OUT                                   # 5-grams of the bundled corpus
     python analysis/werror.py --source docs/ --tokenizer path/tokenizer.json --n 5 --min-count 2 \

@@ -1,4 +1,4 @@
-"""Rank-constrained head (Godey et al. 2024, section 3 of SCIENCE.md): freeze a checkpoint's backbone,
+"""Rank-constrained head (Godey et al. 2024, section 3 of docs/science.md): freeze a checkpoint's backbone,
 replace its output head by W = A B (A: V x r, B: r x d), train only A and B, and read the loss against r.
 
 The backbone is frozen, so its final hidden states (after the final LayerNorm, what the head reads) are

@@ -1,4 +1,4 @@
-"""Scaling-law gap (Godey et al. 2024, section 3 of SCIENCE.md): how far each model's final and best
+"""Scaling-law gap (Godey et al. 2024, section 3 of docs/science.md): how far each model's final and best
 checkpoints sit above the loss a scaling law fitted on large models predicts.
 
 L(N, T) = A / N^alpha + B / T^beta + E  (Hoffmann et al. 2022), with N parameters and T training tokens.

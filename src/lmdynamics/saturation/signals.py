@@ -1,6 +1,6 @@
 """Which series the saturation analysis reads from a tidy table, and whether the head signals moved first.
 
-The head signals (Godey et al. 2024, section 3 of SCIENCE.md), each in the direction in which it degrades:
+The head signals (Godey et al. 2024, section 3 of docs/science.md), each in the direction in which it degrades:
 - ``kl_uniform`` of component ``head`` (layer -1): KL(s/sum(s) || uniform) of the head's singular values;
   it rises when the spectrum degenerates (treated as lower-is-better);
 - ``er`` of component ``head`` (layer -1): the head's effective rank; it falls (higher-is-better);

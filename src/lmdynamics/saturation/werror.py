@@ -1,4 +1,4 @@
-"""W-error of a corpus (Godey et al. 2024, section 3 of SCIENCE.md): how well a rank-d linear head could
+"""W-error of a corpus (Godey et al. 2024, section 3 of docs/science.md): how well a rank-d linear head could
 represent the corpus's empirical next-token distributions.
 
 The matrix W: one row per n-gram context (the n-1 tokens before a position) seen at least ``min_count``

@@ -1,4 +1,4 @@
-"""Per-token training trajectories (Xia et al. 2023; SCIENCE.md section 4): record, store, classify, compare.
+"""Per-token training trajectories (Xia et al. 2023; docs/science.md section 4): record, store, classify, compare.
 
 - ``record``: the pure per-(context, token) loss of a model on fixed evaluation blocks;
 - ``storage``: the compact columnar store (float16, one checkpoint appended at a time, resumable);

@@ -5,7 +5,7 @@ from the first checkpoint whose step is >= p x the final step to the final check
 the default regressor is log(step) (the authors' released code), ``step`` is offered. Shares are counted per
 model, start fraction and group (all tokens, a corpus-frequency bucket, or a token class) and sum to 1 in each.
 
-Double descent, two ways (SCIENCE.md section 4):
+Double descent, two ways (docs/science.md section 4):
 - ``group``: the authors' definition: the tokens whose trend is upward in a reference (small) model after 20%
   of training; their group perplexity is then traced across sizes (``compare``).
 - ``per-token``: ours (``metrics.trends.double_descent_windows``): significantly down, up, then down again over
