@@ -17,7 +17,8 @@ import math
 from lightning.pytorch.utilities import rank_zero_warn
 
 from ..measure import anisotropy_rows, weight_metric_rows
-from .base import MeasurementCallback, gathered_weight, head_parameter_name, run_dir
+from ..models.heads import head_matrices
+from .base import MeasurementCallback, gathered_weight, run_dir
 
 
 class HeadRank(MeasurementCallback):
@@ -53,16 +54,17 @@ class HeadRank(MeasurementCallback):
 
     def measure(self, trainer, pl_module, step: int):
         model = pl_module.model
-        name = head_parameter_name(model)
-        weight = gathered_weight(model, name)
+        heads = head_matrices(model, lambda name: gathered_weight(model, name))  # plain, low-rank A B, or each MoS component
         acts = self.probe(trainer).activations(trainer, pl_module, step)
         if not trainer.is_global_zero:
             return None
-        rows = weight_metric_rows([(name, weight)], model.config.num_attention_heads,
-                                  spectrum=self._spectrum_step(trainer, step))
+        rows = [{**r, "component": label + r["component"][4:] if r["component"].startswith("head") else r["component"]}
+                for label, weight in heads
+                for r in weight_metric_rows([("lm_head.weight", weight)], model.config.num_attention_heads,
+                                            spectrum=self._spectrum_step(trainer, step))]
         last = model.config.num_hidden_layers - 1
         rows += anisotropy_rows({k: v for k, v in acts.items() if k in ((last, "resid"), (-1, "final"))})
-        kl = next(r["value"] for r in rows if r["component"] == "head" and r["metric"] == "kl_uniform")
+        kl = next(r["value"] for r in rows if r["component"].startswith("head") and r["metric"] == "kl_uniform")
         self.kl_history.append(kl)
         return rows
 
