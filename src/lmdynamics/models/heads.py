@@ -101,11 +101,16 @@ class MixtureOfSoftmaxes(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        log_gate = torch.log_softmax(self.gate(h).float(), dim=-1)  # [..., K]
+        log_gate = torch.log_softmax(_at_least_fp32(self.gate(h)), dim=-1)  # [..., K]
         ctx = torch.tanh(self.proj(h)).unflatten(-1, (self.components, h.shape[-1]))  # [..., K, d]
-        parts = [torch.log_softmax(head(ctx[..., k, :]).float(), dim=-1) + log_gate[..., k : k + 1]
+        parts = [torch.log_softmax(_at_least_fp32(head(ctx[..., k, :])), dim=-1) + log_gate[..., k : k + 1]
                  for k, head in enumerate(self.heads)]
         return torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Softmax arithmetic in fp32 under bf16/fp16 training, in the input's precision otherwise."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class LowRankHeadLM(GPTNeoXForCausalLM):

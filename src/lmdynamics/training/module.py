@@ -129,6 +129,8 @@ class LMModule(L.LightningModule):
         self.spec = replace(model)
         self.optim = replace(optim)
         self.speed = replace(speed)
+        if self.optim.head_lr_multiplier <= 0:
+            raise ValueError(f"model.optim.head_lr_multiplier must be positive, got {self.optim.head_lr_multiplier}")
         self.save_hyperparameters({"model": asdict(self.spec), "optim": asdict(self.optim), "speed": asdict(self.speed)})
         self.model: GPTNeoXForCausalLM | None = None
         self.flops_per_token: int | None = None
@@ -306,8 +308,6 @@ class LMModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        if o.head_lr_multiplier <= 0:
-            raise ValueError(f"optim.head_lr_multiplier must be positive, got {o.head_lr_multiplier}")
         head_ids = {id(p) for p in self.model.get_output_embeddings().parameters()}
         groups: dict[tuple[bool, bool], list] = {(h, d): [] for h in (False, True) for d in (True, False)}
         for name, p in self.model.named_parameters():
