@@ -308,7 +308,9 @@ class LMModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        head_ids = {id(p) for p in self.model.get_output_embeddings().parameters()}
+        # the head gets its own groups only when its settings differ (else the published two groups)
+        separate = o.head_lr_multiplier != 1.0 or (o.head_weight_decay is not None and o.head_weight_decay != o.weight_decay)
+        head_ids = {id(p) for p in self.model.get_output_embeddings().parameters()} if separate else set()
         groups: dict[tuple[bool, bool], list] = {(h, d): [] for h in (False, True) for d in (True, False)}
         for name, p in self.model.named_parameters():
             groups[(id(p) in head_ids, p.ndim >= 2)].append(p)  # biases and LayerNorm weights are vectors: no decay
