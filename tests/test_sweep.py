@@ -18,7 +18,7 @@ def _sweep_file(tmp_path, **spec):
     body = {"name": "sw", "root": str(tmp_path / "sweep"), "configs": [str(cfg)],
             "set": {"convergence.enabled": False, "weight_rank.enabled": False}, **spec}
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(body))
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path
 
 
@@ -71,24 +71,27 @@ def test_print_commands_gives_one_runnable_command_per_run(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sweep_runs_in_parallel_skips_finished_and_resumes_interrupted(tmp_path):
+def test_sweep_runs_in_parallel_skips_finished_and_resumes_interrupted(tmp_path, capsys):
     path = _sweep_file(tmp_path, grid={"intervention": {"plain": {}, "mos": {"model.model.head.kind": "mos",
                                                                              "model.model.head.components": 2}}})
-    script = [sys.executable, str(ROOT / "train" / "sweep.py"), "--config", str(path), "--workers", "2"]
-    res = subprocess.run(script, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    assert main(["--config", str(path), "--workers", "2"]) == 0  # each run is a `train/run.py fit` process
     root = tmp_path / "sweep"
     for name, model in (("sw-plain", "neox-L2-d32-h4"), ("sw-mos", "neox-L2-d32-h4+mos2")):
         assert json.loads((root / name / "run.json").read_text())["model"] == model
         assert (root / ".sweep" / f"{name}.done").is_file()
-    # finished runs are skipped
-    res = subprocess.run(script, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=600)
-    assert res.returncode == 0 and "2 already done, 0 to run" in res.stdout
-    # an interrupted run (directory, no marker) is resumed from its last checkpoint
+    capsys.readouterr()
+    # a finished run is skipped; an interrupted one (directory, no marker) is resumed from its last checkpoint
     (root / ".sweep" / "sw-mos.done").unlink()
-    res = subprocess.run(script, capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=600)
-    assert res.returncode == 0 and "1 already done, 1 to run" in res.stdout
+    assert main(["--config", str(path), "--workers", "2"]) == 0
+    assert "1 already done, 1 to run" in capsys.readouterr().out
+    assert len([ln for ln in (root / ".sweep" / "sw-plain.log").read_text().splitlines() if ln.startswith("$ ")]) == 1
     log = (root / ".sweep" / "sw-mos.log").read_text()
     commands = [ln for ln in log.splitlines() if ln.startswith("$ ")]
     assert len(commands) == 2 and "--ckpt_path" not in commands[0] and commands[1].endswith("--ckpt_path last")
     assert "already finished" in log and (root / ".sweep" / "sw-mos.done").is_file()
+
+
+def test_sweep_script_is_the_library_main(tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / "train" / "sweep.py"), "--config", str(tmp_path / "none.yaml")],
+                         capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip() == f"error: sweep file {tmp_path / 'none.yaml'} does not exist"

@@ -35,6 +35,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import os
 import re
 import shlex
@@ -174,14 +175,26 @@ def validate(sweep: Sweep) -> None:
     """Every run through the real CLI's dry run (in this process): the first failure is one line naming the run."""
     from .training.cli import main as cli_main
 
-    for run in sweep.runs:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli_main([*sweep.cli_args(run), "--run.dry_run", "true"])
-        if code != 0:
-            lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("error")] or err.getvalue().splitlines()[-1:]
-            reason = lines[-1].removeprefix("error: ") if lines else f"exit status {code}"
-            raise SweepError(f"sweep run {run.name}: {reason}")
+    quiet = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)  # Lightning's per-run start-up lines, once per run, would bury the answer
+    try:
+        for run in sweep.runs:
+            _dry_run(cli_main, sweep, run)
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
+
+
+def _dry_run(cli_main, sweep: Sweep, run: PlannedRun) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main([*sweep.cli_args(run), "--run.dry_run", "true"])
+    if code != 0:
+        lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("error")] or err.getvalue().splitlines()[-1:]
+        reason = lines[-1].removeprefix("error: ") if lines else f"exit status {code}"
+        raise SweepError(f"sweep run {run.name}: {reason}")
 
 
 def _execute(sweep: Sweep, run: PlannedRun, threads: int) -> tuple[str, int, float]:
