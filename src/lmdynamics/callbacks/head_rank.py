@@ -17,8 +17,9 @@ import math
 from lightning.pytorch.utilities import rank_zero_warn
 
 from ..measure import anisotropy_rows, weight_metric_rows
-from ..distributed import gathered_weight, head_parameter_name
+from ..distributed import gathered_weight
 from ..layout import RunLayout
+from ..models.heads import head_matrices
 from .base import MeasurementCallback
 
 
@@ -54,15 +55,16 @@ class HeadRank(MeasurementCallback):
 
     def measure(self, trainer, pl_module, step: int):
         model = pl_module.model
-        name = head_parameter_name(model)
-        weight = gathered_weight(model, name)
+        heads = head_matrices(model, lambda name: gathered_weight(model, name))  # plain, low-rank A B, or each MoS component
         acts = self.probe(trainer).activations(trainer, pl_module, step)
         if not trainer.is_global_zero:
             return None
-        rows = weight_metric_rows([(name, weight)], model.config.num_attention_heads,
-                                  spectrum=self._spectrum_step(trainer, step))
+        rows = [{**r, "component": label + r["component"][4:] if r["component"].startswith("head") else r["component"]}
+                for label, weight in heads
+                for r in weight_metric_rows([("lm_head.weight", weight)], model.config.num_attention_heads,
+                                            spectrum=self._spectrum_step(trainer, step))]
         rows += anisotropy_rows(acts)  # every (layer, component), as the offline analysis
-        kl = next(r["value"] for r in rows if r["component"] == "head" and r["metric"] == "kl_uniform")
+        kl = next(r["value"] for r in rows if r["component"].startswith("head") and r["metric"] == "kl_uniform")
         self.kl_history.append(kl)
         return rows
 

@@ -129,5 +129,6 @@ class HFCheckpoints(L.Callback):
             "context_length": pl_module.spec.context_length,
             "checkpoint_steps": sorted(self.steps),
             **run_description(trainer, pl_module),
+            **(dm.run_info() if hasattr(dm, "run_info") else {}),  # e.g. the synthetic language and its entropy floor
         }
         write_json_atomic(layout.run_json, info)

@@ -15,6 +15,8 @@ from ..atomic import atomic_path
 from .corpus import BUNDLED, load_corpus, open_rows
 from .packing import StepBatchSampler, pack, split_documents, tokenize_stream
 from .streaming import StreamingBlocks, take_documents
+from .synthetic import SOURCE as SYNTHETIC
+from .synthetic import SyntheticBlocks, SyntheticLanguage, SyntheticSpec, identity_tokenizer
 from .tokenizer import definition_hash, load_tokenizer
 
 
@@ -26,7 +28,8 @@ class TextDataModule(L.LightningDataModule):
     """Packed language-modelling data.
 
     Args:
-        source: ``python-docs`` (bundled, default), a local .txt/.jsonl/.parquet file or directory, or a hub
+        source: ``python-docs`` (bundled, default), ``synthetic`` (a language of chosen softmax rank, set by
+            ``synthetic``; see ``lmdynamics.data.synthetic``), a local .txt/.jsonl/.parquet file or directory, or a hub
             dataset name (e.g. ``EleutherAI/pile``; set ``streaming`` and ``max_documents`` for huge ones).
         tokenizer: a hub name (``EleutherAI/pythia-70m``), a local ``tokenizer.json``, or ``bpe:<vocab>`` to
             train a byte-level BPE on the training split (cached).
@@ -41,6 +44,7 @@ class TextDataModule(L.LightningDataModule):
             large to hold, e.g. the Pile); the first ``val_documents`` documents are the validation split,
             ``shuffle_buffer`` adds a seeded buffer shuffle of the rest. Needs a hub or file tokenizer.
         max_documents: use only the first N (training) documents.
+        synthetic: the synthetic language, when ``source`` is ``synthetic`` (its tokenizer is the identity).
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class TextDataModule(L.LightningDataModule):
         max_documents: int | None = None,
         cache_dir: str | None = None,
         num_workers: int = 0,
+        synthetic: SyntheticSpec = SyntheticSpec(),
     ):
         super().__init__()
         if context_length <= 1:
@@ -85,11 +90,18 @@ class TextDataModule(L.LightningDataModule):
         self.val_all: torch.Tensor | None = None
         self.corpus_description = ""
         self.corpus_id = ""
+        self.synthetic = synthetic
+        self.language: SyntheticLanguage | None = None
+        self.entropy_floor: float | None = None  # the synthetic language's exact floor (nats); None for text
 
     # -- preparation -------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Load, tokenise (cached) and pack. Idempotent; called by ``setup`` and by tools that need the data."""
         if self._prepared:
+            return
+        if self.source == SYNTHETIC:
+            self._prepare_synthetic()
+            self._prepared = True
             return
         if self.streaming:
             self._prepare_stream()
@@ -124,6 +136,29 @@ class TextDataModule(L.LightningDataModule):
         if self.val_blocks is not None:
             self.val_blocks_tensor = self.val_blocks_tensor[: self.val_blocks]
         self._prepared = True
+
+    def _prepare_synthetic(self) -> None:
+        """The synthetic language: identity tokenizer, validation blocks drawn from its own split, exact floor."""
+        spec = self.synthetic if isinstance(self.synthetic, SyntheticSpec) else SyntheticSpec(**self.synthetic)
+        self.language = SyntheticLanguage(spec)
+        self.tokenizer = identity_tokenizer(spec.vocab_size)
+        self.corpus_id = f"{spec.language_id}-seed{self.seed}"
+        self.corpus_description = (f"synthetic language: V={spec.vocab_size}, rank R={spec.rank}, {spec.classes} classes, "
+                                   f"lags {list(spec.lags)}, logit scale {spec.logit_scale:g}, seed {spec.seed}")
+        n_val = max(self.val_blocks or 0, 256)  # the probe draws from all of them
+        self.val_all = self.language.blocks(range(n_val), self.context_length, self.seed, "val")
+        self.val_blocks_tensor = self.val_all[: self.val_blocks] if self.val_blocks is not None else self.val_all
+        self.entropy_floor = self.language.entropy_floor(self.context_length)
+
+    def run_info(self) -> dict:
+        """What run.json records about the data beyond the corpus id (the synthetic language and its floor)."""
+        if self.language is None:
+            return {}
+        spec = self.language.spec
+        return {"synthetic": {**{k: getattr(spec, k) for k in ("vocab_size", "rank", "classes", "logit_scale", "seed")},
+                              "lags": list(spec.lags), "reachable_states": len(self.language.reachable_states()),
+                              "entropy_floor": self.entropy_floor,
+                              "val_true_loss": self.language.true_loss(self.val_blocks_tensor)}}
 
     def _open_stream(self):
         rows, corpus_id, description = open_rows(self.source, hub_config=self.hub_config, split=self.split,
@@ -186,6 +221,10 @@ class TextDataModule(L.LightningDataModule):
         order = {"seed": self.seed, "micro_batch_size": self.batch_size * world, "accumulate": accumulate,
                  "corpus": self.corpus_id}
         position = (lambda: trainer.global_step * accumulate) if trainer else (lambda: start * accumulate)
+        if self.language is not None:
+            blocks = SyntheticBlocks(self.language, self.seed, self.context_length, self.batch_size, max_steps,
+                                     accumulate, start, rank, world)
+            return ResumableLoader(blocks, start * accumulate, position, order, batch_size=None, num_workers=0)
         if self.streaming:
             blocks = StreamingBlocks(self._training_texts, self.tokenizer, self.eos_id, self.context_length,
                                      self.batch_size, max_steps, accumulate, start, rank, world)

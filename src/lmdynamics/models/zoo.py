@@ -5,9 +5,11 @@ Numbers from the Pythia paper and the suite's own configs (Biderman et al., 2023
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from transformers import GPTNeoXConfig
+
+from .heads import HeadSpec, as_head_spec
 
 PYTHIA_TOKENIZER_VOCAB = 50277  # ids the GPT-NeoX-20B tokenizer can emit
 
@@ -58,6 +60,8 @@ class ModelSpec:
     ``overrides``), never plain ``pythia-70m``.
     Everything else is the shared Pythia architecture: rotary on 25% of each head's dims (base 10000),
     parallel residual, untied head, LayerNorm, GELU, MLP width 4d, no dropout.
+    ``head`` swaps the output head (``lmdynamics.models.heads``: plain, low_rank, mos); a non-plain head and
+    tied embeddings of a custom size are named in the model name (``neox-L2-d16-h2+mos4``, ``+tied``).
     """
 
     size: str | None = None
@@ -74,6 +78,7 @@ class ModelSpec:
     tie_embeddings: bool = False
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-5
+    head: HeadSpec = field(default_factory=HeadSpec)
 
     def resolved(self) -> ModelSpec:
         """A copy with every architecture field filled (from the Pythia table where a size is named)."""
@@ -98,7 +103,9 @@ class ModelSpec:
         max_pos = spec.max_position_embeddings or (2048 if spec.size else spec.context_length)
         if spec.context_length > max_pos:
             raise ValueError(f"context length {spec.context_length} exceeds the model's maximum {max_pos} (model.max_position_embeddings); lower data.context_length or raise the maximum")
-        return replace(spec, max_position_embeddings=max_pos)
+        head = as_head_spec(spec.head)
+        head.check(spec.hidden_size, spec.tie_embeddings)
+        return replace(spec, max_position_embeddings=max_pos, head=head)
 
     def published(self) -> dict[str, object]:
         """The named Pythia size's published value of every architecture field ({} without a size)."""
@@ -121,9 +128,11 @@ class ModelSpec:
     @property
     def name(self) -> str:
         s = self.resolved()
+        extra = [s.head.label] if s.head.label else []
         if self.size is None:
-            return f"neox-L{s.num_layers}-d{s.hidden_size}-h{s.num_heads}"
-        return "+".join([f"pythia-{self.size}", *(f"{k}={v}" for k, v in self.overrides().items())])
+            tied = ["tied"] if s.tie_embeddings else []
+            return "+".join([f"neox-L{s.num_layers}-d{s.hidden_size}-h{s.num_heads}", *tied, *extra])
+        return "+".join([f"pythia-{self.size}", *(f"{k}={v}" for k, v in self.overrides().items()), *extra])
 
     def published_parameters(self) -> int | None:
         """The parameter count of the named Pythia size as published (None without a size)."""

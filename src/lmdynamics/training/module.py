@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from transformers import GPTNeoXForCausalLM
 
+from ..models.heads import build_causal_lm
 from ..models.zoo import ModelSpec, count_parameters, pythia_parameter_count, pythia_size
 from .speed import SpeedSpec, model_flops_per_token, peak_flops
 
@@ -29,6 +30,8 @@ class OptimSpec:
     weight_decay: float = 0.1
     warmup_fraction: float = 0.01
     min_lr_ratio: float = 0.1
+    head_lr_multiplier: float = 1.0  # the output head's learning rate over the rest's (tied: the shared matrix)
+    head_weight_decay: float | None = None  # the head's weight decay; None: weight_decay
 
 
 @dataclass
@@ -71,13 +74,15 @@ def describe_model(spec: ModelSpec, parameters: int) -> str:
         check = f"(formula L(12d^2+13d)+2Vd+2d gives {formula:,})"
     return (f"model {label}: {s.num_layers} layers, d_model {s.hidden_size}, {s.num_heads} heads, vocab {s.vocab_size}, "
             f"context {s.context_length}, rotary {s.rotary_pct:g}, {'parallel' if s.parallel_residual else 'sequential'} "
-            f"residual, {'tied' if s.tie_embeddings else 'untied'} head: {parameters:,} parameters {check}")
+            f"residual, {'tied' if s.tie_embeddings else 'untied'} {s.head.label or 'plain'} head: {parameters:,} parameters {check}")
 
 
 def step_tokens(datamodule, trainer) -> int:
     """Tokens in one optimizer step: micro-batch x context x accumulation x data-parallel ranks."""
     return datamodule.batch_size * datamodule.context_length * trainer.accumulate_grad_batches * trainer.world_size
 
+
+EXCESS_LOSS = "excess_loss"  # val_loss minus the data's exact entropy floor (synthetic language only)
 
 # Per-step values that depend on wall-clock time: they differ between two identical runs.
 WALL_CLOCK_VALUES = ("tokens_per_sec", "model_tflops", "mfu", "measure_share")
@@ -124,6 +129,8 @@ class LMModule(L.LightningModule):
         self.spec = replace(model)
         self.optim = replace(optim)
         self.speed = replace(speed)
+        if self.optim.head_lr_multiplier <= 0:
+            raise ValueError(f"model.optim.head_lr_multiplier must be positive, got {self.optim.head_lr_multiplier}")
         self.save_hyperparameters({"model": asdict(self.spec), "optim": asdict(self.optim), "speed": asdict(self.speed)})
         self.model: GPTNeoXForCausalLM | None = None
         self.flops_per_token: int | None = None
@@ -156,7 +163,7 @@ class LMModule(L.LightningModule):
         spec = self.resolve_spec()
         hf_config = spec.to_hf_config()
         hf_config._attn_implementation = self.speed.attn_implementation
-        self.model = GPTNeoXForCausalLM(hf_config)
+        self.model = build_causal_lm(hf_config, spec.head)
         if self.speed.activation_checkpointing:
             if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5
                 self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -288,6 +295,9 @@ class LMModule(L.LightningModule):
         val_loss = (total[0] / total[1]).float()
         self.log("val_loss", val_loss, prog_bar=True, on_step=False, on_epoch=True)
         self.log("val_ppl", torch.exp(val_loss), on_step=False, on_epoch=True)
+        floor = getattr(self.trainer.datamodule, "entropy_floor", None) if self._trainer is not None else None
+        if floor is not None:  # a language with a known optimum (data.source: synthetic): distance from it, nats
+            self.log(EXCESS_LOSS, val_loss - floor, on_step=False, on_epoch=True)
 
     def schedule_description(self) -> dict:
         """The learning-rate schedule this run uses (printed at the start of fit and by ``--run.dry_run``)."""
@@ -298,12 +308,19 @@ class LMModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        decay, no_decay = [], []
+        # the head gets its own groups only when its settings differ (else the published two groups)
+        separate = o.head_lr_multiplier != 1.0 or (o.head_weight_decay is not None and o.head_weight_decay != o.weight_decay)
+        head_ids = {id(p) for p in self.model.get_output_embeddings().parameters()} if separate else set()
+        groups: dict[tuple[bool, bool], list] = {(h, d): [] for h in (False, True) for d in (True, False)}
         for name, p in self.model.named_parameters():
-            (no_decay if p.ndim < 2 else decay).append(p)  # biases and LayerNorm weights are vectors: no decay
+            groups[(id(p) in head_ids, p.ndim >= 2)].append(p)  # biases and LayerNorm weights are vectors: no decay
         sched = self.schedule_description()
+        peak, head_decay = sched["peak_lr"], o.weight_decay if o.head_weight_decay is None else o.head_weight_decay
+        param_groups = [{"params": groups[(head, decay)], "weight_decay": (head_decay if head else o.weight_decay) if decay else 0.0,
+                         "lr": peak * (o.head_lr_multiplier if head else 1.0), "name": f"{'head' if head else 'body'}_{'decay' if decay else 'no_decay'}"}
+                        for head, decay in groups if groups[(head, decay)] or (head, decay) == (False, True)]
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            param_groups,
             lr=sched["peak_lr"], betas=tuple(o.betas), eps=o.eps, fused=self.speed.fused_adamw or None,
         )
         total, warmup = sched["max_steps"], sched["warmup_steps"]

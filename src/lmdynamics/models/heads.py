@@ -1,0 +1,194 @@
+"""Output-head variants: the interventions against the softmax bottleneck, as a switch on the model.
+
+``model.model.head: {kind: plain | low_rank | mos, rank, components}`` with ``model.model.tie_embeddings``:
+
+- ``plain``: GPT-NeoX's linear head, logits = h W^T (W: V x d); tied to the input embedding or not.
+- ``low_rank``: W = A B (A: V x r, B: r x d), logits of rank <= r: the negative control (SCIENCE.md
+  section 3, the rank-constrained head). Saved merged (W = A B) in plain GPT-NeoX form.
+- ``mos``: a mixture of K softmaxes (Yang et al. 2018, "Breaking the softmax bottleneck"): gate
+  pi = softmax(G h), per component h_k = tanh(P_k h) and log p = log sum_k pi_k softmax(W_k h_k). The log of
+  a mixture is not low-rank in h, so it escapes the rank <= d + 1 limit. Yang et al. share one output
+  matrix across components; here each component has its own W_k (V x d), so that each component's head is
+  a matrix whose spectrum the head measures apply to. Its "logits" are log-probabilities (cross-entropy on
+  them is the mixture's negative log-likelihood). Not GPT-NeoX form: the checkpoint carries a model card
+  saying so and loads through ``load_causal_lm``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+HEAD_KINDS = ("plain", "low_rank", "mos")
+CONFIG_KEY = "lmdynamics_head"  # the head spec inside a checkpoint's config.json (MoS checkpoints only)
+
+
+@dataclass
+class HeadSpec:
+    """The output head.
+
+    Args:
+        kind: ``plain`` (linear, GPT-NeoX), ``low_rank`` (W = A B) or ``mos`` (mixture of softmaxes).
+        rank: r of a low-rank head (1 <= r <= hidden size).
+        components: K of a mixture of softmaxes (>= 1).
+    """
+
+    kind: str = "plain"
+    rank: int | None = None
+    components: int = 4
+
+    def check(self, hidden_size: int, tie_embeddings: bool) -> None:
+        if self.kind not in HEAD_KINDS:
+            raise ValueError(f"model.model.head.kind {self.kind!r} is unknown; choose one of {', '.join(HEAD_KINDS)}")
+        if self.kind == "low_rank" and (self.rank is None or not 1 <= self.rank <= hidden_size):
+            raise ValueError(f"model.model.head.rank must be between 1 and the hidden size {hidden_size} for a low_rank head, got {self.rank}")
+        if self.kind == "mos" and self.components < 1:
+            raise ValueError(f"model.model.head.components must be at least 1 for a mos head, got {self.components}")
+        if tie_embeddings and self.kind != "plain":
+            raise ValueError(f"model.model.tie_embeddings needs the plain head (a {self.kind} head has no V x d matrix to share); set tie_embeddings: false")
+
+    @property
+    def label(self) -> str:
+        """Short name used in model names: ``low_rank8``, ``mos4`` ("" for plain)."""
+        return {"plain": "", "low_rank": f"low_rank{self.rank}", "mos": f"mos{self.components}"}[self.kind]
+
+
+def as_head_spec(value) -> HeadSpec:
+    """A HeadSpec from a HeadSpec, a dict or a jsonargparse Namespace."""
+    if isinstance(value, HeadSpec):
+        return value
+    if value is None:
+        return HeadSpec()
+    items = dict(vars(value)) if not isinstance(value, dict) else dict(value)
+    return HeadSpec(**{k: v for k, v in items.items() if not k.startswith("_")})
+
+
+class LowRankHead(nn.Module):
+    """logits = (h B^T) A^T, i.e. h W^T with W = A B (A: V x r, B: r x d); init so that W has the plain head's scale."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, rank: int, std: float = 0.02):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = hidden_size, vocab_size, rank
+        factor_std = math.sqrt(std / math.sqrt(rank))  # entries of A B then have standard deviation std
+        self.A = nn.Parameter(torch.randn(vocab_size, rank) * factor_std)
+        self.B = nn.Parameter(torch.randn(rank, hidden_size) * factor_std)
+
+    def merged(self) -> torch.Tensor:
+        return self.A @ self.B
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return (h @ self.B.T) @ self.A.T
+
+
+class MixtureOfSoftmaxes(nn.Module):
+    """log sum_k softmax(G h)_k softmax(W_k tanh(P_k h)) (Yang et al. 2018, eq. 4; per-component W_k, see module doc)."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, components: int, std: float = 0.02):
+        super().__init__()
+        self.in_features, self.out_features, self.components = hidden_size, vocab_size, components
+        self.gate = nn.Linear(hidden_size, components, bias=False)
+        self.proj = nn.Linear(hidden_size, components * hidden_size)
+        self.heads = nn.ModuleList(nn.Linear(hidden_size, vocab_size, bias=False) for _ in range(components))
+        for lin in (self.gate, self.proj, *self.heads):
+            nn.init.normal_(lin.weight, std=std)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        log_gate = torch.log_softmax(_at_least_fp32(self.gate(h)), dim=-1)  # [..., K]
+        ctx = torch.tanh(self.proj(h)).unflatten(-1, (self.components, h.shape[-1]))  # [..., K, d]
+        parts = [torch.log_softmax(_at_least_fp32(head(ctx[..., k, :])), dim=-1) + log_gate[..., k : k + 1]
+                 for k, head in enumerate(self.heads)]
+        return torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """Softmax arithmetic in fp32 under bf16/fp16 training, in the input's precision otherwise."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+class LowRankHeadLM(GPTNeoXForCausalLM):
+    """GPT-NeoX with a low-rank head; ``save_pretrained`` writes plain GPT-NeoX (W = A B merged)."""
+
+    def __init__(self, config: GPTNeoXConfig, rank: int):
+        super().__init__(config)
+        self.lm_head = LowRankHead(config.hidden_size, config.vocab_size, rank, config.initializer_range)
+
+    def save_pretrained(self, save_directory, state_dict=None, **kwargs):
+        state = dict(state_dict if state_dict is not None else self.state_dict())
+        a, b = state.pop("lm_head.A"), state.pop("lm_head.B")
+        state["lm_head.weight"] = (a.double() @ b.double()).to(a.dtype)
+        plain = GPTNeoXForCausalLM._from_config(self.config)  # same config: the file is plain GPT-NeoX
+        out = plain.save_pretrained(save_directory, state_dict=state, **kwargs)
+        _write_card(save_directory, f"Output head: low-rank W = A B (rank {self.lm_head.rank}), saved merged as the "
+                    "V x d matrix, so this is a plain GPT-NeoX checkpoint: `GPTNeoXForCausalLM.from_pretrained` loads it.")
+        return out
+
+
+class MoSHeadLM(GPTNeoXForCausalLM):
+    """GPT-NeoX with a mixture-of-softmaxes head; its checkpoints load through this class (``load_causal_lm``)."""
+
+    def __init__(self, config: GPTNeoXConfig, components: int | None = None):
+        super().__init__(config)
+        if components is None:
+            components = int(getattr(config, CONFIG_KEY)["components"])
+        setattr(config, CONFIG_KEY, {"kind": "mos", "components": components})
+        self.lm_head = MixtureOfSoftmaxes(config.hidden_size, config.vocab_size, components, config.initializer_range)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        _write_card(save_directory, f"Output head: a mixture of {self.lm_head.components} softmaxes (Yang et al. 2018), "
+                    "NOT the GPT-NeoX linear head: `GPTNeoXForCausalLM.from_pretrained` would load the backbone and a "
+                    "random `lm_head`. Load it with `lmdynamics.models.heads.load_causal_lm(path)`. Component k's head "
+                    "matrix is `lm_head.heads.k.weight` (V x d).")
+        return out
+
+
+def _write_card(directory, text: str) -> None:
+    from ..atomic import write_text_atomic
+
+    write_text_atomic(Path(directory) / "README.md", f"# lmdynamics checkpoint\n\n{text}\n")
+
+
+def build_causal_lm(config: GPTNeoXConfig, head: HeadSpec) -> GPTNeoXForCausalLM:
+    """The GPT-NeoX model with the requested head (``config.tie_word_embeddings`` ties a plain head)."""
+    if head.kind == "low_rank":
+        return LowRankHeadLM(config, head.rank)
+    if head.kind == "mos":
+        return MoSHeadLM(config, head.components)
+    return GPTNeoXForCausalLM(config)
+
+
+def load_causal_lm(path, **kwargs) -> GPTNeoXForCausalLM:
+    """Load any checkpoint written here: plain GPT-NeoX (plain, tied, merged low-rank) or a mixture-of-softmaxes one."""
+    config = json.loads((Path(path) / "config.json").read_text())
+    if (config.get(CONFIG_KEY) or {}).get("kind") == "mos":
+        return MoSHeadLM.from_pretrained(path, **kwargs)
+    return GPTNeoXForCausalLM.from_pretrained(path, **kwargs)
+
+
+def head_matrices(model: nn.Module, fetch: Callable[[str], torch.Tensor] | None = None) -> list[tuple[str, torch.Tensor]]:
+    """``(component, V x d matrix)`` of every head the model has: ``head`` for a plain (also tied) or low-rank
+    head (its W = A B), ``head_c00``, ``head_c01``, ... for each mixture component.
+
+    ``fetch(name)`` returns a full parameter by name (e.g. gathered under ZeRO-3); default: the parameter itself.
+    """
+    params = dict(model.named_parameters())
+    fetch = fetch or (lambda name: params[name].detach())
+    head = model.get_output_embeddings()
+    prefix = next(n for n, m in model.named_modules() if m is head)
+    if isinstance(head, LowRankHead):
+        return [("head", fetch(f"{prefix}.A").double() @ fetch(f"{prefix}.B").double())]
+    if isinstance(head, MixtureOfSoftmaxes):
+        return [(f"head_c{k:02d}", fetch(f"{prefix}.heads.{k}.weight")) for k in range(head.components)]
+    name = next(n for n, p in model.named_parameters() if p is head.weight)  # tied: the input embedding's name
+    return [("head", fetch(name))]

@@ -1,0 +1,83 @@
+"""The comparison report across runs: numbers from the tables, grouping by any config key, bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lmdynamics import store
+from lmdynamics.compare import main
+
+
+def _fake_run(root, name, d, kind, val, floor=2.0, er=None, cka=None, max_steps=100):
+    """A run directory with a table, run.json and config.yaml, as a training run writes them."""
+    run = root / name
+    rows = []
+    model = f"neox-L2-d{d}-h2" + ("" if kind == "plain" else f"+{kind}")
+
+    def add(step, metric, value, layer=-1, component="model"):
+        rows.append({"run": name, "model": model, "step": step, "tokens": step * 64, "layer": layer,
+                     "component": component, "metric": metric, "value": float(value)})
+
+    for step, v in val.items():
+        add(step, "val_loss", v)
+        add(step, "excess_loss", v - floor)
+        add(step, "train_loss", v + 0.1)
+    for step, values in (er or {}).items():
+        for component, value in values.items():
+            add(step, "er", value, component=component)
+            add(step, "kl_uniform", value / 100, component=component)
+    for (layer, component), series in (cka or {}).items():
+        for step, value in series.items():
+            add(step, "cka_final", value, layer=layer, component=component)
+    half = len(rows) // 2
+    store.append(store.table_path(run), rows[:half])
+    store.append(store.table_path(run), rows[half:])  # two parts, as a run that flushed twice
+    (run / "run.json").write_text(json.dumps({"run": name, "model": model, "max_steps": max_steps, "tokens_per_step": 64,
+                                              "hidden_size": d, "synthetic": {"entropy_floor": floor}}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"model": {"hidden_size": d, "head": {"kind": kind}}}}))
+    return run
+
+
+def test_report_numbers_groups_and_figures(tmp_path):
+    sweep = tmp_path / "sweep"
+    _fake_run(sweep, "a", 8, "plain", {50: 3.0, 100: 3.1}, er={100: {"head": 7.0}},
+              cka={(0, "mlp"): {20: 0.5, 40: 0.96, 60: 0.97, 80: 0.99, 100: 1.0},
+                   (1, "mlp"): {20: 0.5, 40: 0.96, 60: 0.90, 80: 0.99, 100: 1.0},
+                   (1, "attn"): {20: 0.5, 40: 0.5, 60: 0.97, 80: 0.99, 100: 1.0}})
+    _fake_run(sweep, "b", 8, "mos4", {50: 2.8, 100: 2.6}, er={50: {"head_c00": 4.0, "head_c01": 6.0},
+                                                                100: {"head_c00": 5.0, "head_c01": 7.0}})
+    _fake_run(tmp_path, "c", 32, "plain", {50: 2.5, 100: 2.1})
+    out = tmp_path / "cmp"
+    assert main([str(sweep), str(tmp_path / "c"), "--out", str(out), "--group-by", "model.model.head.kind"]) == 0
+    runs = pd.read_csv(out / "runs.csv").set_index("run")
+    assert list(runs.index) == ["a", "b", "c"]
+    assert runs.loc["a", "final_val_loss"] == pytest.approx(3.1) and runs.loc["a", "best_val_loss"] == pytest.approx(3.0)
+    assert runs.loc["a", "best_step"] == 50 and runs.loc["a", "late_rise"] and not runs.loc["b", "late_rise"]
+    assert runs.loc["b", "final_excess_loss"] == pytest.approx(0.6) and runs.loc["c", "best_excess_loss"] == pytest.approx(0.1)
+    assert runs.loc["b", "final_head_er"] == pytest.approx(6.0)  # the mean of the mixture's two component heads
+    assert runs.loc["a", "final_head_kl_uniform"] == pytest.approx(0.07)
+    assert list(runs["group"]) == ["plain", "mos4", "plain"]
+    report = (out / "report.md").read_text()
+    # layer 0 stays >= 0.95 from step 40; layer 1: mlp from 80, attn from 60 -> mean 0.7
+    assert "| a | 0.4 | 0.7 |" in report
+    for fig in ("val_loss", "excess_loss", "final_vs_best", "head_er", "head_kl_uniform", "convergence_fraction"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
+    assert not list(out.rglob(".*"))  # no temporary left
+    assert main([str(sweep), "--out", str(tmp_path / "by_d"), "--group-by", "hidden_size"]) == 0  # a run.json field
+    stats = (tmp_path / "by_d" / "report.md").read_text().split("## Final")[0]
+    assert "| 8 | 2 | 2.85 |" in stats  # two runs of d = 8, mean final validation loss (3.1 + 2.6) / 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["{tmp}/nothing"], "neither a run directory"),
+    (["{tmp}/sweep", "--group-by", "model.model.hiden_size"], "--group-by model.model.hiden_size"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, words):
+    _fake_run(tmp_path / "sweep", "a", 8, "plain", {50: 3.0})
+    assert main([a.format(tmp=tmp_path) for a in args] + ["--out", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and words in err[0]
+    assert not (tmp_path / "cmp").exists()

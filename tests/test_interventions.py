@@ -1,0 +1,147 @@
+"""Head interventions as configuration: each builds the intended function, saves, loads and trains via the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPTNeoXForCausalLM
+
+from lmdynamics import store
+from lmdynamics.models.heads import HeadSpec, build_causal_lm, head_matrices, load_causal_lm
+from lmdynamics.models.zoo import ModelSpec
+from lmdynamics.training.module import LMModule, OptimSpec
+from tests.helpers.cli import tiny_config
+
+V, D = 64, 8
+
+
+def _model(head=HeadSpec(), tie=False, d=D):
+    spec = ModelSpec(num_layers=1, hidden_size=d, num_heads=2, vocab_size=V, context_length=8, head=head,
+                     tie_embeddings=tie).resolved()
+    torch.manual_seed(0)
+    return build_causal_lm(spec.to_hf_config(), spec.head).eval()
+
+
+def _centred_rank(logp: torch.Tensor) -> int:
+    m = logp.detach().double()
+    m = m - m.mean(dim=1, keepdim=True)
+    return int(np.linalg.matrix_rank(m.numpy(), tol=1e-9 * float(torch.linalg.matrix_norm(m, 2))))
+
+
+def test_low_rank_head_is_a_b_and_caps_the_rank():
+    model = _model(HeadSpec("low_rank", rank=3))
+    head = model.get_output_embeddings()
+    h = torch.randn(200, D, dtype=torch.float64)
+    a, b = head.A.double(), head.B.double()
+    assert torch.allclose(head.double()(h), h @ (a @ b).T, atol=1e-12)
+    (_, w), = head_matrices(model)
+    assert torch.allclose(w, a @ b) and np.linalg.matrix_rank(w.numpy()) == 3
+    assert _centred_rank(torch.log_softmax(head.double()(h), dim=1)) <= 3
+
+
+def test_mixture_of_softmaxes_is_the_gated_mixture_and_breaks_the_rank_limit():
+    model = _model(HeadSpec("mos", components=3)).double()
+    mos = model.get_output_embeddings()
+    h = torch.randn(300, D, dtype=torch.float64)
+    gate = torch.softmax(h @ mos.gate.weight.T, dim=1)
+    ctx = torch.tanh(h @ mos.proj.weight.T + mos.proj.bias).reshape(300, 3, D)
+    by_hand = sum(gate[:, k : k + 1] * torch.softmax(ctx[:, k] @ mos.heads[k].weight.T, dim=1) for k in range(3))
+    out = mos(h)
+    assert torch.allclose(out, by_hand.log(), atol=1e-10)
+    assert torch.allclose(out.exp().sum(1), torch.ones(300, dtype=torch.float64), atol=1e-12)
+    plain = _model().double().get_output_embeddings()
+    assert _centred_rank(torch.log_softmax(plain(h), dim=1)) <= D  # a linear head: rank <= d
+    assert _centred_rank(out) > D + 1  # the mixture is not bounded by d + 1
+    assert [name for name, _ in head_matrices(model)] == ["head_c00", "head_c01", "head_c02"]
+
+
+def test_tied_head_shares_the_input_embedding():
+    model = _model(tie=True)
+    assert model.get_output_embeddings().weight is model.gpt_neox.embed_in.weight
+    (_, w), = head_matrices(model)
+    assert torch.equal(w, model.gpt_neox.embed_in.weight.detach())
+
+
+def test_head_learning_rate_and_weight_decay_apply_to_the_head_only():
+    module = LMModule(ModelSpec(num_layers=1, hidden_size=D, num_heads=2, vocab_size=V, context_length=8,
+                                head=HeadSpec("mos", components=2)),
+                      OptimSpec(lr=1e-3, weight_decay=0.1, head_lr_multiplier=4.0, head_weight_decay=0.0))
+    module.model = build_causal_lm(module.spec.resolved().to_hf_config(), module.spec.resolved().head)
+    module.trainer = type("T", (), {"max_steps": 10, "state": type("S", (), {"fn": "validate"})(), "global_rank": 0})()
+    opt = module.configure_optimizers()["optimizer"]
+    head = {id(p) for p in module.model.get_output_embeddings().parameters()}
+    for g in opt.param_groups:
+        in_head = {id(p) in head for p in g["params"]}
+        assert len(in_head) == 1
+        is_head = in_head.pop()
+        assert g["lr"] == pytest.approx(4e-3 if is_head else 1e-3)
+        matrices = all(p.ndim >= 2 for p in g["params"])
+        assert g["weight_decay"] == (0.0 if is_head or not matrices else 0.1)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(module.model.parameters()))
+
+
+@pytest.mark.parametrize("head, tie", [(HeadSpec(), False), (HeadSpec(), True), (HeadSpec("low_rank", rank=4), False)])
+def test_gpt_neox_form_checkpoints_load_with_from_pretrained(tmp_path, head, tie):
+    model = _model(head, tie)
+    model.save_pretrained(tmp_path)
+    loaded = GPTNeoXForCausalLM.from_pretrained(tmp_path).eval()
+    x = torch.randint(1, V, (2, 8))
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=x).logits, model(input_ids=x).logits, atol=1e-5)
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["GPTNeoXForCausalLM"]
+
+
+def test_mos_checkpoint_says_so_and_loads_through_our_class(tmp_path):
+    model = _model(HeadSpec("mos", components=2))
+    model.save_pretrained(tmp_path)
+    assert "NOT the GPT-NeoX linear head" in (tmp_path / "README.md").read_text()
+    loaded = load_causal_lm(tmp_path).eval()
+    x = torch.randint(1, V, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=x).logits, model(input_ids=x).logits)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--model.model.head.kind", "softmax9"], "head.kind 'softmax9' is unknown"),
+    (["--model.model.head.kind", "low_rank", "--model.model.head.rank", "33"], "between 1 and the hidden size 32"),
+    (["--model.model.head.kind", "mos", "--model.model.tie_embeddings", "true"], "tie_embeddings needs the plain head"),
+    (["--model.optim.head_lr_multiplier", "0"], "head_lr_multiplier must be positive"),
+])
+def test_bad_intervention_is_one_line_and_writes_nothing(tmp_path, capsys, extra, words):
+    from lmdynamics.training.cli import main
+
+    assert main(["fit", "--config", str(tiny_config(tmp_path)), *extra]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
+    assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra, label, loader", [
+    (["--model.model.head.kind", "low_rank", "--model.model.head.rank", "4"], "low_rank4", GPTNeoXForCausalLM.from_pretrained),
+    (["--model.model.head.kind", "mos", "--model.model.head.components", "2"], "mos2", load_causal_lm),
+    (["--model.model.tie_embeddings", "true", "--model.optim.head_lr_multiplier", "2", "--model.optim.head_weight_decay", "0"],
+     "tied", GPTNeoXForCausalLM.from_pretrained),
+])
+def test_interventions_train_through_the_cli(tmp_path, extra, label, loader):
+    cfg = tiny_config(tmp_path, **{"data.source": "synthetic", "data.synthetic": {"vocab_size": 64, "rank": 8, "classes": 4},
+                                   "trainer.max_steps": 4, "run.name": "iv"})
+    from lmdynamics.training.cli import main  # in-process: the real CLI without a second interpreter's start-up
+
+    assert main(["fit", "--config", str(cfg), "--convergence.enabled", "false", "--weight_rank.enabled", "false", *extra]) == 0
+    run = tmp_path / "runs" / "iv"
+    info = json.loads((run / "run.json").read_text())
+    assert info["model"] == f"neox-L2-d32-h4+{label}"
+    table = store.read_table(store.table_path(run))
+    loss = table[table.metric == "train_loss"].sort_values("step")["value"].to_numpy()
+    assert len(loss) == 4 and np.isfinite(loss).all()
+    heads = set(table[(table.metric == "er") & table.component.str.startswith("head")].component)
+    assert heads == ({"head_c00", "head_c01"} if label == "mos2" else {"head"})
+    model = loader(run / "checkpoints" / "step00000004")
+    assert model.config.hidden_size == 32
+    if label == "tied":
+        assert info["architecture"]["tie_embeddings"] and info["optimizer"]["head_lr_multiplier"] == 2.0
+        assert model.get_output_embeddings().weight.data_ptr() == model.gpt_neox.embed_in.weight.data_ptr()
+    else:
+        assert info["architecture"]["head"]["kind"] == label.rstrip("0123456789")

@@ -1,0 +1,97 @@
+"""Sweeps: grid expansion, validation through the real CLI's dry run, parallel resumable execution."""
+
+import json
+import shlex
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lmdynamics.sweep import SweepError, expand, main
+from tests.helpers.cli import ROOT, cli_env, tiny_config
+
+
+def _sweep_file(tmp_path, **spec):
+    cfg = tiny_config(tmp_path, **{"data.source": "synthetic", "data.synthetic": {"vocab_size": 64, "rank": 8, "classes": 4},
+                                   "trainer.max_steps": 3})
+    body = {"name": "sw", "root": str(tmp_path / "sweep"), "configs": [str(cfg)],
+            "set": {"convergence.enabled": False, "weight_rank.enabled": False}, **spec}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def test_grid_expands_to_named_runs_with_bundles_and_pooled_grids(tmp_path):
+    cfg = tiny_config(tmp_path)
+    sweep = expand({"name": "b", "configs": [str(cfg)], "set": {"trainer.max_steps": 5},
+                    "grid": [{"model.model.hidden_size": [8, 16], "seed_everything": [1, 2, 3]},
+                             {"model.model.hidden_size": [8],
+                              "intervention": {"mos": {"model.model.head.kind": "mos"},
+                                               "lr": {"model.model.head.kind": "low_rank", "model.model.head.rank": 2}}}]})
+    names = [r.name for r in sweep.runs]
+    assert len(names) == 2 * 3 + 2 and len(set(names)) == len(names)
+    assert "b-hidden_size16-seed_everything3" in names and "b-hidden_size8-lr" in names
+    lr = next(r for r in sweep.runs if r.name == "b-hidden_size8-lr")
+    assert lr.settings == {"trainer.max_steps": 5, "model.model.hidden_size": 8, "model.model.head.kind": "low_rank",
+                           "model.model.head.rank": 2}
+    cmd = sweep.command(lr)
+    assert cmd[cmd.index("--run.name") + 1] == "b-hidden_size8-lr" and cmd[cmd.index("--model.model.head.rank") + 1] == "2"
+    with pytest.raises(SweepError, match="unknown key"):
+        expand({"name": "x", "grids": []})
+    with pytest.raises(SweepError, match="non-empty list"):
+        expand({"grid": {"seed_everything": 3}})
+
+
+@pytest.mark.parametrize("grid, words", [
+    ({"model.model.hiden_size": [8, 16]}, "hiden_size"),
+    ({"model.model.head.kind": ["plain", "softmax9"]}, "softmax9"),
+    ({"model.model.head.kind": ["low_rank"], "model.model.head.rank": [64]}, "between 1 and the hidden size"),
+])
+def test_bad_grid_is_refused_in_one_line_before_anything_runs(tmp_path, capsys, grid, words):
+    path = _sweep_file(tmp_path, grid=grid)
+    assert main(["--config", str(path)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
+    assert len(err) == 1 and words in err[0] and "sweep run sw-" in err[0], err
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_print_commands_gives_one_runnable_command_per_run(tmp_path, capsys):
+    path = _sweep_file(tmp_path, grid={"seed_everything": [1, 2], "model.model.hidden_size": [16, 32]})
+    assert main(["--config", str(path), "--print-commands"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4
+    names = set()
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[1].endswith("train/run.py") and argv[2] == "fit"
+        names.add(argv[argv.index("--run.name") + 1])
+    assert names == {f"sw-seed_everything{s}-hidden_size{d}" for s in (1, 2) for d in (16, 32)}
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_sweep_runs_in_parallel_skips_finished_and_resumes_interrupted(tmp_path, capsys):
+    path = _sweep_file(tmp_path, grid={"intervention": {"plain": {}, "mos": {"model.model.head.kind": "mos",
+                                                                             "model.model.head.components": 2}}})
+    assert main(["--config", str(path), "--workers", "2"]) == 0  # each run is a `train/run.py fit` process
+    root = tmp_path / "sweep"
+    for name, model in (("sw-plain", "neox-L2-d32-h4"), ("sw-mos", "neox-L2-d32-h4+mos2")):
+        assert json.loads((root / name / "run.json").read_text())["model"] == model
+        assert (root / ".sweep" / f"{name}.done").is_file()
+    capsys.readouterr()
+    # a finished run is skipped; an interrupted one (directory, no marker) is resumed from its last checkpoint
+    (root / ".sweep" / "sw-mos.done").unlink()
+    assert main(["--config", str(path), "--workers", "2"]) == 0
+    assert "1 already done, 1 to run" in capsys.readouterr().out
+    assert len([ln for ln in (root / ".sweep" / "sw-plain.log").read_text().splitlines() if ln.startswith("$ ")]) == 1
+    log = (root / ".sweep" / "sw-mos.log").read_text()
+    commands = [ln for ln in log.splitlines() if ln.startswith("$ ")]
+    assert len(commands) == 2 and "--ckpt_path" not in commands[0] and commands[1].endswith("--ckpt_path last")
+    assert "already finished" in log and (root / ".sweep" / "sw-mos.done").is_file()
+
+
+def test_sweep_script_is_the_library_main(tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / "train" / "sweep.py"), "--config", str(tmp_path / "none.yaml")],
+                         capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip() == f"error: sweep file {tmp_path / 'none.yaml'} does not exist"

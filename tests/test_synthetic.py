@@ -1,0 +1,136 @@
+"""The synthetic language of chosen softmax rank: rank, floor, sampling, streaming, and a run on it."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lmdynamics import store
+from lmdynamics.data.synthetic import SyntheticBlocks, SyntheticLanguage, SyntheticSpec
+from tests.helpers.cli import tiny_config
+
+SMALL = {"vocab_size": 64, "rank": 8, "classes": 4}
+
+
+@pytest.mark.parametrize("spec", [
+    SyntheticSpec(), SyntheticSpec(vocab_size=64, rank=8, classes=4), SyntheticSpec(vocab_size=40, rank=38, classes=7),
+    SyntheticSpec(vocab_size=100, rank=20, classes=5, lags=(1, 3)),
+])
+def test_centred_log_prob_matrix_has_rank_exactly_r(spec):
+    lang = SyntheticLanguage(spec)
+    m = lang.centred_log_prob_matrix()
+    assert m.dtype == np.float64 and m.shape[1] == spec.vocab_size - 1
+    assert np.abs(m.mean(axis=1)).max() < 1e-12
+    s = np.linalg.svd(m, compute_uv=False)
+    assert s[spec.rank - 1] > 1e-6 * s[0]
+    if len(s) > spec.rank:
+        assert s[spec.rank] < 1e-11 * s[0]
+    assert np.linalg.matrix_rank(m) == spec.rank
+
+
+def test_conditional_is_a_distribution_that_needs_more_than_the_previous_symbol():
+    lang = SyntheticLanguage(SyntheticSpec(**SMALL))
+    cls = lang.token_class
+    a, b = [int(np.flatnonzero(cls == c)[0]) for c in (0, 1)]  # symbols of two different classes
+    a2 = int(np.flatnonzero(cls == 0)[1])  # another symbol of a's class
+    p = np.exp(lang.conditional([0, 5, a, 7]))
+    assert p[0] == 0 and abs(p.sum() - 1) < 1e-12
+    # same previous symbol, different class two back: different distributions (attention has work to do)
+    assert np.abs(lang.conditional([0, a, 7])[1:] - lang.conditional([0, b, 7])[1:]).max() > 1e-3
+    # same classes at both lags: the same state, the same distribution
+    assert np.array_equal(lang.conditional([0, 9, a, 7]), lang.conditional([0, 3, a2, 7]))
+
+
+def test_entropy_floor_equals_brute_force_enumeration():
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=5, rank=2, classes=2, lags=(1, 2), seed=3))
+    T = 5
+    expected = []
+    for t in range(1, T):  # predicting symbol t after every prefix of t - 1 emitted symbols
+        total = 0.0
+        for prefix in itertools.product(range(1, 5), repeat=t - 1):
+            ctx = [0, *prefix]
+            prob = np.prod([np.exp(lang.conditional(ctx[:i])[ctx[i]]) for i in range(1, len(ctx))])
+            lp = lang.conditional(ctx)[1:]
+            total += prob * float(-(np.exp(lp) * lp).sum())
+        expected.append(total)
+    assert np.allclose(lang.position_entropies(T), expected, rtol=0, atol=1e-12)
+    assert lang.entropy_floor(T) == pytest.approx(np.mean(expected), abs=1e-12)
+
+
+def test_sampled_blocks_follow_the_true_distribution():
+    lang = SyntheticLanguage(SyntheticSpec(**SMALL))
+    blocks = lang.blocks(range(3000), 16, seed=11, split="val")
+    assert blocks[:, 0].eq(0).all() and blocks[:, 1:].ne(0).all() and blocks.max() < 64
+    # the true model's loss on the sample matches the exact floor to sampling error
+    x = blocks.numpy()
+    nll = np.stack([-lang.conditional(x[:, :t])[np.arange(len(x)), x[:, t]] for t in range(1, 16)], axis=1).mean(axis=1)
+    assert abs(nll.mean() - lang.entropy_floor(16)) < 4 * nll.std() / np.sqrt(len(x))
+    assert lang.true_loss(blocks) == pytest.approx(nll.mean(), rel=1e-12)
+    # the first symbol's frequencies match p(. | start)
+    freq = np.bincount(x[:, 1], minlength=64) / len(x)
+    p = np.exp(lang.conditional([0]))
+    assert np.abs(freq - p).max() < 4 * np.sqrt(p.max() / len(x))
+
+
+def test_blocks_are_reproducible_streamed_and_seeded():
+    lang = SyntheticLanguage(SyntheticSpec(**SMALL))
+    whole = lang.blocks(range(10), 24, seed=5)
+    assert torch.equal(whole, torch.cat([lang.blocks(range(6), 24, seed=5), lang.blocks(range(6, 10), 24, seed=5)]))
+    assert torch.equal(whole, SyntheticLanguage(SyntheticSpec(**SMALL)).blocks(range(10), 24, seed=5))
+    assert not torch.equal(whole, lang.blocks(range(10), 24, seed=6))
+    assert not torch.equal(whole, lang.blocks(range(10), 24, seed=5, split="val"))
+    # a loader started at step 2 yields what the uninterrupted one yields from step 2; ranks split each batch
+    full = list(SyntheticBlocks(lang, 5, 24, batch_size=4, max_steps=4))
+    resumed = list(SyntheticBlocks(lang, 5, 24, batch_size=4, max_steps=4, start_step=2))
+    assert len(full) == 4 and all(torch.equal(a, b) for a, b in zip(full[2:], resumed))
+    ranks = [list(SyntheticBlocks(lang, 5, 24, batch_size=2, max_steps=4, rank=r, world=2)) for r in (0, 1)]
+    assert all(torch.equal(torch.cat([ranks[0][i], ranks[1][i]]), full[i]) for i in range(4))
+
+
+@pytest.mark.parametrize("spec, words", [
+    (SyntheticSpec(vocab_size=10, rank=9), "vocab_size - 2"),
+    (SyntheticSpec(vocab_size=200, rank=50, classes=2, lags=(1,)), "reachable states"),
+    (SyntheticSpec(lags=(0, 1)), "lags"),
+])
+def test_bad_language_is_refused(spec, words):
+    with pytest.raises(ValueError, match=words):
+        SyntheticLanguage(spec)
+
+
+QUICK = ("--convergence.enabled", "false", "--weight_rank.enabled", "false")  # the measurements these tests do not read
+
+
+def _synthetic_config(tmp_path, **over):
+    return tiny_config(tmp_path, **{"data.source": "synthetic", "data.synthetic": dict(SMALL), "data.val_blocks": 16, **over})
+
+
+def test_rank_above_vocabulary_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from lmdynamics.training.cli import main
+
+    assert main(["fit", "--config", str(_synthetic_config(tmp_path)), *QUICK, "--data.synthetic.rank", "63"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
+    assert len(lines) == 1 and "rank 63" in lines[0] and "vocab_size" in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_run_on_synthetic_records_floor_and_logs_excess_loss(tmp_path):
+    from transformers import AutoTokenizer
+
+    from lmdynamics.training.cli import main
+
+    assert main(["fit", "--config", str(_synthetic_config(tmp_path)), *QUICK]) == 0
+    run = tmp_path / "runs" / "tiny"
+    info = json.loads((run / "run.json").read_text())
+    lang = SyntheticLanguage(SyntheticSpec(**SMALL))
+    assert info["synthetic"]["entropy_floor"] == pytest.approx(lang.entropy_floor(32), abs=1e-12)
+    assert info["synthetic"]["rank"] == 8 and info["vocab_size"] == 128 and "synthetic" in info["corpus"]
+    table = store.read_table(store.table_path(run))
+    val = table[table.metric == "val_loss"].set_index("step")["value"]
+    excess = table[table.metric == "excess_loss"].set_index("step")["value"]
+    assert list(val.index) == [3, 6] and list(excess.index) == [3, 6]
+    assert np.allclose(excess, val - info["synthetic"]["entropy_floor"], atol=1e-5)
+    tok = AutoTokenizer.from_pretrained(run / "checkpoints" / "step00000006")
+    assert len(tok) == 64 and tok.eos_token_id == 0 and tok.convert_tokens_to_ids("s17") == 17
