@@ -54,6 +54,27 @@ def _contrastive(argv: list[str]) -> int:
     return main(argv[1:])
 
 
+def _script(name: str) -> Callable[[list[str]], int]:
+    """A command whose ``main(argv)`` lives in one of the project's analysis scripts (``analysis/NAME.py``)."""
+
+    def run(argv: list[str]) -> int:
+        import importlib.util
+
+        path = Path(__file__).resolve().parents[2] / "analysis" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"lmdynamics_script_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.main(argv[1:])
+
+    return run
+
+
+def _library(module: str) -> Callable[[list[str]], int]:
+    import importlib
+
+    return importlib.import_module(module).main
+
+
 def config_root() -> Path:
     """The project's ``configs/`` directory (beside ``src/`` in a checkout)."""
     return Path(__file__).resolve().parents[2] / "configs"
@@ -86,6 +107,10 @@ SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "convergence": (_convergence, "CKA-to-final and convergence summary of a training run"),
     "trajectories": (_trajectories, "per-token loss trajectories: record, report, score"),
     "contrastive": (_contrastive, "contrastive text from a small and a large checkpoint"),
+    "saturation": (_script("saturation"), "saturation of eval or loss curves: saturation.csv, report, figures"),
+    "werror": (_script("werror"), "W-error curve of a tokenised corpus's n-gram next-token matrix"),
+    "sweep": (lambda argv: _library("lmdynamics.sweep")(argv[1:]), "a grid of training runs, local workers or printed commands"),
+    "compare": (lambda argv: _library("lmdynamics.compare")(argv[1:]), "one report across runs from their tidy tables"),
     "configs": (_configs, "list the bundled configs"),
 }
 

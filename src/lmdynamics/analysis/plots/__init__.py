@@ -12,7 +12,7 @@ Which rows each figure needs (layer -1 = model level):
 - ``plot_per_over_steps``, ``plot_per_by_layer``: metric "per" on weight matrices (qkv, dense, mlp_in,
   mlp_out, ov_headNN averaged into "ov"); embed_in / head at layer -1 are drawn too when present.
 - ``plot_per_vs_convergence``: both of the above.
-- ``plot_head_spectrum``: component "head_spectrum", metric "sv_norm" (singular value index in ``layer``)
+- ``plot_head_spectrum``: metric "sv_norm" of component "head" at layer -1 (singular value position in ``index``)
   and/or metric "kl_uniform" of component "head" at layer -1; ``plot_kl_uniform``: the latter.
 - ``plot_anisotropy_over_steps``: metric "anisotropy" of "final" (layer -1), else of the deepest "resid".
 - ``plot_anisotropy_by_layer``: metric "anisotropy" at layers >= 0.
