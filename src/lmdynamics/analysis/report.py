@@ -175,7 +175,7 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
         for metric in (measurement.name, f"grad_{measurement.name}"):
             rows = S.select(frame, metric)
             if rows.empty:
-                if metric == measurement.name:
+                if metric == "per":  # the study's own figure; other catalogue figures appear when measured
                     skipped.append(f"{metric.upper()} figures ({measurement.label}): no '{metric}' rows in the table")
                 continue
             what = "gradients" if metric.startswith("grad_") else "weights"
