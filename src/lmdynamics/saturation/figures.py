@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lmdynamics.analysis.plots import _model_colors, save, slug
+from lmdynamics.analysis.plots import save, slug
+from lmdynamics.analysis.plots.common import model_colors as _model_colors
 
 from .signals import SIGNALS, signal_series
 

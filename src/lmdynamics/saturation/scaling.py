@@ -122,7 +122,8 @@ def plot(rows: pd.DataFrame, metric: str, law: Law, table: pd.DataFrame, path):
     """Loss vs tokens per model (points) with the fitted law at each model's size (dashed), as in the paper."""
     from matplotlib.figure import Figure
 
-    from lmdynamics.analysis.plots import _model_colors, save
+    from lmdynamics.analysis.plots import save
+    from lmdynamics.analysis.plots.common import model_colors as _model_colors
 
     frame = rows[rows.step > 0].assign(loss=as_loss(metric, rows.value))
     colors = _model_colors(list(table.model))
