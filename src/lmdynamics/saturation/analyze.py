@@ -44,6 +44,20 @@ class Series:
     source: str = ""
 
 
+def parse_pairs(text: str, what: str, cast=float) -> dict:
+    """``name=value,...`` (command-line option ``what``) as a dict; one clear error for a malformed item."""
+    out = {}
+    for item in filter(None, (x.strip() for x in (text or "").split(","))):
+        key, sep, value = item.rpartition("=")
+        try:
+            out[key] = cast(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key:
+            raise InputError(f"{what}: {item!r} is not name=number")
+    return out
+
+
 def _listing(names) -> str:
     names = sorted(set(names))
     return ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
