@@ -18,6 +18,7 @@ import pandas as pd
 
 from lmdynamics.analysis.report import load_table
 from lmdynamics.analysis.summaries import short_name
+from lmdynamics import store
 from lmdynamics.atomic import apply_umask
 
 from . import harness, scaling
@@ -42,6 +43,7 @@ class Series:
     frame: pd.DataFrame
     directions: dict[str, bool] = field(default_factory=dict)
     source: str = ""
+    ingested: bool = False  # rows read from result files (written to OUT/metrics.parquet), not from a table
 
 
 def parse_pairs(text: str, what: str, cast=float) -> dict:
@@ -77,7 +79,7 @@ def from_evals(directory: str | os.PathLike, task: str, metric: str, tokens_per_
         have = {m.rsplit("/", 1)[1] for m in frame.metric if m.rsplit("/", 1)[0] == task}
         raise InputError(f"metric {metric!r} of task {task!r} is in no result file under {directory}; "
                          f"available: {_listing(have)}")
-    return Series(name, frame[frame.metric == name], frame, directions, f"lm-eval results under {directory}")
+    return Series(name, frame[frame.metric == name], frame, directions, f"lm-eval results under {directory}", True)
 
 
 def from_table(path: str | os.PathLike, metric: str, task: str | None = None) -> Series:
@@ -113,7 +115,8 @@ def with_measures(series: Series, path: str | os.PathLike) -> Series:
         raise InputError(f"--measures {path}: none of its models ({_listing(extra.model)}) is one of the analysed "
                          f"models ({_listing(names)})")
     frame = pd.concat([series.frame, extra[~extra.metric.isin(set(series.frame.metric))]], ignore_index=True)
-    return Series(series.metric, series.rows, frame, series.directions, series.source + f" with measures from {path}")
+    return Series(series.metric, series.rows, frame, series.directions, series.source + f" with measures from {path}",
+                  series.ingested)
 
 
 def detect_all(series: Series, higher_is_better: bool | None = None, min_fraction: float = MIN_FRACTION,
@@ -192,7 +195,8 @@ def scaling_section(law: scaling.Law, table: pd.DataFrame, large) -> str:
 
 def write(out: str | os.PathLike, series: Series, higher_is_better: bool | None = None,
           min_fraction: float = MIN_FRACTION, margin: float = MARGIN, large=None, params=None, fixed=None) -> Path:
-    """Detect, draw and report into ``out`` (``saturation.csv``, ``report.md``, ``figures/``; with ``large``
+    """Detect, draw and report into ``out`` (``saturation.csv``, ``report.md``, ``figures/``; the ingested
+    harness rows as ``metrics.parquet``; with ``large``
     models also the scaling-law gap: ``scaling.csv`` and its figure); returns the report."""
     results = detect_all(series, higher_is_better, min_fraction, margin)
     law = None
@@ -212,6 +216,8 @@ def write(out: str | os.PathLike, series: Series, higher_is_better: bool | None 
         figures += [plot_side_by_side(series.rows, series.frame, r.to_dict(), series.metric, stage / "figures")
                     for _, r in results.iterrows()]
         results.to_csv(stage / "saturation.csv", index=False)
+        if series.ingested:  # every ingested metric, for the other figure tools (analysis/report.py --table OUT)
+            store.append(store.table_path(stage), series.frame[series.frame.component == harness.COMPONENT])
         text = report_text(results, series, figures, min_fraction, margin)
         if law is not None:
             figure = scaling.plot(series.rows, series.metric, law, gap_table, stage / "figures" / "scaling_law.png")
