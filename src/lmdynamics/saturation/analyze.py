@@ -175,7 +175,12 @@ def report_text(results: pd.DataFrame, series: Series, figures: list[Path], min_
             lines.append(f"- **{r.model}**: saturation detected; final {r.gap:+.1%} vs best (step {r.best_step}), "
                          f"onset at step {int(r.onset_step)}; {head}.")
         else:
-            lines.append(f"- **{r.model}**: no saturation detected (final {r.gap:+.1%} vs best at step {r.best_step}).")
+            moved = [f"{SIGNALS[s][0]} (from step {int(r[f'{s}_onset_step'])})" for s in SIGNALS if r[f"{s}_moved"] is True]
+            still = [SIGNALS[s][0] for s in SIGNALS if r[f"{s}_moved"] is False]
+            head = "; ".join(filter(None, [f"moved by more than the margin: {', '.join(moved)}" if moved else "",
+                                            f"did not move: {', '.join(still)}" if still else ""]))
+            lines.append(f"- **{r.model}**: no saturation detected (final {r.gap:+.1%} vs best at step {r.best_step})"
+                         + (f"; head signals {head}" if head else "") + ".")
     lines += ["", "## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures]
     return "\n".join(lines) + "\n"
 
