@@ -20,10 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default="python-docs", help="corpus, as data.source of training (default python-docs)")
     p.add_argument("--ranks", default="", help="comma-separated ranks (default: log grid from --r-min to d)")
     p.add_argument("--r-min", type=int, default=None, help="smallest rank (default 32, or d/16 for d < 512)")
-    p.add_argument("--train-blocks", type=int, default=256, help="training blocks the head sees (default 256)")
+    p.add_argument("--train-blocks", type=int, default=1024, help="training blocks the head sees (default 1024)")
     p.add_argument("--eval-blocks", type=int, default=64, help="held-out blocks for the loss (default 64)")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per head (default 300)")
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="AdamW learning rate (default 1e-4: on the demo checkpoint 3e-4 and 1e-3 overfit 130k tokens)")
     p.add_argument("--batch", type=int, default=1024, help="tokens per step (default 1024)")
     p.add_argument("--init", default="svd", choices=["svd", "normal"])
     p.add_argument("--cache-dir", default=None)

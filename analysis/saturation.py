@@ -47,19 +47,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _pairs(text: str, what: str) -> dict[str, float]:
-    out = {}
-    for item in filter(None, (x.strip() for x in text.split(","))):
-        key, sep, value = item.rpartition("=")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise analyze.InputError(f"{what}: {item!r} is not name=number")
-    return out
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options over the ``--config`` file's (keys as the options, dashes or underscores)."""
     p = parser()
@@ -97,12 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             series = analyze.from_table(args.table, args.metric, args.task)
         if args.measures:
             series = analyze.with_measures(series, args.measures)
-        fixed = _pairs(args.scaling_fixed, "--scaling-fixed")
+        fixed = analyze.parse_pairs(args.scaling_fixed, "--scaling-fixed")
         if set(fixed) - {"B", "beta", "E"}:
             raise analyze.InputError(f"--scaling-fixed takes B, beta and E, not {sorted(set(fixed) - {'B', 'beta', 'E'})}")
         large = [m.strip() for m in (args.scaling_large or "").split(",") if m.strip()]
         report = analyze.write(args.out, series, args.higher, args.min_fraction, args.margin,
-                               large=large, params=_pairs(args.params, "--params"), fixed=fixed)
+                               large=large, params=analyze.parse_pairs(args.params, "--params"), fixed=fixed)
     except analyze.InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

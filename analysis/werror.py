@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from lmdynamics.saturation import werror
+from lmdynamics.saturation.analyze import parse_pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     try:
-        sizes = {}
-        for item in filter(None, args.hidden_sizes.split(",")):
-            name, _, d = item.rpartition("=")
-            if not name or not d.isdigit():
-                raise ValueError(f"--hidden-sizes: {item!r} is not name=d")
-            sizes[name] = int(d)
+        sizes = parse_pairs(args.hidden_sizes, "--hidden-sizes", int)
         tokens, vocab, description = werror.corpus_tokens(args.source, args.tokenizer, args.max_documents, args.cache_dir)
         path = werror.write(args.out, tokens, vocab, args.n, args.min_count, args.method, sizes, description)
     except (ValueError, FileNotFoundError) as err:

@@ -103,6 +103,9 @@ def test_harness_files_in_either_layout(tmp_path, layout, task, metric):
     assert row.gap == pytest.approx(32.9 / 24.6 - 1) and row.saturated
     assert row.onset_step == 73000  # last checkpoint within 2.5% of the best (median of 3)
     assert not row.higher_is_better
+    table = store.read_table(store.table_path(tmp_path / "out"))  # every ingested metric, as tidy rows
+    assert set(table.step) == set(ppl) and f"{task}/{metric}_stderr" in set(table.metric)
+    assert table[table.metric == f"{task}/{metric}"].set_index("step").value.to_dict() == ppl
 
 
 def _bad_cases(tmp_path: Path):

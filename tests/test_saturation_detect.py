@@ -68,3 +68,26 @@ def test_running_median_and_bad_series():
         detect([0, 1], [1.0, 2.0], higher_is_better=False)
     with pytest.raises(SeriesError, match="appears twice"):
         detect([0, 1, 1], [1.0, 2.0, 3.0], higher_is_better=False)
+
+
+def test_head_signal_moved_first_or_not():
+    import pandas as pd
+
+    from lmdynamics.saturation.signals import moved_first
+
+    steps = np.arange(0, 11) * 100
+    loss = np.r_[np.linspace(5, 3, 6), 3.0 * np.array([1.0, 1.0, 1.1, 1.2, 1.3])]  # best at 500, rises after 700
+    kl = np.r_[np.linspace(0.5, 0.2, 4), 0.2 * np.array([1.0, 1.5, 2, 2.5, 3, 3.5, 4])]  # leaves its minimum after 400
+    er = np.r_[np.full(9, 100.0), 99.0, 98.0]  # moves 2%: below the margin
+    rows = [dict(model="m", step=s, layer=-1, component="head", metric=m, value=v, tokens=s)
+            for m, vals in (("kl_uniform", kl), ("er", er)) for s, v in zip(steps, vals)]
+    frame = pd.DataFrame(rows)
+    curve = detect(steps, loss, higher_is_better=False)
+    assert curve.saturated and curve.onset_step == 700  # 700 is the last plateau checkpoint
+    verdict = moved_first(frame, "m", curve)
+    assert verdict["kl_uniform"]["moved"] and verdict["kl_uniform"]["onset_step"] == 400 and verdict["kl_uniform"]["first"]
+    assert verdict["er"]["moved"] is False and verdict["er"]["first"] is False
+    assert verdict["anisotropy"]["moved"] is None  # not in the table
+    late = frame.copy()
+    late.loc[late.metric == "kl_uniform", "value"] = np.r_[np.full(9, 0.2), 0.4, 0.6]  # leaves it after 800
+    assert moved_first(late, "m", curve)["kl_uniform"]["first"] is False  # it moved, but after the curve

@@ -54,3 +54,5 @@ def test_perplexity_is_fitted_as_its_log_and_pythia_names_give_parameter_counts(
     law, _ = gaps(rows, "lambada_openai/ppl", large=list(sizes))
     assert law.alpha == pytest.approx(0.28, rel=1e-6)
     assert pythia_parameters("my-model") is None
+    step0 = pd.DataFrame([{"model": m, "step": 0, "tokens": 0, "value": 1e4} for m in sizes])
+    assert gaps(pd.concat([step0, rows]), "lambada_openai/ppl", large=list(sizes))[0].alpha == pytest.approx(0.28, rel=1e-6)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from lmdynamics.analysis.report import load_table
 from lmdynamics.analysis.summaries import short_name
+from lmdynamics import store
 from lmdynamics.atomic import apply_umask
 
 from . import harness, scaling
@@ -42,6 +43,21 @@ class Series:
     frame: pd.DataFrame
     directions: dict[str, bool] = field(default_factory=dict)
     source: str = ""
+    ingested: bool = False  # rows read from result files (written to OUT/metrics.parquet), not from a table
+
+
+def parse_pairs(text: str, what: str, cast=float) -> dict:
+    """``name=value,...`` (command-line option ``what``) as a dict; one clear error for a malformed item."""
+    out = {}
+    for item in filter(None, (x.strip() for x in (text or "").split(","))):
+        key, sep, value = item.rpartition("=")
+        try:
+            out[key] = cast(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key:
+            raise InputError(f"{what}: {item!r} is not name=number")
+    return out
 
 
 def _listing(names) -> str:
@@ -63,7 +79,7 @@ def from_evals(directory: str | os.PathLike, task: str, metric: str, tokens_per_
         have = {m.rsplit("/", 1)[1] for m in frame.metric if m.rsplit("/", 1)[0] == task}
         raise InputError(f"metric {metric!r} of task {task!r} is in no result file under {directory}; "
                          f"available: {_listing(have)}")
-    return Series(name, frame[frame.metric == name], frame, directions, f"lm-eval results under {directory}")
+    return Series(name, frame[frame.metric == name], frame, directions, f"lm-eval results under {directory}", True)
 
 
 def from_table(path: str | os.PathLike, metric: str, task: str | None = None) -> Series:
@@ -99,7 +115,8 @@ def with_measures(series: Series, path: str | os.PathLike) -> Series:
         raise InputError(f"--measures {path}: none of its models ({_listing(extra.model)}) is one of the analysed "
                          f"models ({_listing(names)})")
     frame = pd.concat([series.frame, extra[~extra.metric.isin(set(series.frame.metric))]], ignore_index=True)
-    return Series(series.metric, series.rows, frame, series.directions, series.source + f" with measures from {path}")
+    return Series(series.metric, series.rows, frame, series.directions, series.source + f" with measures from {path}",
+                  series.ingested)
 
 
 def detect_all(series: Series, higher_is_better: bool | None = None, min_fraction: float = MIN_FRACTION,
@@ -158,7 +175,12 @@ def report_text(results: pd.DataFrame, series: Series, figures: list[Path], min_
             lines.append(f"- **{r.model}**: saturation detected; final {r.gap:+.1%} vs best (step {r.best_step}), "
                          f"onset at step {int(r.onset_step)}; {head}.")
         else:
-            lines.append(f"- **{r.model}**: no saturation detected (final {r.gap:+.1%} vs best at step {r.best_step}).")
+            moved = [f"{SIGNALS[s][0]} (from step {int(r[f'{s}_onset_step'])})" for s in SIGNALS if r[f"{s}_moved"] is True]
+            still = [SIGNALS[s][0] for s in SIGNALS if r[f"{s}_moved"] is False]
+            head = "; ".join(filter(None, [f"moved by more than the margin: {', '.join(moved)}" if moved else "",
+                                            f"did not move: {', '.join(still)}" if still else ""]))
+            lines.append(f"- **{r.model}**: no saturation detected (final {r.gap:+.1%} vs best at step {r.best_step})"
+                         + (f"; head signals {head}" if head else "") + ".")
     lines += ["", "## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures]
     return "\n".join(lines) + "\n"
 
@@ -178,7 +200,8 @@ def scaling_section(law: scaling.Law, table: pd.DataFrame, large) -> str:
 
 def write(out: str | os.PathLike, series: Series, higher_is_better: bool | None = None,
           min_fraction: float = MIN_FRACTION, margin: float = MARGIN, large=None, params=None, fixed=None) -> Path:
-    """Detect, draw and report into ``out`` (``saturation.csv``, ``report.md``, ``figures/``; with ``large``
+    """Detect, draw and report into ``out`` (``saturation.csv``, ``report.md``, ``figures/``; the ingested
+    harness rows as ``metrics.parquet``; with ``large``
     models also the scaling-law gap: ``scaling.csv`` and its figure); returns the report."""
     results = detect_all(series, higher_is_better, min_fraction, margin)
     law = None
@@ -198,6 +221,8 @@ def write(out: str | os.PathLike, series: Series, higher_is_better: bool | None 
         figures += [plot_side_by_side(series.rows, series.frame, r.to_dict(), series.metric, stage / "figures")
                     for _, r in results.iterrows()]
         results.to_csv(stage / "saturation.csv", index=False)
+        if series.ingested:  # every ingested metric, for the other figure tools (analysis/report.py --table OUT)
+            store.append(store.table_path(stage), series.frame[series.frame.component == harness.COMPONENT])
         text = report_text(results, series, figures, min_fraction, margin)
         if law is not None:
             figure = scaling.plot(series.rows, series.metric, law, gap_table, stage / "figures" / "scaling_law.png")

@@ -15,12 +15,13 @@ from lmdynamics.analysis.plots.common import model_colors as _model_colors
 from .signals import SIGNALS, signal_series
 
 
-def _mark(ax, steps, values, fields: dict, color) -> None:
-    ax.plot(steps, values, marker="o", ms=3, color=color)
+def _mark(ax, steps, values, fields: dict, color, label: str | None = None, legend: bool = True) -> None:
+    """The curve, a star at the best checkpoint and a dashed line at the onset (legend entries if ``legend``)."""
+    ax.plot(steps, values, marker="o", ms=3, color=color, label=label)
     ax.plot([fields["best_step"]], [fields["best_value"]], marker="*", ms=14, color=color, mec="k", ls="none",
-            label="best")
+            label="best" if legend else None)
     if not math.isnan(fields["onset_step"]):
-        ax.axvline(fields["onset_step"], color=color, ls="--", lw=1, label="onset")
+        ax.axvline(fields["onset_step"], color=color, ls="--", lw=1, label="onset" if legend else None)
 
 
 def _log_if_wide(ax, values: pd.Series) -> None:
@@ -37,9 +38,7 @@ def plot_curves(series: pd.DataFrame, results: pd.DataFrame, metric: str, path: 
     ax = fig.subplots()
     for _, r in results.iterrows():
         s = series[series.model == r.model].sort_values("step")
-        _mark(ax, s.step, s.value, r.to_dict(), colors[r.model])
-        ax.lines[-1 if math.isnan(r.onset_step) else -2].set_label(None)
-        ax.lines[-2 if math.isnan(r.onset_step) else -3].set_label(r.model)
+        _mark(ax, s.step, s.value, r.to_dict(), colors[r.model], label=r.model, legend=False)
     _log_if_wide(ax, series.value)
     ax.set_xlabel("training step")
     ax.set_ylabel(metric)

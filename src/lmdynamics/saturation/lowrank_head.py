@@ -74,7 +74,7 @@ def init_factors(head: torch.Tensor, r: int, init: str, seed: int) -> tuple[torc
     raise ValueError(f"init must be 'svd' or 'normal', got {init!r}")
 
 
-def train_head(train: Features, r: int | None, steps: int = 200, lr: float = 3e-3, batch: int = 1024,
+def train_head(train: Features, r: int | None, steps: int = 300, lr: float = 1e-4, batch: int = 1024,
                init: str = "svd", seed: int = 0, weight_decay: float = 0.0) -> torch.Tensor:
     """Train W = A B (or, with ``r=None``, a full V x d head from the same init) on cached features;
     returns W. AdamW(0.9, 0.95) as in the Pythia recipe, constant learning rate, batches of tokens."""
@@ -131,7 +131,7 @@ def plot(result: dict, path, title: str = ""):
 
 
 def run(checkpoint, out, source: str = "python-docs", ranks: Sequence[int] | None = None, r_min: int | None = None,
-        train_blocks: int = 256, eval_blocks: int = 64, context_length: int | None = None,
+        train_blocks: int = 1024, eval_blocks: int = 64, context_length: int | None = None,
         cache_dir: str | None = None, **train_kwargs):
     """The sweep for one HF checkpoint directory on a corpus tokenised with the checkpoint's own tokenizer;
     writes ``out/lowrank_head.csv`` (r, loss; rows ``full`` and ``full_trained``) and its figure."""

@@ -98,9 +98,10 @@ def gaps(rows: pd.DataFrame, metric: str, large: Iterable[str], params: Mapping[
         if not n:
             raise ScalingError(f"parameter count of {model!r} unknown; pass --params {model}=N")
         sizes[model] = float(n)
+    frame = frame[frame.step > 0]  # T = 0 is outside the law
     if (frame.tokens <= 0).any():
         raise ScalingError("rows without token counts (tokens <= 0 at step > 0); pass --tokens-per-step")
-    frame = frame[frame.step > 0].assign(N=frame.model.map(sizes))
+    frame = frame.assign(N=frame.model.map(sizes))
     frame = frame[frame.step >= min_fraction * frame.groupby("model").step.transform("max")]
     train = frame[frame.model.isin(large)]
     law = fit(train.N, train.tokens, train.loss, **fixed)

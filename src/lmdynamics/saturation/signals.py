@@ -11,7 +11,8 @@ The head signals (Godey et al. 2024, section 3 of docs/science.md), each in the 
 same ``min_fraction`` and ``margin``, in the signal's degradation direction). A signal *moved* if it ends
 more than ``margin`` (relative) worse than its best value after ``min_fraction`` of training; it *moved
 first* if it moved and its onset step is at or before the eval curve's onset step. Undefined (``n/a``)
-when the eval series is not saturated or the table has fewer than 3 checkpoints of the signal.
+when the eval series is not saturated; no verdict at all when the table has fewer than 3 finite
+checkpoints of the signal.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 
 from lmdynamics.analysis.summaries import last_layer_anisotropy, select
 
-from .detect import MIN_CHECKPOINTS, Saturation, detect
+from .detect import MIN_CHECKPOINTS, Saturation, SeriesError, detect
 
 KL_UNIFORM, ER, ANISOTROPY = "kl_uniform", "er", "anisotropy"
 HEAD = "head"
@@ -52,7 +53,11 @@ def moved_first(frame: pd.DataFrame, model: str, eval_fields: Saturation, **kwar
         if len(series) < MIN_CHECKPOINTS:
             out[signal] = {"moved": None, "onset_step": math.nan, "first": None, "rows": len(series)}
             continue
-        fields = detect(series.step.to_numpy(), series.value.to_numpy(), up, what=f"{model} {signal}", **kwargs)
+        try:
+            fields = detect(series.step.to_numpy(), series.value.to_numpy(), up, what=f"{model} {signal}", **kwargs)
+        except SeriesError:  # e.g. a NaN value (an all-zero head): no verdict rather than no report
+            out[signal] = {"moved": None, "onset_step": math.nan, "first": None, "rows": len(series)}
+            continue
         first = None
         if eval_fields.saturated:
             first = bool(fields.saturated and fields.onset_step <= eval_fields.onset_step)
