@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -164,11 +165,9 @@ def _colors(groups: list[str]) -> dict[str, tuple]:
     return {g: cmap(i / max(1, len(order) - 1)) for i, g in enumerate(order)}
 
 
-def _natural(text: str):
-    try:
-        return (0, float(text), "")
-    except ValueError:
-        return (1, 0.0, text)
+def _natural(text: str) -> list:
+    """Sort key that orders the numbers inside names by value (``d8`` before ``d16``)."""
+    return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 0.0, p) for p in re.split(r"(\d+(?:\.\d+)?)", text) if p]
 
 
 def _curves(runs: list[Run], summary: pd.DataFrame, metric: str, ylabel: str, path: Path, head: bool = False,

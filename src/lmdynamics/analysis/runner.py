@@ -251,12 +251,13 @@ class Runner:
                 )
 
     def _load_model(self, ckpt):
-        from transformers import GPTNeoXForCausalLM
         from transformers.utils import logging as hf_logging
+
+        from lmdynamics.models.heads import load_causal_lm  # plain GPT-NeoX, or a mixture-of-softmaxes checkpoint
 
         hf_logging.disable_progress_bar()
         dtype = getattr(torch, self.cfg.dtype)
-        model = GPTNeoXForCausalLM.from_pretrained(str(ckpt.path), dtype=dtype)
+        model = load_causal_lm(str(ckpt.path), dtype=dtype)
         return model.to(self.device)
 
     def run_checkpoint(self, plan: ModelPlan, step: int, kinds: set[str]) -> str:

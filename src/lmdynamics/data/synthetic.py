@@ -189,21 +189,25 @@ class SyntheticLanguage:
             out[:, c] = self.probs[:, self.token_class == c].sum(axis=1)
         return out
 
-    def position_entropies(self, context_length: int) -> np.ndarray:
-        """Expected true conditional entropy (nats) of positions 1 .. context_length - 1 of a block, exactly."""
+    def state_marginals(self, context_length: int) -> np.ndarray:
+        """``[context_length - 1, state]``: the exact probability of each state at positions 1 .. context_length - 1."""
         digits, states, successor = self._history
-        with np.errstate(invalid="ignore"):
-            ent = -np.where(self.probs > 0, self.probs * self.log_probs, 0.0).sum(axis=1)
         q = self.class_probs()[states]  # [history, C]
         pi = np.zeros(len(digits))
         pi[-1] = 1.0  # all start class: (C, ..., C) is the last index
-        out = []
-        for _ in range(1, context_length):
-            out.append(float(pi @ ent[states]))
+        out = np.zeros((max(0, context_length - 1), self.num_states))
+        for t in range(context_length - 1):
+            np.add.at(out[t], states, pi)
             nxt = np.zeros_like(pi)
             np.add.at(nxt, successor.ravel(), (pi[:, None] * q).ravel())
             pi = nxt
-        return np.array(out)
+        return out
+
+    def position_entropies(self, context_length: int) -> np.ndarray:
+        """Expected true conditional entropy (nats) of positions 1 .. context_length - 1 of a block, exactly."""
+        with np.errstate(invalid="ignore"):
+            ent = -np.where(self.probs > 0, self.probs * self.log_probs, 0.0).sum(axis=1)
+        return self.state_marginals(context_length) @ ent
 
     def entropy_floor(self, context_length: int) -> float:
         """Expected next-token loss of the true distribution over a block's predicted positions (nats)."""
