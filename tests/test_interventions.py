@@ -145,3 +145,29 @@ def test_interventions_train_through_the_cli(tmp_path, extra, label, loader):
         assert model.get_output_embeddings().weight.data_ptr() == model.gpt_neox.embed_in.weight.data_ptr()
     else:
         assert info["architecture"]["head"]["kind"] == label.rstrip("0123456789")
+
+
+@pytest.mark.parametrize("head, tie", [(HeadSpec("mos", components=2), False), (HeadSpec(), True),
+                                       (HeadSpec("low_rank", rank=3), False)])
+def test_offline_head_rows_of_a_saved_intervention_equal_the_live_ones(tmp_path, head, tie):
+    """The live head rows (HeadRank: ``head_matrices``) and the offline ones (the analysis streams the saved
+    checkpoint by tensor name) are the same rows: a mixture's component heads, a tied head stored once as the
+    input embedding, a low-rank head saved merged."""
+    from lmdynamics.catalogue import is_output_head
+    from lmdynamics.checkpoints import iter_tensors
+    from lmdynamics.measure import head_metric_rows, weight_metric_rows
+
+    model = _model(head, tie=tie)
+    live = {(r["component"], r["metric"], r.get("index", -1)): r["value"]
+            for r in head_metric_rows(head_matrices(model), spectrum=True)}
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    offline = {(r["component"], r["metric"], r.get("index", -1)): r["value"]
+               for r in weight_metric_rows(iter_tensors(tmp_path), 2, spectrum=True,
+                                           tied_head=bool(config.get("tie_word_embeddings")))
+               if is_output_head(r["component"])}
+    assert set(live) == set(offline) and len(live) > 0
+    for key, value in live.items():
+        if head.kind == "low_rank" and key[1] == "condition_number":
+            continue  # s_min of a rank-3 matrix is rounding noise: float64 A B live, the saved float32 product offline
+        assert offline[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

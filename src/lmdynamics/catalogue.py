@@ -39,6 +39,17 @@ LAYER_MATRICES = {
 WEIGHT_MATRICES = ("qkv", "dense", "mlp_in", "mlp_out", "ov")
 #: Probe activation components (``ov_head`` = every head's ``ov_headNN``); ``final`` is the final hidden state.
 ACTIVATION_COMPONENTS = ("ov", "ov_head", "attn", "mlp", "resid", "final")
+def head_component(k: int | None = None) -> str:
+    """The component name of the output head (``head``) or of a mixture-of-softmaxes head's k-th component
+    (``head_c00``, ...): what live and offline measurements of heads are recorded under."""
+    return "head" if k is None else f"head_c{k:02d}"
+
+
+def is_output_head(component: str) -> bool:
+    """True for ``head`` and every ``head_cNN``."""
+    return component == "head" or (component.startswith("head_c") and component[6:].isdigit())
+
+
 #: Offline analysis kinds: what one unit of offline work computes (see ``lmdynamics.analysis.runner``).
 ANALYSES = ("weights", "activations", "cka_final", "cka_prev", "cka_ref")
 

@@ -33,7 +33,7 @@ _LAYER_WEIGHT = re.compile(
     r"(?:^|\.)layers\.(\d+)\.(attention\.query_key_value|attention\.dense|mlp\.dense_h_to_4h|mlp\.dense_4h_to_h)\.weight$"
 )
 _EMBED = re.compile(r"(?:^|\.)embed_in\.weight$")
-_HEAD = re.compile(r"(?:^|\.)(embed_out|lm_head)\.weight$")
+_HEAD = re.compile(r"(?:^|\.)(?:embed_out|lm_head)(?:\.heads\.(\d+))?\.weight$")  # plain, or a mixture's k-th head
 _COMPONENT = catalogue.LAYER_MATRICES
 
 
@@ -45,14 +45,17 @@ def classify_weight(name: str) -> tuple[int, str] | None:
         return int(m.group(1)), _COMPONENT[m.group(2)]
     if _EMBED.search(name):
         return -1, "embed_in"
-    if _HEAD.search(name):
-        return -1, "head"
+    m = _HEAD.search(name)
+    if m:
+        return -1, catalogue.head_component(None if m.group(1) is None else int(m.group(1)))
     return None
 
 
 def is_head_weight(name: str) -> bool:
-    """True for the output head's weight (``embed_out.weight`` or ``lm_head.weight``, any prefix)."""
-    return classify_weight(name) == (-1, "head")
+    """True for an output head's weight (``embed_out.weight``, ``lm_head.weight`` or a mixture-of-softmaxes
+    component ``lm_head.heads.K.weight``, any prefix)."""
+    kind = classify_weight(name)
+    return kind is not None and catalogue.is_output_head(kind[1])
 
 
 def tag_rows(rows: Iterable[Mapping], run: str, model: str, step: int, tokens: int) -> list[dict]:
@@ -95,8 +98,19 @@ def _ov_weight_rows(layer: int, w_qkv, w_dense, num_heads: int, prefix: str) -> 
     return rows
 
 
+def head_metric_rows(heads: Iterable[tuple[str, torch.Tensor]], spectrum: bool = False) -> list[dict]:
+    """The rows of output-head matrices given as ``(component, V x d matrix)`` (``models.heads.head_matrices``:
+    a plain or tied head, a low-rank head's A B, a mixture's components): what :func:`weight_metric_rows`
+    writes for a head found by name, for heads that have no weight of their own name."""
+    rows = []
+    for component, w in heads:
+        rows += _spectrum_rows(-1, component, metrics.singular_values(_check(component, w)), "", head=True, spectrum=spectrum)
+    return rows
+
+
 def weight_metric_rows(
-    named_tensors: Iterable[tuple[str, torch.Tensor]], num_heads: int, spectrum: bool = False, prefix: str = ""
+    named_tensors: Iterable[tuple[str, torch.Tensor]], num_heads: int, spectrum: bool = False, prefix: str = "",
+    tied_head: bool = False,
 ) -> list[dict]:
     """ER, PER, stable rank and condition number of every GPT-NeoX weight matrix, streamed.
 
@@ -105,7 +119,9 @@ def weight_metric_rows(
     mlp_in, mlp_out and ov_head{h:02d}; model level: embed_in and head. The head also gets kl_uniform and,
     with ``spectrum=True``, its normalised spectrum s / s_max as ``sv_norm`` rows (the singular value's
     position in ``index``). One singular-value computation per matrix; only a layer's qkv and dense weights
-    are held until its OV circuits are done. ``prefix`` is prepended to metric names.
+    are held until its OV circuits are done. ``prefix`` is prepended to metric names. ``tied_head``: the
+    input embedding is also the output head (a checkpoint saved with tied embeddings stores it once), so
+    its spectrum also gives the head's rows.
     """
     mt = metrics
     rows: list[dict] = []
@@ -116,9 +132,14 @@ def weight_metric_rows(
             del tensor
             continue
         layer, component = kind
+        if tied_head and catalogue.is_output_head(component):  # the embedding's copy: measured with embed_in
+            del tensor
+            continue
         w = _check(name, tensor)
         s = mt.singular_values(w)  # any real dtype: converted to float64 a chunk at a time, no full copy
-        rows += _spectrum_rows(layer, component, s, prefix, head=component == "head", spectrum=spectrum)
+        rows += _spectrum_rows(layer, component, s, prefix, head=catalogue.is_output_head(component), spectrum=spectrum)
+        if tied_head and component == "embed_in":
+            rows += _spectrum_rows(-1, catalogue.head_component(), s, prefix, head=True, spectrum=spectrum)
         if component in ("qkv", "dense"):
             pending.setdefault(layer, {})[component] = w
             if len(pending[layer]) == 2:
@@ -158,7 +179,7 @@ def gradient_metric_rows(
             continue
         layer, component = kind
         g = _check(name, grad)
-        rows += _spectrum_rows(layer, component, mt.singular_values(g.float()), "grad_", head=component == "head", spectrum=False)
+        rows += _spectrum_rows(layer, component, mt.singular_values(g.float()), "grad_", head=catalogue.is_output_head(component), spectrum=False)
         if component in ("qkv", "dense"):
             pending.setdefault(layer, {})[component] = g
             if len(pending[layer]) == 2:

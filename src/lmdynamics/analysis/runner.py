@@ -276,7 +276,8 @@ class Runner:
             t = time.perf_counter()
             try:
                 tensors = ((name, t.to(self.device)) for name, t in iter_tensors(ckpt.weight_files()))  # GPU when the run has one
-                rows = weight_metric_rows(tensors, ckpt.num_heads, spectrum=cfg.spectrum != "none")
+                rows = weight_metric_rows(tensors, ckpt.num_heads, spectrum=cfg.spectrum != "none",
+                                          tied_head=bool(ckpt.config.get("tie_word_embeddings")))
                 store.append(self.table, tag_rows(rows, **tag))
                 self._clear_failure(plan.run, step, "weights")
             except Exception as err:  # noqa: BLE001 - recorded; the other checkpoints go on

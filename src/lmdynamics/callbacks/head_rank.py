@@ -16,7 +16,8 @@ import math
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from ..measure import anisotropy_rows, weight_metric_rows
+from ..catalogue import is_output_head
+from ..measure import anisotropy_rows, head_metric_rows
 from ..distributed import gathered_weight
 from ..layout import RunLayout
 from ..models.heads import head_matrices
@@ -59,12 +60,9 @@ class HeadRank(MeasurementCallback):
         acts = self.probe(trainer).activations(trainer, pl_module, step)
         if not trainer.is_global_zero:
             return None
-        rows = [{**r, "component": label + r["component"][4:] if r["component"].startswith("head") else r["component"]}
-                for label, weight in heads
-                for r in weight_metric_rows([("lm_head.weight", weight)], model.config.num_attention_heads,
-                                            spectrum=self._spectrum_step(trainer, step))]
+        rows = head_metric_rows(heads, spectrum=self._spectrum_step(trainer, step))
         rows += anisotropy_rows(acts)  # every (layer, component), as the offline analysis
-        kl = next(r["value"] for r in rows if r["component"].startswith("head") and r["metric"] == "kl_uniform")
+        kl = next(r["value"] for r in rows if is_output_head(r["component"]) and r["metric"] == "kl_uniform")
         self.kl_history.append(kl)
         return rows
 

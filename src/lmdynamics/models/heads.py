@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
+from ..catalogue import head_component
+
 HEAD_KINDS = ("plain", "low_rank", "mos")
 CONFIG_KEY = "lmdynamics_head"  # the head spec inside a checkpoint's config.json (MoS checkpoints only)
 
@@ -189,6 +191,6 @@ def head_matrices(model: nn.Module, fetch: Callable[[str], torch.Tensor] | None 
     if isinstance(head, LowRankHead):
         return [("head", fetch(f"{prefix}.A").double() @ fetch(f"{prefix}.B").double())]
     if isinstance(head, MixtureOfSoftmaxes):
-        return [(f"head_c{k:02d}", fetch(f"{prefix}.heads.{k}.weight")) for k in range(head.components)]
+        return [(head_component(k), fetch(f"{prefix}.heads.{k}.weight")) for k in range(head.components)]
     name = next(n for n, p in model.named_parameters() if p is head.weight)  # tied: the input embedding's name
-    return [("head", fetch(name))]
+    return [(head_component(), fetch(name))]
