@@ -171,3 +171,20 @@ def test_offline_head_rows_of_a_saved_intervention_equal_the_live_ones(tmp_path,
         if head.kind == "low_rank" and key[1] == "condition_number":
             continue  # s_min of a rank-3 matrix is rounding noise: float64 A B live, the saved float32 product offline
         assert offline[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_every_command_that_loads_a_checkpoint_gets_the_mixture_head(tmp_path):
+    """Trajectories, the cheap corpus loss of the saturation study and the offline analysis all load through
+    ``load_causal_lm``: a mixture-of-softmaxes checkpoint gives the trained model's losses, not a random head's."""
+    from types import SimpleNamespace
+
+    from lmdynamics.saturation.evaluate import corpus_loss
+    from lmdynamics.trajectories.offline import load_model
+    from lmdynamics.trajectories.record import token_losses
+
+    model = _model(HeadSpec("mos", components=2))
+    model.save_pretrained(tmp_path)
+    blocks = torch.randint(1, V, (3, 8), generator=torch.Generator().manual_seed(1))
+    loaded = load_model(SimpleNamespace(path=tmp_path))
+    torch.testing.assert_close(token_losses(loaded, blocks), token_losses(model, blocks))
+    assert corpus_loss(loaded, blocks) == pytest.approx(float(token_losses(model, blocks).double().mean()), rel=1e-12)

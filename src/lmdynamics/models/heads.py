@@ -170,12 +170,21 @@ def build_causal_lm(config: GPTNeoXConfig, head: HeadSpec) -> GPTNeoXForCausalLM
     return GPTNeoXForCausalLM(config)
 
 
-def load_causal_lm(path, **kwargs) -> GPTNeoXForCausalLM:
-    """Load any checkpoint written here: plain GPT-NeoX (plain, tied, merged low-rank) or a mixture-of-softmaxes one."""
-    config = json.loads((Path(path) / "config.json").read_text())
-    if (config.get(CONFIG_KEY) or {}).get("kind") == "mos":
-        return MoSHeadLM.from_pretrained(path, **kwargs)
-    return GPTNeoXForCausalLM.from_pretrained(path, **kwargs)
+def load_causal_lm(path, revision: str | None = None, **kwargs) -> GPTNeoXForCausalLM:
+    """Load any checkpoint: a directory written here (plain, tied, merged low-rank GPT-NeoX, or a mixture of
+    softmaxes) or a hub repo at ``revision``. Every command that builds a model from a checkpoint loads it here."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    local = Path(path) / "config.json"
+    if local.is_file():
+        config = json.loads(local.read_text())
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(path), revision=revision).to_dict()
+    cls = MoSHeadLM if (config.get(CONFIG_KEY) or {}).get("kind") == "mos" else GPTNeoXForCausalLM
+    return cls.from_pretrained(str(path), revision=revision, **kwargs)
 
 
 def head_matrices(model: nn.Module, fetch: Callable[[str], torch.Tensor] | None = None) -> list[tuple[str, torch.Tensor]]:

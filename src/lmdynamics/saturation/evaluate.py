@@ -104,24 +104,18 @@ def evaluate_harness(targets: Sequence[Target], model: str, out: str | os.PathLi
     return paths
 
 
-@torch.no_grad()
 def corpus_loss(model, blocks: torch.Tensor, batch: int = 8) -> float:
-    """Mean next-token cross-entropy of a causal LM over token blocks (every position predicted once)."""
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(blocks), batch):
-        x = blocks[i : i + batch]
-        logits = model(input_ids=x).logits[:, :-1].float()
-        total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
-                                                         reduction="sum"))
-        count += x[:, 1:].numel()
-    return total / count
+    """Mean next-token cross-entropy of a causal LM over token blocks (every position predicted once): the
+    token-weighted mean of the per-token losses the trajectories record (``trajectories.record.token_losses``)."""
+    from lmdynamics.trajectories.record import token_losses
+
+    return float(token_losses(model, blocks, batch).double().mean())
 
 
 def evaluate_corpus_loss(targets: Sequence[Target], model: str, out: str | os.PathLike, blocks: torch.Tensor,
                          tokens_per_step: int = 0, run: str | None = None, log=print) -> list[dict]:
     """``corpus_loss`` at every target not in ``<out>/metrics.parquet`` yet; the rows written."""
-    from transformers import AutoModelForCausalLM
+    from lmdynamics.models.heads import load_causal_lm
 
     table = store.table_path(out)
     done = store.read_table(table)
@@ -131,8 +125,8 @@ def evaluate_corpus_loss(targets: Sequence[Target], model: str, out: str | os.Pa
         if target.step in done:
             log(f"step {target.step}: {CORPUS_LOSS} already in {table}, skipped")
             continue
-        kwargs = {k: v for k, v in target.model_args.items() if k in ("revision",)}
-        lm = AutoModelForCausalLM.from_pretrained(target.model_args["pretrained"], torch_dtype=torch.float32, **kwargs)
+        lm = load_causal_lm(target.model_args["pretrained"], revision=target.model_args.get("revision"),
+                            dtype=torch.float32)
         value = corpus_loss(lm, blocks)
         row = {"run": run or model, "model": model, "step": target.step, "tokens": target.step * tokens_per_step,
                "layer": -1, "component": "model", "metric": CORPUS_LOSS, "value": value}

@@ -138,7 +138,7 @@ def run(checkpoint, out, source: str = "python-docs", ranks: Sequence[int] | Non
     from pathlib import Path
 
     import pandas as pd
-    from transformers import AutoModelForCausalLM
+    from lmdynamics.models.heads import load_causal_lm
 
     from lmdynamics.atomic import atomic_path
     from lmdynamics.data.datamodule import TextDataModule
@@ -148,7 +148,7 @@ def run(checkpoint, out, source: str = "python-docs", ranks: Sequence[int] | Non
         raise FileNotFoundError(f"{checkpoint}: not a Hugging Face checkpoint directory (no config.json)")
     if not (checkpoint / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{checkpoint}: no tokenizer.json beside the weights; save the checkpoint with its tokenizer")
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, torch_dtype=torch.float32).eval()
+    model = load_causal_lm(checkpoint, dtype=torch.float32).eval()
     ctx = context_length or min(int(model.config.max_position_embeddings), 2048)
     dm = TextDataModule(source=source, tokenizer=str(checkpoint / "tokenizer.json"), context_length=ctx,
                         val_blocks=None, cache_dir=cache_dir)

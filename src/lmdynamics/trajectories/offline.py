@@ -66,12 +66,10 @@ def stored_text(store_dir: str | os.PathLike) -> EvaluationText:
 
 
 def load_model(checkpoint, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """A checkpoint (``checkpoints.Checkpoint``) as a GPTNeoXForCausalLM in eval mode."""
-    from transformers import GPTNeoXForCausalLM
-    from transformers.utils import logging as hf_logging
+    """A checkpoint (``checkpoints.Checkpoint``) as a causal LM in eval mode (any head, ``load_causal_lm``)."""
+    from ..models.heads import load_causal_lm
 
-    hf_logging.disable_progress_bar()
-    return GPTNeoXForCausalLM.from_pretrained(str(checkpoint.path), dtype=dtype).to(device).eval()
+    return load_causal_lm(checkpoint.path, dtype=dtype).to(device).eval()
 
 
 def non_embedding_parameters(model: torch.nn.Module) -> int:
