@@ -93,3 +93,21 @@ def test_each_switch_reaches_the_objects_that_run(tmp_path):
     plain = build_cli(["fit", "--config", str(tiny_config(tmp_path / "p", **QUIET)), "--run.dry_run", "true"]).model
     assert plain.model.config._attn_implementation == "sdpa" and not plain.model.is_gradient_checkpointing
     assert plain._step_model is plain.model and not plain.configure_optimizers()["optimizer"].defaults["fused"]
+
+
+def test_flops_per_token_counts_a_tied_head_as_a_product():
+    """A tied head is stored once but used twice: the lookup (free) and the head's product (6 V d per token).
+    The training's model_tflops and the trajectories' FLOPs axis count N alike."""
+    from lmdynamics.models.heads import HeadSpec, build_causal_lm
+    from lmdynamics.models.zoo import ModelSpec, count_parameters
+    from lmdynamics.trajectories.offline import non_embedding_parameters
+    from lmdynamics.training.speed import model_flops_per_token
+
+    L, d, V, T = 2, 16, 96, 32
+    for tie in (False, True):
+        s = ModelSpec(num_layers=L, hidden_size=d, num_heads=2, vocab_size=V, context_length=T, tie_embeddings=tie).resolved()
+        model = build_causal_lm(s.to_hf_config(), s.head)
+        blocks = L * (12 * d * d + 13 * d) + 2 * d  # every matrix and vector of the layers and the final norm
+        assert non_embedding_parameters(model) == blocks + V * d  # the head's V x d product, tied or not
+        flops = model_flops_per_token(count_parameters(model), V, L, d, T, tied=tie)
+        assert flops == 6 * (blocks + V * d) + 12 * L * d * T

@@ -172,7 +172,8 @@ class LMModule(L.LightningModule):
         # The compiled model is kept out of the module tree (no second copy of the weights in state dicts).
         object.__setattr__(self, "_step_model", torch.compile(self.model) if self.speed.compile else self.model)
         n = count_parameters(self.model)
-        self.flops_per_token = model_flops_per_token(n, spec.vocab_size, spec.num_layers, spec.hidden_size, spec.context_length)
+        self.flops_per_token = model_flops_per_token(n, spec.vocab_size, spec.num_layers, spec.hidden_size,
+                                                     spec.context_length, tied=spec.tie_embeddings)
         published = spec.published_parameters()
         if published is not None and not spec.overrides() and n != published:
             raise RuntimeError(f"built {n:,} parameters for pythia-{spec.size}, but it has {published:,}: the architecture is wrong")

@@ -42,15 +42,22 @@ class SpeedSpec:
             raise ValueError(f"speed.peak_tflops must be positive (TFLOP/s of one device), got {self.peak_tflops}")
 
 
-def model_flops_per_token(parameters: int, vocab: int, num_layers: int, d_model: int, context: int) -> int:
+def matmul_parameters(parameters: int, vocab: int, d_model: int, tied: bool = False) -> int:
+    """N of 6 N T: the parameters that take part in matrix products, i.e. all but the input embedding (a
+    lookup). The output head is a product and counts, also when it is the input embedding's tensor (tied: then
+    ``parameters`` holds that tensor once, for the lookup and the product)."""
+    return parameters if tied else parameters - vocab * d_model
+
+
+def model_flops_per_token(parameters: int, vocab: int, num_layers: int, d_model: int, context: int,
+                          tied: bool = False) -> int:
     """Training FLOPs per token: 6 N + 12 L d T (PaLM, Chowdhery et al. 2022, appendix B).
 
-    N counts the parameters that take part in matrix products: all but the input embedding, which is a
-    lookup (the untied output head is a product and counts). 12 L d T is attention's score and value
+    N = :func:`matmul_parameters` (all but the input embedding; the output head counts). 12 L d T is attention's score and value
     products (forward and backward) over the full T x T square, as PaLM counts them, not halved for the
     causal mask.
     """
-    return 6 * (parameters - vocab * d_model) + 12 * num_layers * d_model * context
+    return 6 * matmul_parameters(parameters, vocab, d_model, tied) + 12 * num_layers * d_model * context
 
 
 def peak_flops(trainer, speed: SpeedSpec) -> float | None:

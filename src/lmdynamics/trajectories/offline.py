@@ -73,9 +73,14 @@ def load_model(checkpoint, device: str = "cpu", dtype: torch.dtype = torch.float
 
 
 def non_embedding_parameters(model: torch.nn.Module) -> int:
-    """Parameters without the input embedding: N of the FLOPs estimate 6 N T (as the training's model_tflops)."""
-    emb = model.get_input_embeddings().weight.numel()
-    return sum(p.numel() for p in model.parameters()) - emb
+    """N of the FLOPs estimate 6 N T, counted as the training's model_tflops counts it
+    (``training.speed.matmul_parameters``: all but the input embedding; a tied head counts)."""
+    from ..models.zoo import count_parameters
+    from ..training.speed import matmul_parameters
+
+    emb = model.get_input_embeddings().weight
+    tied = getattr(model.get_output_embeddings(), "weight", None) is emb
+    return matmul_parameters(count_parameters(model), emb.shape[0], emb.shape[1], tied)
 
 
 def check_same_tokenizer(tokenizer_file, want_fp: str, label: str) -> None:
