@@ -14,65 +14,7 @@ its keys. The scripts under train/ and analysis/ and the make targets are thin w
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-
-
-def _training(argv: list[str]) -> int:
-    from lmdynamics.training.cli import main
-
-    return main(argv)
-
-
-def _analyze(argv: list[str]) -> int:
-    from lmdynamics.analysis.cli import main
-
-    return main(argv[1:])
-
-
-def _report(argv: list[str]) -> int:
-    from lmdynamics.analysis.commands import report_main
-
-    return report_main(argv[1:])
-
-
-def _convergence(argv: list[str]) -> int:
-    from lmdynamics.analysis.commands import convergence_main
-
-    return convergence_main(argv[1:])
-
-
-def _trajectories(argv: list[str]) -> int:
-    from lmdynamics.trajectories.cli import main
-
-    return main(argv[1:])
-
-
-def _contrastive(argv: list[str]) -> int:
-    from lmdynamics.trajectories.contrastive_cli import main
-
-    return main(argv[1:])
-
-
-def _script(name: str) -> Callable[[list[str]], int]:
-    """A command whose ``main(argv)`` lives in one of the project's analysis scripts (``analysis/NAME.py``)."""
-
-    def run(argv: list[str]) -> int:
-        import importlib.util
-
-        path = Path(__file__).resolve().parents[2] / "analysis" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(f"lmdynamics_script_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.main(argv[1:])
-
-    return run
-
-
-def _library(module: str) -> Callable[[list[str]], int]:
-    import importlib
-
-    return importlib.import_module(module).main
 
 
 def config_root() -> Path:
@@ -90,7 +32,7 @@ def describe_configs(root: Path | None = None) -> list[str]:
     return lines
 
 
-def _configs(argv: list[str]) -> int:
+def configs_main(argv: list[str] | None = None) -> int:
     root = config_root()
     if not root.is_dir():
         print(f"error: no configs directory at {root}; run lmdynamics from a checkout of the project", file=sys.stderr)
@@ -99,25 +41,39 @@ def _configs(argv: list[str]) -> int:
     return 0
 
 
-SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "fit": (_training, "train a model (configs/train/*.yaml)"),
-    "validate": (_training, "evaluate a checkpoint of a run into <run>/evaluations/"),
-    "analyze": (_analyze, "offline analysis of checkpoints (configs/analysis/*.yaml)"),
-    "report": (_report, "figures and report.md of a tidy table"),
-    "convergence": (_convergence, "CKA-to-final and convergence summary of a training run"),
-    "trajectories": (_trajectories, "per-token loss trajectories: record, report, score"),
-    "contrastive": (_contrastive, "contrastive text from a small and a large checkpoint"),
-    "saturation": (_script("saturation"), "saturation of eval or loss curves: saturation.csv, report, figures"),
-    "werror": (_script("werror"), "W-error curve of a tokenised corpus's n-gram next-token matrix"),
-    "sweep": (lambda argv: _library("lmdynamics.sweep")(argv[1:]), "a grid of training runs, local workers or printed commands"),
-    "compare": (lambda argv: _library("lmdynamics.compare")(argv[1:]), "one report across runs from their tidy tables"),
-    "configs": (_configs, "list the bundled configs"),
+#: name -> (the command's ``module:function`` taking the arguments after the name, what it does). ``fit`` and
+#: ``validate`` are LightningCLI subcommands: the training CLI gets the name too.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("lmdynamics.training.cli:main", "train a model (configs/train/*.yaml)"),
+    "validate": ("lmdynamics.training.cli:main", "evaluate a checkpoint of a run into <run>/evaluations/"),
+    "analyze": ("lmdynamics.analysis.cli:main", "offline analysis of checkpoints (configs/analysis/*.yaml)"),
+    "report": ("lmdynamics.analysis.commands:report_main", "figures and report.md of a tidy table"),
+    "convergence": ("lmdynamics.analysis.commands:convergence_main", "CKA-to-final and convergence summary of a training run"),
+    "trajectories": ("lmdynamics.trajectories.cli:main", "per-token loss trajectories: record, report, score"),
+    "contrastive": ("lmdynamics.trajectories.contrastive_cli:main", "contrastive text from a small and a large checkpoint"),
+    "saturation": ("lmdynamics.saturation.commands.saturation:main", "saturation of eval or loss curves: saturation.csv, report, figures"),
+    "evaluate": ("lmdynamics.saturation.commands.evaluate:main", "lm-eval (or a corpus loss) at every checkpoint of a run or hub revisions"),
+    "lowrank-head": ("lmdynamics.saturation.commands.lowrank_head:main", "loss of a rank-constrained head on a frozen checkpoint, over a rank grid"),
+    "werror": ("lmdynamics.saturation.commands.werror:main", "W-error curve of a tokenised corpus's n-gram next-token matrix"),
+    "sweep": ("lmdynamics.sweep:main", "a grid of training runs, local workers or printed commands"),
+    "compare": ("lmdynamics.compare:main", "one report across runs from their tidy tables"),
+    "configs": ("lmdynamics.cli:configs_main", "list the bundled configs"),
 }
+_TAKES_NAME = {"fit", "validate"}
 
 
-def register(name: str, run: Callable[[list[str]], int], help_text: str) -> None:
-    """Add a subcommand (``run`` gets the whole argument list, its own name first)."""
-    SUBCOMMANDS[name] = (run, help_text)
+def register(name: str, target: str, help_text: str) -> None:
+    """Add a subcommand: ``target`` is ``module:function``, a ``main(argv) -> int``."""
+    SUBCOMMANDS[name] = (target, help_text)
+
+
+def _run(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module, function = SUBCOMMANDS[name][0].split(":")
+    if name in _TAKES_NAME:  # LightningCLI reads sys.argv itself when it is the command line (no warning then)
+        return getattr(importlib.import_module(module), function)(None if argv == sys.argv[1:] else argv)
+    return getattr(importlib.import_module(module), function)(argv[1:])
 
 
 def usage() -> str:
@@ -134,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in SUBCOMMANDS:
         print(f"error: unknown subcommand {argv[0]!r}; choose from {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         return 2
-    return SUBCOMMANDS[argv[0]][0](argv)
+    return _run(argv[0], argv)
 
 
 if __name__ == "__main__":
