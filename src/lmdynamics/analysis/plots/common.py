@@ -161,6 +161,23 @@ def legend_outside(fig: Figure, handles, labels, below: bool = False) -> None:
         fig.legend(handles, labels, loc="outside right upper", fontsize=8)
 
 
+def layer_axis(ax, ylabel: str, title: str | None = None) -> None:
+    """A panel whose x axis is the layer (integer ticks): labels, title and grid."""
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def model_handles(models: Sequence[str], palette: dict, ms: float = 4) -> tuple[list, list[str]]:
+    """Legend handles and labels, one per model (its colour, a round marker)."""
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color=palette[m], marker="o", ms=ms) for m in models], [S.short_name(m) for m in models]
+
+
 def ov_merged(rows: pd.DataFrame) -> pd.DataFrame:
     """Per-head OV rows averaged into one 'ov' component per (model, layer, step)."""
     merged = rows.assign(component=rows["component"].map(lambda c: "ov" if S.is_head_component(c) else c))

@@ -17,7 +17,23 @@ from matplotlib.lines import Line2D
 
 from lmdynamics.analysis import summaries as S
 
-from .common import SkipFigure, cka_label, cka_norm, fmt_count, figure, save, panels, log_steps, model_colors, layer_colors, layer_colorbar, pick_model, legend_outside
+from .common import (
+    SkipFigure,
+    cka_label,
+    cka_norm,
+    figure,
+    fmt_count,
+    layer_axis,
+    layer_colorbar,
+    layer_colors,
+    legend_outside,
+    log_steps,
+    model_colors,
+    model_handles,
+    panels,
+    pick_model,
+    save,
+)
 
 
 def _one_model_layers(frame: pd.DataFrame, model: str | None, metric: str, components):
@@ -143,13 +159,8 @@ def plot_convergence_fraction(frame: pd.DataFrame, path: Path, metric: str = "ck
                 ax.scatter(never["layer"], np.full(len(never), 1.06), marker="x", s=40, color=palette[m],
                            clip_on=False, zorder=3)
         ax.set_ylim(-0.02, 1.1)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("fraction of training")
-        ax.set_title(f"component: {comp}")
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    handles = [Line2D([], [], color=palette[m], marker="o", ms=4) for m in models]
-    labels = [S.short_name(m) for m in models]
+        layer_axis(ax, "fraction of training", f"component: {comp}")
+    handles, labels = model_handles(models, palette)
     if any_never:
         handles.append(Line2D([], [], color="0.3", marker="x", ls="none"))
         labels.append(f"never stays ≥ {threshold}")

@@ -17,7 +17,19 @@ from matplotlib.lines import Line2D
 
 from lmdynamics.analysis import summaries as S
 
-from .common import SkipFigure, figure, save, panels, log_steps, model_colors, pick_model, legend_outside, at_step
+from .common import (
+    SkipFigure,
+    at_step,
+    figure,
+    layer_axis,
+    legend_outside,
+    log_steps,
+    model_colors,
+    model_handles,
+    panels,
+    pick_model,
+    save,
+)
 
 
 @figure
@@ -108,13 +120,8 @@ def plot_anisotropy_by_layer(frame: pd.DataFrame, path: Path, components: Sequen
             for part, ls, alpha in ((first, ":", 0.7), (last, "-", 1.0)):
                 r = part[(part["model"] == m) & (part["component"] == comp)]
                 ax.plot(r["layer"], r["value"], ls=ls, marker="o", ms=3, lw=1.3, alpha=alpha, color=palette[m])
-        ax.set_xlabel("layer")
-        ax.set_ylabel("anisotropy (mean pairwise cosine)")
-        ax.set_title(f"component: {comp}")
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    handles = [Line2D([], [], color=palette[m], marker="o", ms=3) for m in models]
-    labels = [S.short_name(m) for m in models]
+        layer_axis(ax, "anisotropy (mean pairwise cosine)", f"component: {comp}")
+    handles, labels = model_handles(models, palette, ms=3)
     handles += [Line2D([], [], color="0.3", ls=":"), Line2D([], [], color="0.3", ls="-")]
     labels += ["first measured step", "last measured step"]
     legend_outside(fig, handles, labels, below=True)

@@ -13,12 +13,28 @@ import pandas as pd
 from matplotlib import colors
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from lmdynamics import catalogue
 from lmdynamics.analysis import summaries as S
 
-from .common import SkipFigure, cka_label, figure, save, panels, log_steps, model_colors, layer_colors, layer_colorbar, pick_model, legend_outside, ov_merged, matrix_order, at_step
+from .common import (
+    SkipFigure,
+    at_step,
+    cka_label,
+    figure,
+    layer_axis,
+    layer_colorbar,
+    layer_colors,
+    legend_outside,
+    log_steps,
+    matrix_order,
+    model_colors,
+    model_handles,
+    ov_merged,
+    panels,
+    pick_model,
+    save,
+)
 
 
 def _label(metric: str) -> str:
@@ -94,13 +110,9 @@ def plot_rank_by_layer(frame: pd.DataFrame, path: Path, metric: str = "per",
             r = rows[(rows["model"] == m) & (rows["component"] == comp)]
             ax.plot(r["layer"], r["value"], marker="o", ms=4, lw=1.3, color=palette[m])
         ax.set_title(_matrix_title(comp, metric), fontsize=9)
-        ax.set_xlabel("layer")
-        ax.set_ylabel(_label(metric))
-        ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        layer_axis(ax, _label(metric))
     where = "each model's last measured step" if step == "final" else f"step {step}"
-    legend_outside(fig, [Line2D([], [], color=palette[m], marker="o", ms=4) for m in models],
-                    [S.short_name(m) for m in models], below=True)
+    legend_outside(fig, *model_handles(models, palette), below=True)
     fig.suptitle(f"{catalogue.label(metric)} per layer at {where}")
     return save(fig, path)
 
