@@ -109,3 +109,25 @@ def test_warmup_shorter_than_one_update_is_reported_and_kept(tmp_path, capsys):
     rows = store.read_table(store.table_path(tmp_path / "runs" / "tiny"))
     lr = dict(zip(rows[rows.metric == "lr"].step, rows[rows.metric == "lr"].value))
     assert lr[1] == pytest.approx(0.003) and lr[2] == pytest.approx(0.003 * 0.1)  # warmup 1 update, then the end
+
+
+def test_validation_values_carry_their_update_in_every_log(tmp_path):
+    """val_loss / val_ppl after update k carry step k in the CSV, TensorBoard and the table alike (as the
+    train values and the checkpoints do), so the logs line up without reading the table."""
+    from lmdynamics.training.cli import main
+    from tests.kill_resume import _tensorboard_scalars
+
+    cfg = tiny_config(tmp_path, **{"checkpoints": {"every": 3, "log_cap": None}, "convergence": {"enabled": False},
+                                   "weight_rank": {"enabled": False}, "head_rank": {"enabled": False},
+                                   "run.loggers": ["csv", "tensorboard"], "run.report": False})
+    assert main(["fit", "--config", str(cfg)]) == 0  # 6 steps, validation every 3
+    run = tmp_path / "runs" / "tiny"
+    table = store.read_table(store.table_path(run))
+    csv = pd.read_csv(run / "csv" / "metrics.csv")
+    scalars = _tensorboard_scalars(run)
+    for name in ("val_loss", "val_ppl"):
+        in_table = dict(zip(table[table.metric == name].step, table[table.metric == name].value))
+        assert sorted(in_table) == [3, 6], name
+        rows = csv.dropna(subset=[name])
+        assert dict(zip(rows.step.astype(int), rows[name])) == pytest.approx(in_table, rel=1e-6), name
+        assert dict(scalars[name]) == pytest.approx(in_table, rel=1e-6), name

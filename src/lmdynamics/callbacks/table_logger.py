@@ -51,13 +51,9 @@ class TidyTableLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        # Lightning's logging step lags the optimizer step count by one inside the step; the table uses the
-        # number of optimizer steps completed, the same step numbers as checkpoints and measurements.
-        trainer = getattr(self.module, "_trainer", None)
-        if self.fixed_step is not None:
-            step = self.fixed_step
-        else:
-            step = int(trainer.global_step) if trainer is not None else int(step or 0)
+        # ``step`` is the number of optimizer steps done (the module logs every value itself, at that step);
+        # an evaluation of a checkpoint writes every row at the checkpoint's step.
+        step = self.fixed_step if self.fixed_step is not None else int(step or 0)
         tokens = tokens_at(step, self.module.tokens_per_step)
         for name, value in metrics.items():
             if name == "epoch":
