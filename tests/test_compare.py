@@ -81,3 +81,22 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, words)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and words in err[0]
     assert not (tmp_path / "cmp").exists()
+
+
+def test_a_table_of_the_older_layout_is_compared_too(tmp_path):
+    """compare reads tables through store.read_table: parts written before the index column existed read too."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = tmp_path / "old"
+    table = store.table_path(run)
+    table.mkdir(parents=True)
+    rows = pd.DataFrame({"run": "old", "model": "m", "step": [10, 20, 30], "tokens": [640, 1280, 1920], "layer": -1,
+                         "component": "model", "metric": "val_loss", "value": [3.0, 2.5, 2.6]})
+    schema = pa.schema([(c, pa.string() if c in ("run", "model", "component", "metric") else
+                         (pa.float64() if c == "value" else pa.int64())) for c in rows.columns])
+    pq.write_table(pa.Table.from_pandas(rows, schema=schema, preserve_index=False), table / "part-00000000000000000001-1-x.parquet")
+    (run / "run.json").write_text(json.dumps({"run": "old", "model": "m", "tokens_per_step": 64}))
+    assert main([str(run), "--out", str(tmp_path / "cmp")]) == 0
+    runs = pd.read_csv(tmp_path / "cmp" / "runs.csv").set_index("run")
+    assert runs.loc["old", "best_val_loss"] == pytest.approx(2.5) and runs.loc["old", "final_val_loss"] == pytest.approx(2.6)

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
 import yaml
 
 from . import store
+from .catalogue import is_output_head
 
 LOSS, VAL_LOSS, EXCESS = "train_loss", "val_loss", "excess_loss"
 HEAD_ER, HEAD_KL, CKA_FINAL, SATURATION = "er", "kl_uniform", "cka_final", "saturation_event"
@@ -66,13 +66,8 @@ def find_runs(paths: list[str]) -> list[Path]:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    """The rows the report needs from one run's table (latest value per key, as ``store.read_table``)."""
-    files = [str(f) for f in store.parts(store.table_path(path))]
-    if not files:
-        return store.to_frame([])
-    dataset = ds.dataset(files, format="parquet")
-    frame = dataset.to_table(filter=ds.field("metric").isin(list(METRICS))).to_pandas()
-    return frame.drop_duplicates(subset=list(store.KEY), keep="last").reset_index(drop=True)
+    """The rows the report needs from one run's table (``store.read_table`` of those metrics only)."""
+    return store.read_table(store.table_path(path), metrics=METRICS)
 
 
 def _load(path: Path) -> Run:
@@ -110,7 +105,7 @@ def _series(table: pd.DataFrame, metric: str, component: str | None = "model") -
 
 def _head_series(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The head's metric per step: the plain or low-rank head, or the mean over a mixture's component heads."""
-    rows = table[(table["metric"] == metric) & table["component"].str.match(r"^head(_c\d+)?$")]
+    rows = table[(table["metric"] == metric) & table["component"].map(is_output_head)]
     return rows.groupby("step", as_index=False)["value"].mean()
 
 

@@ -101,24 +101,26 @@ def parts(path: str | os.PathLike) -> list[Path]:
 KEY = ("run", "model", "step", "layer", "component", "metric", "index")
 
 
-def read_table(path: str | os.PathLike, latest: bool = True) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, latest: bool = True, metrics: Iterable[str] | None = None) -> pd.DataFrame:
     """The whole table as one DataFrame (empty, with the right columns, if nothing was written yet).
 
     Parts are named by write time, so with ``latest`` a value written again for the same
     (run, model, step, layer, component, metric), e.g. by a resumed run redoing a step, replaces the older one.
-    Parts of any older layout are read too: columns are cast to the schema, missing ones are null.
+    Parts of any older layout are read too (:func:`upgrade`). ``metrics``: read only these metrics' rows
+    (Parquet skips the others), for readers of many tables.
     """
-    frame, _ = _read_parts(path)
+    frame, _ = _read_parts(path, metrics)
     if latest:
         frame = frame.drop_duplicates(subset=list(KEY), keep="last").reset_index(drop=True)
     return frame
 
 
-def _read_parts(path) -> tuple[pd.DataFrame, list[Path]]:
+def _read_parts(path, metrics: Iterable[str] | None = None) -> tuple[pd.DataFrame, list[Path]]:
     files = parts(path)
     if not files:
         return to_frame([]), []
-    return upgrade(pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]).to_pandas()), files
+    filters = None if metrics is None else [("metric", "in", list(metrics))]
+    return upgrade(pa.concat_tables([pq.read_table(f, schema=SCHEMA, filters=filters) for f in files]).to_pandas()), files
 
 
 def normalise(rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
