@@ -27,8 +27,8 @@ def fake_run(root: Path, name: str, d: int, rng: np.random.Generator, steps: int
     run = root / name
     rows = []
 
-    def add(step, metric, value, layer=-1, component="model"):
-        rows.append((name, f"neox-L4-d{d}-h4", step, step * 2048, layer, component, metric, float(value)))
+    def add(step, metric, value, layer=-1, component="model", index=-1):
+        rows.append((name, f"neox-L4-d{d}-h4", step, step * 2048, layer, component, metric, index, float(value)))
 
     for s in range(1, steps + 1):
         for m in ("train_loss", "lr", "grad_norm", "tokens", "tokens_per_sec", "model_tflops", "measure_share"):
@@ -47,7 +47,7 @@ def fake_run(root: Path, name: str, d: int, rng: np.random.Generator, steps: int
         for m in ("er", "per", "stable_rank", "condition_number", "kl_uniform"):
             add(s, m, rng.random(), -1, "head")
         for i in range(128):
-            add(s, "sv_norm", rng.random(), i, "head_spectrum")
+            add(s, "sv_norm", rng.random(), -1, "head", index=i)
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=list(store.COLUMNS))

@@ -20,7 +20,7 @@ import numpy as np
 from ..trajectories.record import corpus_perplexity, token_losses
 from ..trajectories.storage import TokenTable, TrajectoryStore, model_dir_name
 from ..distributed import is_zero3_param
-from ..layout import RunLayout
+from ..layout import RunLayout, tokens_at
 from .base import MeasurementCallback
 
 TRAJECTORY_VAL_PPL = "trajectory_val_ppl"  # validation perplexity of the pass that recorded the trajectories
@@ -79,5 +79,5 @@ class TrajectoryRecorder(MeasurementCallback):
             self.store = self._open_store(trainer, pl_module)
         losses = token_losses(pl_module.model, trainer.datamodule.val_blocks_tensor, self.batch_size)
         ppl = corpus_perplexity(losses)
-        self.store.append(step, losses[: self.num_blocks].reshape(-1).numpy(), ppl, int(step * pl_module.tokens_per_step))
+        self.store.append(step, losses[: self.num_blocks].reshape(-1).numpy(), ppl, tokens_at(step, pl_module.tokens_per_step))
         return [{"layer": -1, "component": "trajectories", "metric": TRAJECTORY_VAL_PPL, "value": ppl}]

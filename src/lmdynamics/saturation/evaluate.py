@@ -24,6 +24,7 @@ import torch
 
 from lmdynamics import store
 from lmdynamics.atomic import write_text_atomic
+from lmdynamics.layout import tokens_at
 
 from . import harness
 
@@ -128,7 +129,7 @@ def evaluate_corpus_loss(targets: Sequence[Target], model: str, out: str | os.Pa
         lm = load_causal_lm(target.model_args["pretrained"], revision=target.model_args.get("revision"),
                             dtype=torch.float32)
         value = corpus_loss(lm, blocks)
-        row = {"run": run or model, "model": model, "step": target.step, "tokens": target.step * tokens_per_step,
+        row = {"run": run or model, "model": model, "step": target.step, "tokens": tokens_at(target.step, tokens_per_step),
                "layer": -1, "component": "model", "metric": CORPUS_LOSS, "value": value}
         store.append(table, [row])
         written.append(row)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lmdynamics.layout import tokens_at
 from lmdynamics.store import to_frame
 
 COMPONENT = "eval"
@@ -190,7 +191,7 @@ def to_rows(files: Iterable[EvalFile], tokens_per_step: int | None = None, run: 
     """Tidy-table rows (metric ``<task>/<metric>``, layer -1, component ``eval``) of result files."""
     rows = [
         {"run": run or f.model, "model": f.model, "step": f.step,
-         "tokens": f.step * tokens_per_step if tokens_per_step else -1, "layer": LAYER, "component": COMPONENT,
+         "tokens": tokens_at(f.step, tokens_per_step) if tokens_per_step else -1, "layer": LAYER, "component": COMPONENT,
          "metric": metric_name(task, metric), "value": value}
         for f in files for (task, metric), value in sorted(f.values.items())
     ]

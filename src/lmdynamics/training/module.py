@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from transformers import GPTNeoXForCausalLM
 
+from ..layout import tokens_at
 from ..models.heads import build_causal_lm
 from ..models.zoo import ModelSpec, count_parameters, pythia_parameter_count, pythia_size
 from .speed import SpeedSpec, model_flops_per_token, peak_flops
@@ -260,7 +261,7 @@ class LMModule(L.LightningModule):
             "train_loss": train_loss,
             "grad_norm": float(self.last_grad_norm) if self.last_grad_norm is not None else float("nan"),
             "lr": self._step_lr,
-            "tokens": float(step * self.tokens_per_step),
+            "tokens": float(tokens_at(step, self.tokens_per_step)),
             "tokens_per_sec": tokens_per_sec,
             "model_tflops": tokens_per_sec * self.flops_per_token / 1e12,
             "measure_share": self._measure_share(),
