@@ -9,7 +9,6 @@ Exit codes: 0 done, 1 some checkpoint failed (the rest analysed), 2 bad input (o
 from __future__ import annotations
 
 import os
-import re
 import sys
 import traceback
 from datetime import timedelta
@@ -17,6 +16,7 @@ from datetime import timedelta
 import torch
 
 from lmdynamics.analysis.config import AnalysisConfig, ProbeConfig, validate
+from lmdynamics.arguments import error_line
 
 _LEGACY = {"--batch-size": "--batch_size", "--num-nodes": "--num_nodes", "--probe": "--probe.source"}
 
@@ -42,27 +42,14 @@ def _legacy(argv: list[str]) -> list[str]:
     return out
 
 
-def _one_line(err: BaseException, argv: list[str]) -> str:
-    """jsonargparse's error as one line for people."""
-    text = " ".join(str(err).split())
-    m = re.search(r"Option '([\w.]+)' is not accepted", text) or re.search(r'Key "([\w.]+)" is not expected', text)
-    if m:
-        known = sorted(f.name for f in AnalysisConfig.__dataclass_fields__.values())
-        where = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), "the arguments")
-        return f"unknown key(s) ['{m.group(1)}'] in {where}; known keys: {known}"
-    m = re.search(r"File does not exist: '?([^']+)'?", text)
-    if m:
-        return f"analysis config {m.group(1)} does not exist; the examples are in configs/analysis/ (list them with: lmdynamics configs)"
-    return text.removeprefix("Parser key ").replace('"', "")
-
-
 def parse(argv: list[str] | None = None) -> AnalysisConfig:
     """The validated configuration of a command line; ValueError (one line) for bad input."""
     argv = _legacy(list(sys.argv[1:] if argv is None else argv))
     try:
         values = build_parser().parse_args(argv).as_dict()
     except Exception as err:  # jsonargparse's ArgumentError and friends
-        raise ValueError(_one_line(err, argv)) from None
+        known = [f.name for f in AnalysisConfig.__dataclass_fields__.values()]
+        raise ValueError(error_line(err, argv, known, "analysis config")) from None
     values.pop("config", None)
     probe = values.pop("probe", None) or {}
     return validate(AnalysisConfig(**values, probe=ProbeConfig(**probe)))

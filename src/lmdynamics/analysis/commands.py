@@ -16,10 +16,14 @@ def _parser(prog: str, description: str):
 
 
 def _parse(parser, argv):
+    from lmdynamics.arguments import error_line
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return parser.parse_args(sys.argv[1:] if argv is None else argv)
+        return parser.parse_args(argv)
     except Exception as err:  # jsonargparse's ArgumentError: one line
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        known = [a.dest for a in parser._actions if a.dest not in ("help", "config")]
+        print(f"error: {error_line(err, argv, known)}", file=sys.stderr)
         return None
 
 
