@@ -18,21 +18,8 @@ from matplotlib.lines import Line2D
 from lmdynamics.analysis import summaries as S
 
 from .common import (
-    SkipFigure,
-    cka_label,
-    cka_norm,
-    figure,
-    fmt_count,
-    layer_axis,
-    layer_colorbar,
-    layer_colors,
-    legend_outside,
-    log_steps,
-    model_colors,
-    model_handles,
-    panels,
-    pick_model,
-    save,
+    SkipFigure, cka_label, cka_norm, figure, fmt_count, layer_axis, layer_colorbar, layer_colors,
+    legend_outside, log_steps, model_colors, model_handles, panels, pick_model, save,
 )
 
 

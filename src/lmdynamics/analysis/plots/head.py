@@ -18,17 +18,8 @@ from matplotlib.lines import Line2D
 from lmdynamics.analysis import summaries as S
 
 from .common import (
-    SkipFigure,
-    at_step,
-    figure,
-    layer_axis,
-    legend_outside,
-    log_steps,
-    model_colors,
-    model_handles,
-    panels,
-    pick_model,
-    save,
+    SkipFigure, at_step, figure, layer_axis, legend_outside, log_steps, model_colors, model_handles, panels,
+    pick_model, save,
 )
 
 

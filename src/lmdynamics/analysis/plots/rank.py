@@ -18,22 +18,8 @@ from lmdynamics import catalogue
 from lmdynamics.analysis import summaries as S
 
 from .common import (
-    SkipFigure,
-    at_step,
-    cka_label,
-    figure,
-    layer_axis,
-    layer_colorbar,
-    layer_colors,
-    legend_outside,
-    log_steps,
-    matrix_order,
-    model_colors,
-    model_handles,
-    ov_merged,
-    panels,
-    pick_model,
-    save,
+    SkipFigure, at_step, cka_label, figure, layer_axis, layer_colorbar, layer_colors, legend_outside, log_steps,
+    matrix_order, model_colors, model_handles, ov_merged, panels, pick_model, save,
 )
 
 
