@@ -144,7 +144,7 @@ def test_tidy_table_logger_writes_a_part_every_flush_every_steps_and_at_checkpoi
     table = store.table_path(tmp_path / "run")
     for step in range(1, 13):
         trainer.global_step = step
-        logger.log_metrics({"train_loss": float(step), "lr": 0.1}, step=step - 1)
+        logger.log_metrics({"train_loss": float(step), "lr": 0.1}, step=step)  # the module logs at the update's step
         logger.save()
         assert len(store.parts(table)) == step // 5
     assert logger.checkpoint_state() == {"step": 12}  # a checkpoint at step 12: rows 11-12 written first
