@@ -90,6 +90,12 @@ def test_live_equals_offline(measured_run):
     live = table[(table.step == 3) & (table.metric == "cka_final")]
     merged = live.merge(offline, on=["layer", "component", "metric"])
     assert len(merged) == len(offline) and (merged.value_x - merged.value_y).abs().max() < 1e-9
+    # cka_prev too: the live value is computed from the activations as stored, as the offline one
+    previous = load_activations(run / "activations" / "step00000002.safetensors")
+    offline_prev = pd.DataFrame(activation_metric_rows(stored, previous, metric="cka_prev"))
+    live_prev = table[(table.step == 3) & (table.metric == "cka_prev")]
+    merged = live_prev.merge(offline_prev, on=["layer", "component", "metric"])
+    assert len(merged) == len(offline_prev) and (merged.value_x - merged.value_y).abs().max() < 1e-9
     offline_w = pd.DataFrame(weight_metric_rows(iter_tensors(run / "checkpoints" / "step00000003"),
                                                 model.config.num_attention_heads, spectrum=True))
     offline_w["index"] = offline_w["index"].fillna(-1).astype(int)  # rows of the head's spectrum carry an index

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..layout import RunLayout
 from ..measure import cka_rows
 from ..probes import capture, save_activations
+from ..probes.activations import as_stored
 from .base import MeasurementCallback
 
 
@@ -78,6 +79,8 @@ class ActivationConvergence(MeasurementCallback):
         acts = self.probe(trainer).activations(trainer, pl_module, step)
         if not trainer.is_global_zero:
             return None
+        if self.store_activations:  # CKA from the values the activation files hold, as CKA-to-final and offline
+            acts = as_stored(acts)
         rows = []
         if self._previous is not None:
             rows += cka_rows(acts, self._previous, "cka_prev", self.debiased)

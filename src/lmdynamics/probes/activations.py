@@ -35,6 +35,24 @@ def parse_activation_key(key: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2)
 
 
+def stored_form(name: str, value: torch.Tensor, dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    """``value`` as :func:`save_activations` stores it: cast to ``dtype`` on the CPU, or kept in float32 (with a
+    warning) where ``dtype`` would overflow."""
+    stored = value.detach().to("cpu").to(dtype).contiguous()
+    if dtype != torch.float32 and not torch.isfinite(stored).all() and torch.isfinite(value).all():
+        warnings.warn(f"activations {name} overflow {dtype}; stored as float32", stacklevel=3)
+        stored = value.detach().to("cpu", torch.float32).contiguous()
+    return stored
+
+
+def as_stored(acts: dict[tuple[int, str], torch.Tensor], dtype: torch.dtype = torch.float16) -> dict:
+    """Activations with the values a file of them holds (float32 tensors): what CKA computed from the stored
+    files (end-of-run CKA-to-final, the offline analysis) sees, so a value computed live equals it."""
+    return Activations({key: stored_form(activation_key(*key), x, dtype).float() for key, x in acts.items()},
+                       loss=getattr(acts, "loss", None), forward_passes=getattr(acts, "forward_passes", 0),
+                       metadata=getattr(acts, "metadata", None))
+
+
 def save_activations(
     path: str | os.PathLike,
     acts: dict[tuple[int, str], torch.Tensor],
@@ -44,11 +62,7 @@ def save_activations(
     """Write activations to ``path`` (safetensors) in ``dtype``; metadata defaults to ``acts.metadata``."""
     tensors = {}
     for (layer, component), value in acts.items():
-        stored = value.detach().to("cpu").to(dtype).contiguous()
-        if dtype != torch.float32 and not torch.isfinite(stored).all() and torch.isfinite(value).all():
-            warnings.warn(f"activations {activation_key(layer, component)} overflow {dtype}; stored as float32", stacklevel=2)
-            stored = value.detach().to("cpu", torch.float32).contiguous()
-        tensors[activation_key(layer, component)] = stored
+        tensors[activation_key(layer, component)] = stored_form(activation_key(layer, component), value, dtype)
     meta = dict(getattr(acts, "metadata", {}) or {})
     if getattr(acts, "forward_passes", 0):
         meta["forward_passes"] = str(acts.forward_passes)
