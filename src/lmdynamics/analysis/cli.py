@@ -86,10 +86,34 @@ def run_analysis(config: AnalysisConfig) -> int:
         return 1
 
 
+OFFLINE_ALTERNATIVE = (
+    "offline, analyse the checkpoints of `make train` (train first) with `make analyze CONFIG=configs/analysis/demo-run.yaml` "
+    "(or --models runs/NAME --probe.source runs/NAME)"
+)
+
+
+def hub_needs(config: AnalysisConfig) -> list[str]:
+    """What this analysis would fetch from the hub: hub models (and a hub reference model), a hub probe dataset."""
+    from lmdynamics.analysis.plan import parse_reference
+    from lmdynamics.hub import is_hub_id
+
+    models = list(config.models)
+    reference, _ = parse_reference(config.reference) if "cka_ref" in config.analyses else (None, None)
+    if reference is not None and reference not in models:
+        models.append(reference)
+    needs = [f"model {m}" for m in models if is_hub_id(m)]
+    if set(config.analyses) - {"weights"} and is_hub_id(config.probe.source):
+        needs.append(f"probe dataset {config.probe.source}")
+    return needs
+
+
 def main(argv: list[str] | None = None) -> int:
     """``lmdynamics analyze``; returns the exit code (0 ok, 1 some checkpoint failed, 2 bad input)."""
+    from lmdynamics.hub import require_hub
+
     try:
         config = parse(argv)
+        require_hub(hub_needs(config), OFFLINE_ALTERNATIVE)  # before anything is written to config.out
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

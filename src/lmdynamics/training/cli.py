@@ -131,6 +131,8 @@ class LMCLI(LightningCLI):
             raise ValueError("trainer.max_steps must be set to a positive number of optimizer steps (the LR schedule and checkpoint schedule depend on it)")
         self._resume: dict | None = None  # the checkpoint's step and log positions when resuming
         self._eval_dir: Path | None = None
+        if not run.dry_run:
+            _require_hub_for(cfg)
         if run.dry_run:
             pass  # nothing is read from or written to the run directory
         elif self.subcommand == "fit":
@@ -314,6 +316,25 @@ class LMCLI(LightningCLI):
         name = "config.yaml" if self.subcommand == "fit" else f"config-{self.subcommand}.yaml"
         text = self._parser(self.subcommand).dump(self.config[self.subcommand], skip_none=False)
         write_text_atomic(run_dir / name, text)
+
+
+def _require_hub_for(cfg) -> None:
+    """One line, before anything is written, when the config needs the hub (a hub dataset, tokenizer or
+    reference model) and the hub cannot be reached (``lmdynamics.hub``)."""
+    from ..data.datamodule import BUNDLED, SYNTHETIC
+    from ..hub import is_hub_id, require_hub
+
+    data = cfg.data
+    needs = []
+    if data.source not in (BUNDLED, SYNTHETIC) and is_hub_id(data.source):
+        needs.append(f"dataset {data.source}")
+    if data.source != SYNTHETIC and not str(data.tokenizer).startswith("bpe:") and is_hub_id(data.tokenizer):
+        needs.append(f"tokenizer {data.tokenizer}")
+    reference = cfg.convergence.get("init_args", cfg.convergence).get("reference") if cfg.get("convergence") else None
+    if reference and is_hub_id(reference):
+        needs.append(f"reference model {reference}")
+    require_hub(needs, "offline, train on the bundled corpus (configs/train/demo.yaml, `make train`) or on local "
+                       "files (--data.source path/ --data.tokenizer path/tokenizer.json or bpe:8192)")
 
 
 def _refuse_fsdp(strategy) -> None:
