@@ -111,3 +111,26 @@ def test_a_killed_writer_leaves_no_visible_part(tmp_path):
     assert len(pd.read_parquet(table)) == 2 and len(store.read_table(table)) == 2
     store.compact(table)
     assert os.path.exists(table / ".part-00000000000000000009-1-x.parquet.tmp")  # not a part: left alone
+
+
+def test_a_table_of_the_layout_before_the_index_column_reads_in_todays_layout(tmp_path):
+    """Before the ``index`` column: no index at all, and the head spectrum stored as component
+    ``head_spectrum`` with the singular value's position in ``layer``. Read back (and through ``normalise``),
+    those rows are component ``head`` at layer -1 with the position in ``index``; every other row keeps its
+    layer and gets index -1."""
+    table = store.table_path(tmp_path)
+    table.mkdir(parents=True)
+    old = pd.DataFrame({"run": ["r"] * 5, "model": ["m"] * 5, "step": np.int64([8] * 5), "tokens": np.int64([80] * 5),
+                        "layer": np.int64([0, 1, 2, 2, -1]),
+                        "component": ["head_spectrum", "head_spectrum", "head_spectrum", "mlp", "head"],
+                        "metric": ["sv_norm", "sv_norm", "sv_norm", "er", "er"], "value": [1.0, 0.5, 0.25, 7.0, 9.0]})
+    pq.write_table(pa.Table.from_pandas(old, preserve_index=False), table / "part-00000000000000000001-1-old.parquet")
+    for got in (store.read_table(table), store.normalise(old.to_dict("records"))):
+        got = got.sort_values(["metric", "index", "layer"]).reset_index(drop=True)
+        assert got["index"].dtype == np.int64
+        spectrum = got[got.metric == "sv_norm"]
+        assert spectrum.component.tolist() == ["head"] * 3 and spectrum.layer.tolist() == [-1] * 3
+        assert spectrum["index"].tolist() == [0, 1, 2] and spectrum.value.tolist() == [1.0, 0.5, 0.25]
+        rest = got[got.metric == "er"].sort_values("layer")
+        assert rest.layer.tolist() == [-1, 2] and rest.component.tolist() == ["head", "mlp"]
+        assert rest["index"].tolist() == [store.NO_INDEX] * 2 and rest.value.tolist() == [9.0, 7.0]
