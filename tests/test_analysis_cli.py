@@ -223,6 +223,20 @@ def test_demo_config_analyses_the_default_run_offline(tmp_path, monkeypatch):
     assert (out / "report").is_dir()
 
 
+def test_demo_config_before_make_train_says_train_first_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """`make analyze CONFIG=configs/analysis/demo-run.yaml` before `make train`: runs/demo is a missing run, not a
+    hub repo; one line, exit 2, no analysis_out left behind."""
+    from lmdynamics.analysis.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the hub check must not be what answers
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert main(["--config", str(ROOT / "configs" / "analysis" / "demo-run.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "runs/demo does not exist" in err and "make train" in err and "hub" not in err.split(";")[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
     from lmdynamics.analysis.cli import main
 

@@ -16,6 +16,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 
+RUN_ROOT = "runs"  # training's default run.root: ``runs/NAME`` is a run directory, never a hub repo
+
+
 class HubUnreachable(ValueError):
     """The hub is needed and cannot be reached; the message is one line for the user."""
 
@@ -44,7 +47,7 @@ def unreachable_reason(timeout: float = 5.0) -> str | None:
 def is_hub_id(spec: str | os.PathLike | None) -> bool:
     """A model, dataset or tokenizer spec that would be fetched from the hub: ``name`` or ``Org/name``, not an
     existing path, not written as a path (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``x.json``) and not under an
-    existing local directory (``runs/demo`` while ``runs/`` exists is a run that is missing, not a repo)."""
+    existing local directory or ``runs/`` (``runs/demo`` is a run that is missing, not a repo)."""
     if spec is None or str(spec) == "":
         return False
     text = str(spec)
@@ -53,7 +56,7 @@ def is_hub_id(spec: str | os.PathLike | None) -> bool:
         return False
     if path.suffix in {".json", ".txt", ".jsonl", ".parquet", ".safetensors"}:
         return False
-    return not (len(path.parts) == 2 and Path(path.parts[0]).is_dir())
+    return not (len(path.parts) == 2 and (Path(path.parts[0]).is_dir() or path.parts[0] == RUN_ROOT))
 
 
 def require_hub(needs: list[str], alternative: str, timeout: float = 5.0) -> None:

@@ -99,7 +99,7 @@ class Runner:
                     final = cfg.final_step if cfg.final_step is not None else PYTHIA_FINAL_STEP
             except (CheckpointError, ValueError) as err:
                 name = Path(spec).name if Path(spec).exists() else spec.split("/")[-1]
-                self.fail(spec, name, -1, "source", err, record=self.rank == 0)
+                self.fail(spec, name, -1, "source", err, record=False)  # recorded in run() once there is work
                 continue
             plan = ModelPlan(spec, source, steps, final)
             if "cka_final" in cfg.analyses and final not in steps:
@@ -117,6 +117,17 @@ class Runner:
             except (CheckpointError, ValueError) as err:
                 self.fail(ref_spec, ref_spec, ref_step, "reference", err, record=self.rank == 0)
         self.reference = (ref_spec, ref_step)
+
+    def _record_source_failures(self) -> None:
+        """No model could be opened: bad input, one line and nothing written. Otherwise the models that could
+        not be opened are recorded as failures beside the work on the others."""
+        sources = [f for f in self.failures if f.kind == "source"]
+        if sources and not self.plans:
+            raise ValueError("; ".join(f.error for f in sources))
+        if self.rank == 0:
+            for failure in sources:
+                self.log(failure.line())
+                self.failure_log.write(failure)
 
     def _prev(self, plan: ModelPlan, step: int) -> int | None:
         i = plan.steps.index(step)
@@ -376,6 +387,7 @@ class Runner:
         self.invocation = self.broadcast(uuid.uuid4().hex if self.rank == 0 else None)
         self.failure_log.invocation = self.invocation
         self.build_plans()
+        self._record_source_failures()
         self.prepare()
         done = done_units(store.read_table(self.table))
         units1, units2 = self.plan_work(done)

@@ -209,6 +209,11 @@ def open_source(spec: str | os.PathLike, tokens_per_step: int | None = None, cac
         if not path.is_dir():
             raise CheckpointError(f"{path} is a file; give a run directory or a hub repo id")
         return RunSource(path)
+    from lmdynamics.hub import is_hub_id
+
+    if not is_hub_id(spec):
+        raise CheckpointError(f"run directory {path} does not exist; train it first (`make train` writes runs/demo) "
+                              f"or give an existing run directory or a hub repo id (Org/name)")
     if tokens_per_step is None:
         tokens_per_step = PYTHIA_TOKENS_PER_STEP
     return HubSource(str(spec), tokens_per_step=tokens_per_step, cache_dir=cache_dir)
