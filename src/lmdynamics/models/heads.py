@@ -3,7 +3,7 @@
 ``model.model.head: {kind: plain | low_rank | mos, rank, components}`` with ``model.model.tie_embeddings``:
 
 - ``plain``: GPT-NeoX's linear head, logits = h W^T (W: V x d); tied to the input embedding or not.
-- ``low_rank``: W = A B (A: V x r, B: r x d), logits of rank <= r: the negative control (SCIENCE.md
+- ``low_rank``: W = A B (A: V x r, B: r x d), logits of rank <= r: the negative control (docs/science.md
   section 3, the rank-constrained head). Saved merged (W = A B) in plain GPT-NeoX form.
 - ``mos``: a mixture of K softmaxes (Yang et al. 2018, "Breaking the softmax bottleneck"): gate
   pi = softmax(G h), per component h_k = tanh(P_k h) and log p = log sum_k pi_k softmax(W_k h_k). The log of

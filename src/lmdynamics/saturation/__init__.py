@@ -1,4 +1,4 @@
-"""Saturation and the softmax bottleneck (Godey et al. 2024; SCIENCE.md section 3).
+"""Saturation and the softmax bottleneck (Godey et al. 2024; docs/science.md section 3).
 
 - ``harness``: lm-evaluation-harness result files (0.3 and 0.4 layouts) -> tidy-table rows;
 - ``detect``: best / final / gap / onset / saturated of one series; ``signals``: did the head move first;
