@@ -140,3 +140,42 @@ def test_different_tokenizers_are_refused(runs, tmp_path, capsys, pythia_tokeniz
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "different tokenizers" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_generation_stops_at_end_of_text_per_prompt():
+    """With the end-of-text id set to a token the unconstrained greedy contrast emits at some position, the
+    output is that greedy output cut right after the token's first occurrence; each prompt stops on its own."""
+    small, large = _models()
+    for prompt, cut in (([5, 17, 99, 3], 4), ([1, 2, 3], 9)):
+        free = contrastive_generate(small, large, prompt, 1.0, -1.0, 20, greedy=True)
+        assert free["finished"] == "length" and len(free["ids"]) == 20
+        eos = free["ids"][cut]
+        first = free["ids"].index(eos)
+        res = contrastive_generate(small, large, prompt, 1.0, -1.0, 20, greedy=True, eos_id=eos)
+        assert res["finished"] == "eos"
+        assert res["ids"] == free["ids"][: first + 1] and len(res["p_small"]) == len(res["p_large"]) == first + 1
+        assert res["p_small"] == free["p_small"][: first + 1]
+    # sampling stops the same way: the seeded free run cut at its first end-of-text
+    free = contrastive_generate(small, large, [4, 5], 1.0, -0.5, 30, generator=torch.Generator().manual_seed(1))
+    eos = free["ids"][6]
+    res = contrastive_generate(small, large, [4, 5], 1.0, -0.5, 30, generator=torch.Generator().manual_seed(1), eos_id=eos)
+    assert res["ids"] == free["ids"][: free["ids"].index(eos) + 1] and res["finished"] == "eos"
+
+
+def test_cli_stops_each_prompt_at_the_tokenizers_end_of_text(runs, tmp_path):
+    """A small checkpoint whose head is zero gives uniform p_s; greedy on (1, 0) then picks id 0, the BPE's
+    <|endoftext|>: every prompt's generation is that one token, not --max-new-tokens copies of it."""
+    small, large, prompts, _ = runs
+    planted = tmp_path / "zero-head"
+    model = GPTNeoXForCausalLM.from_pretrained(small / "checkpoints" / "step00000400")
+    with torch.no_grad():
+        model.get_output_embeddings().weight.zero_()
+    model.save_pretrained(planted)
+    (planted / "tokenizer.json").write_bytes((small / "checkpoints" / "step00000400" / "tokenizer.json").read_bytes())
+    out = tmp_path / "gen"
+    assert main(["--small", str(planted), "--large", f"{large}@400", "--weights", "1,0", "--greedy",
+                 "--prompts", str(prompts), "--max-new-tokens", "12", "--out", str(out)]) == 0
+    gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert len(gens) == 2
+    assert all(g["ids"] == [0] and g["finished"] == "eos" and g["text"] == "" for g in gens)
+    assert json.loads((out / "generation.json").read_text())["eos_id"] == 0

@@ -7,6 +7,8 @@ with weights in [-1, 1] and ``floor`` = 1e-7 added to every token (the authors' 
 uniform) and gives each token at most floor x V of extra mass (0.005 for a 50k vocabulary). Greedy takes the
 argmax of p'; nucleus sampling keeps the smallest set of tokens whose p' reaches ``top_p``. Both models keep a
 key/value cache (the authors recomputed the whole prefix at every step). The mixture is formed in float64.
+Generation of a prompt ends when the end-of-text token is chosen (kept as the last generated token, so the
+text's perplexity counts the model's choice to stop) or after ``max_new_tokens`` tokens, whichever comes first.
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ class _Cached:
 
 def contrastive_generate(small, large, prompt_ids: list[int], w_small: float, w_large: float, max_new_tokens: int,
                          greedy: bool = False, top_p: float = 0.9, generator: torch.Generator | None = None,
-                         floor: float = FLOOR) -> dict:
-    """New token ids and, per generated token, p_s and p_l of the chosen token."""
+                         floor: float = FLOOR, eos_id: int | None = None) -> dict:
+    """New token ids and, per generated token, p_s and p_l of the chosen token; ``finished``: ``eos`` when
+    ``eos_id`` was chosen (the last id then), ``length`` when ``max_new_tokens`` ran out first."""
     check_weights(w_small, w_large)
     if not prompt_ids:
         raise ValueError("empty prompt: give at least one token of context")
@@ -75,6 +78,8 @@ def contrastive_generate(small, large, prompt_ids: list[int], w_small: float, w_
         out.append(tok)
         chosen_s.append(float(p_s[tok]))
         chosen_l.append(float(p_l[tok]))
+        if tok == eos_id:
+            return {"ids": out, "p_small": chosen_s, "p_large": chosen_l, "finished": "eos"}
         if len(out) < max_new_tokens:
             p_s, p_l = a.feed([tok]), b.feed([tok])
-    return {"ids": out, "p_small": chosen_s, "p_large": chosen_l}
+    return {"ids": out, "p_small": chosen_s, "p_large": chosen_l, "finished": "length"}

@@ -3,7 +3,8 @@
 
 CKPT: a Hugging Face checkpoint directory (``runs/x/checkpoints/step00000600``) or ``SOURCE@STEP`` with SOURCE a
 run directory or a hub repo id (``EleutherAI/pythia-70m@143000``), resolved by ``lmdynamics.checkpoints``.
-Writes ``OUT/generations.jsonl`` (one line per prompt) and ``OUT/generation.json`` (the settings).
+Writes ``OUT/generations.jsonl`` (one line per prompt; a generation stops at the tokenizer's end-of-text token,
+``finished: eos``, or after --max-new-tokens, ``finished: length``) and ``OUT/generation.json`` (the settings).
 Bad input: one line on stderr, exit 2, nothing written.
 """
 
@@ -18,7 +19,7 @@ import torch
 
 from ..atomic import write_json_atomic, write_text_atomic
 from ..checkpoints import CheckpointError, open_source
-from ..probes.sources import load_tokenizer, tokenizer_fingerprint
+from ..probes.sources import eos_token_id, load_tokenizer, tokenizer_fingerprint
 from .contrastive import FLOOR, check_weights, contrastive_generate
 
 __all__ = ["main", "resolve_checkpoint"]
@@ -102,15 +103,18 @@ def generate(args) -> Path:
         if not ids:
             raise ValueError(f"prompt {p!r} has no tokens")
     gen = torch.Generator().manual_seed(args.seed)
+    eos = eos_token_id(tok)
     lines = []
     for p, ids in zip(prompts, encoded):
-        res = contrastive_generate(small, large, ids, w_s, w_l, args.max_new_tokens, args.greedy, args.top_p, gen, args.floor)
-        lines.append(json.dumps({"prompt": p, "prompt_ids": ids, "ids": res["ids"], "text": tok.decode(res["ids"]),
+        res = contrastive_generate(small, large, ids, w_s, w_l, args.max_new_tokens, args.greedy, args.top_p, gen,
+                                   args.floor, eos_id=eos)
+        lines.append(json.dumps({"prompt": p, "prompt_ids": ids, "ids": res["ids"],
+                                 "text": tok.decode(res["ids"], skip_special_tokens=True), "finished": res["finished"],
                                  "p_small": res["p_small"], "p_large": res["p_large"]}))
     out = Path(args.out)
     settings = {"small": str(dirs["small"]), "large": str(dirs["large"]), "weights": [w_s, w_l],
                 "mode": "greedy" if args.greedy else f"top_p={args.top_p}", "floor": args.floor, "seed": args.seed,
-                "max_new_tokens": args.max_new_tokens}
+                "max_new_tokens": args.max_new_tokens, "eos_id": eos}
     write_text_atomic(out / "generations.jsonl", "\n".join(lines) + "\n")
     write_json_atomic(out / "generation.json", settings)
     return out / "generations.jsonl"
