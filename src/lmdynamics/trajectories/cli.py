@@ -10,7 +10,6 @@ Bad input: one line on stderr, exit 2, nothing written.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -51,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--regressor", choices=REGRESSORS, default=DEFAULT_TRAJECTORY_REGRESSOR)
     rep.add_argument("--variance-condition", action="store_true", help="add the authors' var < m stagnation condition (mismatched units)")
     rep.add_argument("--counts", help="token counts for frequency buckets: .npy (one count per id) or .json {id: count}")
-    rep.add_argument("--corpus", help="a text to count token frequencies in (default: the evaluation tokens themselves)")
+    rep.add_argument("--corpus", help="where to count token frequencies: python-docs (the bundled corpus's training split), "
+                     "a run directory (its training split, as it trained), or a text file (default: the evaluation tokens)")
     rep.add_argument("--tokenizer", help="tokenizer.json for the token classes (default: the reference source's)")
     sc = sub.add_parser("score", help="perplexity of generated texts under every recorded checkpoint")
     sc.add_argument("--generations", required=True, help="generations.jsonl written by analysis/contrastive.py")
@@ -87,23 +87,17 @@ def _record(args) -> int:
     return 0
 
 
-def _counts(args, tokenizer, vocab: int, ids: np.ndarray) -> np.ndarray:
-    if args.counts:
-        path = Path(args.counts)
-        if path.suffix == ".npy":
-            return np.load(path).astype(np.int64)
-        if path.suffix == ".json":
-            counts = np.zeros(vocab, dtype=np.int64)
-            for k, v in json.loads(path.read_text()).items():
-                counts[int(k)] = int(v)
-            return counts
-        raise ValueError(f"--counts {path}: give a .npy (one count per id) or a .json {{id: count}}")
+def _counts(args, tokenizer, tokenizer_file, vocab: int, ids: np.ndarray) -> np.ndarray:
+    from .counts import corpus_counts, counts_file
     from .tokens import token_counts
 
+    if args.counts:
+        return counts_file(args.counts, vocab)
     if args.corpus:
-        from ..probes.sources import read_texts
-
-        return token_counts((tokenizer(t, add_special_tokens=False)["input_ids"] for t in read_texts(args.corpus)), vocab)
+        run_tok = None
+        if Path(args.corpus).is_dir() and (Path(args.corpus) / "checkpoints").is_dir():
+            run_tok = _tokenizer_file(args.corpus)
+        return corpus_counts(args.corpus, tokenizer, tokenizer_file, vocab, run_tok)
     return token_counts([ids], vocab)
 
 
@@ -129,11 +123,12 @@ def _report(args) -> int:
     ref = next((t for t in trajs if t.model == reference), None)
     if ref is None:
         raise ValueError(f"--reference {reference!r} is not among the recorded models {[t.model for t in trajs]}")
-    tok = load_tokenizer(args.tokenizer or _tokenizer_file(ref.meta["source"]))
+    tok_file = args.tokenizer or _tokenizer_file(ref.meta["source"])
+    tok = load_tokenizer(tok_file)
     ids = ref.token_table.ids
     vocab = max(len(tok), int(ids.max()) + 1)
     previous = next(s for s, t in zip(stores, trajs) if t is ref).previous_ids()
-    breakdowns = {"token_class": token_classes(tok, ids, previous), "frequency": frequency_buckets(_counts(args, tok, vocab, ids), ids)}
+    breakdowns = {"token_class": token_classes(tok, ids, previous), "frequency": frequency_buckets(_counts(args, tok, tok_file, vocab, ids), ids)}
     report = build_report(trajs, reference, args.start_fraction, args.regressor, breakdowns,
                           start_fractions=_fractions(args.start_fractions), variance_condition=args.variance_condition)
     path = write_report(report, args.out)

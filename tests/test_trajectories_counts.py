@@ -1,0 +1,96 @@
+"""Corpus frequencies of the trajectory report from the bundled corpus and from a run's own training split:
+the counts equal a count made here, directly, over the same token stream (documents split as training splits
+them, tokenised with the tokenizer itself, end-of-text after each, the incomplete last block dropped)."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from tokenizers import Tokenizer
+
+from lmdynamics.data.corpus import load_corpus
+from lmdynamics.data.datamodule import default_cache_dir
+from lmdynamics.data.packing import split_documents
+from lmdynamics.probes.sources import load_tokenizer
+from lmdynamics.trajectories.cli import main
+from lmdynamics.trajectories.counts import corpus_counts
+from lmdynamics.trajectories.storage import TrajectoryStore
+from lmdynamics.trajectories.tokens import frequency_buckets
+from tests.helpers.trajectories import two_synthetic_runs
+
+EOS = 0  # <|endoftext|> of the BPE trained by lmdynamics.data.tokenizer
+
+
+def direct_counts(documents, tokenizer_file, context_length, vocab):
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    stream = []
+    for doc in documents:
+        stream += tok.encode(doc, add_special_tokens=False).ids + [EOS]
+    stream = stream[: len(stream) // context_length * context_length]
+    return np.bincount(np.asarray(stream), minlength=vocab)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, local_text):
+    """Two runs; "small" gets the config.yaml and run.json corpus id a training run writes; trajectories recorded."""
+    root = tmp_path_factory.mktemp("counts")
+    small, large = two_synthetic_runs(root, local_text)
+    data = {"source": str(local_text), "tokenizer": "bpe:300", "context_length": 33, "val_fraction": 0.1, "seed": 5,
+            "cache_dir": str(root / "cache")}
+    (small / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+    run = json.loads((small / "run.json").read_text())
+    run["corpus_id"] = load_corpus(str(local_text), cache_dir=root / "cache").corpus_id
+    (small / "run.json").write_text(json.dumps(run))
+    store = root / "store"
+    assert main(["record", "--source", str(small), "--source", str(large), "--text", str(local_text), "--blocks", "3",
+                 "--block-tokens", "33", "--out", str(store)]) == 0
+    return root, small, store, local_text
+
+
+def _frequency_groups(report_dir):
+    shares = pd.read_csv(report_dir / "shares.csv")
+    rows = shares[(shares.breakdown == "frequency") & (shares.model == "small") & np.isclose(shares.start_fraction, 0.2)]
+    return rows.groupby("group")["count"].sum().to_dict()
+
+
+def test_a_run_directory_counts_its_own_training_split(recorded, tmp_path):
+    root, small, store, text = recorded
+    tokfile = small / "checkpoints" / "step00000400" / "tokenizer.json"
+    docs = [d for d in text.read_text().split("\n\n") if d.strip()]
+    train, _ = split_documents(docs, 0.1, 5)
+    want = direct_counts(train, tokfile, 33, 300)
+    got = corpus_counts(str(small), load_tokenizer(tokfile), tokfile, 300, tokfile)
+    np.testing.assert_array_equal(got, want)
+    assert want[EOS] == len(train) or want[EOS] == len(train) - 1  # one separator per document (the tail may lose one)
+    out = tmp_path / "report"
+    assert main(["report", "--store", str(store), "--out", str(out), "--corpus", str(small), "--start-fractions", "0.2"]) == 0
+    ids = TrajectoryStore(store / "small").read().token_table.ids
+    assert _frequency_groups(out) == dict(Counter(frequency_buckets(want, ids)))
+
+
+def test_the_bundled_corpus_counts_the_default_training_split(recorded, tmp_path):
+    root, small, store, _ = recorded
+    tokfile = small / "checkpoints" / "step00000400" / "tokenizer.json"
+    docs = load_corpus("python-docs", cache_dir=default_cache_dir()).documents
+    train, _ = split_documents(docs, 0.05, 1234)  # the defaults of data.val_fraction and data.seed
+    want = direct_counts(train, tokfile, 128, 300)  # data.context_length 128
+    out = tmp_path / "report"
+    assert main(["report", "--store", str(store), "--out", str(out), "--corpus", "python-docs", "--start-fractions", "0.2"]) == 0
+    ids = TrajectoryStore(store / "small").read().token_table.ids
+    assert _frequency_groups(out) == dict(Counter(frequency_buckets(want, ids)))
+    np.testing.assert_array_equal(corpus_counts("python-docs", load_tokenizer(tokfile), tokfile, 300), want)
+
+
+def test_a_run_whose_corpus_changed_is_refused_in_one_line(recorded, tmp_path, capsys):
+    root, small, store, _ = recorded
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / "config.yaml").write_text((small / "config.yaml").read_text())
+    (changed / "run.json").write_text(json.dumps({**json.loads((small / "run.json").read_text()), "corpus_id": "files-0"}))
+    out = tmp_path / "report"
+    assert main(["report", "--store", str(store), "--out", str(out), "--corpus", str(changed)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "changed since training" in err and len(err.splitlines()) == 1 and not out.exists()
