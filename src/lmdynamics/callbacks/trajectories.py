@@ -9,8 +9,9 @@ What this relies on from ``MeasurementCallback`` (callbacks/base.py): ``__init__
 the schedule it builds in ``setup``, ``measure(trainer, pl_module, step) -> rows | None`` called on every
 rank at each scheduled step, and ``record`` of the returned rows. From the module and data: ``pl_module.model``
 (a GPTNeoXForCausalLM), ``pl_module.tokens_per_step``, ``trainer.datamodule.val_blocks_tensor``,
-``.eos_id`` and ``.tokenizer``. Rank 0 computes (every rank holds the full model under DDP and ZeRO-1/2);
-ZeRO-3's sharded parameters are refused at setup.
+``.eos_id`` and ``.tokenizer``. Under DDP and ZeRO-1/2 every rank holds the full model and rank 0 alone
+computes. Under ZeRO-3 each layer's forward gathers that layer's shards from every rank (a collective), so every
+rank runs the same forward passes over the same blocks and rank 0 alone writes the store and the row.
 """
 
 from __future__ import annotations
@@ -71,13 +72,14 @@ class TrajectoryRecorder(MeasurementCallback):
         return TrajectoryStore.create(layout.trajectories / model_dir_name(root.name), table, meta, blocks.numpy())
 
     def measure(self, trainer, pl_module, step: int) -> list[dict] | None:
-        if any(is_zero3_param(p) for p in pl_module.model.parameters()):
-            raise ValueError("trajectories: sharded (ZeRO-3) parameters are not supported live; record offline from the checkpoints")
-        if not trainer.is_global_zero:
+        sharded = any(is_zero3_param(p) for p in pl_module.model.parameters())
+        if not (trainer.is_global_zero or sharded):
             return None
-        if self.store is None:
+        if self.store is None and trainer.is_global_zero:
             self.store = self._open_store(trainer, pl_module)
         losses = token_losses(pl_module.model, trainer.datamodule.val_blocks_tensor, self.batch_size)
+        if not trainer.is_global_zero:
+            return None  # this rank's passes served ZeRO-3's gathers
         ppl = corpus_perplexity(losses)
         self.store.append(step, losses[: self.num_blocks].reshape(-1).numpy(), ppl, tokens_at(step, pl_module.tokens_per_step))
         return [{"layer": -1, "component": "trajectories", "metric": TRAJECTORY_VAL_PPL, "value": ppl}]

@@ -80,7 +80,8 @@ def non_embedding_parameters(model: torch.nn.Module) -> int:
 
     emb = model.get_input_embeddings().weight
     tied = getattr(model.get_output_embeddings(), "weight", None) is emb
-    return matmul_parameters(count_parameters(model), emb.shape[0], emb.shape[1], tied)
+    vocab, d = getattr(emb, "ds_shape", emb.shape)  # a ZeRO-3 shard keeps its full shape in ds_shape
+    return matmul_parameters(count_parameters(model), vocab, d, tied)
 
 
 def check_same_tokenizer(tokenizer_file, want_fp: str, label: str) -> None:
