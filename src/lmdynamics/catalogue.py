@@ -117,6 +117,14 @@ CATALOGUE: dict[str, Measurement] = {m.name: m for m in [
     Measurement("converged_fraction", "scalar", "fraction of training until CKA-to-final stays ≥ threshold", "",
                 family="cka", description="written at the end of a run by analysis.convergence"),
     Measurement("saturation_event", "scalar", "saturation event", "", family="head"),
+    # -- the softmax bottleneck offline (lmdynamics.saturation.rows): index = d or r
+    Measurement("w_error", "scalar", "W-error(d) = ||s_{d+1:}|| / ||s||", "", family="head",
+                description="of a corpus's empirical next-token matrix, index = d (Godey et al. 2024)"),
+    Measurement("lowrank_head_loss", "scalar", "loss with a rank-r head W = A B", "nats/token", family="head",
+                description="frozen backbone, head trained at rank r = index"),
+    Measurement("full_head_loss", "scalar", "loss with the checkpoint's own head", "nats/token", family="head"),
+    Measurement("full_head_trained_loss", "scalar", "loss with a full-rank head trained like the rank-r ones",
+                "nats/token", family="head"),
 ]}
 
 

@@ -108,6 +108,23 @@ def correlation_markdown(table: pd.DataFrame, threshold: float, cka_metric: str)
     return "\n".join(lines)
 
 
+def _draw_bottleneck(frame: pd.DataFrame, figdir: Path, entries: list) -> None:
+    """W-error curves and rank-constrained-head sweeps in the table (``saturation.rows``), one figure each."""
+    from lmdynamics.saturation import lowrank_head, werror
+    from lmdynamics.saturation.rows import lowrank_results, werror_curves
+
+    section = "Softmax bottleneck"
+    for (run, model), curve in werror_curves(frame).items():
+        path = werror.plot(curve, figdir / f"werror__{P.slug(f'{run}_{model}')}.png", title=f"W-error of {run} ({model})")
+        entries.append(_Entry(section, path, f"W-error(d) of the next-token matrix of {run}'s {model} contexts: the share "
+                                             "of it (relative Frobenius error) no rank-d head can represent."))
+    for (run, model, step), result in lowrank_results(frame).items():
+        path = lowrank_head.plot(result, figdir / f"lowrank_head__{P.slug(f'{run}_{step}')}.png",
+                                 f"{S.short_name(model)} at step {step}: head W = A B of rank r")
+        entries.append(_Entry(section, path, f"{S.short_name(model)} at step {step}: loss with the backbone frozen and a "
+                                             "head of rank r trained, against the full-rank head (dashed)."))
+
+
 def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike, threshold: float = 0.95,
                  at_fraction: float = 0.2) -> Path:
     """Draw every figure the table supports into ``out_dir/figures/`` and write ``out_dir/report.md``.
@@ -208,6 +225,8 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
          "training.")
     draw(section, P.plot_anisotropy_by_layer, "anisotropy_layers",
          "Anisotropy per layer at the first (dotted) and last (solid) measured step.")
+
+    _draw_bottleneck(frame, figdir, entries)
 
     runs = ", ".join(map(str, pd.unique(frame["run"])))
     intro = (f"Models: {', '.join(S.short_name(m) for m in models)}. Runs: {runs}. {len(frame):,} rows. "

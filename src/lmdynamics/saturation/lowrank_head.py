@@ -134,7 +134,8 @@ def run(checkpoint, out, source: str = "python-docs", ranks: Sequence[int] | Non
         train_blocks: int = 1024, eval_blocks: int = 64, context_length: int | None = None,
         cache_dir: str | None = None, **train_kwargs):
     """The sweep for one HF checkpoint directory on a corpus tokenised with the checkpoint's own tokenizer;
-    writes ``out/lowrank_head.csv`` (r, loss; rows ``full`` and ``full_trained``) and its figure."""
+    writes ``out/lowrank_head.csv`` (r, loss; rows ``full`` and ``full_trained``), the same as rows of
+    ``out/metrics.parquet`` (``saturation.rows``) and its figure."""
     from pathlib import Path
 
     import pandas as pd
@@ -142,6 +143,7 @@ def run(checkpoint, out, source: str = "python-docs", ranks: Sequence[int] | Non
 
     from lmdynamics.atomic import atomic_path
     from lmdynamics.data.datamodule import TextDataModule
+    from lmdynamics.saturation.rows import lowrank_rows, write_rows
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
@@ -168,4 +170,5 @@ def run(checkpoint, out, source: str = "python-docs", ranks: Sequence[int] | Non
     plot(result, out / "figures" / "lowrank_head.png", f"{checkpoint.name}: head W = A B on {len(train.y):,} tokens")
     with atomic_path(out / "lowrank_head.csv") as tmp:
         pd.DataFrame(rows).assign(checkpoint=str(checkpoint), train_tokens=len(train.y), eval_tokens=len(held.y)).to_csv(tmp, index=False)
+    write_rows(out, lowrank_rows(result, checkpoint))
     return out / "lowrank_head.csv", result

@@ -147,11 +147,13 @@ def corpus_tokens(source: str = "python-docs", tokenizer: str = "bpe:4096", max_
 
 
 def write(out, tokens: np.ndarray, vocab_size: int, n: int = 5, min_count: int = 1, method: str = "auto",
-          hidden_sizes: dict[str, int] | None = None, description: str = "") -> Path:
-    """``out/werror.csv`` (d, w_error) and ``out/figures/werror.png``; returns the CSV."""
+          hidden_sizes: dict[str, int] | None = None, description: str = "", corpus: str = "corpus") -> Path:
+    """``out/werror.csv`` (d, w_error), the same curve as rows of ``out/metrics.parquet`` (run ``corpus``;
+    ``saturation.rows``) and ``out/figures/werror.png``; returns the CSV."""
     import pandas as pd
 
     from lmdynamics.atomic import atomic_path
+    from lmdynamics.saturation.rows import werror_rows, write_rows
 
     w, _ = ngram_matrix(tokens, n, min_count, vocab_size)
     curve = w_error_curve(w, default_dims(w, (hidden_sizes or {}).values()), method)
@@ -162,4 +164,5 @@ def write(out, tokens: np.ndarray, vocab_size: int, n: int = 5, min_count: int =
     frame = frame.assign(n=n, min_count=min_count, contexts=w.shape[0], vocab=w.shape[1], corpus=description)
     with atomic_path(out / "werror.csv") as tmp:
         frame.to_csv(tmp, index=False)
+    write_rows(out, werror_rows(curve, corpus, n, min_count))
     return out / "werror.csv"

@@ -3,7 +3,8 @@ and compare the loss with the full-rank head (Godey et al. 2024; lmdynamics.satu
 
     python analysis/lowrank_head.py --checkpoint runs/demo/checkpoints/step00000600 --out OUT
 
-Writes OUT/lowrank_head.csv (r, loss, and the references) and OUT/figures/lowrank_head.png.
+Writes OUT/lowrank_head.csv (r, loss, and the references), the same as tidy-table rows in OUT/metrics.parquet
+(metric lowrank_head_loss, index = r; full_head_loss, full_head_trained_loss) and OUT/figures/lowrank_head.png.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
     python analysis/werror.py --source docs/ --tokenizer path/tokenizer.json --n 5 --min-count 2 \
         --hidden-sizes pythia-70m=512,pythia-160m=768 --out OUT
 
-Writes OUT/werror.csv (d, w_error) and OUT/figures/werror.png with each model's hidden size marked.
+Writes OUT/werror.csv (d, w_error), the same as tidy-table rows in OUT/metrics.parquet (metric w_error,
+index = d) and OUT/figures/werror.png with each model's hidden size marked.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sizes = parse_pairs(args.hidden_sizes, "--hidden-sizes", int)
         tokens, vocab, description = werror.corpus_tokens(args.source, args.tokenizer, args.max_documents, args.cache_dir)
-        path = werror.write(args.out, tokens, vocab, args.n, args.min_count, args.method, sizes, description)
+        path = werror.write(args.out, tokens, vocab, args.n, args.min_count, args.method, sizes, description, args.source)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,72 @@
+"""W-error and rank-constrained-head results as tidy-table rows: what the commands write to OUT/metrics.parquet
+reads back equal to their CSV (index = d or r), is declared in the catalogue, and a rerun replaces its rows."""
+
+import importlib.util
+
+import pandas as pd
+import pytest
+
+from lmdynamics import catalogue, store
+from lmdynamics.analysis.report import write_report
+from lmdynamics.saturation.rows import lowrank_results, werror_curves
+from lmdynamics.checkpoints.synthetic import tiny_config, write_synthetic_run
+from lmdynamics.data.tokenizer import train_bpe
+from tests.helpers.cli import ROOT
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "analysis" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_werror_curve_round_trips_through_the_table(tmp_path, local_text):
+    out = tmp_path / "out"
+    args = ["--source", str(local_text), "--tokenizer", "bpe:300", "--max-documents", "60", "--n", "3",
+            "--hidden-sizes", "tiny=32", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    assert _script("werror").main(args) == 0
+    csv = pd.read_csv(out / "werror.csv")
+    table = store.read_table(store.table_path(out))
+    assert set(table.metric) == {"w_error"} and catalogue.get("w_error").label
+    assert set(table.run) == {str(local_text)} and set(table.model) == {"3-gram, min count 1"}
+    assert set(table.component) == {"corpus"} and set(table.layer) == {-1}
+    got = dict(zip(table["index"], table["value"]))
+    assert got == dict(zip(csv.d, csv.w_error)) and 32 in got and len(got) == len(csv)  # exact float64 round trip
+    assert werror_curves(table) == {(str(local_text), "3-gram, min count 1"): dict(zip(csv.d, csv.w_error))}
+    report = write_report(out, tmp_path / "report")  # the report draws it from the table
+    assert len(list((tmp_path / "report" / "figures").glob("werror__*.png"))) == 1 and "W-error" in report.read_text()
+    assert _script("werror").main(args) == 0  # a rerun replaces its rows
+    again = store.read_table(store.table_path(out), latest=False)
+    assert len(again) == len(table) and not again.duplicated(subset=list(store.KEY)).any()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, local_text):
+    root = tmp_path_factory.mktemp("lowrank")
+    tok = train_bpe([local_text.read_text()[:200_000]], 300, root / "tokenizer.json")
+    run = write_synthetic_run(root / "syn", [0, 10], tiny_config(vocab_size=300), tok, run="syn", model_name="tiny",
+                              tokens_per_step=1024)
+    return run / "checkpoints" / "step00000010"
+
+
+def test_lowrank_head_results_round_trip_through_the_table(checkpoint, tmp_path, local_text):
+    out = tmp_path / "lr"
+    assert _script("lowrank_head").main(["--checkpoint", str(checkpoint), "--source", str(local_text), "--train-blocks", "24",
+                                         "--eval-blocks", "8", "--steps", "5", "--r-min", "8", "--out", str(out),
+                                         "--cache-dir", str(tmp_path / "cache")]) == 0
+    csv = pd.read_csv(out / "lowrank_head.csv")
+    table = store.read_table(store.table_path(out))
+    assert {(r.run, r.model, r.step, r.tokens) for r in table.itertuples()} == {("syn", "tiny", 10, 10 * 1024)}
+    assert set(table.component) == {"head"} and all(catalogue.get(m).label for m in set(table.metric))
+    ranks = table[table.metric == "lowrank_head_loss"]
+    by_rank = csv[csv.reference.isna()]
+    assert dict(zip(ranks["index"], ranks["value"])) == dict(zip(by_rank.r, by_rank.loss)) and sorted(ranks["index"]) == [8, 16, 32]
+    for metric, reference in (("full_head_loss", "full"), ("full_head_trained_loss", "full_trained")):
+        row = table[table.metric == metric]
+        assert row["index"].tolist() == [store.NO_INDEX]
+        assert row["value"].item() == csv[csv.reference == reference].loss.item()
+    result = lowrank_results(table)[("syn", "tiny", 10)]
+    assert result["ranks"] == dict(zip(by_rank.r, by_rank.loss)) and result["full_trained"] == csv.loss.iloc[-1]
+    write_report(out, tmp_path / "report")
+    assert len(list((tmp_path / "report" / "figures").glob("lowrank_head__*.png"))) == 1
