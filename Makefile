@@ -6,14 +6,17 @@ PY     := $(VENV)/bin/python
 TRAIN_CONFIG    := $(if $(filter command line,$(origin CONFIG)),$(CONFIG),configs/train/demo.yaml)
 ANALYSIS_CONFIG := $(if $(filter command line,$(origin CONFIG)),$(CONFIG),configs/analysis/pythia-paper.yaml)
 STAMP  := $(VENV)/.installed
+# The run `make saturation` and `make trajectories` analyse (the run `make train` writes).
+RUN_DIR ?= runs/demo
 .DEFAULT_GOAL := help
 
-.PHONY: help configs install train test mutate bench analyze figures clean
+.PHONY: help configs install train test mutate bench analyze saturation trajectories figures clean
 
 help:  ## this list
 	@echo "make targets (each sets up .venv on first use):"
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  make \1\t\2/' | expand -t 22
-	@echo "CONFIG=path picks the config of train/analyze; ARGS=\"...\" passes flags (e.g. ARGS=\"--ckpt_path last\")."
+	@echo "CONFIG=path picks the config of train/analyze/saturation; ARGS=\"...\" passes flags (e.g. ARGS=\"--ckpt_path last\");"
+	@echo "RUN_DIR=runs/NAME picks the run of saturation/trajectories (default runs/demo)."
 	@echo "Everything is also one command: .venv/bin/lmdynamics (fit, validate, analyze, report, convergence, configs)."
 
 configs: $(STAMP)  ## list the bundled configs (train and analysis)
@@ -51,6 +54,17 @@ bench: $(STAMP)  ## benchmarks, printed side by side
 
 analyze: $(STAMP)  ## offline analysis (default: the Pythia paper config; CONFIG=configs/analysis/demo-run.yaml)
 	$(PY) analysis/run.py --config $(ANALYSIS_CONFIG) $(ARGS)
+
+saturation: $(STAMP)  ## saturation of RUN_DIR's val_loss (default runs/demo), or CONFIG=configs/analysis/saturation-pythia.yaml
+ifeq ($(origin CONFIG),command line)
+	$(PY) analysis/saturation.py --config $(CONFIG) $(ARGS)
+else
+	@test -d $(RUN_DIR) || { echo "make saturation: $(RUN_DIR) does not exist yet: run make train first (or give RUN_DIR= or CONFIG=)" >&2; exit 2; }
+	$(PY) analysis/saturation.py --table $(RUN_DIR) --metric val_loss --out $(RUN_DIR)/saturation $(ARGS)
+endif
+
+trajectories: $(STAMP)  ## per-token trajectories of RUN_DIR (default runs/demo): recorded (or live), classified, reported
+	$(PY) analysis/trajectories.py run $(RUN_DIR) $(ARGS)
 
 clean:  ## remove .venv and caches
 	rm -rf $(VENV) .pytest_cache mutants

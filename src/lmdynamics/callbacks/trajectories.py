@@ -16,10 +16,9 @@ rank runs the same forward passes over the same blocks and rank 0 alone writes t
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..trajectories.record import corpus_perplexity, token_losses
-from ..trajectories.storage import TokenTable, TrajectoryStore, model_dir_name
+from ..trajectories.storage import TrajectoryStore, model_dir_name
+from ..trajectories.tokens import packed_token_table
 from ..distributed import is_zero3_param
 from ..layout import RunLayout, tokens_at
 from .base import MeasurementCallback
@@ -59,11 +58,8 @@ class TrajectoryRecorder(MeasurementCallback):
 
         dm = trainer.datamodule
         blocks = dm.val_blocks_tensor[: self.num_blocks]
-        flat = blocks.reshape(-1).numpy()
-        document = np.cumsum(flat == dm.eos_id).reshape(blocks.shape) - (blocks.numpy() == dm.eos_id)  # an EOS ends its document
-        n, t = blocks.shape
-        table = TokenTable(blocks[:, 1:].numpy(), np.broadcast_to(np.arange(1, t), (n, t - 1)), document[:, 1:],
-                           np.broadcast_to(np.arange(n)[:, None], (n, t - 1)))
+        table = packed_token_table(blocks, dm.eos_id)
+        t = blocks.shape[1]
         layout = RunLayout(trainer.default_root_dir)
         root = layout.root
         meta = {"model": root.name, "source": str(root), "parameters": non_embedding_parameters(pl_module.model),

@@ -4,6 +4,9 @@ record: every checkpoint of run directories / hub repos on one evaluation text -
 report: class shares, double descent, group perplexity across sizes, the overlap measure, figures -> OUT.
 score:  perplexity of generated texts (``analysis/contrastive.py``) under every checkpoint of every recorded
         model, against validation perplexity -> OUT.
+run:    the study of one training run (``make trajectories``): its live trajectories, or its validation blocks
+        recorded from its checkpoints into ``RUN/trajectories/``, then the report (corpus counts from its own
+        training split, the start fractions that hold >= 3 checkpoints) -> ``RUN/trajectories-report/``.
 Bad input: one line on stderr, exit 2, nothing written.
 """
 
@@ -17,6 +20,7 @@ import numpy as np
 
 from ..checkpoints import CheckpointError, open_source, parse_steps
 from ..metrics.trends import DEFAULT_TRAJECTORY_REGRESSOR, REGRESSORS
+from .classify import START_FRACTIONS
 from .storage import open_stores
 
 __all__ = ["main", "parser"]
@@ -59,6 +63,15 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", required=True)
     sc.add_argument("--device", default="cpu")
     sc.add_argument("--hub-cache", help="Hugging Face cache directory for hub sources (default: the hub's own)")
+    study = sub.add_parser("run", help="record (unless recorded live) and report the trajectories of one training run")
+    study.add_argument("run_dir", help="a training run directory, e.g. runs/demo")
+    study.add_argument("--blocks", type=int, default=None, help="validation blocks to record when the run has no live "
+                       "trajectories (default 16 as trajectories.num_blocks, or all the run has if fewer)")
+    study.add_argument("--out", help="report directory (default RUN/trajectories-report)")
+    study.add_argument("--regressor", choices=REGRESSORS, default=DEFAULT_TRAJECTORY_REGRESSOR)
+    study.add_argument("--variance-condition", action="store_true", help="as for report")
+    study.add_argument("--batch-size", type=int, default=8)
+    study.add_argument("--device", default="cpu")
     return ap
 
 
@@ -145,9 +158,49 @@ def _score(args) -> int:
     return 0
 
 
+def _usable_fractions(steps, fractions=START_FRACTIONS) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(fractions whose window holds >= 3 checkpoints, the others)."""
+    from ..metrics.trends import window_start
+
+    ok = tuple(f for f in fractions if len(steps) - window_start(steps, f) >= 3)
+    return ok, tuple(f for f in fractions if f not in ok)
+
+
+def _study(args) -> int:
+    from ..layout import RunLayout
+    from .offline import record_source, run_validation_text, stored_text
+    from .storage import MANIFEST_FILE, TrajectoryStore, model_dir_name
+
+    layout = RunLayout(args.run_dir)
+    if not layout.checkpoints.is_dir():
+        raise FileNotFoundError(f"{layout.root} has no checkpoints (it does not exist yet?): run make train first, "
+                                f"or give a trained run directory")
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    live = [layout.trajectories / model_dir_name(n) for n in (layout.name, open_source(str(layout.root)).run)]
+    live = next((d for d in live if (d / MANIFEST_FILE).is_file()), None)
+    if live is not None:
+        log(f"[trajectories] {layout.root}: completing the trajectories in {live} from the checkpoints")
+        text = stored_text(live)
+    else:
+        text = run_validation_text(layout.root, args.blocks, _tokenizer_file(str(layout.root)))
+        log(f"[trajectories] {layout.root}: recording {len(text.blocks)} validation blocks at every checkpoint")
+    store = record_source(str(layout.root), text, layout.trajectories, "all", args.batch_size, args.device, log=log)
+    fractions, left_out = _usable_fractions(TrajectoryStore(store.dir).read().steps)
+    if not fractions:
+        raise ValueError(f"{layout.root} has {len(store.steps)} checkpoints: too few for any trend window (each needs >= 3)")
+    if left_out:
+        log(f"[trajectories] start fractions {', '.join(map(str, left_out))} left out: fewer than 3 checkpoints from there on")
+    report = argparse.Namespace(store=[str(layout.trajectories)], out=args.out or str(layout.root / "trajectories-report"),
+                                reference=None, start_fraction=0.2 if 0.2 in fractions else fractions[0],
+                                start_fractions=",".join(map(str, fractions)), regressor=args.regressor,
+                                variance_condition=args.variance_condition, counts=None, corpus=str(layout.root),
+                                tokenizer=None)
+    return _report(report)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    run = {"record": _record, "report": _report, "score": _score}[args.command]
+    run = {"record": _record, "report": _report, "score": _score, "run": _study}[args.command]
     try:
         return run(args)
     except (ValueError, FileNotFoundError, CheckpointError) as err:

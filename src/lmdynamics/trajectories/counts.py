@@ -20,13 +20,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..data.corpus import BUNDLED
-from ..layout import RunLayout
+from .run_data import prepared_datamodule, run_data_settings
 from .tokens import token_counts
 
-__all__ = ["counts_file", "training_split_tokens", "corpus_counts"]
+__all__ = ["counts_file", "corpus_counts"]
 
 
 def counts_file(path: str | os.PathLike, vocab_size: int) -> np.ndarray:
@@ -43,30 +42,6 @@ def counts_file(path: str | os.PathLike, vocab_size: int) -> np.ndarray:
     raise ValueError(f"--counts {path}: give a .npy (one count per id) or a .json {{id: count}}")
 
 
-def training_split_tokens(data: dict) -> tuple[np.ndarray, str, object]:
-    """The packed training blocks of the data settings ``data`` (``TextDataModule`` keyword arguments) as one
-    token stream, the corpus id and the tokenizer."""
-    from ..data.datamodule import TextDataModule
-
-    dm = TextDataModule(**data)
-    dm.prepare()
-    return dm.train_blocks.reshape(-1).numpy(), dm.corpus_id, dm.tokenizer
-
-
-def _run_data(run: Path, tokenizer_file: Path | None) -> tuple[dict, str]:
-    layout = RunLayout(run)
-    if not layout.config.is_file() or not layout.run_json.is_file():
-        raise FileNotFoundError(f"--corpus {run}: a run directory needs config.yaml and run.json (written by training); "
-                                f"give --counts or a text file instead")
-    data = dict((yaml.safe_load(layout.config.read_text()) or {}).get("data") or {})
-    if data.get("source") == "synthetic" or data.get("streaming"):
-        what = "a synthetic language" if data.get("source") == "synthetic" else "a streamed corpus"
-        raise ValueError(f"--corpus {run}: the run trained on {what}, which has no fixed training split to count; give --counts")
-    if tokenizer_file is not None:
-        data["tokenizer"] = str(tokenizer_file)  # the tokenizer the run saved, not a re-derivation of its spec
-    return data, json.loads(layout.run_json.read_text()).get("corpus_id", "")
-
-
 def corpus_counts(spec: str, tokenizer, tokenizer_file: str | os.PathLike, vocab_size: int,
                   run_tokenizer_file: Path | None = None) -> np.ndarray:
     """Counts of every id (length ``vocab_size``) in the corpus ``spec`` (see the module docstring).
@@ -79,17 +54,17 @@ def corpus_counts(spec: str, tokenizer, tokenizer_file: str | os.PathLike, vocab
     path = Path(spec)
     if spec == BUNDLED or path.is_dir():
         if spec == BUNDLED:
-            data, want_id, what = {"source": BUNDLED, "tokenizer": str(tokenizer_file)}, None, "the bundled corpus"
+            (data, corpus_id), what = ({"source": BUNDLED, "tokenizer": str(tokenizer_file)}, ""), "the bundled corpus"
         else:
-            (data, want_id), what = _run_data(path, run_tokenizer_file), f"run {path}"
-        tokens, corpus_id, run_tok = training_split_tokens(data)
-        if want_id and corpus_id != want_id:
-            raise ValueError(f"--corpus {spec}: the corpus now reads as {corpus_id}, not {want_id} as in run.json (it changed "
-                             f"since training); give --counts")
-        if tokenizer_fingerprint(run_tok) != tokenizer_fingerprint(tokenizer):
+            (data, corpus_id), what = run_data_settings(path, run_tokenizer_file), f"run {path}"
+            if data.get("source") == "synthetic" or data.get("streaming"):
+                kind = "a synthetic language" if data.get("source") == "synthetic" else "a streamed corpus"
+                raise ValueError(f"--corpus {spec}: the run trained on {kind}, which has no fixed training split to count; give --counts")
+        dm = prepared_datamodule(data, corpus_id, f"--corpus {spec}")
+        if tokenizer_fingerprint(dm.tokenizer) != tokenizer_fingerprint(tokenizer):
             raise ValueError(f"--corpus {spec}: the tokenizer of {what} differs from the trajectories' tokenizer; "
                              f"count a corpus of the same model family or give --counts")
-        return token_counts([tokens], vocab_size)
+        return token_counts([dm.train_blocks.reshape(-1).numpy()], vocab_size)
     if not path.is_file():
         raise FileNotFoundError(f"--corpus {spec}: no such file or run directory; give a text file, a run directory or {BUNDLED}")
     return token_counts((tokenizer(t, add_special_tokens=False)["input_ids"] for t in read_texts(path)), vocab_size)

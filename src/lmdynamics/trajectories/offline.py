@@ -22,7 +22,7 @@ from .storage import TokenTable, TrajectoryStore, model_dir_name
 from .tokens import evaluation_blocks
 
 __all__ = ["EvaluationText", "load_model", "record_source", "evaluation_text", "check_same_tokenizer", "record_sources",
-           "non_embedding_parameters", "stored_text"]
+           "non_embedding_parameters", "stored_text", "run_validation_text"]
 
 
 class TokenizerMismatch(ValueError):
@@ -63,6 +63,25 @@ def stored_text(store_dir: str | os.PathLike) -> EvaluationText:
         raise ValueError(f"{store_dir} does not keep its token blocks; record from the text instead")
     meta = store.manifest["meta"]
     return EvaluationText(blocks, store.token_table(), meta["tokenizer"], None, f"{store_dir} ({meta.get('text', '')})")
+
+
+def run_validation_text(run: str | os.PathLike, num_blocks: int | None = None,
+                        tokenizer_file: str | os.PathLike | None = None) -> EvaluationText:
+    """The first ``num_blocks`` validation blocks of a training run (None: 16, the live default, or all if fewer),
+    as its live recorder stores them (``callbacks.trajectories``), with the validation perplexity over every block
+    its validation loop uses."""
+    from .run_data import prepared_datamodule, run_data_settings
+    from .tokens import EvaluationTextTooShort, packed_token_table
+
+    data, corpus_id = run_data_settings(run, tokenizer_file)
+    dm = prepared_datamodule(data, corpus_id, str(run))
+    val = dm.val_blocks_tensor
+    num_blocks = min(16, len(val)) if num_blocks is None else num_blocks
+    if not 0 < num_blocks <= len(val):
+        raise EvaluationTextTooShort(f"{run} has {len(val)} validation blocks; ask for 1 to {len(val)} (--blocks)")
+    blocks = val[:num_blocks]
+    return EvaluationText(blocks, packed_token_table(blocks, dm.eos_id), tokenizer_fingerprint(dm.tokenizer), val,
+                          f"validation split of {run}")
 
 
 def load_model(checkpoint, device: str = "cpu", dtype: torch.dtype = torch.float32):

@@ -22,8 +22,8 @@ import torch
 
 from .storage import TokenTable
 
-__all__ = ["TOKEN_CLASSES", "evaluation_blocks", "token_classes", "token_counts", "frequency_buckets",
-           "EvaluationTextTooShort"]
+__all__ = ["TOKEN_CLASSES", "evaluation_blocks", "packed_token_table", "token_classes", "token_counts",
+           "frequency_buckets", "EvaluationTextTooShort"]
 
 TOKEN_CLASSES = ("word-initial", "continuation", "digit", "punctuation", "whitespace", "special", "other")
 
@@ -54,6 +54,16 @@ def evaluation_blocks(token_docs: Iterable[list[int]], num_blocks: int, block_to
     blk = np.broadcast_to(np.arange(num_blocks, dtype=np.int32)[:, None], (num_blocks, block_tokens))
     table = TokenTable(blocks[:, 1:].numpy(), pos[:, 1:], doc[:, 1:], blk[:, 1:])
     return blocks, table
+
+
+def packed_token_table(blocks: torch.Tensor, eos_id: int) -> TokenTable:
+    """The TokenTable of already packed blocks (N, T) (a run's validation blocks): positions 1..T-1 of each block,
+    documents counted along the whole stream by the end-of-text ids (an end-of-text belongs to the document it ends)."""
+    ids = blocks.numpy()
+    document = np.cumsum(ids.reshape(-1) == eos_id).reshape(ids.shape) - (ids == eos_id)
+    n, t = ids.shape
+    return TokenTable(ids[:, 1:], np.broadcast_to(np.arange(1, t), (n, t - 1)), document[:, 1:],
+                      np.broadcast_to(np.arange(n)[:, None], (n, t - 1)))
 
 
 def _class_of(text: str, special: bool) -> str:
