@@ -62,7 +62,13 @@ def test_deepspeed_strategy_end_to_end(tmp_path):
     """Lightning's DeepSpeedStrategy needs CUDA: ZeRO-3 training with every callback on one GPU."""
     res = run_cli("fit", "--config", str(tiny_config(tmp_path, **{"probe": {"num_sequences": 8}})),
                   "--trainer.accelerator", "gpu", "--trainer.devices", "1", "--trainer.strategy", "deepspeed_stage_3",
-                  "--trainer.precision", "bf16-mixed", "--run.report", "false")
+                  "--trainer.precision", "bf16-mixed", "--run.report", "false",
+                  "--trajectories.enabled", "true", "--trajectories.num_blocks", "4")
     assert res.returncode == 0, res.stderr[-3000:]
     table = store.read_table(store.table_path(Path(tmp_path) / "runs" / "tiny"))
-    assert {"per", "cka_prev", "cka_final", "kl_uniform"} <= set(table.metric)
+    assert {"per", "cka_prev", "cka_final", "kl_uniform", "trajectory_val_ppl"} <= set(table.metric)
+    from lmdynamics.trajectories.storage import TrajectoryStore
+
+    traj = TrajectoryStore(Path(tmp_path) / "runs" / "tiny" / "trajectories" / "tiny").read()
+    saved = sorted(int(p.name[4:]) for p in (Path(tmp_path) / "runs" / "tiny" / "checkpoints").iterdir())
+    assert list(traj.steps) == saved and np.isfinite(traj.losses).all()
