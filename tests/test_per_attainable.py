@@ -89,5 +89,7 @@ def test_the_report_draws_it_with_the_normaliser_on_every_panel(tmp_path, figure
         text = text_of(figure_texts, name)
         assert "PER (ER / attainable rank)" in text
         assert "ov (mean over heads; ER / d_head)" in text and "qkv (ER / min(m, n))" in text
+    # the Gini of an OV circuit runs over all d singular values, d - d_head of them 0: its panel says so
+    assert "at least d - d_head of them 0" in text_of(figure_texts, "gini_layers")
     report = (tmp_path / "report.md").read_text()
     assert "d_head for a head's OV circuit" in report  # the caption carries the catalogue's description

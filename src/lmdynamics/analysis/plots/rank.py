@@ -38,6 +38,8 @@ def _matrix_title(comp: str, metric: str) -> str:
         note += "; ER / d, while an OV circuit's rank is at most d_head: see per_attainable"
     elif base == "per_attainable":
         note += "; ER / d_head" if base == metric else "; ER / min(2 d_head, d)"
+    elif base == "gini":  # the spectrum of a d x d matrix of rank <= d_head: at least d - d_head zeros
+        note += "; over all d singular values, at least d - d_head of them 0"
     return "ov" + note + ")"
 
 
