@@ -74,12 +74,17 @@ def headline_markdown(table: pd.DataFrame, threshold: float, at_fraction: float,
     used = sorted({m for m in head["loss_metric"] if isinstance(m, str)}) if not head.empty else []
     # the header names the loss when every model reports the same one; otherwise each cell names its own
     loss = f"{catalogue.label(used[0]).split(' (')[0]} `{used[0]}`" if len(used) == 1 else "loss (named in each cell)"
+
+    def final_loss(r) -> str:
+        if not isinstance(r["loss_metric"], str):
+            return "—"
+        return _fmt(r["final_loss"]) + (f" ({r['loss_metric']})" if len(used) > 1 else "")
+
     cols = [
         ("model", "model", lambda r: S.short_name(r["model"])),
         ("final step", "final_step", None),
         ("tokens", "final_tokens", None),
-        (f"final {loss}", "final_loss", lambda r: (_fmt(r["final_loss"]) + (f" ({r['loss_metric']})" if len(used) > 1
-                                                                            else "")) if isinstance(r["loss_metric"], str) else "—"),
+        (f"final {loss}", "final_loss", final_loss),
         (f"best {loss} (step)", "best_loss", lambda r: f"{_fmt(r['best_loss'])} ({_fmt(r['best_loss_step'])})"
          if isinstance(r["loss_metric"], str) else "—"),
         (f"mean CKA-to-final at ~{at_fraction:.0%} (step)", "cka_at_fraction",
