@@ -128,7 +128,8 @@ def test_report_of_multi_model_table_draws_every_figure(multi_table, tmp_path):
     head = S.headline(multi_table)
     assert "| pythia-70m-deduped |" in text and "| pythia-160m-deduped |" in text
     assert text.index("| pythia-70m-deduped |") < text.index("| pythia-160m-deduped |")
-    assert f"{head.iloc[0]['final_loss']:.3g} (val_loss)" in text
+    assert "| final validation loss `val_loss` |" in text  # every model reports val_loss: the header names it
+    assert f"| {head.iloc[0]['final_loss']:.3g} |" in text
     assert "Spearman" in text
 
 

@@ -353,7 +353,7 @@ def test_convergence_steps_of_a_one_step_run_and_the_frame_it_returns():
     assert conv["fraction"].tolist()[2] == 1.0  # step 1 of a 1-step run
     empty = S.convergence_steps(table(rows("m", "per", "qkv", 0, [0], [0.5])))
     assert empty.empty and list(empty.columns) == ["model", "layer", "component", "metric", "threshold", "step",
-                                                   "final_step", "fraction", "converged"]
+                                                   "previous_step", "final_step", "fraction", "resolution", "converged"]
 
 
 def test_per_convergence_points_step_choice_and_frame():

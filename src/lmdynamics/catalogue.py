@@ -23,7 +23,7 @@ activations ``ov``, ``ov_head`` (each head's ``ov_headNN``), ``attn``, ``mlp``, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .metrics import spectrum as _spectrum
 from .metrics.anisotropy import anisotropy as _anisotropy
@@ -68,6 +68,7 @@ class Measurement:
     figures: bool = False  # draw its family's figures (per layer over steps, per layer at the end)
     analysis: str | None = None  # the offline analysis kind that writes it (None: live or summaries only)
     description: str = ""
+    attainable: bool = False  # spectrum: fn(s, r) also takes the matrix's attainable rank r (d_head for OV circuits)
 
     def axis_label(self) -> str:
         return f"{self.label} ({self.unit})" if self.unit else self.label
@@ -88,6 +89,10 @@ CATALOGUE: dict[str, Measurement] = {m.name: m for m in [
     Measurement("per", "spectrum", "PER (ER / min(m, n))", "", _spectrum.proportional_effective_rank, "matrices",
                 "rank", figures=True, analysis="weights",
                 description="effective rank over the largest possible rank min(m, n)"),
+    Measurement("per_attainable", "spectrum", "PER (ER / attainable rank)",
+                "", _spectrum.proportional_effective_rank, "matrices", "rank", figures=True, analysis="weights",
+                attainable=True, description="effective rank over the largest rank the matrix can reach: d_head for a "
+                "head's OV circuit (min(2 d_head, d) for its gradient), min(m, n) for every other matrix"),
     Measurement("stable_rank", "spectrum", "stable rank", "dimensions", _spectrum.stable_rank, "matrices", "rank",
                 analysis="weights", description="||W||_F^2 / ||W||_2^2"),
     Measurement("condition_number", "spectrum", "condition number", "", _spectrum.condition_number, "matrices",
@@ -134,8 +139,7 @@ def get(name: str) -> Measurement:
         return CATALOGUE[name]
     if name.startswith("grad_") and name[5:] in CATALOGUE:
         base = CATALOGUE[name[5:]]
-        return Measurement(name, base.reads, f"{base.label} of the gradient", base.unit, base.fn, base.applies_to,
-                           base.family, base.figures, None, base.description)
+        return replace(base, name=name, label=f"{base.label} of the gradient", analysis=None)
     raise KeyError(f"unknown metric {name!r}; the catalogue has {sorted(CATALOGUE)}")
 
 

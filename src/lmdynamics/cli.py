@@ -5,6 +5,7 @@
     lmdynamics analyze --config configs/analysis/demo-run.yaml   offline analysis of checkpoints
     lmdynamics report --table runs/demo                       figures and report of any tidy table
     lmdynamics convergence runs/demo                          CKA-to-final of a run from its activations
+    lmdynamics generate --checkpoint runs/demo --prompt TEXT  sample text from a checkpoint
     lmdynamics configs                                        the bundled configs, one line each
 
 Every subcommand reads YAML configs and flags through jsonargparse; ``lmdynamics SUBCOMMAND --help`` shows
@@ -57,6 +58,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "werror": ("lmdynamics.saturation.commands.werror:main", "W-error curve of a tokenised corpus's n-gram next-token matrix"),
     "sweep": ("lmdynamics.sweep:main", "a grid of training runs, local workers or printed commands"),
     "compare": ("lmdynamics.compare:main", "one report across runs from their tidy tables"),
+    "generate": ("lmdynamics.generate:main", "sample text from a checkpoint (temperature, top-p, seed)"),
     "configs": ("lmdynamics.cli:configs_main", "list the bundled configs"),
 }
 _TAKES_NAME = {"fit", "validate"}

@@ -64,10 +64,14 @@ def tag_rows(rows: Iterable[Mapping], run: str, model: str, step: int, tokens: i
 
 
 
-def _spectrum_rows(layer: int, component: str, s: torch.Tensor, prefix: str, head: bool, spectrum: bool) -> list[dict]:
+def _spectrum_rows(layer: int, component: str, s: torch.Tensor, prefix: str, head: bool, spectrum: bool,
+                   attainable: int | None = None) -> list[dict]:
     """The catalogue's spectrum measurements of one matrix; with ``spectrum`` (the head) also its whole
-    normalised spectrum, one ``sv_norm`` row per singular value (its position in ``index``)."""
-    rows = [{"layer": layer, "component": component, "metric": prefix + m.name, "value": float(m.fn(s))}
+    normalised spectrum, one ``sv_norm`` row per singular value (its position in ``index``). ``attainable``: the
+    largest rank the matrix can have (an OV circuit's d_head), for measurements that take it; default min(m, n)."""
+    rank = s.shape[-1] if attainable is None else attainable
+    rows = [{"layer": layer, "component": component, "metric": prefix + m.name,
+             "value": float(m.fn(s, rank) if m.attainable else m.fn(s))}
             for m in catalogue.spectrum_scalars("head" if head else component)]
     if head and spectrum:
         norm = catalogue.get("sv_norm").fn(s.detach().to("cpu", torch.float64))
@@ -92,9 +96,11 @@ def _v_and_o(w_qkv: torch.Tensor, w_dense: torch.Tensor, num_heads: int) -> tupl
 
 def _ov_weight_rows(layer: int, w_qkv, w_dense, num_heads: int, prefix: str) -> list[dict]:
     spectra = metrics.ov_singular_values(w_qkv, w_dense, num_heads)  # [heads, d], through d_head x d_head cores
+    d_head = w_qkv.shape[0] // (3 * num_heads)  # W_O^h W_V^h is d x d of rank <= d_head
     rows = []
     for h in range(num_heads):
-        rows += _spectrum_rows(layer, f"ov_head{h:02d}", spectra[h], prefix, head=False, spectrum=False)
+        rows += _spectrum_rows(layer, f"ov_head{h:02d}", spectra[h], prefix, head=False, spectrum=False,
+                               attainable=min(d_head, spectra.shape[-1]))
     return rows
 
 
@@ -112,7 +118,8 @@ def weight_metric_rows(
     named_tensors: Iterable[tuple[str, torch.Tensor]], num_heads: int, spectrum: bool = False, prefix: str = "",
     tied_head: bool = False,
 ) -> list[dict]:
-    """ER, PER, stable rank and condition number of every GPT-NeoX weight matrix, streamed.
+    """The catalogue's spectrum measurements (ER, PER, PER of the attainable rank, ...) of every GPT-NeoX weight
+    matrix, streamed.
 
     ``named_tensors``: ``(name, tensor)`` pairs, e.g. ``model.named_parameters()`` or
     ``lmdynamics.checkpoints.iter_tensors(dir)``; unrecognised names are skipped. Per layer: qkv, dense,
@@ -192,7 +199,8 @@ def gradient_metric_rows(
                 gv, go = _v_and_o(grads["qkv"].float(), grads["dense"].float(), num_heads)
                 for h in range(num_heads):
                     s = product_singular_values(torch.cat([go[h], o[h]], 1), torch.cat([v[h], gv[h]], 0))
-                    rows += _spectrum_rows(layer, f"ov_head{h:02d}", s, "grad_", head=False, spectrum=False)
+                    rows += _spectrum_rows(layer, f"ov_head{h:02d}", s, "grad_", head=False, spectrum=False,
+                                           attainable=min(2 * v.shape[1], s.shape[-1]))  # rank <= 2 d_head
                 del grads
         del grad, g
     if pending:

@@ -71,13 +71,21 @@ def _fmt(value, digits: int = 3) -> str:
 def headline_markdown(table: pd.DataFrame, threshold: float, at_fraction: float, cka_metric: str) -> str:
     """The headline table (``summaries.headline``) as Markdown."""
     head = S.headline(table, threshold=threshold, at_fraction=at_fraction, cka_metric=cka_metric)
+    used = sorted({m for m in head["loss_metric"] if isinstance(m, str)}) if not head.empty else []
+    # the header names the loss when every model reports the same one; otherwise each cell names its own
+    loss = f"{catalogue.label(used[0]).split(' (')[0]} `{used[0]}`" if len(used) == 1 else "loss (named in each cell)"
+
+    def final_loss(r) -> str:
+        if not isinstance(r["loss_metric"], str):
+            return "—"
+        return _fmt(r["final_loss"]) + (f" ({r['loss_metric']})" if len(used) > 1 else "")
+
     cols = [
         ("model", "model", lambda r: S.short_name(r["model"])),
         ("final step", "final_step", None),
         ("tokens", "final_tokens", None),
-        ("final loss", "final_loss", lambda r: f"{_fmt(r['final_loss'])} ({r['loss_metric']})"
-         if isinstance(r["loss_metric"], str) else "—"),
-        ("best loss (step)", "best_loss", lambda r: f"{_fmt(r['best_loss'])} ({_fmt(r['best_loss_step'])})"
+        (f"final {loss}", "final_loss", final_loss),
+        (f"best {loss} (step)", "best_loss", lambda r: f"{_fmt(r['best_loss'])} ({_fmt(r['best_loss_step'])})"
          if isinstance(r["loss_metric"], str) else "—"),
         (f"mean CKA-to-final at ~{at_fraction:.0%} (step)", "cka_at_fraction",
          lambda r: f"{_fmt(r['cka_at_fraction'])} ({_fmt(r['cka_step'])})" if pd.notna(r["cka_step"]) else "—"),
@@ -100,11 +108,16 @@ def correlation_markdown(table: pd.DataFrame, threshold: float, cka_metric: str)
     corr = S.per_vs_convergence(table, threshold=threshold, cka_metric=cka_metric)
     if corr.empty or corr["n"].sum() == 0:
         return ""
-    lines = ["| model | layers | Pearson r (p) | Spearman ρ (p) |", "|---|---|---|---|"]
+    lines = ["| model | layers (n) | Pearson r (p) | Spearman ρ (p) | verdict |", "|---|---|---|---|---|"]
     for _, r in corr.iterrows():
         name = "all models" if r["model"] == "all" else S.short_name(r["model"])
+        verdicts = {S.correlation_verdict(r["pearson_p"], r["n"]), S.correlation_verdict(r["spearman_p"], r["n"])}
+        verdict = verdicts.pop() if len(verdicts) == 1 else (f"Pearson {S.correlation_verdict(r['pearson_p'], r['n'])}, "
+                                                             f"Spearman {S.correlation_verdict(r['spearman_p'], r['n'])}")
         lines.append(f"| {name} | {r['n']} | {_fmt(r['pearson_r'])} ({_fmt(r['pearson_p'], 2)}) | "
-                     f"{_fmt(r['spearman_rho'])} ({_fmt(r['spearman_p'], 2)}) |")
+                     f"{_fmt(r['spearman_rho'])} ({_fmt(r['spearman_p'], 2)}) | {verdict} |")
+    lines += ["", f"A correlation counts as significant when its two-sided p < {S.ALPHA} over at least "
+                  f"{S.MIN_POINTS} layers; with fewer layers, or a larger p, it is no evidence either way."]
     return "\n".join(lines)
 
 
@@ -123,6 +136,19 @@ def _draw_bottleneck(frame: pd.DataFrame, figdir: Path, entries: list) -> None:
                                  f"{S.short_name(model)} at step {step}: head W = A B of rank r")
         entries.append(_Entry(section, path, f"{S.short_name(model)} at step {step}: loss with the backbone frozen and a "
                                              "head of rank r trained, against the full-rank head (dashed)."))
+
+
+def resolution_note(frame: pd.DataFrame, threshold: float, cka_metric: str) -> str:
+    """One sentence on how finely the measured steps resolve the convergence fractions ('' without crossings)."""
+    conv = S.convergence_steps(frame, threshold, cka_metric)
+    conv = conv[(conv["layer"] >= 0) & conv["converged"].astype(bool)]
+    if conv.empty:
+        return ""
+    worst = conv.loc[conv["resolution"].idxmax()]
+    return (f"Resolution: a layer crossed somewhere after the measured step before the one shown, so each fraction is "
+            f"known only to within the gap between those two steps; the largest such gap here is "
+            f"{worst['resolution']:.2g} of training (steps {worst['previous_step']} → {worst['step']} of "
+            f"{worst['final_step']}{', ' + S.short_name(worst['model']) if conv['model'].nunique() > 1 else ''}).")
 
 
 def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLike, threshold: float = 0.95,
@@ -149,8 +175,7 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
     def per_model(metric_rows: pd.DataFrame) -> list[str]:
         return [m for m in models if m in set(metric_rows["model"])]
 
-    draw("Loss", P.plot_loss, "loss",
-         "Loss curves over training steps (linear axis): a late rise of the validation loss is saturation.")
+    draw("Loss", P.plot_loss, "loss", P.loss_caption(frame))
 
     section = "Layer convergence"
     present = set(frame["metric"])
@@ -173,13 +198,17 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
                  f"{short}: layer × step heatmap of {label}; one column per measured step, colour midpoint "
                  f"at {threshold} (blue above, red below), so each row shows when that layer settles.",
                  model=m, metric=metric, threshold=threshold)
+        spread = (f"Per model, the spread over layers of {label} at the measured step nearest {at_fraction:.0%} of "
+                  f"training (one dot per layer)")
         draw(section, P.plot_cka_box, f"{metric}_box",
-             f"Per model, the spread over layers of {label} at the measured step nearest {at_fraction:.0%} of "
-             f"training (one dot per layer): larger models should sit higher and tighter.",
+             spread + (": larger models should sit higher and tighter." if many else
+                       f": how far each layer still is from its final representation at that point (1 = there, "
+                       f"dashed {threshold} = converged) and how much the layers differ."),
              metric=metric, at_fraction=at_fraction, threshold=threshold)
         draw(section, P.plot_convergence_fraction, f"{metric}_convergence",
-             f"Per layer, the first step after which {label} stays ≥ {threshold}, as a fraction of training "
-             f"(× marks a layer that never stays there).", metric=metric, threshold=threshold)
+             f"Per layer, the first measured step after which {label} stays ≥ {threshold}, as a fraction of training "
+             f"(× marks a layer that never stays there). {resolution_note(frame, threshold, metric)}",
+             metric=metric, threshold=threshold)
     for metric in CKA_OTHER_METRICS:
         rows = S.select(frame, metric, per_layer=True)
         for m in per_model(rows):
@@ -235,8 +264,10 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
                 "uses the unbiased HSIC estimator. Every caption says which one it shows.")
     notes = (f"Convergence: the first measured step after which {P.cka_label(cka_metric)} stays ≥ {threshold}, "
              "as a fraction of the model's last step in the table; the median runs over layers and components "
-             "(a never-converged one counts as later than all). Loss: `val_loss` if measured, else `loss`, "
-             "else `train_loss`.")
+             f"(a never-converged one counts as later than all). {resolution_note(frame, threshold, cka_metric)} "
+             "Loss columns: the first of " + ", ".join(f"`{m}`" for m in S.LOSS_METRICS)
+             + " the table holds (held-out losses before the training loss), named in the column header: "
+             + "; ".join(f"`{m}` is the {catalogue.label(m)}" for m in S.loss_metrics(frame)) + ".")
     lines = ["# Training dynamics report", "", intro, "", variants, "", "## Headline numbers", "",
              headline_markdown(frame, threshold, at_fraction, cka_metric), "", notes, ""]
     corr = correlation_markdown(frame, threshold, cka_metric)

@@ -23,8 +23,15 @@ from lmdynamics import catalogue
 
 #: Per-layer weight matrices averaged into a layer's PER by default; "ov" is the mean over its heads.
 WEIGHT_MATRICES = catalogue.WEIGHT_MATRICES
-#: Metrics holding a loss, in the order the headline prefers them (the catalogue's loss family).
-LOSS_METRICS = tuple(m.name for m in catalogue.CATALOGUE.values() if m.family == "loss")
+#: Metrics holding a loss (the catalogue's loss family), in the order the headline prefers them: held-out losses
+#: (validation, a generic loss, the probe set's) before the training loss.
+LOSS_METRICS = tuple(sorted((m.name for m in catalogue.CATALOGUE.values() if m.family == "loss"),
+                            key=lambda name: name == "train_loss"))
+#: Losses on text the model does not train on: a late rise of one of them is saturation.
+HELD_OUT_LOSSES = tuple(m for m in LOSS_METRICS if m != "train_loss")
+#: A correlation counts as significant when its two-sided p is below ALPHA over at least MIN_POINTS points.
+ALPHA = 0.05
+MIN_POINTS = 5
 _OV_HEAD = re.compile(r"^ov_head\d+$")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([kmbt])(?![a-z])")
 _SCALE = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
@@ -119,6 +126,21 @@ def nearest_step(steps: Iterable[int], target: float) -> int:
     return int(arr[np.argmin(np.abs(arr - target))])
 
 
+def loss_metrics(frame: pd.DataFrame) -> list[str]:
+    """The loss metrics the table holds at model level (layer -1, component ``model``), in ``LOSS_METRICS`` order."""
+    present = set(frame.loc[(frame["layer"] == -1) & (frame["component"] == "model") & frame["value"].notna(),
+                            "metric"])
+    return [m for m in LOSS_METRICS if m in present]
+
+
+def correlation_verdict(p: float, n: int) -> str:
+    """'significant' (p < ALPHA over n >= MIN_POINTS points), 'not significant' (with why), or why there is none."""
+    if not np.isfinite(p):
+        return "not computable (fewer than 3 points, or one side constant)"
+    reasons = ([f"p ≥ {ALPHA}"] if p >= ALPHA else []) + ([f"n < {MIN_POINTS}"] if n < MIN_POINTS else [])
+    return "significant" if not reasons else f"not significant ({', '.join(reasons)})"
+
+
 def _corr(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
     """Pearson (r, p) and Spearman (rho, p); NaN when fewer than 3 points or either side is constant."""
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -145,9 +167,15 @@ def convergence_steps(
     Never reaching it (the last measurement is below the threshold): ``step`` <NA>, ``fraction`` NaN,
     ``converged`` False. Note that with CKA-to-final the final step itself is 1 by construction, so a
     layer that only gets there at the end has fraction 1.0.
-    Columns: model, layer, component, metric, threshold, step, final_step, fraction, converged.
+
+    Resolution: the layer reached the threshold for good somewhere after the measured step before ``step``
+    (``previous_step``; 0 when ``step`` is the first measurement), so the fraction is only known to within
+    ``resolution`` = (step - previous_step) / final_step: the measurement cadence around the crossing.
+    Columns: model, layer, component, metric, threshold, step, previous_step, final_step, fraction,
+    resolution, converged.
     """
-    cols = ["model", "layer", "component", "metric", "threshold", "step", "final_step", "fraction", "converged"]
+    cols = ["model", "layer", "component", "metric", "threshold", "step", "previous_step", "final_step", "fraction",
+            "resolution", "converged"]
     rows = select(frame, metric)
     if rows.empty:
         return pd.DataFrame(columns=cols)
@@ -157,12 +185,17 @@ def convergence_steps(
         steps = group["step"].to_numpy()
         ok = np.nan_to_num(group["value"].to_numpy(dtype=float), nan=-np.inf) >= threshold
         stays = np.logical_and.accumulate(ok[::-1])[::-1]  # stays[i]: every value from i to the end passes
-        first = int(steps[np.argmax(stays)]) if stays[-1] else None
+        at = int(np.argmax(stays))
+        first = int(steps[at]) if stays[-1] else None
+        previous = (int(steps[at - 1]) if at > 0 else 0) if first is not None else None
         total = lengths[model]
         fraction = first / total if first is not None and total > 0 else math.nan
-        out.append((model, int(layer), component, metric, threshold, first, total, fraction, first is not None))
+        resolution = (first - previous) / total if first is not None and total > 0 else math.nan
+        out.append((model, int(layer), component, metric, threshold, first, previous, total, fraction, resolution,
+                    first is not None))
     result = pd.DataFrame(out, columns=cols)
     result["step"] = result["step"].astype("Int64")
+    result["previous_step"] = result["previous_step"].astype("Int64")
     return result.sort_values(["model", "component", "layer"], ignore_index=True)
 
 

@@ -240,13 +240,18 @@ def effective_rank(w_or_s) -> float | torch.Tensor:
     return _out(torch.exp(_entropy(s)), batched)
 
 
-def proportional_effective_rank(w_or_s) -> float | torch.Tensor:
+def proportional_effective_rank(w_or_s, rank: int | None = None) -> float | torch.Tensor:
     """Effective rank / min(m, n), in (0, 1] (Tending Towards Stability, 2024; we divide by the matrix's own r).
 
     For a 1-D input r is the number of values given, so pass all min(m, n) singular values, zeros included.
+    ``rank``: divide by this attainable rank instead, the largest rank the matrix can have by construction
+    (an OV circuit W_O^h W_V^h is d x d but of rank <= d_head), so that a flat spectrum over what it can reach is 1.
     """
     s, batched = _spectrum(w_or_s, "proportional_effective_rank")
-    return _out(torch.exp(_entropy(s)) / s.shape[-1], batched)
+    r = s.shape[-1] if rank is None else int(rank)
+    if not 0 < r <= s.shape[-1]:
+        raise ValueError(f"attainable rank {rank} must be in [1, {s.shape[-1]}] (the number of singular values)")
+    return _out(torch.exp(_entropy(s)) / r, batched)
 
 
 def stable_rank(w_or_s) -> float | torch.Tensor:

@@ -140,6 +140,10 @@ def plot_convergence_fraction(frame: pd.DataFrame, path: Path, metric: str = "ck
         for m in models:
             c = conv[(conv["model"] == m) & (conv["component"] == comp)]
             ax.plot(c["layer"], c["fraction"], marker="o", ms=4, lw=1.3, color=palette[m])
+            # the crossing lies after the previous measured step: a bar down to it shows the resolution
+            known = c[c["converged"].astype(bool)]
+            ax.errorbar(known["layer"], known["fraction"], yerr=[known["resolution"], np.zeros(len(known))],
+                        fmt="none", ecolor=palette[m], elinewidth=1, capsize=3, alpha=0.6)
             never = c[~c["converged"].astype(bool)]
             if not never.empty:
                 any_never = True
@@ -151,6 +155,12 @@ def plot_convergence_fraction(frame: pd.DataFrame, path: Path, metric: str = "ck
     if any_never:
         handles.append(Line2D([], [], color="0.3", marker="x", ls="none"))
         labels.append(f"never stays ≥ {threshold}")
+    known = conv[conv["converged"].astype(bool)]
+    if not known.empty:
+        handles.append(Line2D([], [], color="0.3", marker="_", ms=8, ls="-", lw=1))
+        labels.append("bar: back to the previous measured step (the crossing lies in between)")
     legend_outside(fig, handles, labels, below=True)
-    fig.suptitle(f"First step after which {cka_label(metric)} stays ≥ {threshold}")
+    resolution = (f"\nresolution: the measured steps; the widest gap around a crossing is "
+                  f"{known['resolution'].max():.2g} of training" if not known.empty else "")
+    fig.suptitle(f"First measured step after which {cka_label(metric)} stays ≥ {threshold}{resolution}")
     return save(fig, path)

@@ -102,6 +102,9 @@ def plot_anisotropy_by_layer(frame: pd.DataFrame, path: Path, components: Sequen
     comps = S.layer_components(rows, "anisotropy", components)
     if not comps:
         raise SkipFigure("no per-layer anisotropy rows")
+    if rows["layer"].nunique() < 2:
+        raise SkipFigure(f"anisotropy of one layer only (layer {int(rows['layer'].iloc[0])}): a per-layer figure "
+                         "needs two or more; anisotropy_steps shows it over training")
     models = S.model_order(rows)
     palette = model_colors(models)
     first, last = at_step(rows, "first"), at_step(rows, "final")

@@ -29,11 +29,17 @@ def _label(metric: str) -> str:
 
 
 def _matrix_title(comp: str, metric: str) -> str:
+    """A panel's title: the matrix, and for the PER variants the normaliser it is divided by."""
+    base = metric.removeprefix("grad_")
     if comp != "ov":
-        return comp
+        return f"{comp} (ER / min(m, n))" if base == "per_attainable" else comp
     note = " (mean over heads"
-    if metric.removeprefix("grad_") == "per":
-        note += "; ER / d, while an OV circuit's rank is at most d_head"
+    if base == "per":
+        note += "; ER / d, while an OV circuit's rank is at most d_head: see per_attainable"
+    elif base == "per_attainable":
+        note += "; ER / d_head" if base == metric else "; ER / min(2 d_head, d)"
+    elif base == "gini":  # the spectrum of a d x d matrix of rank <= d_head: at least d - d_head zeros
+        note += "; over all d singular values, at least d - d_head of them 0"
     return "ov" + note + ")"
 
 
@@ -66,7 +72,7 @@ def plot_rank_over_steps(frame: pd.DataFrame, path: Path, model: str | None = No
             ax.plot(g["step"], g["value"], lw=1.6, marker=".", ms=3, label=comp,
                     color="black" if comp == "head" else "tab:orange")
         ax.legend(fontsize=8, loc="best")
-        ax.set_title("input embedding and output head")
+        ax.set_title(_matrix_title("input embedding and output head", metric), fontsize=9)
     for ax in axes:
         log_steps(ax, rows)
         ax.set_ylabel(_label(metric))
@@ -122,14 +128,25 @@ def plot_per_vs_convergence(frame: pd.DataFrame, path: Path, threshold: float = 
         ax.scatter(p["per"], p["fraction"], s=30, color=palette[m], label=label, alpha=0.85)
     pooled = corr.loc["all" if len(models) > 1 else models[0]]
 
-    def show(v: float) -> str:
-        return f"{v:+.2f}" if np.isfinite(v) else "n/a"
+    n = int(pooled["n"])
 
-    ax.set_title(f"PER vs convergence: Pearson r = {show(pooled['pearson_r'])}, Spearman ρ = "
-                 f"{show(pooled['spearman_rho'])} over {int(pooled['n'])} layers"
-                 + (" of all models" if len(models) > 1 else "") + f"\nconvergence: {cka_label(cka_metric)}",
-                 fontsize=10)
-    ax.set_xlabel("layer PER (mean over its weight matrices, at the last measured step)")
+    def show(v: float, p: float) -> str:
+        if not np.isfinite(v):
+            return "n/a"
+        verdict = S.correlation_verdict(p, n)
+        return f"{v:+.2f} (p = {p:.2g}{'' if verdict == 'significant' else ', not significant'})"
+
+    if np.isfinite(pooled["pearson_r"]) or np.isfinite(pooled["spearman_rho"]):
+        values = (f"Pearson r = {show(pooled['pearson_r'], pooled['pearson_p'])}, "
+                  f"Spearman ρ = {show(pooled['spearman_rho'], pooled['spearman_p'])}")
+    elif points["fraction"].nunique() == 1:
+        values = "no correlation to compute: every layer has the same convergence fraction (at the measured steps)"
+    else:
+        values = "no correlation to compute: fewer than 3 layers, or every layer has the same PER"
+    ax.set_title(f"PER vs convergence over n = {n} layers" + (" of all models" if len(models) > 1 else "")
+                 + f"\n{values}\nsignificant: p < {S.ALPHA} with n ≥ {S.MIN_POINTS}; "
+                 f"convergence: {cka_label(cka_metric)}", fontsize=9)
+    ax.set_xlabel("layer PER (ER / min(m, n), mean over its weight matrices, at the last measured step)")
     ax.set_ylabel(f"first step staying ≥ {threshold} (fraction of training)")
     ax.grid(alpha=0.3)
     legend_outside(fig, *ax.get_legend_handles_labels(), below=True)
