@@ -46,9 +46,10 @@ def test_make_analyze_default_config_without_the_hub_says_so_in_one_line_and_wri
     assert list(tmp_path.iterdir()) == []  # no analysis_out/pythia-paper/config.yaml left behind
 
 
-def test_training_a_pythia_config_without_the_hub_says_so_in_one_line_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--run.dry_run", "true"]], ids=["fit", "dry_run"])
+def test_training_a_pythia_config_without_the_hub_says_so_in_one_line_and_writes_nothing(tmp_path, extra):
     result = _run([str(ROOT / "train" / "run.py"), "fit", "--config", str(ROOT / "configs" / "train" / "pythia-14m.yaml"),
-                   "--trainer.max_steps", "1", "--run.root", str(tmp_path / "runs")],
+                   "--trainer.max_steps", "1", "--run.root", str(tmp_path / "runs"), *extra],
                   cwd=tmp_path, env=_without_hub(_closed_port()))
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

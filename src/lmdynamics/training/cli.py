@@ -131,8 +131,7 @@ class LMCLI(LightningCLI):
             raise ValueError("trainer.max_steps must be set to a positive number of optimizer steps (the LR schedule and checkpoint schedule depend on it)")
         self._resume: dict | None = None  # the checkpoint's step and log positions when resuming
         self._eval_dir: Path | None = None
-        if not run.dry_run:
-            _require_hub_for(cfg)
+        _require_hub_for(cfg)  # a dry run opens the tokenizer and the dataset too
         if run.dry_run:
             pass  # nothing is read from or written to the run directory
         elif self.subcommand == "fit":
