@@ -146,7 +146,10 @@ def _report(args) -> int:
                           start_fractions=_fractions(args.start_fractions), variance_condition=args.variance_condition)
     path = write_report(report, args.out)
     print(f"report: {path}")
-    print(report.overlap.to_string(index=False))
+    if len(trajs) > 1:
+        print(report.overlap.to_string(index=False))
+    else:  # the overlap measure compares sizes: nothing to print for one model
+        print("overlap across sizes: needs two or more models (give several --store or --source)")
     return 0
 
 
