@@ -10,14 +10,14 @@ STAMP  := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 .DEFAULT_GOAL := help
 
-.PHONY: help configs install train test mutate bench analyze saturation trajectories figures clean
+.PHONY: help configs install train sweep test mutate bench analyze saturation trajectories figures clean
 
 help:  ## this list
 	@echo "make targets (each sets up .venv on first use):"
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  make \1\t\2/' | expand -t 22
-	@echo "CONFIG=path picks the config of train/analyze/saturation; ARGS=\"...\" passes flags (e.g. ARGS=\"--ckpt_path last\");"
+	@echo "CONFIG=path picks the config of train/analyze/sweep/saturation; ARGS=\"...\" passes flags (e.g. ARGS=\"--ckpt_path last\");"
 	@echo "RUN_DIR=runs/NAME picks the run of saturation/trajectories (default runs/demo)."
-	@echo "Everything is also one command: .venv/bin/lmdynamics (fit, validate, analyze, report, convergence, configs)."
+	@echo "Everything is also one command: .venv/bin/lmdynamics SUBCOMMAND (.venv/bin/lmdynamics --help lists them)."
 
 configs: $(STAMP)  ## list the bundled configs (train and analysis)
 	@$(VENV)/bin/lmdynamics configs
@@ -33,6 +33,11 @@ install: $(STAMP)  ## create .venv and install the project
 
 train: $(STAMP)  ## train the default model (configs/train/demo.yaml) with live measurements and a report
 	$(PY) train/run.py fit --config $(TRAIN_CONFIG) $(ARGS)
+
+# The sweep file has no default: CONFIG=configs/sweeps/X.yaml is required (ARGS="--workers 2", "--print-commands").
+sweep: $(STAMP)  ## run a grid of runs: CONFIG=configs/sweeps/X.yaml (resumable; ARGS="--print-commands")
+	$(if $(filter command line,$(origin CONFIG)),,$(error make sweep needs CONFIG=configs/sweeps/X.yaml (a sweep file)))
+	$(PY) train/sweep.py --config $(CONFIG) $(ARGS)
 
 test: $(STAMP)  ## run the test suite
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)

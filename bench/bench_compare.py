@@ -79,10 +79,11 @@ def main() -> None:
         t0 = time.perf_counter()
         write_report(load_runs(paths), Path(tmp) / "cmp", "model.model.hidden_size")
         t_report = time.perf_counter() - t0
+        figures = len(list((Path(tmp) / "cmp" / "figures").glob("*.png")))
     print(f"{args.runs} runs, {n[0]:,} rows each ({sum(n):,} in all, 13 parts per run)")
     print(f"read every row, run after run (store.read_table): {t_all:6.2f} s")
     print(f"compare.load_runs (report rows only, 8 threads):   {t_ours:6.2f} s  ({sum(len(r.table) for r in runs):,} rows kept)")
-    print(f"whole report (read + summaries + 6 figures):        {t_report:6.2f} s")
+    print(f"whole report (read + summaries + {figures} figures):        {t_report:6.2f} s")
 
 
 if __name__ == "__main__":

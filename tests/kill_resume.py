@@ -166,8 +166,13 @@ def train_with_kills(workdir: Path, kills: list[Kill], devices: int = 1, env_ext
 # ---------------------------------------------------------------------------------------------- comparing
 def compare(base_run: Path, base_record: Path, run: Path, record: Path) -> list[str]:
     """Everything the killed-and-resumed run logged against the uninterrupted run; returns the differences."""
-    return [*_compare_batches(base_record, record), *_compare_checkpoints(base_run, run), *_compare_csv(base_run, run),
-            *_compare_table(base_run, run), *_compare_tensorboard(base_run, run)]
+    return [*_compare_batches(base_record, record), *compare_outputs(base_run, run)]
+
+
+def compare_outputs(base_run: Path, run: Path) -> list[str]:
+    """A resumed run directory's outputs (HF checkpoints, CSV, tidy table, TensorBoard) against the uninterrupted one's."""
+    return [*_compare_checkpoints(base_run, run), *_compare_csv(base_run, run), *_compare_table(base_run, run),
+            *_compare_tensorboard(base_run, run)]
 
 
 def _records(path: Path) -> tuple[dict, dict, list[str]]:

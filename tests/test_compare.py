@@ -1,14 +1,16 @@
 """The comparison report across runs: numbers from the tables, grouping by any config key, bad input."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from lmdynamics import store
-from lmdynamics.compare import main
+from lmdynamics.compare import main, t_interval, trend_per_doubling
 
 
 def _fake_run(root, name, d, kind, val, floor=2.0, er=None, cka=None, max_steps=100):
@@ -100,3 +102,53 @@ def test_a_table_of_the_older_layout_is_compared_too(tmp_path):
     assert main([str(run), "--out", str(tmp_path / "cmp")]) == 0
     runs = pd.read_csv(tmp_path / "cmp" / "runs.csv").set_index("run")
     assert runs.loc["old", "best_val_loss"] == pytest.approx(2.5) and runs.loc["old", "final_val_loss"] == pytest.approx(2.6)
+
+
+def _t_quantile_975(df: int) -> float:
+    """Student-t 0.975 quantile in closed form for 1 and 2 degrees of freedom (Cauchy; (2p-1)/sqrt(2p(1-p)))."""
+    p = 0.975
+    return {1: math.tan(math.pi * (p - 0.5)), 2: (2 * p - 1) / math.sqrt(2 * p * (1 - p))}[df]
+
+
+def test_t_interval_and_trend_match_closed_forms_and_an_independent_regression():
+    mean, low, high, n = t_interval([0.5, 0.7, 0.9, float("nan")])  # NaN (a run never converged) left out
+    half = _t_quantile_975(2) * 0.2 / math.sqrt(3)  # sample sd of (0.5, 0.7, 0.9) is 0.2
+    assert n == 3 and (mean, low, high) == pytest.approx((0.7, 0.7 - half, 0.7 + half), abs=1e-12)
+    assert t_interval([0.4])[0] == 0.4 and all(math.isnan(b) for b in t_interval([0.4])[1:3])  # one run: no bounds
+    rng = np.random.default_rng(0)
+    d = np.repeat([16, 32, 64, 128], 3)
+    frac = 0.9 - 0.05 * np.log2(d) + rng.normal(0, 0.03, d.size)
+    conv = pd.DataFrame({"run": [f"r{i}" for i in range(d.size)], "layer": 0, "fraction": frac})
+    got = trend_per_doubling(conv, {f"r{i}": float(v) for i, v in enumerate(d)}).iloc[0]
+    ref = stats.linregress(np.log2(d), frac)
+    half = stats.t.ppf(0.975, d.size - 2) * ref.stderr
+    assert got["runs"] == 12 and got["slope_per_doubling"] == pytest.approx(ref.slope, abs=1e-12)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((ref.slope - half, ref.slope + half), abs=1e-12)
+
+
+def test_report_gives_convergence_per_group_with_intervals_trend_and_cka_at_fractions(tmp_path):
+    """Two sizes, two runs each, one layer: the fractions (0.4, 0.6) at d = 8 and (0.2, 0.4) at d = 16."""
+    curves = {"a": {20: 0.5, 40: 0.96, 60: 0.97, 80: 0.99, 100: 1.0}, "b": {20: 0.5, 40: 0.5, 60: 0.96, 80: 0.99, 100: 1.0},
+              "c": {20: 0.96, 40: 0.97, 60: 0.98, 80: 0.99, 100: 1.0}, "d": {20: 0.5, 40: 0.96, 60: 0.97, 80: 0.99, 100: 1.0}}
+    for name, d in (("a", 8), ("b", 8), ("c", 16), ("d", 16)):
+        # a second component of the layer equal to the first, and a per-head row that must not count
+        _fake_run(tmp_path / "sweep", name, d, "plain", {50: 3.0, 100: 2.9},
+                  cka={(0, "mlp"): curves[name], (0, "attn"): curves[name], (0, "ov_head0"): {s: 0.0 for s in curves[name]}})
+    out = tmp_path / "cmp"
+    assert main([str(tmp_path / "sweep"), "--out", str(out), "--group-by", "hidden_size"]) == 0
+    report = (out / "report.md").read_text()
+
+    def cell(values, t):
+        m, s = np.mean(values), np.std(values, ddof=1)
+        h = t * s / math.sqrt(len(values))
+        return f"{m:.3f} [{m - h:.3f}, {m + h:.3f}] (n={len(values)})"
+
+    t1 = _t_quantile_975(1)
+    assert f"| 8 | {cell([0.4, 0.6], t1)} |" in report and f"| 16 | {cell([0.2, 0.4], t1)} |" in report
+    # slope over log2 d = (3, 3, 4, 4): -0.2 per doubling, residuals +-0.1, so se = sqrt(0.04 / 2 / 1)
+    half = _t_quantile_975(2) * math.sqrt(0.04 / 2)
+    assert f"| 0 | -0.200 [{-0.2 - half:.3f}, {-0.2 + half:.3f}] (n=4) |" in report
+    # CKA-to-final at 25% of training: the measurement at step 20 (fraction 0.2); at 75%: step 80 (0.99 everywhere)
+    row16 = next(ln for ln in report.split("## CKA-to-final at fractions")[1].splitlines() if ln.startswith("| 16 |"))
+    assert row16.split(" | ")[2] == cell([0.96, 0.5], t1) and row16.split(" | ")[4] == "0.990 [0.990, 0.990] (n=2)"
+    assert (out / "figures" / "cka_final_curves.png").stat().st_size > 1000

@@ -1,13 +1,18 @@
 """Sweeps: grid expansion, validation through the real CLI's dry run, parallel resumable execution."""
 
 import json
+import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
+import pandas as pd
 import pytest
 import yaml
 
+from lmdynamics import store
 from lmdynamics.sweep import SweepError, expand, main
 from tests.helpers.cli import ROOT, cli_env, tiny_config
 
@@ -95,3 +100,80 @@ def test_sweep_script_is_the_library_main(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "train" / "sweep.py"), "--config", str(tmp_path / "none.yaml")],
                          capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)
     assert res.returncode == 2 and res.stderr.strip() == f"error: sweep file {tmp_path / 'none.yaml'} does not exist"
+
+
+def _start_sweep(path, out):
+    """``train/sweep.py`` as a user starts it, in its own process group (what a scheduler kills)."""
+    return subprocess.Popen([sys.executable, str(ROOT / "train" / "sweep.py"), "--config", str(path)], stdout=out,
+                            stderr=subprocess.STDOUT, env=cli_env(), cwd=ROOT, start_new_session=True)
+
+
+def _wait_for(marker, proc, seconds=300):
+    """The pid of the worker paused at ``marker`` (``PauseAt`` writes it there)."""
+    deadline = time.monotonic() + seconds
+    while not (marker.exists() and marker.read_text().strip()):
+        assert proc.poll() is None, f"the sweep ended (exit {proc.returncode}) before {marker.name} paused"
+        assert time.monotonic() < deadline, f"{marker.name}: the run never reached its kill point"
+        time.sleep(0.05)
+    return int(marker.read_text())
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_exactly_and_skips_finished_runs(tmp_path, monkeypatch):
+    """A sweep of synthetic-language runs (one worker, in order): run 1 finishes; run 2's worker is SIGKILLed before
+    the run's first resume checkpoint (step 2 of 6, checkpoints every 3) and the sweep goes on; run 3 is stopped
+    after its step-3 checkpoint and validation (step 4) by SIGKILL to the whole sweep (driver and worker). Run
+    again, the sweep skips run 1 and resumes runs 2 and 3, whose checkpoints, CSV and tidy tables (losses,
+    measurements, CKA-to-final) then equal those of the same runs swept without interruption."""
+    from tests.kill_resume import compare_outputs
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # every worker of every sweep here: equal float sums, whatever --workers
+    sweep_set = {"trainer.max_steps": 6, "weight_rank.enabled": False}
+    (tmp_path / "base").mkdir()
+    base = _sweep_file(tmp_path / "base", set=sweep_set, grid={"seed_everything": [2, 3]})
+    assert main(["--config", str(base), "--workers", "2"]) == 0
+
+    killed_dir = tmp_path / "killed"
+    killed_dir.mkdir()
+    killed = _sweep_file(killed_dir, set=sweep_set, grid={"seed_everything": [1, 2, 3]})
+    spec = yaml.safe_load(killed.read_text())
+    pause = killed_dir / "pause.yaml"  # only the first invocation pauses (the CLI checks callbacks at the dry run)
+    points = {"sw-seed_everything2": (2, "batch_end"), "sw-seed_everything3": (4, "batch_end")}
+    pause.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "tests.helpers.callbacks.PauseAtRun",
+         "init_args": {"run": run, "step": step, "where": where, "marker": str(killed_dir / f"{run}.paused")}}
+        for run, (step, where) in points.items()]}}))
+    first = killed_dir / "first.yaml"
+    first.write_text(yaml.safe_dump({**spec, "configs": [*spec["configs"], str(pause)], "workers": 1}, sort_keys=False))
+    with open(killed_dir / "first.log", "w") as out:
+        proc = _start_sweep(first, out)
+        try:
+            os.kill(_wait_for(killed_dir / "sw-seed_everything2.paused", proc), signal.SIGKILL)  # the worker only
+            _wait_for(killed_dir / "sw-seed_everything3.paused", proc)
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole sweep, as a scheduler ends a job
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    log = (killed_dir / "first.log").read_text()
+    assert "sw-seed_everything1: done" in log and "sw-seed_everything2: FAILED (exit -9" in log, log
+    root = killed_dir / "sweep"
+    markers = root / ".sweep"
+    assert sorted(p.name for p in markers.glob("*.done")) == ["sw-seed_everything1.done"]
+    assert not (root / "sw-seed_everything2" / "lightning" / "last.ckpt").exists()  # killed before any checkpoint
+    assert (root / "sw-seed_everything3" / "lightning" / "last.ckpt").exists()
+    finished = {p: p.read_bytes() for p in (root / "sw-seed_everything1").rglob("*") if p.is_file()}
+
+    res = subprocess.run([sys.executable, str(ROOT / "train" / "sweep.py"), "--config", str(killed)], capture_output=True,
+                         text=True, env=cli_env(), cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "3 runs under" in res.stdout and "1 already done, 2 to run" in res.stdout
+    assert {p: p.read_bytes() for p in (root / "sw-seed_everything1").rglob("*") if p.is_file()} == finished
+    assert len([ln for ln in (markers / "sw-seed_everything1.log").read_text().splitlines() if ln.startswith("$ ")]) == 1
+    for run in points:
+        commands = [ln for ln in (markers / f"{run}.log").read_text().splitlines() if ln.startswith("$ ")]
+        assert len(commands) == 2 and "--ckpt_path" not in commands[0] and commands[1].endswith("--ckpt_path last")
+        assert (markers / f"{run}.done").is_file()
+        table = pd.read_parquet(store.table_path(root / run))
+        assert {"train_loss", "val_loss", "excess_loss", "cka_final"} <= set(table["metric"])
+        assert (problems := compare_outputs(tmp_path / "base" / "sweep" / run, root / run)) == [], problems

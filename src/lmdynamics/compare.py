@@ -5,7 +5,9 @@ files. A path that holds run directories (a sweep's root) stands for all of them
 and coloured by group: validation loss and excess loss (synthetic language) over tokens, final vs best
 validation loss, the head's effective rank and KL-to-uniform over steps (each MoS component's head
 averaged), and per layer the fraction of training after which CKA-to-final stays >= the threshold
-(``lmdynamics.analysis.summaries.convergence_steps``; runs with convergence measured). Writes
+(``lmdynamics.analysis.summaries.convergence_steps``; runs with convergence measured) with, per group, its mean
+and a Student-t interval over the group's runs (seeds), the trend per doubling of a numeric group value (e.g.
+the hidden size), CKA-to-final at fixed fractions of training and its curves per layer. Writes
 ``DIR/report.md``, ``DIR/runs.csv`` (the final numbers per run) and ``DIR/figures/*.png``, each atomically.
 
 ``--group-by`` takes any config key (dotted, e.g. ``model.model.hidden_size`` or ``model.model.head.kind``)
@@ -135,20 +137,116 @@ def summarize(run: Run, group_by: str | None) -> dict:
     return row
 
 
+def _layer_cka(table: pd.DataFrame) -> pd.DataFrame:
+    """CKA-to-final rows of the layers' whole components (the per-head ``ov_head*`` rows left out)."""
+    rows = table[(table["metric"] == CKA_FINAL) & (table["layer"] >= 0)]
+    return rows[~rows["component"].str.startswith("ov_head")]
+
+
 def convergence_fractions(runs: list[Run], threshold: float) -> pd.DataFrame:
     """Per run and layer, the fraction of training after which CKA-to-final stays >= threshold (mean over components)."""
     from .analysis.summaries import convergence_steps
 
     out = []
     for run in runs:
-        rows = run.table[(run.table["metric"] == CKA_FINAL) & (run.table["layer"] >= 0)]
+        rows = _layer_cka(run.table)
         if rows.empty:
             continue
         steps = convergence_steps(rows, threshold=threshold, total_steps=run.info.get("max_steps"))
-        steps = steps[~steps["component"].str.startswith("ov_head")]
         for layer, g in steps.groupby("layer"):
             out.append({"run": run.name, "layer": int(layer), "fraction": float(g["fraction"].mean())})
     return pd.DataFrame(out, columns=["run", "layer", "fraction"])
+
+
+def cka_curves(runs: list[Run]) -> pd.DataFrame:
+    """Per run, layer and measured step: CKA-to-final (mean over the layer's components) and the step's fraction of
+    training (step / max_steps, else over the run's last measured step)."""
+    out = []
+    for run in runs:
+        rows = _layer_cka(run.table)
+        if rows.empty:
+            continue
+        total = run.info.get("max_steps") or int(rows["step"].max())
+        mean = rows.groupby(["layer", "step"], as_index=False)["value"].mean()
+        out.append(mean.assign(run=run.name, fraction=mean["step"] / total))
+    cols = ["run", "layer", "step", "fraction", "value"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+CI_LEVEL = 0.95
+
+
+def t_interval(values) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of the Student-t interval at ``CI_LEVEL`` over independent runs (e.g. seeds):
+    mean +- t_{(1+level)/2, n-1} s / sqrt(n), s the sample standard deviation; NaN values are left out, and the
+    bounds are NaN for fewer than 2 values."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(v.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, n
+    half = float(stats.t.ppf((1 + CI_LEVEL) / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half, n
+
+
+def convergence_by_group(conv: pd.DataFrame, groups: dict[str, str]) -> pd.DataFrame:
+    """Per group and layer: the runs' convergence fractions as mean and t-interval (``t_interval``)."""
+    out = []
+    for (group, layer), rows in conv.assign(group=conv["run"].map(groups)).groupby(["group", "layer"]):
+        mean, low, high, n = t_interval(rows["fraction"])
+        out.append({"group": group, "layer": int(layer), "runs": n, "mean": mean, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(out, columns=["group", "layer", "runs", "mean", "ci_low", "ci_high"])
+
+
+def numeric_groups(groups: dict[str, str]) -> dict[str, float] | None:
+    """The groups' values as positive numbers (e.g. hidden sizes), else None."""
+    try:
+        values = {run: float(g) for run, g in groups.items()}
+    except ValueError:
+        return None
+    return values if all(v > 0 for v in values.values()) and len(set(values.values())) > 1 else None
+
+
+def trend_per_doubling(conv: pd.DataFrame, values: dict[str, float]) -> pd.DataFrame:
+    """Per layer: the least-squares slope of the convergence fraction against log2 of the group value over all runs
+    (the change in fraction per doubling, e.g. of the hidden size) with its t-interval at ``CI_LEVEL``:
+    slope +- t_{(1+level)/2, n-2} sqrt(SSR / (n - 2) / Sxx) (ordinary least squares; each run one observation).
+    A negative slope: the larger groups converge earlier."""
+    from scipy import stats
+
+    out = []
+    for layer, rows in conv.dropna(subset=["fraction"]).groupby("layer"):
+        x, y = np.log2(rows["run"].map(values).to_numpy(float)), rows["fraction"].to_numpy(float)
+        n, sxx = len(x), float(((x - x.mean()) ** 2).sum())
+        if n < 3 or sxx == 0:
+            continue
+        slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
+        residual = y - y.mean() - slope * (x - x.mean())
+        half = float(stats.t.ppf((1 + CI_LEVEL) / 2, n - 2) * math.sqrt((residual ** 2).sum() / (n - 2) / sxx))
+        out.append({"layer": int(layer), "runs": n, "slope_per_doubling": slope, "ci_low": slope - half, "ci_high": slope + half})
+    return pd.DataFrame(out, columns=["layer", "runs", "slope_per_doubling", "ci_low", "ci_high"])
+
+
+def cka_at_fractions(curves: pd.DataFrame, groups: dict[str, str], points=(0.1, 0.25, 0.5, 0.75, 0.9)) -> pd.DataFrame:
+    """Per group and fraction of training: CKA-to-final averaged over layers at each run's measurement nearest that
+    fraction, as mean and t-interval over the group's runs."""
+    out = []
+    for point in points:
+        per_run = {}
+        for run, rows in curves.groupby("run"):
+            fractions = np.sort(rows["fraction"].unique())
+            nearest = fractions[np.argmin(np.abs(fractions - point))]
+            per_run[run] = float(rows.loc[rows["fraction"] == nearest, "value"].mean())
+        for group in sorted({groups[r] for r in per_run}, key=_natural):
+            mean, low, high, n = t_interval([v for r, v in per_run.items() if groups[r] == group])
+            out.append({"group": group, "fraction": point, "runs": n, "mean": mean, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(out, columns=["group", "fraction", "runs", "mean", "ci_low", "ci_high"])
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -244,6 +342,34 @@ def _convergence(conv: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path 
     return save(fig, path)
 
 
+def _cka_curves_figure(curves: pd.DataFrame, summary: pd.DataFrame, threshold: float, path: Path) -> Path | None:
+    """One panel per layer: CKA-to-final over the fraction of training, the mean over each group's runs as a line
+    and the range of its runs (lowest to highest) shaded."""
+    from .analysis.plots import save
+    from .analysis.plots.common import panels
+
+    if curves.empty:
+        return None
+    curves = curves.merge(summary[["run", "group"]], on="run")
+    colors = _colors(list(curves["group"]))
+    layers = sorted(curves["layer"].unique())
+    fig, axes = panels(len(layers), width=4.2, height=3.2)
+    for ax, layer in zip(axes, layers):
+        for g in sorted(curves["group"].unique(), key=_natural):
+            rows = curves[(curves["layer"] == layer) & (curves["group"] == g)]
+            stats = rows.groupby("fraction")["value"].agg(["mean", "min", "max", "count"]).reset_index()
+            ax.plot(stats["fraction"], stats["mean"], color=colors[g], lw=1.3, label=f"{g} (n={int(stats['count'].max())})")
+            ax.fill_between(stats["fraction"], stats["min"], stats["max"], color=colors[g], alpha=0.2, lw=0)
+        ax.axhline(threshold, color="grey", lw=0.8, ls="--")
+        ax.set_title(f"layer {layer}")
+        ax.set_xlabel("fraction of training")
+        ax.set_ylabel("CKA to final")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, title="group", title_fontsize=7)
+    return save(fig, path)
+
+
 # ------------------------------------------------------------------------------------------------ report
 def _markdown_table(frame: pd.DataFrame) -> str:
     def fmt(v):
@@ -253,6 +379,44 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
     head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
     return head + "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
+
+
+def _interval(mean: float, low: float, high: float, n: int) -> str:
+    if math.isnan(mean):
+        return ""
+    return f"{mean:.3f} (n=1)" if math.isnan(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}] (n={n})"
+
+
+def _convergence_sections(conv: pd.DataFrame, curves: pd.DataFrame, groups: dict[str, str], threshold: float,
+                          group_by: str | None) -> list[str]:
+    """The per-group convergence tables: fractions per layer with intervals, the trend with a numeric group value,
+    and CKA-to-final at fixed fractions of training."""
+    ci = f"{CI_LEVEL:.0%} Student-t interval over the group's runs"
+    by_group = convergence_by_group(conv, groups)
+    by_group["cell"] = [_interval(r.mean, r.ci_low, r.ci_high, r.runs) for r in by_group.itertuples()]
+    table = by_group.pivot(index="group", columns="layer", values="cell")
+    table = table.loc[sorted(table.index, key=_natural)]
+    table.columns = [f"L{c}" for c in table.columns]
+    lines = [f"## Convergence fraction per group and layer (CKA-to-final >= {threshold:g}; mean [{ci}])", "",
+             _markdown_table(table.reset_index()), ""]
+    values = numeric_groups(groups)
+    if values is not None:
+        trend = trend_per_doubling(conv, values)
+        if not trend.empty:
+            trend["slope per doubling"] = [_interval(r.slope_per_doubling, r.ci_low, r.ci_high, r.runs) for r in trend.itertuples()]
+            lines += [f"## Trend: convergence fraction per doubling of `{group_by}`", "",
+                      f"Least-squares slope of the fraction against log2 of the group value over all runs, with its "
+                      f"{CI_LEVEL:.0%} t-interval; negative: larger values converge earlier.", "",
+                      _markdown_table(trend[["layer", "slope per doubling"]]), ""]
+    at = cka_at_fractions(curves, groups)
+    if not at.empty:
+        at["cell"] = [_interval(r.mean, r.ci_low, r.ci_high, r.runs) for r in at.itertuples()]
+        pivot = at.pivot(index="group", columns="fraction", values="cell")
+        pivot = pivot.loc[sorted(pivot.index, key=_natural)]
+        pivot.columns = [f"{c:.0%}" for c in pivot.columns]
+        lines += [f"## CKA-to-final at fractions of training (mean over layers; mean [{ci}])", "",
+                  _markdown_table(pivot.reset_index()), ""]
+    return lines
 
 
 def group_stats(summary: pd.DataFrame) -> pd.DataFrame:
@@ -270,6 +434,7 @@ def write_report(runs: list[Run], out: Path, group_by: str | None, threshold: fl
 
     summary = pd.DataFrame([summarize(r, group_by) for r in runs])
     conv = convergence_fractions(runs, threshold)
+    curves = cka_curves(runs)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     drawn = {
@@ -279,6 +444,8 @@ def write_report(runs: list[Run], out: Path, group_by: str | None, threshold: fl
         "head effective rank": _curves(runs, summary, HEAD_ER, "head effective rank", figures / "head_er.png", head=True),
         "head KL-to-uniform of s / sum(s)": _curves(runs, summary, HEAD_KL, "KL to uniform (nats)", figures / "head_kl_uniform.png", head=True),
         f"convergence fraction per layer (CKA-to-final >= {threshold:g})": _convergence(conv, summary, figures / "convergence_fraction.png"),
+        "CKA-to-final over training per layer (line: mean of the group's runs; band: their range)":
+            _cka_curves_figure(curves, summary, threshold, figures / "cka_final_curves.png"),
     }
     with_csv = summary.copy()
     write_text_atomic(out / "runs.csv", with_csv.to_csv(index=False))
@@ -292,6 +459,7 @@ def write_report(runs: list[Run], out: Path, group_by: str | None, threshold: fl
         pivot = conv.pivot(index="run", columns="layer", values="fraction")
         pivot.columns = [f"L{c}" for c in pivot.columns]
         lines += ["## Convergence fraction per layer", "", _markdown_table(pivot.reset_index()), ""]
+        lines += _convergence_sections(conv, curves, dict(zip(summary["run"], summary["group"])), threshold, group_by)
     lines += ["## Figures", ""]
     for title, path in drawn.items():
         lines += [f"### {title}", "", f"![{title}](figures/{path.name})" if path else "(no run has these values)", ""]

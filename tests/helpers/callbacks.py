@@ -93,6 +93,19 @@ class PauseAt(L.Callback):
             self._pause(trainer)
 
 
+class PauseAtRun(PauseAt):
+    """``PauseAt`` in one run of a sweep only: the run whose directory is named ``run`` pauses, the others train on
+    (a sweep's runs share their configs)."""
+
+    def __init__(self, run: str, step: int, where: str, marker: str):
+        super().__init__(step, where, marker)
+        self.run = run
+
+    def _pause(self, trainer) -> None:
+        if Path(trainer.default_root_dir).name == self.run:
+            super()._pause(trainer)
+
+
 class FixedProbe(Probe):
     """A probe whose activations at each step are given by ``acts_at(step)``: value tests of the callbacks."""
 
