@@ -323,3 +323,15 @@ def test_activation_overflow_keeps_float32(tmp_path):
     truncated.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(ValueError, match="corrupt"):
         load_activations(truncated)
+
+
+def test_markdown_files_are_plain_text_for_probes_and_corpora(tmp_path):
+    """A .md file (the project's own docs, as the README uses them) reads exactly as the same text in a .txt."""
+    from lmdynamics.data.corpus import load_corpus
+    from lmdynamics.probes import read_texts
+
+    text = "\n\n".join(_docs(6))
+    (tmp_path / "a.txt").write_text(text)
+    (tmp_path / "a.md").write_text(text)
+    assert list(read_texts(tmp_path / "a.md")) == list(read_texts(tmp_path / "a.txt")) != []
+    assert load_corpus(str(tmp_path / "a.md"), cache_dir=tmp_path / "c").documents == load_corpus(str(tmp_path / "a.txt"), cache_dir=tmp_path / "c").documents

@@ -54,7 +54,7 @@ def is_hub_id(spec: str | os.PathLike | None) -> bool:
     path = Path(text)
     if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
         return False
-    if path.suffix in {".json", ".txt", ".jsonl", ".parquet", ".safetensors"}:
+    if path.suffix in {".json", ".txt", ".md", ".jsonl", ".parquet", ".safetensors"}:
         return False
     return not (len(path.parts) == 2 and (Path(path.parts[0]).is_dir() or path.parts[0] == RUN_ROOT))
 

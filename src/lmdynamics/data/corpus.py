@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BUNDLED = "python-docs"
-_LOCAL_BUILDERS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_LOCAL_BUILDERS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
 @dataclass

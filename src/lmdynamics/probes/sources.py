@@ -20,7 +20,7 @@ from lmdynamics.data.corpus import open_rows
 from lmdynamics.data.streaming import packed_blocks, take_documents
 from lmdynamics.probes.probeset import ProbeSet
 
-TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+TEXT_SUFFIXES = (".txt", ".md", ".jsonl", ".json", ".parquet")
 PROBE_FILE = "probe.safetensors"
 
 
@@ -59,7 +59,7 @@ def read_texts(path: str | os.PathLike, text_field: str = "text") -> Iterator[st
     if not path.is_file():
         raise FileNotFoundError(f"probe text file {path} does not exist")
     if path.suffix.lower() not in TEXT_SUFFIXES:
-        raise ValueError(f"probe file {path} must be .txt, .jsonl, .json or .parquet (or a probe .safetensors)")
+        raise ValueError(f"probe file {path} must be .txt or .md (plain text), .jsonl, .json or .parquet (or a probe .safetensors)")
     rows, _, _ = open_rows(str(path), streaming=True)
     return take_documents(rows, text_field, None)
 
@@ -122,7 +122,7 @@ def probe_from_source(
     if path.suffix.lower() in TEXT_SUFFIXES:
         texts = read_texts(path, text_field)
     elif path.exists():
-        raise ValueError(f"probe source {path} is neither a directory nor a .txt/.jsonl/.json/.parquet/.safetensors file")
+        raise ValueError(f"probe source {path} is neither a directory nor a .txt/.md/.jsonl/.json/.parquet/.safetensors file")
     else:
         texts = read_hub_texts(src, split=split, text_field=text_field)
     seqs = pack_texts(texts, tokenizer, context_length, num_sequences)
