@@ -22,11 +22,32 @@ activations ``ov``, ``ov_head`` (each head's ``ov_headNN``), ``attn``, ``mlp``, 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .metrics import spectrum as _spectrum
-from .metrics.anisotropy import anisotropy as _anisotropy
+
+class _MetricFunction:
+    """A function of ``lmdynamics.metrics`` imported on its first call, so that reading the catalogue (names,
+    labels, families: what compare, saturation and report need) does not import torch."""
+
+    def __init__(self, module: str, name: str):
+        self.module, self.__name__ = module, name
+
+    def __call__(self, *args, **kwargs):
+        return getattr(importlib.import_module(f"lmdynamics.metrics.{self.module}"), self.__name__)(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"lmdynamics.metrics.{self.module}.{self.__name__}"
+
+
+class _Spectrum:
+    def __getattr__(self, name: str) -> _MetricFunction:
+        return _MetricFunction("spectrum", name)
+
+
+_spectrum = _Spectrum()
+_anisotropy = _MetricFunction("anisotropy", "anisotropy")
 
 #: GPT-NeoX weight matrices measured per layer (module name -> component); OV circuits come per head.
 LAYER_MATRICES = {

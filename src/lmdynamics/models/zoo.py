@@ -1,4 +1,4 @@
-"""The Pythia size table and custom sizes, turned into GPTNeoXConfig.
+"""Pythia sizes (the table in ``sizes.py``) and custom sizes, turned into GPTNeoXConfig.
 
 Numbers from the Pythia paper and the suite's own configs (Biderman et al., 2023; see docs/science.md sec. 1).
 """
@@ -10,33 +10,7 @@ from dataclasses import dataclass, field, replace
 from transformers import GPTNeoXConfig
 
 from .heads import HeadSpec, as_head_spec
-
-PYTHIA_TOKENIZER_VOCAB = 50277  # ids the GPT-NeoX-20B tokenizer can emit
-
-
-@dataclass(frozen=True)
-class PythiaSize:
-    layers: int
-    d_model: int
-    heads: int
-    peak_lr: float
-    vocab: int = 50304
-
-
-# size -> (layers, d_model, heads, peak LR, padded vocab); d_head = d_model / heads.
-PYTHIA_SIZES: dict[str, PythiaSize] = {
-    "14m": PythiaSize(6, 128, 4, 1e-3),
-    "31m": PythiaSize(6, 256, 8, 1e-3),
-    "70m": PythiaSize(6, 512, 8, 1e-3),
-    "160m": PythiaSize(12, 768, 12, 6e-4),
-    "410m": PythiaSize(24, 1024, 16, 3e-4),
-    "1b": PythiaSize(16, 2048, 8, 3e-4),
-    "1.4b": PythiaSize(24, 2048, 16, 2e-4),
-    "2.8b": PythiaSize(32, 2560, 32, 1.6e-4),
-    "6.9b": PythiaSize(32, 4096, 32, 1.2e-4, vocab=50432),
-    "12b": PythiaSize(36, 5120, 40, 1.2e-4, vocab=50688),
-}
-
+from .sizes import PYTHIA_SIZES, PYTHIA_TOKENIZER_VOCAB, PythiaSize, pythia_parameter_count  # noqa: F401
 
 # The architecture every Pythia size shares (docs/science.md sec. 1), as ModelSpec fields.
 PYTHIA_ARCHITECTURE = {"intermediate_multiple": 4, "rotary_pct": 0.25, "rotary_base": 10000.0,
@@ -165,11 +139,6 @@ class ModelSpec:
             eos_token_id=0,
             use_cache=False,
         )
-
-
-def pythia_parameter_count(num_layers: int, d_model: int, vocab: int) -> int:
-    """L(12d^2 + 13d) + 2Vd + 2d: Pythia's parameter count with untied embeddings (docs/science.md sec. 1)."""
-    return num_layers * (12 * d_model**2 + 13 * d_model) + 2 * vocab * d_model + 2 * d_model
 
 
 def count_parameters(model) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from lmdynamics.models.zoo import PYTHIA_SIZES, pythia_parameter_count
+from lmdynamics.models.sizes import PYTHIA_SIZES, pythia_parameter_count
 
 PAPER_FIXED = {"B": 410.7, "beta": 0.28, "E": 1.69}
 PAPER_FIT = {"A": 119.09, "alpha": 0.246}  # Godey et al.'s A, alpha on large Pythia models (for comparison)
