@@ -181,8 +181,26 @@ def report_text(results: pd.DataFrame, series: Series, figures: list[Path], min_
                                             f"did not move: {', '.join(still)}" if still else ""]))
             lines.append(f"- **{r.model}**: no saturation detected (final {r.gap:+.1%} vs best at step {r.best_step})"
                          + (f"; head signals {head}" if head else "") + ".")
+    lines += _component_lines(results)
     lines += ["", "## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures]
     return "\n".join(lines) + "\n"
+
+
+def _component_lines(results: pd.DataFrame) -> list[str]:
+    """A mixture of softmaxes' component heads, each judged on its own (its mean is the head signal above)."""
+    names = [c.removesuffix("_moved") for c in results.columns if c.endswith("]_moved")]
+    if not names:
+        return []
+    lines = ["", "## Mixture components (each component head's own signal; the head signals above are their mean)", "",
+             "| model | signal | moved | onset | moved first |", "|---|---|---|---|---|"]
+    for _, r in results.iterrows():
+        for name in names:
+            onset = r[f"{name}_onset_step"]
+            if all(pd.isna(r[f"{name}_{field}"]) for field in ("moved", "onset_step", "moved_first")):
+                continue  # another model's component, or too few rows for a verdict
+            lines.append(f"| {r.model} | {name} | {_yes_no(r[f'{name}_moved'])} | "
+                         f"{'—' if pd.isna(onset) else int(onset)} | {_yes_no(r[f'{name}_moved_first'])} |")
+    return lines
 
 
 def scaling_section(law: scaling.Law, table: pd.DataFrame, large) -> str:
