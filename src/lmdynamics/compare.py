@@ -444,7 +444,7 @@ def plan_groups(runs: list[Run], group_by: list[str] | None, baseline: str | Non
         keys = grouping.with_kind_parameters(keys)
     except grouping.GroupKeyError as err:
         raise CompareError(str(err)) from None
-    for key in keys:
+    for key in keys if group_by else []:  # the default keys may be absent from some runs (a run without config)
         missing = [r.name for r in runs if lookup(r, key) is None and not _head_parameter(key)]
         if missing:
             raise CompareError(f"--group-by {key}: not in the config or run.json of {', '.join(missing[:3])}"
@@ -452,6 +452,8 @@ def plan_groups(runs: list[Run], group_by: list[str] | None, baseline: str | Non
     of_run, groups = {}, {}
     for r in runs:
         g = grouping.group_of(r.config, r.info, keys)
+        if keys and all(v is None for _, v in g.values):  # none of the keys: the run is a group of its own
+            g = grouping.Group(g.values, r.name)
         of_run[r.name] = g.label
         groups[g.label] = g
     if base is not None and not any(g.value(base[0]) == base[1] for g in groups.values()):
@@ -507,7 +509,7 @@ def write_report(runs: list[Run], out: Path, group_by: list[str] | str | None = 
     with staged_dir(out) as stage:
         figures = stage / "figures"
         figures.mkdir()
-        drawn = {title: _curves(runs, summary, style, metric, ylabel, figures / f"{metric}.png", head, log_y)
+        drawn = {title: _curves(runs, summary, style, metric, ylabel, figures / f"{'head_' if head else ''}{metric}.png", head, log_y)
                  for metric, title, ylabel, head, log_y in CURVES}
         drawn["final vs best validation loss"] = _final_vs_best(summary, style, figures / "final_vs_best.png")
         drawn[f"convergence fraction per layer (CKA-to-final >= {threshold:g})"] = _convergence(conv, summary, style, figures / "convergence_fraction.png")
