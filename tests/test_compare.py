@@ -246,6 +246,7 @@ def test_a_failure_while_drawing_leaves_no_output_folder(tmp_path, monkeypatch):
     (["--baseline", "head.kinds=plain"], ["--baseline head.kinds", "model.model.head.kind"]),
     (["--baseline", "head.kind=tied"], ["--baseline model.model.head.kind=tied", "values of model.model.head.kind: mos, plain"]),
     (["--baseline", "plain"], ["--baseline 'plain'", "KEY=VALUE"]),
+    (["--group-by", "model"], ["--group-by model: a config section", "model.model.head.kind"]),
 ])
 def test_bad_grouping_is_one_line_naming_the_keys_that_exist(tmp_path, capsys, args, words):
     _seeded(tmp_path / "s", "a", 8, "plain", 1, 3.0)

@@ -442,6 +442,11 @@ def plan_groups(runs: list[Run], group_by: list[str] | None, baseline: str | Non
                 keys.append(key)
             base = (key, value.strip())
         keys = grouping.with_kind_parameters(keys)
+        for key in keys:
+            if any(isinstance(lookup(r, key), dict) for r in runs):
+                inside = [k for k in grouping.differing_keys(configs) if k.startswith(key + ".")]
+                raise CompareError(f"--group-by {key}: a config section, not a value; the keys in it that differ between "
+                                   f"the runs: {', '.join(inside) or '(none)'}")
     except grouping.GroupKeyError as err:
         raise CompareError(str(err)) from None
     for key in keys if group_by else []:  # the default keys may be absent from some runs (a run without config)
