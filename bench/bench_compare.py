@@ -5,7 +5,9 @@ lr, grad_norm, tokens, tokens_per_sec, model_tflops, measure_share), validation 
 measurement steps of weight ranks (4 layers x 9 matrices x 4 metrics), head spectrum (128 singular values),
 CKA rows; spread over 13 parts as an uncompacted run leaves them. Printed: rows per run, the time to read
 the 50 tables (``lmdynamics.compare.load_runs``, only the rows the report uses) against reading every row
-with ``store.read_table`` one run after another, and the time of the whole report (tables + figures).
+with ``store.read_table`` one run after another, and the time of the whole report (tables, grouping by hidden
+size and head kind, the verdict against the plain head, figures). The runs form a sweep's grid: 5 sizes x 2
+head kinds (plain, mos) x 5 seeds.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from lmdynamics import store
 from lmdynamics.compare import find_runs, load_runs, write_report
 
 
-def fake_run(root: Path, name: str, d: int, rng: np.random.Generator, steps: int = 600) -> int:
+def fake_run(root: Path, name: str, d: int, rng: np.random.Generator, steps: int = 600, kind: str = "plain",
+             seed: int = 1) -> int:
     run = root / name
     rows = []
 
@@ -55,7 +58,8 @@ def fake_run(root: Path, name: str, d: int, rng: np.random.Generator, steps: int
         store.append(store.table_path(run), frame.iloc[part])
     (run / "run.json").write_text(json.dumps({"run": name, "model": f"neox-L4-d{d}-h4", "max_steps": steps,
                                               "tokens_per_step": 2048, "hidden_size": d}))
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"model": {"hidden_size": d}}, "seed_everything": 1}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"model": {"hidden_size": d, "head": {"kind": kind, "components": 4}}},
+                                                     "seed_everything": seed}))
     return len(frame)
 
 
@@ -67,7 +71,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "sweep"
-        n = [fake_run(root, f"r{i:02d}", (16, 32, 64, 128, 256)[i % 5], rng) for i in range(args.runs)]
+        # 5 sizes x 2 head kinds x seeds: the grid of an intervention sweep
+        n = [fake_run(root, f"r{i:02d}", (16, 32, 64, 128, 256)[i % 5], rng, kind=("plain", "mos")[(i // 5) % 2],
+                      seed=i // 10) for i in range(args.runs)]
         paths = find_runs([str(root)])
         t0 = time.perf_counter()
         for p in paths:
@@ -77,13 +83,13 @@ def main() -> None:
         runs = load_runs(paths)
         t_ours = time.perf_counter() - t0
         t0 = time.perf_counter()
-        write_report(load_runs(paths), Path(tmp) / "cmp", "model.model.hidden_size")
+        write_report(load_runs(paths), Path(tmp) / "cmp", ["hidden_size", "head.kind"], baseline="head.kind=plain")
         t_report = time.perf_counter() - t0
         figures = len(list((Path(tmp) / "cmp" / "figures").glob("*.png")))
     print(f"{args.runs} runs, {n[0]:,} rows each ({sum(n):,} in all, 13 parts per run)")
     print(f"read every row, run after run (store.read_table): {t_all:6.2f} s")
     print(f"compare.load_runs (report rows only, 8 threads):   {t_ours:6.2f} s  ({sum(len(r.table) for r in runs):,} rows kept)")
-    print(f"whole report (read + summaries + {figures} figures):        {t_report:6.2f} s")
+    print(f"whole report (read + groups + verdict + {figures} figures): {t_report:6.2f} s")
 
 
 if __name__ == "__main__":

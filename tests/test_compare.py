@@ -61,7 +61,7 @@ def test_report_numbers_groups_and_figures(tmp_path):
     assert runs.loc["b", "final_excess_loss"] == pytest.approx(0.6) and runs.loc["c", "best_excess_loss"] == pytest.approx(0.1)
     assert runs.loc["b", "final_head_er"] == pytest.approx(6.0)  # the mean of the mixture's two component heads
     assert runs.loc["a", "final_head_kl_uniform"] == pytest.approx(0.07)
-    assert list(runs["group"]) == ["plain", "mos4", "plain"]
+    assert list(runs["group"]) == ["head=plain", "head=mos4", "head=plain"]
     report = (out / "report.md").read_text()
     # layer 0 stays >= 0.95 from step 40; layer 1: mlp from 80, attn from 60 -> mean 0.7
     assert "| a | 0.4 | 0.7 |" in report
@@ -70,7 +70,7 @@ def test_report_numbers_groups_and_figures(tmp_path):
     assert not list(out.rglob(".*"))  # no temporary left
     assert main([str(sweep), "--out", str(tmp_path / "by_d"), "--group-by", "hidden_size"]) == 0  # a run.json field
     stats = (tmp_path / "by_d" / "report.md").read_text().split("## Final")[0]
-    assert "| 8 | 2 | 2.85 |" in stats  # two runs of d = 8, mean final validation loss (3.1 + 2.6) / 2
+    assert "| d=8 | 2 | 2.85 |" in stats  # two runs of d = 8, mean final validation loss (3.1 + 2.6) / 2
 
 
 @pytest.mark.parametrize("args, words", [
@@ -144,11 +144,114 @@ def test_report_gives_convergence_per_group_with_intervals_trend_and_cka_at_frac
         return f"{m:.3f} [{m - h:.3f}, {m + h:.3f}] (n={len(values)})"
 
     t1 = _t_quantile_975(1)
-    assert f"| 8 | {cell([0.4, 0.6], t1)} |" in report and f"| 16 | {cell([0.2, 0.4], t1)} |" in report
+    assert f"| d=8 | {cell([0.4, 0.6], t1)} |" in report and f"| d=16 | {cell([0.2, 0.4], t1)} |" in report
     # slope over log2 d = (3, 3, 4, 4): -0.2 per doubling, residuals +-0.1, so se = sqrt(0.04 / 2 / 1)
     half = _t_quantile_975(2) * math.sqrt(0.04 / 2)
     assert f"| 0 | -0.200 [{-0.2 - half:.3f}, {-0.2 + half:.3f}] (n=4) |" in report
     # CKA-to-final at 25% of training: the measurement at step 20 (fraction 0.2); at 75%: step 80 (0.99 everywhere)
-    row16 = next(ln for ln in report.split("## CKA-to-final at fractions")[1].splitlines() if ln.startswith("| 16 |"))
+    row16 = next(ln for ln in report.split("## CKA-to-final at fractions")[1].splitlines() if ln.startswith("| d=16 |"))
     assert row16.split(" | ")[2] == cell([0.96, 0.5], t1) and row16.split(" | ")[4] == "0.990 [0.990, 0.990] (n=2)"
     assert (out / "figures" / "cka_final_curves.png").stat().st_size > 1000
+
+
+def _seeded(root, name, d, kind, seed, final, components=4, layers_cka=0):
+    """A fake run as a sweep leaves it: config with the head's kind and K, and its seed."""
+    cka = {(layer, "mlp"): {20: 0.5, 60: 0.97, 100: 1.0} for layer in range(layers_cka)}
+    run = _fake_run(root, name, d, kind, {50: final + 0.2, 100: final}, cka=cka)
+    (run / "config.yaml").write_text(yaml.safe_dump({"seed_everything": seed, "run": {"name": name},
+                                                     "model": {"model": {"hidden_size": d, "head": {"kind": kind, "components": components}}}}))
+    return run
+
+
+def test_default_groups_are_the_differing_keys_with_short_labels(tmp_path):
+    """Seeds, run names and a plain head's unused K make no group; the label names d, the head kind and its K."""
+    for seed in (1, 2):
+        _seeded(tmp_path, f"p8-{seed}", 8, "plain", seed, 3.0)
+        _seeded(tmp_path, f"m8-{seed}", 8, "mos", seed, 2.9, components=4)
+        _seeded(tmp_path, f"m8k2-{seed}", 8, "mos", seed, 2.95, components=2)
+        _seeded(tmp_path, f"p32-{seed}", 32, "plain", seed, 2.5, components=2)
+    assert main([str(tmp_path), "--out", str(tmp_path / "cmp")]) == 0
+    groups = pd.read_csv(tmp_path / "cmp" / "runs.csv").set_index("run")["group"]
+    assert groups["p8-1"] == groups["p8-2"] == "d=8 · head=plain"
+    assert groups["m8-1"] == "d=8 · head=mos K=4" and groups["m8k2-2"] == "d=8 · head=mos K=2"
+    assert groups["p32-1"] == "d=32 · head=plain"  # its K = 2 is unused by a plain head
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "in 4 groups" in report and "## Group means" in report
+
+
+def test_verdict_pairs_by_seed_and_falls_back_to_welch(tmp_path):
+    """Differences against scipy's paired and Welch t-tests (independent references), and the words."""
+    base = {1: 3.0, 2: 3.2, 3: 3.1}
+    mos = {1: 2.8, 2: 3.1, 3: 2.85}  # paired by seed
+    low = {4: 4.0, 5: 4.1}  # other seeds: Welch against the baseline's three
+    for seed in base:
+        _seeded(tmp_path / "s", f"plain-{seed}", 8, "plain", seed, base[seed])
+        _seeded(tmp_path / "s", f"mos-{seed}", 8, "mos", seed, mos[seed])
+    for seed in low:
+        _seeded(tmp_path / "s", f"low-{seed}", 8, "low_rank", seed, low[seed])
+    _seeded(tmp_path / "s", "mos32", 32, "mos", 1, 2.0)  # no plain run at d = 32
+    out = tmp_path / "cmp"
+    assert main([str(tmp_path / "s"), "--out", str(out), "--group-by", "hidden_size,head.kind",
+                 "--baseline", "head.kind=plain"]) == 0
+    verdict = pd.read_csv(out / "verdict.csv")
+    row = verdict[(verdict["group"] == "d=8 · head=mos K=4") & (verdict["metric"] == "final validation loss")].iloc[0]
+    ref = stats.ttest_rel([mos[s] for s in base], [base[s] for s in base]).confidence_interval(0.95)
+    assert row["pairing"] == "by seed" and row["n"] == "3 pairs"
+    assert (row["difference"], row["ci_low"], row["ci_high"]) == pytest.approx(
+        (np.mean([mos[s] - base[s] for s in base]), ref.low, ref.high), abs=1e-12)
+    assert row["verdict"] == ("better" if ref.high < 0 else "no significant difference")
+    row = verdict[(verdict["group"] == "d=8 · head=low_rank") & (verdict["metric"] == "best validation loss")].iloc[0]
+    ref = stats.ttest_ind(list(low.values()), list(base.values()), equal_var=False).confidence_interval(0.95)
+    assert row["pairing"] == "unpaired (Welch)" and row["n"] == "2 vs 3"
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert row["verdict"] == "worse" and ref.low > 0
+    assert verdict[verdict["group"] == "d=32 · head=mos K=4"]["verdict"].iloc[0].startswith("no baseline run")
+    report = (out / "report.md").read_text()
+    assert report.index("## Verdict") < report.index("## Per group")
+
+
+def test_runs_of_different_depths_and_without_measurements_compare(tmp_path):
+    """A 2-layer and a 4-layer run with CKA (a panel one group lacks; it used to end in a NaN error) and a run
+    with validation loss only: the report is whole, and the sections without data say so in one line."""
+    _seeded(tmp_path / "s", "shallow", 8, "plain", 1, 3.0, layers_cka=2)
+    _seeded(tmp_path / "s", "deep", 32, "plain", 1, 2.5, layers_cka=4)
+    run = tmp_path / "s" / "bare"
+    store.append(store.table_path(run), [{"run": "bare", "model": "m", "step": s, "tokens": s, "layer": -1,
+                                          "component": "model", "metric": "val_loss", "value": v} for s, v in ((5, 4.0), (9, 3.9))])
+    out = tmp_path / "cmp"
+    assert main([str(tmp_path / "s"), "--out", str(out)]) == 0  # bare has no config: its own group
+    report = (out / "report.md").read_text()
+    assert (out / "figures" / "cka_final_curves.png").stat().st_size > 1000
+    assert "| deep | 0.6 | 0.6 | 0.6 | 0.6 |" in report and "| shallow | 0.6 | 0.6 |" in report
+    empty = [part.splitlines()[0] for part in report.split("## Figures")[1].split("### ")[1:] if "No run has these values." in part]
+    assert empty == ["head effective rank", "head KL-to-uniform of s / sum(s)"]  # no run here has head rows
+
+
+def test_a_failure_while_drawing_leaves_no_output_folder(tmp_path, monkeypatch):
+    from lmdynamics import compare
+
+    _seeded(tmp_path / "s", "a", 8, "plain", 1, 3.0, layers_cka=2)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(compare, "_cka_curves_figure", broken)
+    with pytest.raises(RuntimeError):
+        main([str(tmp_path / "s"), "--out", str(tmp_path / "cmp")])
+    assert not (tmp_path / "cmp").exists() and not list(tmp_path.glob(".cmp*"))
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--group-by", "hidden_sise"], ["--group-by hidden_sise", "model.model.head.kind", "model.model.hidden_size"]),
+    (["--baseline", "head.kinds=plain"], ["--baseline head.kinds", "model.model.head.kind"]),
+    (["--baseline", "head.kind=tied"], ["--baseline model.model.head.kind=tied", "values of model.model.head.kind: mos, plain"]),
+    (["--baseline", "plain"], ["--baseline 'plain'", "KEY=VALUE"]),
+    (["--group-by", "model"], ["--group-by model: a config section", "model.model.head.kind"]),
+])
+def test_bad_grouping_is_one_line_naming_the_keys_that_exist(tmp_path, capsys, args, words):
+    _seeded(tmp_path / "s", "a", 8, "plain", 1, 3.0)
+    _seeded(tmp_path / "s", "b", 8, "mos", 1, 2.9)
+    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "cmp"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and all(w in err[0] for w in words), err
+    assert not (tmp_path / "cmp").exists() and not list(tmp_path.glob(".cmp*"))

@@ -69,7 +69,7 @@ def test_print_commands_gives_one_runnable_command_per_run(tmp_path, capsys):
     names = set()
     for line in lines:
         argv = shlex.split(line)
-        assert argv[1].endswith("train/run.py") and argv[2] == "fit"
+        assert argv[1:4] == ["-m", "lmdynamics.cli", "fit"]  # the package's command, never a script by path
         names.add(argv[argv.index("--run.name") + 1])
     assert names == {f"sw-seed_everything{s}-hidden_size{d}" for s in (1, 2) for d in (16, 32)}
     assert not (tmp_path / "sweep").exists()
@@ -89,11 +89,54 @@ def test_sweep_runs_in_parallel_skips_finished_and_resumes_interrupted(tmp_path,
     (root / ".sweep" / "sw-mos.done").unlink()
     assert main(["--config", str(path), "--workers", "2"]) == 0
     assert "1 already done, 1 to run" in capsys.readouterr().out
-    assert len([ln for ln in (root / ".sweep" / "sw-plain.log").read_text().splitlines() if ln.startswith("$ ")]) == 1
-    log = (root / ".sweep" / "sw-mos.log").read_text()
+    assert len([ln for ln in (root / "sw-plain" / "sweep.log").read_text().splitlines() if ln.startswith("$ ")]) == 1
+    log = (root / "sw-mos" / "sweep.log").read_text()
     commands = [ln for ln in log.splitlines() if ln.startswith("$ ")]
     assert len(commands) == 2 and "--ckpt_path" not in commands[0] and commands[1].endswith("--ckpt_path last")
     assert "already finished" in log and (root / ".sweep" / "sw-mos.done").is_file()
+
+
+def test_set_overrides_every_run_after_the_file_and_the_grid(tmp_path, capsys):
+    path = _sweep_file(tmp_path, grid={"model.model.hidden_size": [16, 32], "trainer.max_steps": [5]})
+    assert main(["--config", str(path), "--set", "trainer.max_steps=2", "--set", "model.model.head.kind=mos",
+                 "--print-commands"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        argv = shlex.split(line)
+        # the last occurrence of a flag wins in the CLI: the override comes after the grid's value
+        assert argv[len(argv) - 1 - argv[::-1].index("--trainer.max_steps") + 1] == "2"
+        assert argv[len(argv) - 1 - argv[::-1].index("--model.model.head.kind") + 1] == "mos"
+
+
+@pytest.mark.parametrize("item, words", [
+    ("trainer.max_stepz=3", ["--set trainer.max_stepz", "keys under trainer:", "max_steps"]),
+    ("model.model.head.kindd=mos", ["--set model.model.head.kindd", "keys under model.model.head: components, kind, rank"]),
+    ("trainer.max_steps", ["--set 'trainer.max_steps'", "KEY=VALUE"]),
+])
+def test_bad_set_is_one_line_naming_the_keys_that_exist(tmp_path, capsys, item, words):
+    path = _sweep_file(tmp_path, grid={"seed_everything": [1]})
+    assert main(["--config", str(path), "--set", item]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and all(w in err[0] for w in words), err
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_run_does_not_stop_the_others_and_is_summarised(tmp_path):
+    """A learning rate of 1e30 passes the dry run and fails in training (a non-finite loss): the other run
+    finishes, the summary lists the failure with its log's last line, and the sweep exits non-zero."""
+    path = _sweep_file(tmp_path, grid={"lr": {"ok": {}, "broken": {"model.optim.lr": 1.0e+30, "trainer.gradient_clip_val": None}}})
+    res = subprocess.run([sys.executable, str(ROOT / "train" / "sweep.py"), "--config", str(path), "--workers", "2"],
+                         capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=600)
+    assert res.returncode == 1, res.stdout + res.stderr
+    summary = pd.read_csv(tmp_path / "sweep" / "sweep_summary.csv").set_index("run")
+    assert summary.loc["sw-ok", "status"] == "done" and summary.loc["sw-ok", "steps"] == 3
+    assert summary.loc["sw-broken", "status"].startswith("FAILED")
+    log = (tmp_path / "sweep" / "sw-broken" / "sweep.log").read_text().strip().splitlines()
+    assert summary.loc["sw-broken", "last_log_line"] == log[-1].strip()
+    assert f"sw-broken failed; last line of {tmp_path / 'sweep' / 'sw-broken' / 'sweep.log'}: {log[-1].strip()}" in res.stderr
+    assert "sw-ok" in res.stdout and "FAILED" in res.stdout  # the printed table
 
 
 def test_sweep_script_is_the_library_main(tmp_path):
@@ -169,9 +212,9 @@ def test_killed_sweep_resumes_exactly_and_skips_finished_runs(tmp_path, monkeypa
     assert res.returncode == 0, res.stdout + res.stderr
     assert "3 runs under" in res.stdout and "1 already done, 2 to run" in res.stdout
     assert {p: p.read_bytes() for p in (root / "sw-seed_everything1").rglob("*") if p.is_file()} == finished
-    assert len([ln for ln in (markers / "sw-seed_everything1.log").read_text().splitlines() if ln.startswith("$ ")]) == 1
+    assert len([ln for ln in (root / "sw-seed_everything1" / "sweep.log").read_text().splitlines() if ln.startswith("$ ")]) == 1
     for run in points:
-        commands = [ln for ln in (markers / f"{run}.log").read_text().splitlines() if ln.startswith("$ ")]
+        commands = [ln for ln in (root / run / "sweep.log").read_text().splitlines() if ln.startswith("$ ")]
         assert len(commands) == 2 and "--ckpt_path" not in commands[0] and commands[1].endswith("--ckpt_path last")
         assert (markers / f"{run}.done").is_file()
         table = pd.read_parquet(store.table_path(root / run))

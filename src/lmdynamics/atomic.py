@@ -66,3 +66,26 @@ def write_json_atomic(path: str | os.PathLike, data) -> Path:
     import json
 
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden staging folder beside ``out``; on success move every file written there into ``out`` (each
+    one atomically, replacing files of the same name), on error leave ``out`` untouched. The stage is always
+    removed, so a crash or bad input leaves no half-written folder."""
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    stage.mkdir()
+    try:
+        yield stage
+        apply_umask(stage)
+        for src in sorted(stage.rglob("*")):
+            if src.is_file():
+                target = out / src.relative_to(stage)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -1,18 +1,28 @@
-"""One report across runs: ``python analysis/compare.py runs/a runs/b ... --out DIR [--group-by KEY]``.
+"""One report across runs: ``python analysis/compare.py runs/a runs/b ... --out DIR [--group-by K1,K2] [--baseline KEY=VALUE]``.
 
 Reads each run's tidy table (``metrics.parquet``), ``run.json`` and resolved ``config.yaml`` only, never model
-files. A path that holds run directories (a sweep's root) stands for all of them. Draws, overlaid per run
-and coloured by group: validation loss and excess loss (synthetic language) over tokens, final vs best
-validation loss, the head's effective rank and KL-to-uniform over steps (each MoS component's head
-averaged), and per layer the fraction of training after which CKA-to-final stays >= the threshold
-(``lmdynamics.analysis.summaries.convergence_steps``; runs with convergence measured) with, per group, its mean
-and a Student-t interval over the group's runs (seeds), the trend per doubling of a numeric group value (e.g.
-the hidden size), CKA-to-final at fixed fractions of training and its curves per layer. Writes
-``DIR/report.md``, ``DIR/runs.csv`` (the final numbers per run) and ``DIR/figures/*.png``, each atomically.
+files. A path that holds run directories (a sweep's root) stands for all of them. Runs of any size, corpus,
+schedule and set of measurements compare; a section without data for any run says so in one line.
 
-``--group-by`` takes any config key (dotted, e.g. ``model.model.hidden_size`` or ``model.model.head.kind``)
-or a ``run.json`` field (``hidden_size``, ``synthetic.rank``); the default groups by model name.
-Tables are read in parallel threads (Arrow releases the GIL), only the rows the report uses.
+Groups (``lmdynamics.grouping``): ``--group-by`` takes one or more comma-separated config keys (a unique tail
+such as ``head.kind`` will do) or run.json fields; without it, the config keys that differ between the runs,
+seeds excepted. Labels are short (``d=8 · head=mos K=4``); each group has its own colour and line style, the
+same in every figure, with the legend outside the data.
+
+The report leads with the verdict (``lmdynamics.verdict``): with ``--baseline KEY=VALUE``, per other group
+the difference in final and best validation loss (and excess loss on the synthetic language) to the baseline
+group at the same remaining keys, paired by seed where seeds match, with its 95% t-interval, n and a word
+(better / worse / no significant difference); without a baseline, the group means with intervals. Then the
+per-group and per-run numbers, and figures overlaid per run: validation and excess loss over tokens, final vs
+best validation loss, the head's effective rank and KL-to-uniform (a mixture's component heads averaged),
+and per layer the fraction of training after which CKA-to-final stays >= the threshold
+(``lmdynamics.analysis.summaries.convergence_steps``) with per-group intervals, the trend per doubling of a
+single numeric grouping key, CKA-to-final at fixed fractions of training and its curves per layer.
+
+Writes ``DIR/report.md``, ``DIR/runs.csv`` (the final numbers per run), ``DIR/verdict.csv`` and
+``DIR/figures/*.png``, all built in a hidden staging folder and moved into place at the end: bad input or a
+failure leaves nothing half-written. Tables are read in parallel threads (Arrow releases the GIL), only the
+rows the report uses.
 """
 
 from __future__ import annotations
@@ -20,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,12 +39,21 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import store
+from . import grouping, store
 from .catalogue import is_output_head
+from .grouping import natural
+from .verdict import CI_LEVEL, means_table, t_interval, verdict_table
 
 LOSS, VAL_LOSS, EXCESS = "train_loss", "val_loss", "excess_loss"
 HEAD_ER, HEAD_KL, CKA_FINAL, SATURATION = "er", "kl_uniform", "cka_final", "saturation_event"
 METRICS = (VAL_LOSS, EXCESS, HEAD_ER, HEAD_KL, CKA_FINAL, SATURATION)
+#: The curves drawn over tokens, one figure each: (metric, figure title, y label, a head metric, log y axis).
+CURVES = (
+    (VAL_LOSS, "validation loss", "validation loss (nats)", False, False),
+    (EXCESS, "excess loss (val_loss - entropy floor)", "excess loss (nats)", False, True),
+    (HEAD_ER, "head effective rank", "head effective rank", True, False),
+    (HEAD_KL, "head KL-to-uniform of s / sum(s)", "KL to uniform (nats)", True, False),
+)
 RISE_MARGIN = 0.02  # nats: final validation loss this far above its best counts as a late rise
 
 
@@ -86,16 +104,7 @@ def load_runs(paths: list[Path], threads: int = 8) -> list[Run]:
 
 def lookup(run: Run, key: str):
     """A dotted key from the run's resolved config, else from run.json (None when neither has it)."""
-    for source in (run.config, run.info):
-        node = source
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                node = None
-                break
-            node = node[part]
-        if node is not None:
-            return node
-    return None
+    return grouping.lookup(run.config, run.info, key)
 
 
 def _series(table: pd.DataFrame, metric: str, component: str | None = "model") -> pd.DataFrame:
@@ -111,14 +120,14 @@ def _head_series(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows.groupby("step", as_index=False)["value"].mean()
 
 
-def summarize(run: Run, group_by: str | None) -> dict:
+def summarize(run: Run) -> dict:
     """The final numbers of one run."""
     t = run.table
     val = _series(t, VAL_LOSS)
     excess = _series(t, EXCESS)
     er, kl = _head_series(t, HEAD_ER), _head_series(t, HEAD_KL)
-    row = {"run": run.name, "model": run.info.get("model", ""),
-           "group": str(lookup(run, group_by)) if group_by else run.info.get("model", ""),
+    seed = lookup(run, "seed_everything")
+    row = {"run": run.name, "model": run.info.get("model", ""), "seed": seed if seed is not None else run.info.get("seed"),
            "hidden_size": run.info.get("hidden_size"), "parameters": run.info.get("parameters"),
            "steps": int(t["step"].max()) if len(t) else 0}
     if len(val):
@@ -174,27 +183,6 @@ def cka_curves(runs: list[Run]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-CI_LEVEL = 0.95
-
-
-def t_interval(values) -> tuple[float, float, float, int]:
-    """(mean, low, high, n) of the Student-t interval at ``CI_LEVEL`` over independent runs (e.g. seeds):
-    mean +- t_{(1+level)/2, n-1} s / sqrt(n), s the sample standard deviation; NaN values are left out, and the
-    bounds are NaN for fewer than 2 values."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    n = len(v)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    mean = float(v.mean())
-    if n < 2:
-        return mean, math.nan, math.nan, n
-    half = float(stats.t.ppf((1 + CI_LEVEL) / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half, n
-
-
 def convergence_by_group(conv: pd.DataFrame, groups: dict[str, str]) -> pd.DataFrame:
     """Per group and layer: the runs' convergence fractions as mean and t-interval (``t_interval``)."""
     out = []
@@ -204,13 +192,13 @@ def convergence_by_group(conv: pd.DataFrame, groups: dict[str, str]) -> pd.DataF
     return pd.DataFrame(out, columns=["group", "layer", "runs", "mean", "ci_low", "ci_high"])
 
 
-def numeric_groups(groups: dict[str, str]) -> dict[str, float] | None:
-    """The groups' values as positive numbers (e.g. hidden sizes), else None."""
+def numeric_groups(values: dict[str, object]) -> dict[str, float] | None:
+    """Per run, its value of the one grouping key as a positive number (e.g. the hidden size), else None."""
     try:
-        values = {run: float(g) for run, g in groups.items()}
-    except ValueError:
+        numbers = {run: float(v) for run, v in values.items()}
+    except (TypeError, ValueError):
         return None
-    return values if all(v > 0 for v in values.values()) and len(set(values.values())) > 1 else None
+    return numbers if all(v > 0 for v in numbers.values()) and len(set(numbers.values())) > 1 else None
 
 
 def trend_per_doubling(conv: pd.DataFrame, values: dict[str, float]) -> pd.DataFrame:
@@ -243,131 +231,126 @@ def cka_at_fractions(curves: pd.DataFrame, groups: dict[str, str], points=(0.1, 
             fractions = np.sort(rows["fraction"].unique())
             nearest = fractions[np.argmin(np.abs(fractions - point))]
             per_run[run] = float(rows.loc[rows["fraction"] == nearest, "value"].mean())
-        for group in sorted({groups[r] for r in per_run}, key=_natural):
+        for group in sorted({groups[r] for r in per_run}, key=natural):
             mean, low, high, n = t_interval([v for r, v in per_run.items() if groups[r] == group])
             out.append({"group": group, "fraction": point, "runs": n, "mean": mean, "ci_low": low, "ci_high": high})
     return pd.DataFrame(out, columns=["group", "fraction", "runs", "mean", "ci_low", "ci_high"])
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def _colors(groups: list[str]) -> dict[str, tuple]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["viridis"]
-    order = sorted(set(groups), key=_natural)
-    return {g: cmap(i / max(1, len(order) - 1)) for i, g in enumerate(order)}
-
-
-def _natural(text: str) -> list:
-    """Sort key that orders the numbers inside names by value (``d8`` before ``d16``)."""
-    return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 0.0, p) for p in re.split(r"(\d+(?:\.\d+)?)", text) if p]
-
-
-def _curves(runs: list[Run], summary: pd.DataFrame, metric: str, ylabel: str, path: Path, head: bool = False,
-            log_y: bool = False) -> Path | None:
-    from matplotlib.figure import Figure
-
+def _save_figure(fig, path: Path) -> Path:
     from .analysis.plots import save
 
+    return save(fig, path)
+
+
+def _legend_outside(fig, title: str = "group") -> None:
+    """One legend for the figure, right of the axes (constrained layout makes room for it)."""
+    handles, labels = [], []
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, title=title, fontsize=8, title_fontsize=8, loc="outside right upper")
+
+
+def _figure(width: float = 8.0, height: float = 4.5):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _curves(runs: list[Run], summary: pd.DataFrame, style: dict, metric: str, ylabel: str, path: Path,
+            head: bool = False, log_y: bool = False) -> Path | None:
     groups = dict(zip(summary["run"], summary["group"]))
-    colors = _colors(list(groups.values()))
-    fig = Figure(figsize=(7.5, 4.5))
-    ax = fig.add_subplot()
-    drawn, labelled = False, set()
+    fig, ax = _figure()
+    labelled = set()
     for run in runs:
         rows = _head_series(run.table, metric) if head else _series(run.table, metric)
         if rows.empty:
             continue
         tps = run.info.get("tokens_per_step") or 1
         g = groups[run.name]
-        ax.plot(rows["step"] * tps, rows["value"], color=colors[g], alpha=0.8, lw=1.2,
+        ax.plot(rows["step"] * tps, rows["value"], color=style[g]["color"], ls=style[g]["ls"], alpha=0.85, lw=1.3,
                 label=None if g in labelled else g)
         labelled.add(g)
-        drawn = True
-    if not drawn:
+    if not labelled:
         return None
     ax.set_xlabel("tokens")
     ax.set_ylabel(ylabel)
-    if log_y:
+    if log_y and all((line.get_ydata() > 0).all() for line in ax.get_lines()):
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(title="group", fontsize=8, loc="best")
-    fig.tight_layout()
-    return save(fig, path)
+    _legend_outside(fig)
+    return _save_figure(fig, path)
 
 
-def _final_vs_best(summary: pd.DataFrame, path: Path) -> Path | None:
-    from matplotlib.figure import Figure
-
-    from .analysis.plots import save
-
+def _final_vs_best(summary: pd.DataFrame, style: dict, path: Path) -> Path | None:
     s = summary.dropna(subset=["final_val_loss"]) if "final_val_loss" in summary else summary.iloc[0:0]
     if s.empty:
         return None
-    colors = _colors(list(s["group"]))
-    fig = Figure(figsize=(6, 5))
-    ax = fig.add_subplot()
-    for g, rows in s.groupby("group"):
-        ax.scatter(rows["best_val_loss"], rows["final_val_loss"], color=colors[g], label=g, s=30)
+    fig, ax = _figure(7.5, 5)
+    for g in sorted(s["group"].unique(), key=natural):
+        rows = s[s["group"] == g]
+        ax.scatter(rows["best_val_loss"], rows["final_val_loss"], color=style[g]["color"], marker=style[g]["marker"], label=g, s=36)
     lo, hi = float(s[["best_val_loss", "final_val_loss"]].min().min()), float(s[["best_val_loss", "final_val_loss"]].max().max())
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="final = best")
     ax.set_xlabel("best validation loss")
     ax.set_ylabel("final validation loss")
-    ax.legend(fontsize=8, title="group")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return save(fig, path)
+    _legend_outside(fig)
+    return _save_figure(fig, path)
 
 
-def _convergence(conv: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path | None:
-    from matplotlib.figure import Figure
-
-    from .analysis.plots import save
-
+def _convergence(conv: pd.DataFrame, summary: pd.DataFrame, style: dict, path: Path) -> Path | None:
     if conv.empty:
         return None
     conv = conv.merge(summary[["run", "group"]], on="run")
     stats = conv.groupby(["group", "layer"])["fraction"].agg(["mean", "std", "count"]).reset_index()
-    colors = _colors(list(stats["group"]))
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.add_subplot()
-    for g, rows in stats.groupby("group"):
-        ax.errorbar(rows["layer"], rows["mean"], yerr=rows["std"].fillna(0), color=colors[g], marker="o", capsize=3, label=f"{g} (n={int(rows['count'].max())})")
+    fig, ax = _figure(8, 4.5)
+    for g in sorted(stats["group"].unique(), key=natural):
+        rows = stats[stats["group"] == g]
+        ax.errorbar(rows["layer"], rows["mean"], yerr=rows["std"].fillna(0), color=style[g]["color"], ls=style[g]["ls"],
+                    marker=style[g]["marker"], capsize=3, label=f"{g} (n={int(rows['count'].max())})")
     ax.set_xlabel("layer")
     ax.set_ylabel("fraction of training until CKA-to-final stays >= threshold")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8, title="group")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return save(fig, path)
+    _legend_outside(fig)
+    return _save_figure(fig, path)
 
 
-def _cka_curves_figure(curves: pd.DataFrame, summary: pd.DataFrame, threshold: float, path: Path) -> Path | None:
+def _cka_curves_figure(curves: pd.DataFrame, summary: pd.DataFrame, style: dict, threshold: float, path: Path) -> Path | None:
     """One panel per layer: CKA-to-final over the fraction of training, the mean over each group's runs as a line
-    and the range of its runs (lowest to highest) shaded."""
-    from .analysis.plots import save
+    and the range of its runs (lowest to highest) shaded; a group without the layer (a shallower model) is absent
+    from that panel."""
     from .analysis.plots.common import panels
 
     if curves.empty:
         return None
     curves = curves.merge(summary[["run", "group"]], on="run")
-    colors = _colors(list(curves["group"]))
     layers = sorted(curves["layer"].unique())
-    fig, axes = panels(len(layers), width=4.2, height=3.2)
+    fig, axes = panels(len(layers), width=4.2, height=3.2, extra=2.5)
     for ax, layer in zip(axes, layers):
-        for g in sorted(curves["group"].unique(), key=_natural):
+        for g in sorted(curves["group"].unique(), key=natural):
             rows = curves[(curves["layer"] == layer) & (curves["group"] == g)]
+            if rows.empty:
+                continue
             stats = rows.groupby("fraction")["value"].agg(["mean", "min", "max", "count"]).reset_index()
-            ax.plot(stats["fraction"], stats["mean"], color=colors[g], lw=1.3, label=f"{g} (n={int(stats['count'].max())})")
-            ax.fill_between(stats["fraction"], stats["min"], stats["max"], color=colors[g], alpha=0.2, lw=0)
+            ax.plot(stats["fraction"], stats["mean"], color=style[g]["color"], ls=style[g]["ls"], lw=1.3,
+                    label=f"{g} (n={rows['run'].nunique()})")
+            ax.fill_between(stats["fraction"], stats["min"], stats["max"], color=style[g]["color"], alpha=0.15, lw=0)
         ax.axhline(threshold, color="grey", lw=0.8, ls="--")
         ax.set_title(f"layer {layer}")
         ax.set_xlabel("fraction of training")
         ax.set_ylabel("CKA to final")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, title="group", title_fontsize=7)
-    return save(fig, path)
+    _legend_outside(fig)
+    return _save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -377,34 +360,39 @@ def _markdown_table(frame: pd.DataFrame) -> str:
             return "" if math.isnan(v) else f"{v:.4g}"
         return "" if v is None else str(v)
 
-    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
+    head = "| " + " | ".join(map(str, frame.columns)) + " |\n|" + "---|" * len(frame.columns) + "\n"
     return head + "".join("| " + " | ".join(fmt(v) for v in row) + " |\n" for row in frame.itertuples(index=False))
 
 
-def _interval(mean: float, low: float, high: float, n: int) -> str:
+def _interval(mean: float, low: float, high: float, n) -> str:
     if math.isnan(mean):
         return ""
-    return f"{mean:.3f} (n=1)" if math.isnan(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}] (n={n})"
+    return f"{mean:.3f} (n={n})" if math.isnan(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}] (n={n})"
+
+
+def _signed_interval(diff: float, low: float, high: float) -> str:
+    if math.isnan(diff):
+        return ""
+    return f"{diff:+.4f}" if math.isnan(low) else f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]"
 
 
 def _convergence_sections(conv: pd.DataFrame, curves: pd.DataFrame, groups: dict[str, str], threshold: float,
-                          group_by: str | None) -> list[str]:
+                          numeric: dict[str, float] | None, key: str | None) -> list[str]:
     """The per-group convergence tables: fractions per layer with intervals, the trend with a numeric group value,
     and CKA-to-final at fixed fractions of training."""
     ci = f"{CI_LEVEL:.0%} Student-t interval over the group's runs"
     by_group = convergence_by_group(conv, groups)
     by_group["cell"] = [_interval(r.mean, r.ci_low, r.ci_high, r.runs) for r in by_group.itertuples()]
     table = by_group.pivot(index="group", columns="layer", values="cell")
-    table = table.loc[sorted(table.index, key=_natural)]
+    table = table.loc[sorted(table.index, key=natural)]
     table.columns = [f"L{c}" for c in table.columns]
     lines = [f"## Convergence fraction per group and layer (CKA-to-final >= {threshold:g}; mean [{ci}])", "",
              _markdown_table(table.reset_index()), ""]
-    values = numeric_groups(groups)
-    if values is not None:
-        trend = trend_per_doubling(conv, values)
+    if numeric is not None:
+        trend = trend_per_doubling(conv, numeric)
         if not trend.empty:
             trend["slope per doubling"] = [_interval(r.slope_per_doubling, r.ci_low, r.ci_high, r.runs) for r in trend.itertuples()]
-            lines += [f"## Trend: convergence fraction per doubling of `{group_by}`", "",
+            lines += [f"## Trend: convergence fraction per doubling of `{key}`", "",
                       f"Least-squares slope of the fraction against log2 of the group value over all runs, with its "
                       f"{CI_LEVEL:.0%} t-interval; negative: larger values converge earlier.", "",
                       _markdown_table(trend[["layer", "slope per doubling"]]), ""]
@@ -412,7 +400,7 @@ def _convergence_sections(conv: pd.DataFrame, curves: pd.DataFrame, groups: dict
     if not at.empty:
         at["cell"] = [_interval(r.mean, r.ci_low, r.ci_high, r.runs) for r in at.itertuples()]
         pivot = at.pivot(index="group", columns="fraction", values="cell")
-        pivot = pivot.loc[sorted(pivot.index, key=_natural)]
+        pivot = pivot.loc[sorted(pivot.index, key=natural)]
         pivot.columns = [f"{c:.0%}" for c in pivot.columns]
         lines += [f"## CKA-to-final at fractions of training (mean over layers; mean [{ci}])", "",
                   _markdown_table(pivot.reset_index()), ""]
@@ -426,61 +414,152 @@ def group_stats(summary: pd.DataFrame) -> pd.DataFrame:
     agg.columns = [f"{c}_{s}" for c, s in agg.columns]
     agg.insert(0, "runs", summary.groupby("group").size())
     agg = agg.reset_index()
-    return agg.iloc[sorted(range(len(agg)), key=lambda i: _natural(str(agg["group"].iloc[i])))]
+    return agg.iloc[sorted(range(len(agg)), key=lambda i: natural(str(agg["group"].iloc[i])))]
 
 
-def write_report(runs: list[Run], out: Path, group_by: str | None, threshold: float = 0.95) -> Path:
-    from .atomic import write_text_atomic
+@dataclass
+class Grouping:
+    """The grouping keys (full dotted keys), each run's group and the optional baseline (key, value)."""
 
-    summary = pd.DataFrame([summarize(r, group_by) for r in runs])
+    keys: list[str]
+    groups: dict[str, grouping.Group]  # label -> group
+    of_run: dict[str, str]  # run name -> label
+    baseline: tuple[str, str] | None = None
+
+
+def plan_groups(runs: list[Run], group_by: list[str] | None, baseline: str | None) -> Grouping:
+    """The groups of the runs; bad keys or a baseline value no run has raise ``CompareError`` (one line)."""
+    configs, infos = [r.config for r in runs], [r.info for r in runs]
+    try:
+        keys = [grouping.resolve(k, configs, infos, "--group-by") for k in group_by] if group_by else grouping.differing_keys(configs)
+        base = None
+        if baseline is not None:
+            key, sep, value = baseline.partition("=")
+            if not sep or not key or not value:
+                raise CompareError(f"--baseline {baseline!r}: give KEY=VALUE, e.g. model.model.head.kind=plain")
+            key = grouping.resolve(key.strip(), configs, infos, "--baseline")
+            if key not in keys:
+                keys.append(key)
+            base = (key, value.strip())
+        keys = grouping.with_kind_parameters(keys)
+        for key in keys:
+            if any(isinstance(lookup(r, key), dict) for r in runs):
+                inside = [k for k in grouping.differing_keys(configs) if k.startswith(key + ".")]
+                raise CompareError(f"--group-by {key}: a config section, not a value; the keys in it that differ between "
+                                   f"the runs: {', '.join(inside) or '(none)'}")
+    except grouping.GroupKeyError as err:
+        raise CompareError(str(err)) from None
+    for key in keys if group_by else []:  # the default keys may be absent from some runs (a run without config)
+        missing = [r.name for r in runs if lookup(r, key) is None and not _head_parameter(key)]
+        if missing:
+            raise CompareError(f"--group-by {key}: not in the config or run.json of {', '.join(missing[:3])}"
+                               f"{' and others' if len(missing) > 3 else ''}; group by keys every run has")
+    of_run, groups = {}, {}
+    for r in runs:
+        g = grouping.group_of(r.config, r.info, keys)
+        if keys and all(v is None for _, v in g.values):  # none of the keys: the run is a group of its own
+            g = grouping.Group(g.values, r.name)
+        of_run[r.name] = g.label
+        groups[g.label] = g
+    if base is not None and not any(g.value(base[0]) == base[1] for g in groups.values()):
+        have = sorted({str(g.value(base[0])) for g in groups.values()}, key=natural)
+        raise CompareError(f"--baseline {base[0]}={base[1]}: no run has this value; values of {base[0]}: {', '.join(have)}")
+    return Grouping(keys, groups, of_run, base)
+
+
+def _head_parameter(key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    return leaf in grouping.HEAD_PARAMETERS and parent.endswith("head")
+
+
+def _lead(summary: pd.DataFrame, plan: Grouping) -> tuple[list[str], pd.DataFrame]:
+    """The report's first section (verdict with a baseline, else group means) and its table for ``verdict.csv``."""
+    if plan.baseline is not None:
+        key, value = plan.baseline
+        table = verdict_table(summary, plan.groups, plan.keys, key, value)
+        shown = table.assign(**{"difference [95% CI]": [_signed_interval(r.difference, r.ci_low, r.ci_high) for r in table.itertuples()]})
+        lines = [f"## Verdict: each group against the baseline `{key}={value}`", "",
+                 "Difference = group - baseline at the same remaining grouping keys (negative: lower loss, better); "
+                 f"{CI_LEVEL:.0%} interval paired by seed where at least two seeds match, else Welch's "
+                 "(`lmdynamics.verdict`).", ""]
+        if table.empty:
+            lines += ["No group other than the baseline.", ""]
+        else:
+            lines += [_markdown_table(shown[["group", "baseline", "metric", "difference [95% CI]", "n", "pairing", "verdict"]]), ""]
+        return lines, table
+    table = means_table(summary)
+    shown = table.assign(**{"mean [95% CI]": [_interval(r.mean, r.ci_low, r.ci_high, r.n) for r in table.itertuples()]})
+    lines = [f"## Group means ({CI_LEVEL:.0%} Student-t interval over the group's runs; give --baseline KEY=VALUE for a verdict)", ""]
+    lines += [_markdown_table(shown[["group", "metric", "mean [95% CI]"]]) if not table.empty else "No run has validation losses.", ""]
+    return lines, table
+
+
+def write_report(runs: list[Run], out: Path, group_by: list[str] | str | None = None, threshold: float = 0.95,
+                 baseline: str | None = None) -> Path:
+    """Group, compute, draw and write the report into ``out`` (staged, then moved into place); returns report.md."""
+    from .atomic import staged_dir
+
+    if isinstance(group_by, str):
+        group_by = [k.strip() for k in group_by.split(",") if k.strip()]
+    plan = plan_groups(runs, group_by, baseline)
+    summary = pd.DataFrame([summarize(r) for r in runs])
+    summary.insert(1, "group", summary["run"].map(plan.of_run))
+    for key in plan.keys:
+        summary[key] = [plan.groups[plan.of_run[r.name]].value(key) for r in runs]
+    groups = dict(zip(summary["run"], summary["group"]))
+    style = grouping.styles(summary["group"])
     conv = convergence_fractions(runs, threshold)
     curves = cka_curves(runs)
-    figures = out / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    drawn = {
-        "validation loss": _curves(runs, summary, VAL_LOSS, "validation loss (nats)", figures / "val_loss.png"),
-        "excess loss (val_loss - entropy floor)": _curves(runs, summary, EXCESS, "excess loss (nats)", figures / "excess_loss.png", log_y=True),
-        "final vs best validation loss": _final_vs_best(summary, figures / "final_vs_best.png"),
-        "head effective rank": _curves(runs, summary, HEAD_ER, "head effective rank", figures / "head_er.png", head=True),
-        "head KL-to-uniform of s / sum(s)": _curves(runs, summary, HEAD_KL, "KL to uniform (nats)", figures / "head_kl_uniform.png", head=True),
-        f"convergence fraction per layer (CKA-to-final >= {threshold:g})": _convergence(conv, summary, figures / "convergence_fraction.png"),
-        "CKA-to-final over training per layer (line: mean of the group's runs; band: their range)":
-            _cka_curves_figure(curves, summary, threshold, figures / "cka_final_curves.png"),
-    }
-    with_csv = summary.copy()
-    write_text_atomic(out / "runs.csv", with_csv.to_csv(index=False))
-    lines = [f"# Comparison of {len(runs)} runs", "",
-             f"Grouped by `{group_by or 'model'}`. Excess loss = validation loss minus the synthetic language's exact "
-             f"entropy floor (nats). A late rise: final validation loss more than {RISE_MARGIN} nats above its best. "
-             "Saturation events: the live monitor's (head_rank) events.", ""]
-    lines += ["## Per group (mean, standard deviation over runs)", "", _markdown_table(group_stats(summary)), ""]
-    lines += ["## Final numbers per run", "", _markdown_table(summary.drop(columns=["hidden_size"], errors="ignore")), ""]
-    if not conv.empty:
-        pivot = conv.pivot(index="run", columns="layer", values="fraction")
-        pivot.columns = [f"L{c}" for c in pivot.columns]
-        lines += ["## Convergence fraction per layer", "", _markdown_table(pivot.reset_index()), ""]
-        lines += _convergence_sections(conv, curves, dict(zip(summary["run"], summary["group"])), threshold, group_by)
-    lines += ["## Figures", ""]
-    for title, path in drawn.items():
-        lines += [f"### {title}", "", f"![{title}](figures/{path.name})" if path else "(no run has these values)", ""]
-    return write_text_atomic(out / "report.md", "\n".join(lines))
+    lead, lead_table = _lead(summary, plan)
+    with staged_dir(out) as stage:
+        figures = stage / "figures"
+        figures.mkdir()
+        drawn = {title: _curves(runs, summary, style, metric, ylabel, figures / f"{'head_' if head else ''}{metric}.png", head, log_y)
+                 for metric, title, ylabel, head, log_y in CURVES}
+        drawn["final vs best validation loss"] = _final_vs_best(summary, style, figures / "final_vs_best.png")
+        drawn[f"convergence fraction per layer (CKA-to-final >= {threshold:g})"] = _convergence(conv, summary, style, figures / "convergence_fraction.png")
+        drawn["CKA-to-final over training per layer (line: mean of the group's runs; band: their range)"] = \
+            _cka_curves_figure(curves, summary, style, threshold, figures / "cka_final_curves.png")
+        summary.to_csv(stage / "runs.csv", index=False)
+        lead_table.to_csv(stage / "verdict.csv", index=False)
+        keys = ", ".join(f"`{k}`" for k in plan.keys) or "nothing (the runs' configs differ only in seeds)"
+        lines = [f"# Comparison of {len(runs)} runs in {len(plan.groups)} groups", "",
+                 f"Grouped by {keys}. Excess loss = validation loss minus the synthetic language's exact "
+                 f"entropy floor (nats). A late rise: final validation loss more than {RISE_MARGIN} nats above its best. "
+                 "Saturation events: the live monitor's (head_rank) events.", ""]
+        lines += lead
+        lines += ["## Per group (mean, standard deviation over runs)", "", _markdown_table(group_stats(summary)), ""]
+        per_run = summary.drop(columns=["hidden_size", *plan.keys], errors="ignore")
+        lines += ["## Final numbers per run", "", _markdown_table(per_run), ""]
+        if conv.empty:
+            lines += ["## Convergence fraction per layer", "", "No run has CKA-to-final measurements (convergence.enabled).", ""]
+        else:
+            pivot = conv.pivot(index="run", columns="layer", values="fraction")
+            pivot.columns = [f"L{c}" for c in pivot.columns]
+            lines += ["## Convergence fraction per layer", "", _markdown_table(pivot.reset_index()), ""]
+            numeric = numeric_groups({r: v for r, v in zip(summary["run"], summary[plan.keys[0]])}) if len(plan.keys) == 1 else None
+            lines += _convergence_sections(conv, curves, groups, threshold, numeric, plan.keys[0] if plan.keys else None)
+        lines += ["## Figures", ""]
+        for title, path in drawn.items():
+            lines += [f"### {title}", "", f"![{title}](figures/{path.name})" if path else "No run has these values.", ""]
+        (stage / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    return out / "report.md"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="analysis/compare.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("runs", nargs="+", help="run directories, or directories holding run directories (a sweep root)")
-    parser.add_argument("--out", required=True, help="output directory for report.md, runs.csv and figures/")
-    parser.add_argument("--group-by", default=None, help="a dotted config key or run.json field to group runs by")
+    parser.add_argument("--out", required=True, help="output directory for report.md, runs.csv, verdict.csv and figures/")
+    parser.add_argument("--group-by", default=None,
+                        help="comma-separated config keys or run.json fields (a unique tail such as head.kind will do); "
+                             "default: the config keys that differ between the runs, seeds excepted")
+    parser.add_argument("--baseline", default=None, help="KEY=VALUE of the baseline group (e.g. head.kind=plain): the verdict table")
     parser.add_argument("--threshold", type=float, default=0.95, help="CKA-to-final convergence threshold")
     args = parser.parse_args(argv)
+    group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
     try:
         runs = load_runs(find_runs(args.runs))
-        if args.group_by:
-            missing = [r.name for r in runs if lookup(r, args.group_by) is None]
-            if missing:
-                raise CompareError(f"--group-by {args.group_by}: not in the config or run.json of {', '.join(missing[:3])}"
-                                   f"{' and others' if len(missing) > 3 else ''}; give a dotted config key such as model.model.hidden_size")
-        report = write_report(runs, Path(args.out), args.group_by, args.threshold)
+        report = write_report(runs, Path(args.out), group_by, args.threshold, args.baseline)
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

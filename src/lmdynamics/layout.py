@@ -14,6 +14,7 @@ Training, the callbacks, the offline analysis and the reports all find a run's f
       evaluations/<kind>-stepNNNNNNNN/   `validate` runs, apart from the run's own logs         .evaluation_dir(kind, step)
       events.jsonl               saturation events of the head monitor                          .events
       report/                    report.md and figures/                                         .report
+      sweep.log                  the run's output when a sweep ran it (train/sweep.py)          .sweep_log
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+SWEEP_LOG = "sweep.log"
 _STEP_NAME = re.compile(r"^step(\d+)$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
@@ -72,6 +74,11 @@ class RunLayout:
     evaluations = property(lambda self: self.root / "evaluations")
     report = property(lambda self: self.root / "report")
     trajectories = property(lambda self: self.root / "trajectories")
+    sweep_log = property(lambda self: self.root / SWEEP_LOG)
+
+    def started(self) -> bool:
+        """Whether training wrote anything here (the log a sweep opens before the run starts does not count)."""
+        return self.root.is_dir() and any(p.name != SWEEP_LOG for p in self.root.iterdir())
 
     @property
     def table(self) -> Path:

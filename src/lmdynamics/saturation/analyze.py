@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pandas as pd
 from lmdynamics.analysis.report import load_table
 from lmdynamics.analysis.summaries import short_name
 from lmdynamics import store
-from lmdynamics.atomic import apply_umask
+from lmdynamics.atomic import staged_dir
 
 from . import harness, scaling
 from .detect import MARGIN, MIN_FRACTION, SeriesError, detect
@@ -181,8 +179,26 @@ def report_text(results: pd.DataFrame, series: Series, figures: list[Path], min_
                                             f"did not move: {', '.join(still)}" if still else ""]))
             lines.append(f"- **{r.model}**: no saturation detected (final {r.gap:+.1%} vs best at step {r.best_step})"
                          + (f"; head signals {head}" if head else "") + ".")
+    lines += _component_lines(results)
     lines += ["", "## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures]
     return "\n".join(lines) + "\n"
+
+
+def _component_lines(results: pd.DataFrame) -> list[str]:
+    """A mixture of softmaxes' component heads, each judged on its own (its mean is the head signal above)."""
+    names = [c.removesuffix("_moved") for c in results.columns if c.endswith("]_moved")]
+    if not names:
+        return []
+    lines = ["", "## Mixture components (each component head's own signal; the head signals above are their mean)", "",
+             "| model | signal | moved | onset | moved first |", "|---|---|---|---|---|"]
+    for _, r in results.iterrows():
+        for name in names:
+            onset = r[f"{name}_onset_step"]
+            if all(pd.isna(r[f"{name}_{field}"]) for field in ("moved", "onset_step", "moved_first")):
+                continue  # another model's component, or too few rows for a verdict
+            lines.append(f"| {r.model} | {name} | {_yes_no(r[f'{name}_moved'])} | "
+                         f"{'—' if pd.isna(onset) else int(onset)} | {_yes_no(r[f'{name}_moved_first'])} |")
+    return lines
 
 
 def scaling_section(law: scaling.Law, table: pd.DataFrame, large) -> str:
@@ -213,9 +229,7 @@ def write(out: str | os.PathLike, series: Series, higher_is_better: bool | None 
         except scaling.ScalingError as err:
             raise InputError(str(err)) from None
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with staged_dir(out) as stage:
         (stage / "figures").mkdir(parents=True)
         figures = [plot_curves(series.rows, results, series.metric, stage / "figures" / "saturation_curves.png")]
         figures += [plot_side_by_side(series.rows, series.frame, r.to_dict(), series.metric, stage / "figures")
@@ -229,12 +243,4 @@ def write(out: str | os.PathLike, series: Series, higher_is_better: bool | None 
             gap_table.to_csv(stage / "scaling.csv", index=False)
             text += scaling_section(law, gap_table, large) + f"\n![scaling_law](figures/{figure.name})\n"
         (stage / "report.md").write_text(text, encoding="utf-8")
-        apply_umask(stage)
-        for src in sorted(stage.rglob("*")):
-            if src.is_file():
-                target = out / src.relative_to(stage)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return out / "report.md"

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from lmdynamics.analysis.plots import save, slug
 from lmdynamics.analysis.plots.common import model_colors as _model_colors
 
-from .signals import SIGNALS, signal_series
+from .signals import ANISOTROPY, HEAD, SIGNALS, head_components, signal_series
 
 
 def _mark(ax, steps, values, fields: dict, color, label: str | None = None, legend: bool = True) -> None:
@@ -64,6 +64,12 @@ def plot_side_by_side(series: pd.DataFrame, frame: pd.DataFrame, fields: dict, m
         if rows.empty:
             ax.text(0.5, 0.5, f"no {signal} rows in the table", ha="center", va="center", transform=ax.transAxes)
         else:
+            components = head_components(frame, model, signal) if signal != ANISOTROPY else []
+            if components and components != [HEAD]:  # a mixture: its components faint, then their mean
+                for c in components:
+                    own = signal_series(frame, model, signal, c)
+                    ax.plot(own.step, own.value, color="C1", alpha=0.35, lw=0.8)
+                label += f" (mean of {len(components)} components)"
             ax.plot(rows.step, rows.value, marker=".", color="C1")
         if not math.isnan(fields["onset_step"]):
             ax.axvline(fields["onset_step"], color="C0", ls="--", lw=1)

@@ -34,6 +34,7 @@ from ..callbacks.table_logger import TidyTableLogger
 from ..callbacks.weight_rank import WeightRank
 from ..data.datamodule import TextDataModule
 from ..models.zoo import ModelSpec
+from ..layout import RunLayout
 from .loggers import RunCSVLogger, RunTensorBoardLogger
 from .module import LMModule, NonFiniteLossError, step_tokens
 from .resume import INTERRUPTED, ResumeCheckpoint, read_checkpoint_state
@@ -150,7 +151,7 @@ class LMCLI(LightningCLI):
         """A fresh run needs an empty directory; ``--ckpt_path last`` resumes from ``lightning/last.ckpt``."""
         ckpt = cfg.get("ckpt_path")
         last = run.dir / "lightning" / "last.ckpt"
-        started = run.dir.exists() and any(run.dir.iterdir())
+        started = RunLayout(run.dir).started()  # a sweep's log alone is no start
         if not ckpt:
             if started and _launching_rank_zero():
                 raise RunDirectoryExists(f"run directory {run.dir} already exists; resume it with --ckpt_path last, or pick another --run.name")
