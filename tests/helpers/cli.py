@@ -38,7 +38,8 @@ def tiny_config(tmp_path: Path, **over) -> Path:
 
 
 def cli_env(env_extra=None) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    # this checkout's sources first (an editable install of another checkout must not be what a test runs)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "HF_HUB_OFFLINE": "1"}
     env.update(env_extra or {})
     return env
 

@@ -397,8 +397,9 @@ def build_cli(args=None) -> LMCLI:
 
 def main(args=None) -> int:
     """Run the CLI; a user error becomes one line on stderr and exit status 2 (bad input) or 1 (training);
-    an interrupted run (Ctrl-C, SIGTERM) exits with 130 after printing how to resume it."""
-    INTERRUPTED["hint"] = None
+    an interrupted run exits with 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM) after printing
+    how to resume it."""
+    INTERRUPTED.update(hint=None, signal=None)
     try:
         build_cli(args)
     except RunFinished as done:
@@ -414,7 +415,7 @@ def main(args=None) -> int:
         return 130
     except SystemExit as exit_:
         if INTERRUPTED["hint"]:  # Lightning's graceful shutdown after Ctrl-C ends with sys.exit(1)
-            return 130
+            return 128 + int(INTERRUPTED["signal"] or 2)
         raise exit_
     except Exception as err:  # jsonargparse's ArgumentError and friends: config problems
         if type(err).__name__ in {"ArgumentError", "NSKeyError", "ParserError"}:
