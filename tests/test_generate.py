@@ -123,3 +123,16 @@ def test_bad_input_is_one_line(run, args, words, generate_here):
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], err
+
+
+@pytest.mark.slow
+def test_a_truncated_model_file_is_one_line(run, tmp_path, generate_here):
+    checkpoint = tmp_path / "truncated"
+    shutil.copytree(run / "checkpoints" / "step00000006", checkpoint)
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    code, out, err = generate_here("--checkpoint", checkpoint, "--prompt", PROMPT)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "model.safetensors" in lines[0], err
+    assert "truncated or corrupt" in lines[0]

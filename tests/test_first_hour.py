@@ -1,0 +1,71 @@
+"""What a new user meets first, through the training CLI in this process: run names that are not one
+directory name, an unusable run.root, empty and malformed config files, the dry run's run directory. Each is
+one line naming what is wrong (exit 2) and writes nothing."""
+
+import json
+import sys
+
+import pytest
+
+from lmdynamics.training.cli import main
+from tests.helpers.cli import tiny_config
+
+
+def last_error(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), lines
+    return lines[-1]
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ".", "x/../y", "/abs", ""])
+def test_a_run_name_must_be_one_directory_name(tmp_path, capsys, name):
+    cfg = tiny_config(tmp_path)
+    assert main(["fit", "--config", str(cfg), "--run.name", name]) == 2
+    err = last_error(capsys)
+    assert "run.name" in err and "one directory name" in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "abs").exists()
+
+
+def test_an_unusable_run_root_is_named(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cfg = tiny_config(tmp_path)
+    roots = [str(blocker / "runs")] + (["/proc/nope"] if sys.platform.startswith("linux") else [])
+    for root in roots:
+        assert main(["fit", "--config", str(cfg), "--run.root", root]) == 2
+        err = last_error(capsys)
+        assert f"run.root {root}" in err and "--run.root" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "tiny.yaml"]
+
+
+def test_an_empty_config_file_is_named(tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# only a comment\n")
+    assert main(["fit", "--config", str(empty)]) == 2
+    err = last_error(capsys)
+    assert str(empty) in err and "is empty" in err
+
+
+def test_malformed_yaml_names_the_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run:\n  name: x\n   root: [1\n")
+    assert main(["fit", "--config", str(tiny_config(tmp_path)), f"--config={bad}"]) == 2
+    err = last_error(capsys)
+    assert f"{bad}, line 3" in err and "malformed YAML" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_list_is_no_config(tmp_path, capsys):
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    assert main(["fit", "--config", str(listed)]) == 2
+    assert str(listed) in last_error(capsys)
+
+
+def test_the_dry_run_prints_the_run_directory_and_writes_nothing(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    assert main(["fit", "--config", str(cfg), "--run.dry_run", "true", "--run.name", "where"]) == 0
+    out = capsys.readouterr().out
+    plan = json.loads(out[out.index("{"):])
+    assert plan["run_directory"] == str((tmp_path / "runs" / "where").absolute())
+    assert not (tmp_path / "runs").exists()
