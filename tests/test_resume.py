@@ -107,6 +107,16 @@ def test_resuming_a_finished_run_changes_no_value_and_duplicates_no_row(uninterr
     assert table.sort_values(key).reset_index(drop=True).equals(original.sort_values(key).reset_index(drop=True))
 
 
+def test_resuming_a_finished_run_says_so_and_redoes_nothing(uninterrupted, tmp_path):
+    """Its end-of-run work was done: not again (no report drawn, no table rewritten, no file touched)."""
+    cfg, run = copy_run(uninterrupted, tmp_path / "w")
+    before = files(run)
+    res = run_cli("fit", "--config", str(cfg), "--ckpt_path", "last", "--run.report", "true")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "already finished" in res.stderr.strip().splitlines()[-1]
+    assert files(run) == before and not (run / "report").exists()
+
+
 def test_validate_writes_beside_the_run_with_the_checkpoint_step(uninterrupted, tmp_path):
     cfg, run = copy_run(uninterrupted, tmp_path / "w")
     before = files(run)

@@ -37,7 +37,7 @@ from ..data.datamodule import TextDataModule
 from ..models.zoo import ModelSpec
 from .loggers import RunCSVLogger, RunTensorBoardLogger
 from .module import LMModule, NonFiniteLossError, step_tokens
-from .resume import INTERRUPTED, ResumeCheckpoint, read_checkpoint_state
+from .resume import INTERRUPTED, ResumeCheckpoint, finished_step, mark_finished, read_checkpoint_state
 
 
 @dataclass
@@ -172,9 +172,11 @@ class LMCLI(LightningCLI):
         cfg.ckpt_path = str(path)
         self._resume = read_checkpoint_state(path)
         if self._resume and self._resume["step"] >= cfg.trainer.max_steps:
-            if _launching_rank_zero():
-                self._finish_completed_run(cfg, run)
-            raise RunFinished(f"{run.dir} already finished its {cfg.trainer.max_steps} steps; its end-of-run results are up to date")
+            if _launching_rank_zero() and finished_step(run.dir) != self._resume["step"]:
+                self._finish_completed_run(cfg, run)  # killed during its end-of-run work: complete it
+                mark_finished(run.dir, self._resume["step"])
+            raise RunFinished(f"{run.dir} already finished its {cfg.trainer.max_steps} steps; its end-of-run results "
+                              "are up to date (nothing to do)")
 
     @staticmethod
     def _finish_completed_run(cfg, run: RunSpec) -> None:
@@ -306,11 +308,15 @@ class LMCLI(LightningCLI):
         }
 
     def after_fit(self) -> None:
-        if self._run.report and self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero:
+            return
+        if self._run.report:
             from ..analysis.report import figures_for_run
 
             report = figures_for_run(self._run.dir)
             print(f"[lmdynamics] figures and report: {report}")
+        if self.trainer.global_step >= self.trainer.max_steps:
+            mark_finished(self._run.dir, self.trainer.global_step)
 
     def _write_config(self, run_dir: Path) -> None:
         """The resolved config of this invocation, atomically, as ``config.yaml`` (``config-<sub>.yaml`` for others)."""
