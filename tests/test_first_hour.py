@@ -69,3 +69,24 @@ def test_the_dry_run_prints_the_run_directory_and_writes_nothing(tmp_path, capsy
     plan = json.loads(out[out.index("{"):])
     assert plan["run_directory"] == str((tmp_path / "runs" / "where").absolute())
     assert not (tmp_path / "runs").exists()
+
+
+def test_configs_lists_whole_sentences(capsys):
+    """`lmdynamics configs`: each description is the first whole sentence of the config's leading comment,
+    never a line of it cut where the comment wrapped."""
+    from lmdynamics.cli import config_root, leading_paragraph
+    from lmdynamics.cli import main as lmdynamics
+
+    assert lmdynamics(["configs"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    paths = sorted(config_root().rglob("*.yaml"))
+    assert len(rows) == len(paths)
+    for row, path in zip(rows, paths):
+        name, description = row.split(None, 1)
+        assert name == path.relative_to(config_root().parent).as_posix()
+        prose = leading_paragraph(path.read_text())
+        assert prose.startswith(description.rstrip(".")), (name, description)
+        assert description.endswith((".", "!", "?")), (name, description)
+        assert not description.endswith(("sec.", "al.", "e.g.")), (name, description)
+    mos = next(r for r in rows if r.startswith("configs/train/interventions/mos.yaml"))
+    assert mos.endswith("not bounded by rank d + 1.")
