@@ -6,6 +6,7 @@
     lmdynamics report --table runs/demo                       figures and report of any tidy table
     lmdynamics convergence runs/demo                          CKA-to-final of a run from its activations
     lmdynamics generate --checkpoint runs/demo --prompt TEXT  sample text from a checkpoint
+    lmdynamics runs [ROOT]                                    the runs under ROOT (default runs/), one line each
     lmdynamics configs                                        the bundled configs, one line each
 
 Every subcommand reads YAML configs and flags through jsonargparse; ``lmdynamics SUBCOMMAND --help`` shows
@@ -91,6 +92,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("lmdynamics.sweep:main", "a grid of training runs, local workers or printed commands"),
     "compare": ("lmdynamics.compare:main", "one report across runs from their tidy tables"),
     "generate": ("lmdynamics.generate:main", "sample text from a checkpoint (temperature, top-p, seed)"),
+    "runs": ("lmdynamics.runs:main", "the runs under a root: model, steps, status, validation loss, size"),
     "configs": ("lmdynamics.cli:configs_main", "list the bundled configs"),
 }
 _TAKES_NAME = {"fit", "validate"}

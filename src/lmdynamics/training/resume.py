@@ -31,6 +31,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..atomic import write_json_atomic
+from ..runs import clear_running, mark_running
 
 POSITIONS_FILE = "log_positions.json"
 FINISHED_FILE = "finished.json"  # beside last.ckpt: the step whose end-of-run work (CKA-to-final, report) is done
@@ -70,6 +71,8 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._signals.install()
+        if trainer.is_global_zero:
+            mark_running(Path(self.dirpath).parent)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._commit(trainer)
@@ -80,6 +83,8 @@ class ResumeCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer, pl_module) -> None:
         self._commit(trainer)
         self._signals.restore()
+        if trainer.is_global_zero:
+            clear_running(Path(self.dirpath).parent)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """Training is one epoch ending at max_steps, whose checkpoint ``on_train_batch_end`` takes."""
@@ -111,6 +116,8 @@ class ResumeCheckpoint(ModelCheckpoint):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         self._signals.restore()
+        if trainer.is_global_zero:
+            clear_running(Path(self.dirpath).parent)
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         INTERRUPTED["signal"] = self._signals.requested or (signal.SIGTERM if isinstance(exception, SIGTERMException) else signal.SIGINT)
