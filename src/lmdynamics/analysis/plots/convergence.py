@@ -91,7 +91,7 @@ def plot_cka_heatmap(frame: pd.DataFrame, path: Path, model: str | None = None, 
         log_steps(ax, rows)
         ax.set_xlim(edges[0], edges[-1])
         ax.set_yticks(list(range(0, n_layers, max(1, math.ceil(n_layers / 12)))))
-        ax.set_xlabel(f"{step_label(rows)}; each measurement's cell spans to halfway to its neighbours (log steps)")
+        ax.set_xlabel(step_label(rows), fontsize=8)
         ax.set_ylabel("layer")
         ax.set_title(f"component: {comp}")
     bar = fig.colorbar(image, ax=axes, shrink=0.9)
@@ -100,7 +100,8 @@ def plot_cka_heatmap(frame: pd.DataFrame, path: Path, model: str | None = None, 
     below = [t for t in below if norm.vmin <= t and float(norm(t)) <= 0.42]  # keep clear of the midpoint label
     bar.set_ticks(sorted({*below, threshold, norm.vmax}))
     bar.minorticks_off()
-    fig.suptitle(f"{S.short_name(model)}: {cka_label(metric)}")
+    fig.suptitle(f"{S.short_name(model)}: {cka_label(metric)}\n(log step axis; a measurement's cell reaches halfway "
+                 "to its neighbours)", fontsize=10)
     return save(fig, path)
 
 

@@ -117,7 +117,7 @@ def plot_training_health(frame: pd.DataFrame, path: Path) -> Path:
             ax.set_yscale("log")
         ax.set_xlabel(step_label(rows))
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{ylabel} `{metric}`")
+        ax.set_title(f"{ylabel} ({metric})")
         ax.grid(alpha=0.3)
     fig.suptitle("training health: learning rate and gradient norm per step", fontsize=11)
     if len(models) > 1:
