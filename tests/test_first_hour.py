@@ -135,3 +135,20 @@ def test_the_lowrank_head_sweep_reports_progress_through_its_phases(tmp_path):
     text = out.getvalue()
     assert "training heads" in text and "ETA" in text
     assert "head 1/3 (rank 2)" in text and "head 3/3 (full)" in text and "done in" in text
+
+
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_the_comparison_report_defines_excess_loss_only_on_a_synthetic_language(tmp_path, synthetic):
+    from lmdynamics.compare import main as compare
+    from tests.test_compare import _fake_run
+
+    for name, d in (("a", 8), ("b", 16)):
+        run = _fake_run(tmp_path / "runs", name, d, "plain", {50: 3.0, 100: 2.9})
+        if not synthetic:  # a run on a real corpus: no entropy floor in its run.json
+            info = json.loads((run / "run.json").read_text())
+            del info["synthetic"]
+            (run / "run.json").write_text(json.dumps(info))
+    assert compare([str(tmp_path / "runs"), "--out", str(tmp_path / "cmp")]) == 0
+    intro = (tmp_path / "cmp" / "report.md").read_text().split("\n\n")[1]
+    assert ("synthetic language's exact entropy floor" in intro) == synthetic
+    assert "A late rise" in intro

@@ -450,8 +450,9 @@ def write_report(runs: list[Run], out: Path, group_by: str | None, threshold: fl
     with_csv = summary.copy()
     write_text_atomic(out / "runs.csv", with_csv.to_csv(index=False))
     lines = [f"# Comparison of {len(runs)} runs", "",
-             f"Grouped by `{group_by or 'model'}`. Excess loss = validation loss minus the synthetic language's exact "
-             f"entropy floor (nats). A late rise: final validation loss more than {RISE_MARGIN} nats above its best. "
+             f"Grouped by `{group_by or 'model'}`. " + ("Excess loss = validation loss minus the synthetic language's "
+             "exact entropy floor (nats). " if summary["entropy_floor"].notna().any() else "")
+             + f"A late rise: final validation loss more than {RISE_MARGIN} nats above its best. "
              "Saturation events: the live monitor's (head_rank) events.", ""]
     lines += ["## Per group (mean, standard deviation over runs)", "", _markdown_table(group_stats(summary)), ""]
     lines += ["## Final numbers per run", "", _markdown_table(summary.drop(columns=["hidden_size"], errors="ignore")), ""]
