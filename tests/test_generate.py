@@ -11,7 +11,7 @@ import torch
 
 from lmdynamics.models.heads import HeadSpec, build_causal_lm, load_causal_lm
 from lmdynamics.probes.sources import load_tokenizer
-from tests.helpers.cli import ROOT, cli_env, run_cli, tiny_config
+from tests.helpers.cli import ROOT, cli_env, train_tiny
 
 PROMPT = "Return the"
 
@@ -50,10 +50,7 @@ def samples(stdout: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("generate")
-    res = run_cli("fit", "--config", str(tiny_config(tmp)))
-    assert res.returncode == 0, res.stderr[-2000:]
-    return tmp / "runs" / "tiny"
+    return train_tiny(tmp_path_factory.mktemp("generate"))
 
 
 def argmax_continuation(checkpoint, prompt: str, n: int) -> str:

@@ -10,15 +10,12 @@ import pytest
 
 from lmdynamics import store
 from lmdynamics.cli import main as lmdynamics
-from tests.helpers.cli import run_cli, tiny_config
+from tests.helpers.cli import train_tiny
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("runs-verb")
-    res = run_cli("fit", "--config", str(tiny_config(tmp)))
-    assert res.returncode == 0, res.stderr[-2000:]
-    return tmp / "runs" / "tiny"
+    return train_tiny(tmp_path_factory.mktemp("runs-verb"))
 
 
 @pytest.mark.slow
