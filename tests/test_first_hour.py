@@ -152,3 +152,19 @@ def test_the_comparison_report_defines_excess_loss_only_on_a_synthetic_language(
     intro = (tmp_path / "cmp" / "report.md").read_text().split("\n\n")[1]
     assert ("synthetic language's exact entropy floor" in intro) == synthetic
     assert "A late rise" in intro
+
+
+def test_analysis_commands_name_an_empty_or_malformed_config_file(tmp_path, capsys):
+    from lmdynamics.cli import main as lmdynamics
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [a\nsteps: 1\n")
+    for command in (["analyze"], ["report"], ["generate"]):
+        assert lmdynamics([*command, "--config", str(empty)]) == 2
+        assert f"config file {empty} is empty" in last_error(capsys)
+        assert lmdynamics([*command, "--config", str(bad)]) == 2
+        err = last_error(capsys)
+        assert f"config file {bad}, line" in err and "malformed YAML" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "empty.yaml"]
