@@ -133,7 +133,7 @@ def format_table(rows: list[RunSummary]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lmdynamics runs", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="lmdynamics runs", description=__doc__.split("\n\n")[0].replace("``", ""), allow_abbrev=False)
     parser.add_argument("root", nargs="?", default="runs", help="a directory of runs (default: runs) or one run")
     parser.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
     args = parser.parse_args(argv)
