@@ -1,4 +1,4 @@
-"""Kill test: training runs of the real CLI are killed (SIGKILL, SIGINT) and resumed with ``--ckpt_path last``
+"""Kill test: training runs of the real CLI are killed (SIGKILL, SIGINT, SIGTERM) and resumed with ``--ckpt_path last``
 until they finish, then compared with an uninterrupted run of the same config.
 
 Must be identical: the token ids and loss of every micro-batch (in every attempt: a redone batch is the
@@ -9,8 +9,11 @@ values (throughput, measuring time) are left out of the comparison.
 
 A kill point is ``STEP:WHERE:SIGNAL``: WHERE is where the run is stopped (see ``PauseAt``: batch_start,
 mid_accumulation, batch_end, validation) or ``anytime`` (after STEP further micro-batches of that attempt,
-wherever the process then is); SIGNAL is KILL or INT (Ctrl-C). The signal goes to the whole process group,
-from outside, as a terminal or a scheduler sends it.
+wherever the process then is); SIGNAL is KILL, INT (Ctrl-C) or TERM (a scheduler's end of job). The signal
+goes to the whole process group, from outside, as a terminal or a scheduler sends it. After INT and TERM the run
+must have checkpointed the step it reached (not only the last scheduled checkpoint) and printed the command
+that resumes it; with ``printed_resume`` the next attempt runs that command as printed, in a new shell
+(``bash -c``, another working directory, no venv on PATH).
 
     python tests/kill_resume.py --kills 4 --seed 7       # random kill points (the seed is printed)
     python tests/kill_resume.py --kill 3:batch_end:KILL --kill 6:validation:INT
@@ -24,6 +27,8 @@ import json
 import math
 import os
 import random
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -37,14 +42,14 @@ if __package__ in (None, ""):  # run as a script: make `tests.helpers` importabl
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lmdynamics.training.module import WALL_CLOCK_VALUES  # noqa: E402
-from tests.helpers.cli import start_cli, tiny_config  # noqa: E402
+from tests.helpers.cli import cli_env, start_cli, tiny_config  # noqa: E402
 
 MAX_STEPS = 12
 ACCUMULATE = 2
 RESUME_EVERY = 3
 VAL_EVERY_STEPS = 2
 WHERE = ("batch_start", "mid_accumulation", "batch_end", "validation", "anytime")
-SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}
+SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
 WALL_TIME_COLUMNS = {*WALL_CLOCK_VALUES, "measure_seconds"}  # throughput and timing: not reproducible
 CALLBACKS = "tests.helpers.callbacks"
 HANG_SECONDS = 600  # an attempt takes seconds; only a hung one gets near this
@@ -80,9 +85,11 @@ def kill_config(root: Path, devices: int = 1, loggers=("csv", "tensorboard")) ->
 
 
 def random_kills(rng: random.Random, n: int) -> list[Kill]:
-    """n kill points at distinct, increasing steps (each is reached: a resume starts at or before the last kill)."""
-    steps = sorted(rng.sample(range(1, MAX_STEPS), n))
-    signals = ["KILL", "INT"] if rng.random() < 0.5 else ["INT", "KILL"]
+    """n kill points at increasing steps two or more apart (each is reached: a resume starts at or before the
+    last kill's step, or one step after it when INT/TERM stopped the run after its step)."""
+    steps = [s + i for i, s in enumerate(sorted(rng.sample(range(1, MAX_STEPS - n), n)))]
+    stop = rng.choice(["INT", "TERM"])
+    signals = ["KILL", stop] if rng.random() < 0.5 else [stop, "KILL"]
     kills = []
     for i, step in enumerate(steps):
         where = rng.choice(WHERE if step % VAL_EVERY_STEPS == 0 else [w for w in WHERE if w != "validation"])
@@ -91,19 +98,26 @@ def random_kills(rng: random.Random, n: int) -> list[Kill]:
 
 
 # ---------------------------------------------------------------------------------------------- running
-def attempt(cfg: Path, record: Path, logs: Path, resume: bool, kill: Kill | None, env_extra=None) -> list[str]:
-    """One invocation of ``train/run.py fit``; returns problems (an unexpected exit, a kill point never reached)."""
-    args = ["fit", "--config", str(cfg), f"--trainer.callbacks+={CALLBACKS}.BatchRecorder", "--trainer.callbacks.path", str(record)]
+def attempt(cfg: Path, record: Path, logs: Path, resume: bool, kill: Kill | None, env_extra=None,
+            command: str | None = None) -> list[str]:
+    """One invocation of ``train/run.py fit`` (or of ``command``, a printed resume command, run in a new shell);
+    returns problems (an unexpected exit, a kill point never reached, no checkpoint at the step reached)."""
+    extra = [f"--trainer.callbacks+={CALLBACKS}.BatchRecorder", "--trainer.callbacks.path", str(record)]
+    args = ["fit", "--config", str(cfg), *extra]
     if resume:
         args += ["--ckpt_path", "last"]
     marker = logs / "paused"
     marker.unlink(missing_ok=True)
     if kill is not None and kill.where != "anytime":
-        args += [f"--trainer.callbacks+={CALLBACKS}.PauseAt", "--trainer.callbacks.step", str(kill.step),
+        pause = [f"--trainer.callbacks+={CALLBACKS}.PauseAt", "--trainer.callbacks.step", str(kill.step),
                  "--trainer.callbacks.where", kill.where, "--trainer.callbacks.marker", str(marker)]
+        args, extra = args + pause, extra + pause
     lines_before = _count_batches(record)
     with open(logs / "stdout", "w") as out, open(logs / "stderr", "w") as err:
-        proc = start_cli(*args, stdout=out, stderr=err, env_extra=env_extra)
+        if command is None:
+            proc = start_cli(*args, stdout=out, stderr=err, env_extra=env_extra)
+        else:
+            proc = start_shell(f"{command} {shlex.join(extra)}", stdout=out, stderr=err, env_extra=env_extra)
         signalled = False
         deadline = time.monotonic() + HANG_SECONDS
         while proc.poll() is None and time.monotonic() < deadline:
@@ -134,12 +148,35 @@ def attempt(cfg: Path, record: Path, logs: Path, resume: bool, kill: Kill | None
         return [] if kill is None or kill.where == "anytime" else [f"{label}: the kill point was never reached"]
     if kill.signal == "KILL" and code != -signal.SIGKILL:
         return [f"{label}: exit {code} after SIGKILL: {stderr[-1500:]}"]
-    if kill.signal == "INT":
-        problems = [] if code in (130, -signal.SIGINT) else [f"{label}: exit {code} after SIGINT (expected 130)"]
-        if "--ckpt_path last" not in stderr:
-            problems.append(f"{label}: no resume command printed after Ctrl-C: {stderr[-800:]}")
+    if kill.signal in ("INT", "TERM"):
+        expected = 128 + SIGNALS[kill.signal]
+        problems = [] if code == expected else [f"{label}: exit {code} after SIG{kill.signal} (expected {expected})"]
+        hint = resume_hint_of(stderr)
+        if hint is None:
+            return problems + [f"{label}: no resume command printed after SIG{kill.signal}: {stderr[-800:]}"]
+        reached, saved, _ = hint
+        if saved != reached or (kill.where != "anytime" and reached < kill.step):
+            problems.append(f"{label}: interrupted at step {reached}, but the resume checkpoint is at step {saved}")
         return problems
     return []
+
+
+HINT = re.compile(r"interrupted at step (\d+); resume from step (\d+).* with: (.+)$", re.M)
+
+
+def resume_hint_of(stderr: str) -> tuple[int, int, str] | None:
+    """(step reached, step of the resume checkpoint, the resume command) from an interrupted run's stderr."""
+    found = HINT.findall(stderr)
+    return (int(found[-1][0]), int(found[-1][1]), found[-1][2].strip()) if found else None
+
+
+def start_shell(command: str, stdout, stderr, env_extra=None) -> subprocess.Popen:
+    """``command`` as a user pastes it into a new shell: another working directory, no venv activated, a
+    minimal PATH (this checkout's sources stay first on PYTHONPATH: the venv's editable install may be another's)."""
+    env = {k: v for k, v in cli_env(env_extra).items() if k not in ("VIRTUAL_ENV", "PATH")}
+    env["PATH"] = "/usr/bin:/bin"
+    return subprocess.Popen(["bash", "-c", command], stdout=stdout, stderr=stderr, env=env, cwd=tempfile.gettempdir(),
+                            start_new_session=True)
 
 
 def _count_batches(record: Path) -> int:
@@ -148,18 +185,23 @@ def _count_batches(record: Path) -> int:
     return sum(1 for line in record.read_text().splitlines() if '"kind": "batch"' in line)
 
 
-def train_with_kills(workdir: Path, kills: list[Kill], devices: int = 1, env_extra=None) -> tuple[Path, Path, list[str]]:
-    """Start a run in ``workdir``, kill it at each point in turn, resume it to the end; (run dir, record, problems)."""
+def train_with_kills(workdir: Path, kills: list[Kill], devices: int = 1, env_extra=None,
+                     printed_resume: bool = False) -> tuple[Path, Path, list[str]]:
+    """Start a run in ``workdir``, kill it at each point in turn, resume it to the end; (run dir, record, problems).
+    ``printed_resume``: after INT/TERM, resume with the command the run printed, in a new shell."""
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = kill_config(workdir, devices=devices)
     record = workdir / "batches.jsonl"
     problems = []
+    command = None
     for i, kill in enumerate([*kills, None]):
         logs = workdir / f"attempt{i}"
         logs.mkdir(exist_ok=True)
-        problems += attempt(cfg, record, logs, resume=i > 0, kill=kill, env_extra=env_extra)
+        problems += attempt(cfg, record, logs, resume=i > 0, kill=kill, env_extra=env_extra, command=command)
         if problems:
             break
+        hint = resume_hint_of((logs / "stderr").read_text()) if printed_resume else None
+        command = hint[2] if hint else None
     return workdir / "runs" / "tiny", record, problems
 
 
@@ -287,14 +329,15 @@ def _compare_tensorboard(base_run: Path, run: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- driver
-def kill_test(workdir: Path, kills: list[Kill], devices: int = 1, env_extra=None, baseline: Path | None = None) -> list[str]:
+def kill_test(workdir: Path, kills: list[Kill], devices: int = 1, env_extra=None, baseline: Path | None = None,
+              printed_resume: bool = False) -> list[str]:
     """Uninterrupted run (or ``baseline``, a workdir of an earlier one) vs the same run killed at ``kills``."""
     if baseline is None:
         baseline = workdir / "uninterrupted"
         _, _, problems = train_with_kills(baseline, [], devices, env_extra)
         if problems:
             return problems
-    run, record, problems = train_with_kills(workdir / "killed", kills, devices, env_extra)
+    run, record, problems = train_with_kills(workdir / "killed", kills, devices, env_extra, printed_resume)
     if problems:
         return problems
     return compare(baseline / "runs" / "tiny", baseline / "batches.jsonl", run, record)

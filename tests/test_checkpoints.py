@@ -197,8 +197,9 @@ def test_run_source_lists_saved_steps(tmp_path):
     assert src.available_steps() == [0, 2, 10] and src.steps("all") == [0, 2, 10]
     ckpt = src.checkpoint(10)
     assert ckpt.tokens == 10 * 512 and (ckpt.path / "config.json").is_file()
-    with pytest.raises(CheckpointError, match="no checkpoint for step 3"):
+    with pytest.raises(CheckpointError, match="no checkpoint for step 3") as err:
         src.checkpoint(3)
+    assert "steps are 0, 2, 10" in str(err.value)  # the message says which steps there are
     empty = tmp_path / "empty"
     (empty / "checkpoints").mkdir(parents=True)
     (empty / "run.json").write_text(json.dumps({"run": "e", "model": "m", "tokens_per_step": 1}))

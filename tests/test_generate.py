@@ -11,7 +11,7 @@ import torch
 
 from lmdynamics.models.heads import HeadSpec, build_causal_lm, load_causal_lm
 from lmdynamics.probes.sources import load_tokenizer
-from tests.helpers.cli import ROOT, cli_env, run_cli, tiny_config
+from tests.helpers.cli import ROOT, cli_env, train_tiny
 
 PROMPT = "Return the"
 
@@ -50,10 +50,7 @@ def samples(stdout: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("generate")
-    res = run_cli("fit", "--config", str(tiny_config(tmp)))
-    assert res.returncode == 0, res.stderr[-2000:]
-    return tmp / "runs" / "tiny"
+    return train_tiny(tmp_path_factory.mktemp("generate"))
 
 
 def argmax_continuation(checkpoint, prompt: str, n: int) -> str:
@@ -123,3 +120,16 @@ def test_bad_input_is_one_line(run, args, words, generate_here):
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], err
+
+
+@pytest.mark.slow
+def test_a_truncated_model_file_is_one_line(run, tmp_path, generate_here):
+    checkpoint = tmp_path / "truncated"
+    shutil.copytree(run / "checkpoints" / "step00000006", checkpoint)
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    code, out, err = generate_here("--checkpoint", checkpoint, "--prompt", PROMPT)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "model.safetensors" in lines[0], err
+    assert "truncated or corrupt" in lines[0]

@@ -61,7 +61,7 @@ def test_training_a_pythia_config_without_the_hub_says_so_in_one_line_and_writes
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_listening_endpoint_passes_and_offline_mode_never_connects(monkeypatch):
+def test_a_listening_endpoint_passes_and_offline_mode_never_connects(monkeypatch, tmp_path):
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
@@ -80,7 +80,47 @@ def test_a_listening_endpoint_passes_and_offline_mode_never_connects(monkeypatch
 
     monkeypatch.setattr(hub, "unreachable_reason", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub.require_hub(["model A/b"], "alt")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    snapshot = tmp_path / "hub" / "models--A--b" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "datasets" / "Org___data").mkdir(parents=True)
+    hub.require_hub(["model A/b", "probe dataset Org/data"], "alt")  # in the local cache: nothing asked
+    with pytest.raises(hub.HubUnreachable, match="HF_HUB_OFFLINE.*model C/d, dataset E/f; alt"):
+        hub.require_hub(["model A/b", "model C/d", "dataset E/f"], "alt")
+
+
+def _offline_empty_cache(tmp_path) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"),
+           "HF_HUB_CACHE": str(tmp_path / "hf-home" / "hub"), "HF_DATASETS_CACHE": str(tmp_path / "hf-home" / "datasets")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    return env
+
+
+@pytest.mark.slow
+def test_offline_with_hub_models_not_cached_names_them_and_writes_nothing(tmp_path):
+    """`make analyze` (the Pythia config) and a Pythia training config with HF_HUB_OFFLINE=1 and an empty cache."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env = _offline_empty_cache(tmp_path)
+    result = _run([str(ROOT / "analysis" / "run.py"), "--config", str(ROOT / "configs" / "analysis" / "pythia-paper.yaml")],
+                  cwd=work, env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert "HF_HUB_OFFLINE" in lines[0] and "local Hugging Face cache" in lines[0]
+    for needed in ("EleutherAI/pythia-70m-deduped", "EleutherAI/pythia-2.8b-deduped", "NeelNanda/pile-10k"):
+        assert needed in lines[0]
+    assert "configs/analysis/demo-run.yaml" in lines[0]
+    assert list(work.iterdir()) == []  # no analysis_out/pythia-paper/config.yaml
+    result = _run([str(ROOT / "train" / "run.py"), "fit", "--config", str(ROOT / "configs" / "train" / "pythia-14m.yaml"),
+                   "--trainer.max_steps", "1", "--run.root", str(work / "runs")], cwd=work, env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "HF_HUB_OFFLINE" in errors[0], result.stderr[-3000:]
+    assert "dataset monology/pile-uncopyrighted" in errors[0] and "configs/train/demo.yaml" in errors[0]
+    assert list(work.iterdir()) == []
 
 
 def test_local_specs_are_not_hub_ids(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ STEPS = np.arange(0, 1300, 100)  # 13 checkpoints; start_fraction 0.1 -> window 
 def test_slope_and_p_value_match_scipy_linregress():
     rng = np.random.default_rng(0)
     values = np.exp(rng.normal(0, 0.1, size=(20, len(STEPS))) + np.linspace(0, 0.3, len(STEPS)) * rng.normal(size=(20, 1)))
-    res = classify_trends(values, STEPS)
+    res = classify_trends(values, STEPS, regressor="step")
     assert res.start == 2
     for i in range(20):
         x = STEPS[2:] - STEPS[2]
@@ -29,7 +29,7 @@ def test_false_positive_rate_is_alpha_under_no_trend():
     n = 4000
     values = 20.0 * np.exp(rng.normal(0, 0.05, size=(n, len(STEPS))))  # no trend, log-normal noise
     for alpha in (0.05, 0.2):
-        labels = classify_trends(values, STEPS, alpha=alpha).labels
+        labels = classify_trends(values, STEPS, alpha=alpha, regressor="step").labels
         up, down = np.mean(labels == "upward"), np.mean(labels == "downward")
         sd = np.sqrt(alpha * (1 - alpha) / n)
         assert abs(up + down - alpha) < 4.5 * sd  # a normal instead of a t reference, or one-sided p, fails this
@@ -48,7 +48,7 @@ def test_planted_trends_recovered_at_the_t_test_power():
     for nc in (2.0, -2.0, 3.0, 12.0, -12.0):  # noncentrality = slope sqrt(Sxx) / sigma
         slope = nc * sigma / np.sqrt(sxx)
         values = 1.0 + slope * STEPS + rng.normal(0, sigma, size=(n, len(STEPS)))
-        labels = classify_trends(values, STEPS).labels
+        labels = classify_trends(values, STEPS, regressor="step").labels
         wanted, opposite = ("upward", "downward") if nc > 0 else ("downward", "upward")
         power = stats.nct.sf(crit, df, abs(nc))
         recovered = np.mean(labels == wanted)
@@ -61,37 +61,37 @@ def test_planted_trends_recovered_at_the_t_test_power():
 def test_stagnated_and_other():
     t = len(STEPS)
     wiggle = 10.0 * (1 + 0.01 * np.cos(np.arange(t) * 2.5))
-    assert classify_trend(wiggle, STEPS) == "stagnated"
+    assert classify_trend(wiggle, STEPS, regressor="step") == "stagnated"
     u_shape = np.ones(t)
     u_shape[2], u_shape[-1] = 2.0, 2.0  # first and last of the window far above the geometric mean, no slope
-    res = classify_trends(u_shape, STEPS)
+    res = classify_trends(u_shape, STEPS, regressor="step")
     assert res.p_value[0] > 0.05 and res.labels[0] == "other"
-    assert classify_trend(np.exp(-STEPS / 500.0), STEPS) == "downward"
-    assert classify_trend(torch.tensor(1 + STEPS / 1000.0), torch.tensor(STEPS)) == "upward"
+    assert classify_trend(np.exp(-STEPS / 500.0), STEPS, regressor="step") == "downward"
+    assert classify_trend(torch.tensor(1 + STEPS / 1000.0), torch.tensor(STEPS), regressor="step") == "upward"
 
 
 def test_window_follows_start_fraction_and_units_do_not_matter():
     rng = np.random.default_rng(3)
     early_drop = np.concatenate([np.linspace(50, 10, 7), 10 + rng.normal(0, 0.01, 6)])
-    assert classify_trend(early_drop, STEPS, start_fraction=0.0) == "downward"
-    res = classify_trends(early_drop, STEPS, start_fraction=0.5)
+    assert classify_trend(early_drop, STEPS, start_fraction=0.0, regressor="step") == "downward"
+    res = classify_trends(early_drop, STEPS, start_fraction=0.5, regressor="step")
     assert res.start == 6 and res.labels[0] in ("stagnated", "other")
     values = np.exp(rng.normal(0, 0.05, size=(50, len(STEPS))) + np.linspace(0, 0.1, len(STEPS)))
-    a = classify_trends(values, STEPS)
-    b = classify_trends(values * 7.0, STEPS * 3 + 0)
+    a = classify_trends(values, STEPS, regressor="step")
+    b = classify_trends(values * 7.0, STEPS * 3 + 0, regressor="step")
     np.testing.assert_allclose(a.p_value, b.p_value, rtol=1e-9)
     assert (a.labels == b.labels).all()
 
 
 def test_errors():
     with pytest.raises(ValueError, match="positive"):
-        classify_trends(np.array([1.0, 0.0, 2.0]), np.arange(3))
+        classify_trends(np.array([1.0, 0.0, 2.0]), np.arange(3), regressor="step")
     with pytest.raises(ValueError, match=">= 3"):
-        classify_trends(np.ones(4), np.arange(4), start_fraction=0.9)
+        classify_trends(np.ones(4), np.arange(4), start_fraction=0.9, regressor="step")
     with pytest.raises(ValueError, match="increasing"):
-        classify_trends(np.ones(4), np.array([0, 2, 1, 3]))
+        classify_trends(np.ones(4), np.array([0, 2, 1, 3]), regressor="step")
     with pytest.raises(ValueError, match=r"\(N, T\)"):
-        classify_trends(np.ones((2, 4)), np.arange(5))
+        classify_trends(np.ones((2, 4)), np.arange(5), regressor="step")
 
 
 def test_double_descent():
@@ -114,19 +114,19 @@ def test_stagnation_band_is_around_the_geometric_mean():
     a = 1.5
     window = np.array([1, a, 1 / a, a, 1 / a, 1, 1 / a, a, 1 / a, a, 1.0])
     assert abs(window.mean() - 1.0606) < 1e-4 and abs(np.exp(np.log(window).mean()) - 1) < 1e-12
-    res = classify_trends(window, np.arange(11) * 100.0, start_fraction=0.0)
+    res = classify_trends(window, np.arange(11) * 100.0, start_fraction=0.0, regressor="step")
     assert res.p_value[0] > 0.5 and res.labels[0] == "stagnated"
     # Scaled to perplexities of 30: the band is relative, the label the same.
-    assert classify_trend(30 * window, np.arange(11), start_fraction=0.0) == "stagnated"
+    assert classify_trend(30 * window, np.arange(11), start_fraction=0.0, regressor="step") == "stagnated"
 
 
 @pytest.mark.parametrize("values, narrower", [([1.0, 4.0, 4.0, 1.0], (0.51, 2.0)), ([4.0, 1.0, 1.0, 4.0], (0.5, 1.99))])
 def test_stagnation_band_edges_are_inclusive(values, narrower):
     """Geometric mean 2 exactly: first and last sit at 0.5 (resp. 2.0) of it, on the band's lower (upper) edge."""
     v = np.array(values)
-    res = classify_trends(v, np.arange(4.0), start_fraction=0.0, band=(0.5, 2.0))
+    res = classify_trends(v, np.arange(4.0), start_fraction=0.0, band=(0.5, 2.0), regressor="step")
     assert res.slope[0] == 0.0 and res.labels[0] == "stagnated"
-    assert classify_trends(v, np.arange(4.0), start_fraction=0.0, band=narrower).labels[0] == "other"
+    assert classify_trends(v, np.arange(4.0), start_fraction=0.0, band=narrower, regressor="step").labels[0] == "other"
 
 
 def test_band_needs_both_ends_inside():
@@ -134,15 +134,15 @@ def test_band_needs_both_ends_inside():
     first_out = np.array([1.2, 1.0, 1.0, 1.0, 1.0])  # no significant slope; first 17% above the mean, last inside
     last_out = first_out[::-1].copy()
     for v in (first_out, last_out):
-        res = classify_trends(v, steps, start_fraction=0.0)
+        res = classify_trends(v, steps, start_fraction=0.0, regressor="step")
         assert res.p_value[0] > 0.05 and res.labels[0] == "other"
-    assert classify_trends(first_out, steps, start_fraction=0.0, band=(0.9, 1.2)).labels[0] == "stagnated"
+    assert classify_trends(first_out, steps, start_fraction=0.0, band=(0.9, 1.2), regressor="step").labels[0] == "stagnated"
 
 
 def test_perfect_lines_and_constants():
     steps = np.arange(4.0)
     res = classify_trends(np.array([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [3.0, 3.0, 3.0, 3.0]]), steps,
-                          start_fraction=0.0)
+                          start_fraction=0.0, regressor="step")
     assert list(res.labels) == ["upward", "downward", "stagnated"]
     assert list(res.p_value) == [0.0, 0.0, 1.0]
     assert res.slope == pytest.approx([1.0, -0.25, 0.0])  # per step, of v / v_start
@@ -153,16 +153,16 @@ def test_p_value_against_alpha_is_strict():
     v = np.array([1.0, 1.3, 1.1, 1.6, 1.4, 1.9])
     p = stats.linregress(np.arange(6.0), v).pvalue
     assert 0.001 < p < 0.2
-    assert classify_trend(v, np.arange(6.0), start_fraction=0.0, alpha=p * 1.001) == "upward"
-    assert classify_trend(v, np.arange(6.0), start_fraction=0.0, alpha=p * 0.999) != "upward"
+    assert classify_trend(v, np.arange(6.0), start_fraction=0.0, alpha=p * 1.001, regressor="step") == "upward"
+    assert classify_trend(v, np.arange(6.0), start_fraction=0.0, alpha=p * 0.999, regressor="step") != "upward"
 
 
 def test_window_starts_at_the_first_step_reaching_the_fraction():
     # 0.25 x 1200 = 300 is a checkpoint: the window starts there (index 3), not after it.
-    assert classify_trends(np.ones(len(STEPS)), STEPS, start_fraction=0.25).start == 3
-    assert classify_trends(np.ones(len(STEPS)), STEPS, start_fraction=0.26).start == 4
+    assert classify_trends(np.ones(len(STEPS)), STEPS, start_fraction=0.25, regressor="step").start == 3
+    assert classify_trends(np.ones(len(STEPS)), STEPS, start_fraction=0.26, regressor="step").start == 4
     # Three checkpoints are enough for the test (one degree of freedom).
-    res = classify_trends(np.array([9.0, 1.0, 2.0, 3.5]), np.arange(4.0), start_fraction=0.3)
+    res = classify_trends(np.array([9.0, 1.0, 2.0, 3.5]), np.arange(4.0), start_fraction=0.3, regressor="step")
     assert res.start == 1 and res.labels[0] in ("upward", "other")
     assert res.slope[0] == pytest.approx(1.25)  # from v_start = 1: (1, 2, 3.5) over steps 0, 1, 2
 
@@ -187,43 +187,43 @@ def test_double_descent_minimum_before_and_after_the_peak():
 def test_inputs_are_read_in_float64_from_numpy_and_torch():
     rng = np.random.default_rng(4)
     values = np.exp(rng.normal(0, 0.1, size=(5, len(STEPS)))).astype(np.float32)
-    res = classify_trends(values, STEPS)
+    res = classify_trends(values, STEPS, regressor="step")
     for i in range(5):  # float32 arithmetic would miss this by ~1e-7
         ref = stats.linregress(STEPS[2:] - STEPS[2], values[i, 2:].astype(np.float64) / np.float64(values[i, 2]))
         assert res.slope[i] == pytest.approx(ref.slope, rel=1e-12)
     tracked = torch.tensor(values[0], dtype=torch.float64, requires_grad=True)  # straight from a graph
-    assert classify_trend(tracked, STEPS) == classify_trends(values[:1].astype(np.float64), STEPS).labels[0]
+    assert classify_trend(tracked, STEPS, regressor="step") == classify_trends(values[:1].astype(np.float64), STEPS, regressor="step").labels[0]
     assert double_descent(torch.tensor([1.0, 2.0, 1.0], requires_grad=True)) is True
 
 
 def test_perfect_lines_raise_no_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = classify_trends(np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]]), np.arange(3.0), start_fraction=0.0)
+        res = classify_trends(np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]]), np.arange(3.0), start_fraction=0.0, regressor="step")
     assert list(res.labels) == ["upward", "stagnated"]
 
 
 def test_alpha_equal_to_the_p_value_is_not_significant():
     v = np.array([1.0, 1.3, 1.1, 1.6, 1.4, 1.9])
-    p = classify_trends(v, np.arange(6.0), start_fraction=0.0).p_value[0]
-    assert classify_trend(v, np.arange(6.0), start_fraction=0.0, alpha=p) != "upward"
+    p = classify_trends(v, np.arange(6.0), start_fraction=0.0, regressor="step").p_value[0]
+    assert classify_trend(v, np.arange(6.0), start_fraction=0.0, alpha=p, regressor="step") != "upward"
 
 
 def test_classify_trend_passes_the_band_on():
     v = np.array([1.2, 1.0, 1.0, 1.0, 1.0])
-    assert classify_trend(v, np.arange(5.0), start_fraction=0.0) == "other"
-    assert classify_trend(v, np.arange(5.0), start_fraction=0.0, band=(0.9, 1.2)) == "stagnated"
+    assert classify_trend(v, np.arange(5.0), start_fraction=0.0, regressor="step") == "other"
+    assert classify_trend(v, np.arange(5.0), start_fraction=0.0, band=(0.9, 1.2), regressor="step") == "stagnated"
 
 
 def test_more_bad_inputs():
     with pytest.raises(ValueError, match="start_fraction"):
-        classify_trends(np.ones(4), np.arange(4), start_fraction=1.0)
+        classify_trends(np.ones(4), np.arange(4), start_fraction=1.0, regressor="step")
     with pytest.raises(ValueError, match="increasing"):
-        classify_trends(np.ones(4), np.array([0, 1, 1, 2]))  # a repeated step
+        classify_trends(np.ones(4), np.array([0, 1, 1, 2]), regressor="step")  # a repeated step
     with pytest.raises(ValueError, match=r"\(N, T\)"):
-        classify_trends(np.ones((1, 4)), np.arange(4.0)[:, None])  # steps (T, 1)
+        classify_trends(np.ones((1, 4)), np.arange(4.0)[:, None], regressor="step")  # steps (T, 1)
     with pytest.raises(ValueError, match="one trajectory"):
-        classify_trend(np.ones((2, 4)), np.arange(4))
+        classify_trend(np.ones((2, 4)), np.arange(4), regressor="step")
     with pytest.raises(ValueError, match=r"\(T,\) or \(N, T\)"):
         double_descent(np.ones((2, 2, 3)))
 
@@ -237,3 +237,22 @@ def test_double_descent_uses_running_minima_not_neighbours():
     np.testing.assert_array_equal(double_descent(batch, rise=0.5), [True, False, False])
     short = double_descent(np.ones((3, 2)))
     assert short.dtype == bool and short.shape == (3,) and not short.any()
+
+
+def test_one_default_regressor_log_step_everywhere():
+    """metrics.classify_trend(s), the trajectory commands and the reports share one default: log(step). A
+    trajectory that is flat in log(step) after a fast early fall, but still falling in linear steps, tells them apart."""
+    import inspect
+
+    from lmdynamics.metrics.trends import DEFAULT_TRAJECTORY_REGRESSOR
+    from lmdynamics.trajectories.classify import trend_labels
+
+    assert DEFAULT_TRAJECTORY_REGRESSOR == "log_step"
+    for fn in (classify_trends, classify_trend, trend_labels):
+        assert inspect.signature(fn).parameters["regressor"].default == "log_step", fn
+    steps = np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], dtype=float)
+    values = 10.0 - np.log(steps) + np.where(np.arange(11) % 2, 0.3, -0.3)  # linear in log(step), zig-zag
+    assert classify_trend(values, steps, start_fraction=0.0) == classify_trend(values, steps, start_fraction=0.0, regressor="log_step")
+    by_step = classify_trends(values, steps, start_fraction=0.0, regressor="step")
+    by_log = classify_trends(values, steps, start_fraction=0.0)
+    assert by_log.p_value[0] < by_step.p_value[0]

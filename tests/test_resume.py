@@ -45,6 +45,15 @@ def test_kills_at_every_kind_of_point_resume_exactly(uninterrupted):
     assert kill_test(uninterrupted.parent / "chosen", points, baseline=uninterrupted) == []
 
 
+def test_ctrl_c_and_sigterm_checkpoint_the_step_reached_and_the_printed_command_resumes_exactly(uninterrupted):
+    """Interrupts between scheduled checkpoints (every 3 steps): after the optimizer step of step 2, during the
+    validation of step 4, inside the accumulation of step 8. Each run checkpoints the step it reached (2, 5, 8),
+    prints a resume command, and the next attempt runs that command as printed in a new shell; the result is
+    the uninterrupted run, value for value."""
+    points = kills("2:batch_end:INT 4:validation:TERM 7:mid_accumulation:INT")
+    assert kill_test(uninterrupted.parent / "signals", points, baseline=uninterrupted, printed_resume=True) == []
+
+
 def test_random_kills_resume_exactly(uninterrupted):
     seed = int(os.environ.get("KILL_SEED", random.SystemRandom().randrange(2**31)))
     points = random_kills(random.Random(seed), 3)
@@ -96,6 +105,16 @@ def test_resuming_a_finished_run_changes_no_value_and_duplicates_no_row(uninterr
     key = list(store.KEY)
     assert not table.duplicated(subset=key).any()
     assert table.sort_values(key).reset_index(drop=True).equals(original.sort_values(key).reset_index(drop=True))
+
+
+def test_resuming_a_finished_run_says_so_and_redoes_nothing(uninterrupted, tmp_path):
+    """Its end-of-run work was done: not again (no report drawn, no table rewritten, no file touched)."""
+    cfg, run = copy_run(uninterrupted, tmp_path / "w")
+    before = files(run)
+    res = run_cli("fit", "--config", str(cfg), "--ckpt_path", "last", "--run.report", "true")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "already finished" in res.stderr.strip().splitlines()[-1]
+    assert files(run) == before and not (run / "report").exists()
 
 
 def test_validate_writes_beside_the_run_with_the_checkpoint_step(uninterrupted, tmp_path):

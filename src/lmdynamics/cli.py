@@ -6,6 +6,7 @@
     lmdynamics report --table runs/demo                       figures and report of any tidy table
     lmdynamics convergence runs/demo                          CKA-to-final of a run from its activations
     lmdynamics generate --checkpoint runs/demo --prompt TEXT  sample text from a checkpoint
+    lmdynamics runs [ROOT]                                    the runs under ROOT (default runs/), one line each
     lmdynamics configs                                        the bundled configs, one line each
 
 Every subcommand reads YAML configs and flags through jsonargparse; ``lmdynamics SUBCOMMAND --help`` shows
@@ -23,14 +24,46 @@ def config_root() -> Path:
     return Path(__file__).resolve().parents[2] / "configs"
 
 
+def leading_paragraph(text: str) -> str:
+    """The prose of a YAML file's leading comment: its ``#`` lines up to the first blank, indented (a command
+    line) or non-comment line, joined into one line."""
+    prose = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        body = line[1:]
+        if not body.strip() or body.startswith("  "):
+            break
+        prose.append(body.strip())
+    return " ".join(prose)
+
+
+ABBREVIATIONS = {"e.g", "i.e", "sec", "al", "cf", "vs", "fig", "eq"}  # a full stop after these ends no sentence
+
+
+def first_sentence(text: str) -> str:
+    """``text`` up to its first full stop (., ! or ?) outside parentheses that is followed by a space and not by a
+    digit nor after an abbreviation: whole sentences only ("sec. 1", "(Yang et al. 2018)" end none). A paragraph
+    ending in a colon (it introduces commands) ends in a full stop instead."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if ch not in ".!?" or depth > 0:
+            continue
+        after = text[i + 1:]
+        before = text[:i].split()[-1].lstrip("(").lower() if text[:i].split() else ""
+        if not after.strip() or (after[0].isspace() and not after.lstrip()[0].isdigit() and before not in ABBREVIATIONS):
+            return text[: i + 1]
+    return text[:-1] + "." if text.endswith(":") else text
+
+
 def describe_configs(root: Path | None = None) -> list[str]:
-    """One line per bundled YAML config: its path and the first line of its leading comment."""
+    """One line per bundled YAML config: its path and the first sentence of its leading comment."""
     root = root or config_root()
-    lines = []
-    for path in sorted(root.rglob("*.yaml")):
-        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        lines.append(f"{path.relative_to(root.parent).as_posix():<42} {first}")
-    return lines
+    paths = sorted(root.rglob("*.yaml"))
+    names = [path.relative_to(root.parent).as_posix() for path in paths]
+    width = max(map(len, names), default=0)
+    return [f"{name:<{width}}  {first_sentence(leading_paragraph(path.read_text()))}" for name, path in zip(names, paths)]
 
 
 def configs_main(argv: list[str] | None = None) -> int:
@@ -59,6 +92,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("lmdynamics.sweep:main", "a grid of training runs, local workers or printed commands"),
     "compare": ("lmdynamics.compare:main", "one report across runs from their tidy tables"),
     "generate": ("lmdynamics.generate:main", "sample text from a checkpoint (temperature, top-p, seed)"),
+    "runs": ("lmdynamics.runs:main", "the runs under a root: model, steps, status, validation loss, size"),
     "configs": ("lmdynamics.cli:configs_main", "list the bundled configs"),
 }
 _TAKES_NAME = {"fit", "validate"}

@@ -524,8 +524,9 @@ def write_report(runs: list[Run], out: Path, group_by: list[str] | str | None = 
         lead_table.to_csv(stage / "verdict.csv", index=False)
         keys = ", ".join(f"`{k}`" for k in plan.keys) or "nothing (the runs' configs differ only in seeds)"
         lines = [f"# Comparison of {len(runs)} runs in {len(plan.groups)} groups", "",
-                 f"Grouped by {keys}. Excess loss = validation loss minus the synthetic language's exact "
-                 f"entropy floor (nats). A late rise: final validation loss more than {RISE_MARGIN} nats above its best. "
+                 f"Grouped by {keys}. " + ("Excess loss = validation loss minus the synthetic language's exact "
+                 "entropy floor (nats). " if summary["entropy_floor"].notna().any() else "")
+                 + f"A late rise: final validation loss more than {RISE_MARGIN} nats above its best. "
                  "Saturation events: the live monitor's (head_rank) events.", ""]
         lines += lead
         lines += ["## Per group (mean, standard deviation over runs)", "", _markdown_table(group_stats(summary)), ""]

@@ -5,7 +5,8 @@ with back-off (minutes of "Retrying in 8s" lines per file), and the command may 
 output. :func:`require_hub` instead tries one connection to the hub's endpoint (``HF_ENDPOINT``, default
 https://huggingface.co) with a short timeout and, when it fails, raises one line naming what the command
 needed from the hub and the offline alternative. With ``HF_HUB_OFFLINE=1`` nothing is asked: files come
-from the local cache only, and a missing one is reported by whoever asked for it.
+from the local cache only, so the check is then whether each hub model and dataset is in the local cache, and
+the same one line names those that are not.
 """
 
 from __future__ import annotations
@@ -63,13 +64,43 @@ def require_hub(needs: list[str], alternative: str, timeout: float = 5.0) -> Non
     """Raise :class:`HubUnreachable` (one line) when ``needs`` (``"model X"``, ``"dataset Y"``) is not empty,
     ``HF_HUB_OFFLINE`` is not set and the hub endpoint cannot be reached. ``alternative`` says what to run
     instead without the hub."""
-    if not needs or offline():
+    if not needs:
+        return
+    if offline():
+        missing = [need for need in needs if not in_local_cache(need)]
+        if missing:
+            raise HubUnreachable(
+                f"HF_HUB_OFFLINE is set and the local Hugging Face cache has no {_listed(missing)}; {alternative}; "
+                "or download them first (unset HF_HUB_OFFLINE where the hub can be reached)")
         return
     reason = unreachable_reason(timeout)
     if reason is None:
         return
-    shown = ", ".join(needs[:8]) + (f" and {len(needs) - 8} more" if len(needs) > 8 else "")
     raise HubUnreachable(
-        f"the Hugging Face hub ({endpoint()}) cannot be reached ({reason}), and this needs it for {shown}; "
+        f"the Hugging Face hub ({endpoint()}) cannot be reached ({reason}), and this needs it for {_listed(needs)}; "
         f"{alternative}; or, with those files already in the local Hugging Face cache, set HF_HUB_OFFLINE=1"
     )
+
+
+def _listed(needs: list[str], shown: int = 8) -> str:
+    return ", ".join(needs[:shown]) + (f" and {len(needs) - shown} more" if len(needs) > shown else "")
+
+
+def in_local_cache(need: str) -> bool:
+    """Whether a need of :func:`require_hub` (``"model Org/name"``, ``"probe dataset Org/name"``, ``"tokenizer X"``)
+    has a copy in the local cache: its repo folder in the hub cache (``HF_HUB_CACHE``) holding a snapshot, or, for a
+    dataset, a prepared copy in the ``datasets`` cache (``HF_DATASETS_CACHE``)."""
+    from huggingface_hub import constants
+
+    *kind, repo = need.split()
+    repo = repo.split("@")[0]
+    dataset = "dataset" in kind
+    folder = Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE) / (
+        f"{'datasets' if dataset else 'models'}--{repo.replace('/', '--')}")
+    if any((folder / "snapshots").glob("*/*")):
+        return True
+    if dataset:
+        home = os.environ.get("HF_HOME") or str(Path(constants.HF_HOME))
+        datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE") or Path(home) / "datasets")
+        return any(datasets_cache.glob(f"{repo.replace('/', '___')}*"))
+    return False

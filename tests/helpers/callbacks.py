@@ -73,7 +73,9 @@ class PauseAt(L.Callback):
     def _pause(self, trainer) -> None:
         if trainer.global_rank == 0:
             Path(self.marker).write_text(str(os.getpid()))
-        while True:
+        from lmdynamics.training.resume import STOP
+
+        while STOP["requested"] is None:  # SIGKILL ends it here; SIGINT/SIGTERM ask the run to stop after this step
             time.sleep(0.05)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):

@@ -61,3 +61,10 @@ def losses(path: Path) -> dict[int, float]:
         row = json.loads(line)
         out[row["step"]] = row["loss"]
     return out
+
+
+def train_tiny(tmp_path: Path, *args) -> Path:
+    """Train the tiny config through the real CLI in ``tmp_path``; returns its run directory."""
+    res = run_cli("fit", "--config", str(tiny_config(tmp_path)), *args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return tmp_path / "runs" / "tiny"

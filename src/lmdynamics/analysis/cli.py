@@ -44,7 +44,12 @@ def _legacy(argv: list[str]) -> list[str]:
 
 def parse(argv: list[str] | None = None) -> AnalysisConfig:
     """The validated configuration of a command line; ValueError (one line) for bad input."""
+    from lmdynamics.config_files import check_config_files
+
     argv = _legacy(list(sys.argv[1:] if argv is None else argv))
+    problem = check_config_files(argv)
+    if problem:
+        raise ValueError(problem)
     try:
         values = build_parser().parse_args(argv).as_dict()
     except Exception as err:  # jsonargparse's ArgumentError and friends

@@ -18,7 +18,13 @@ def _parser(prog: str, description: str):
 def _parse(parser, argv):
     from lmdynamics.arguments import error_line
 
+    from lmdynamics.config_files import check_config_files
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    problem = check_config_files(argv)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return None
     try:
         return parser.parse_args(argv)
     except Exception as err:  # jsonargparse's ArgumentError: one line

@@ -89,8 +89,8 @@ def headline_markdown(table: pd.DataFrame, threshold: float, at_fraction: float,
          if isinstance(r["loss_metric"], str) else "—"),
         (f"mean CKA-to-final at ~{at_fraction:.0%} (step)", "cka_at_fraction",
          lambda r: f"{_fmt(r['cka_at_fraction'])} ({_fmt(r['cka_step'])})" if pd.notna(r["cka_step"]) else "—"),
-        (f"median fraction to stay ≥ {threshold} (never)", "median_convergence",
-         lambda r: f"{_fmt(r['median_convergence'])} ({r['never_converged']})"
+        (f"median fraction to stay ≥ {threshold}; components that never do", "median_convergence",
+         lambda r: f"{_fmt(r['median_convergence'])}; {_never(r['never_converged'])}"
          if not (isinstance(r["median_convergence"], float) and math.isnan(r["median_convergence"])) else "—"),
         ("head PER", "head_per", None),
         ("head KL-to-uniform", "head_kl_uniform", None),
@@ -176,6 +176,8 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
         return [m for m in models if m in set(metric_rows["model"])]
 
     draw("Loss", P.plot_loss, "loss", P.loss_caption(frame))
+    if frame["metric"].isin(["lr", "grad_norm"]).any():  # a training run's table (an offline analysis has none)
+        draw("Loss", P.plot_training_health, "training_health", P.training_health_caption(frame))
 
     section = "Layer convergence"
     present = set(frame["metric"])
@@ -285,6 +287,12 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
     report = out_dir / "report.md"
     write_text_atomic(report, "\n".join(lines))
     return report
+
+
+def _never(count) -> str:
+    """'none', '1 component', '3 components': the never-converged count of the headline, in words."""
+    count = int(count)
+    return "none" if count == 0 else f"{count} component{'s' if count != 1 else ''}"
 
 
 def figures_for_run(run_dir: str | os.PathLike, threshold: float = 0.95) -> Path:

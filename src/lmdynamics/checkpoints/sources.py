@@ -198,8 +198,19 @@ class RunSource:
         directory = self._step_dirs().get(int(step))
         label = f"{self.path}@step{step}"
         if directory is None:
-            raise CheckpointError(f"{label}: no checkpoint for step {step} under {self.layout.checkpoints}")
+            raise CheckpointError(f"{label}: no checkpoint for step {step} under {self.layout.checkpoints}; "
+                                  f"{describe_steps(sorted(self._step_dirs()))}")
         return Checkpoint(self.run, self.model, int(step), self.tokens(step), directory, _read_config(directory, label))
+
+
+def describe_steps(steps: list[int], shown: int = 12) -> str:
+    """``the steps there are 0, 100, ..., 600`` (the first and last few of a long list), or that there are none."""
+    if not steps:
+        return "it has no checkpoints yet"
+    if len(steps) > shown:
+        listed = [*map(str, steps[: shown // 2]), "...", *map(str, steps[-shown // 2:])]
+        return f"its {len(steps)} checkpoint steps are {', '.join(listed)}"
+    return f"its checkpoint steps are {', '.join(map(str, steps))}"
 
 
 def open_source(spec: str | os.PathLike, tokens_per_step: int | None = None, cache_dir: str | os.PathLike | None = None):

@@ -13,9 +13,9 @@ on dividing by v_j or on the step units; the band does not depend on the units o
 
 Regressor: ``regressor="step"`` fits on step_i - step_j (the paper's text); ``"log_step"`` fits on
 log(step_i) (the authors' released analysis code, xiamengzhou/training_trajectory_analysis: statsmodels OLS
-with an intercept), which is what the trajectory analysis uses by default (``DEFAULT_TRAJECTORY_REGRESSOR``).
-This function keeps ``"step"`` as its own default for its existing callers. On the log axis the window's
-steps must be positive (a window starting at a fraction > 0 of training always is).
+with an intercept): the one default of the project (``DEFAULT_TRAJECTORY_REGRESSOR``), here, in the trajectory
+commands and in their reports. On the log axis the window's steps must be positive (a window starting at a
+fraction > 0 of training always is); pass ``regressor="step"`` for a window that starts at step 0.
 
 Their code also asks, for "stagnated", that var(window) < m (the window's geometric mean). Those are different
 units (perplexity squared against perplexity), so the condition's strength depends on the perplexity's scale:
@@ -71,7 +71,7 @@ def window_start(steps, start_fraction: float) -> int:
 
 
 def classify_trends(values, steps, start_fraction: float = 0.1, alpha: float = 0.05, band=(0.95, 1.05),
-                    regressor: str = "step", variance_condition: bool = False) -> TrendClassification:
+                    regressor: str = DEFAULT_TRAJECTORY_REGRESSOR, variance_condition: bool = False) -> TrendClassification:
     """Classify many trajectories at once: values (N, T) positive, steps (T,) increasing.
 
     The window starts at the first checkpoint whose step is >= start_fraction * steps[-1] (the last
@@ -128,7 +128,7 @@ def classify_trends(values, steps, start_fraction: float = 0.1, alpha: float = 0
 
 
 def classify_trend(values, steps, start_fraction: float = 0.1, alpha: float = 0.05, band=(0.95, 1.05),
-                   regressor: str = "step", variance_condition: bool = False) -> str:
+                   regressor: str = DEFAULT_TRAJECTORY_REGRESSOR, variance_condition: bool = False) -> str:
     """Label of one trajectory values (T,) over steps (T,): "upward", "downward", "stagnated" or "other"."""
     v = _array(values, "values")
     if v.ndim != 1:

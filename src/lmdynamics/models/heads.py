@@ -184,7 +184,16 @@ def load_causal_lm(path, revision: str | None = None, **kwargs) -> GPTNeoXForCau
 
         config = AutoConfig.from_pretrained(str(path), revision=revision).to_dict()
     cls = MoSHeadLM if (config.get(CONFIG_KEY) or {}).get("kind") == "mos" else GPTNeoXForCausalLM
-    return cls.from_pretrained(str(path), revision=revision, **kwargs)
+    try:
+        return cls.from_pretrained(str(path), revision=revision, **kwargs)
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":  # a truncated file or a garbled header: one line for people
+            raise
+        from ..checkpoints.streaming import CorruptCheckpointError
+
+        weights = Path(path) / "model.safetensors" if local.is_file() else f"{path}@{revision or 'main'}"
+        raise CorruptCheckpointError(f"{weights} is a truncated or corrupt safetensors file ({err}); restore the "
+                                     "checkpoint from a backup, write it again, or pick another checkpoint") from None
 
 
 def head_matrices(model: nn.Module, fetch: Callable[[str], torch.Tensor] | None = None) -> list[tuple[str, torch.Tensor]]:

@@ -15,11 +15,15 @@ The reference line is the loss of the checkpoint's own (full-rank) head on the s
 from __future__ import annotations
 
 import math
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from ..callbacks.progress import clock
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,59 @@ class Features:
     head: torch.Tensor
 
 
+class Progress:
+    """Progress lines for a long sweep, like training's (``callbacks.progress``): one line when a phase starts and
+    then every ``every_seconds``, with the phase's units done, the elapsed time and the phase's ETA (its units
+    left x its seconds per unit so far). ``seconds`` keeps each finished phase's wall time (the benchmark's
+    breakdown); ``stream=None`` prints nothing."""
+
+    def __init__(self, stream=sys.stderr, every_seconds: float = 10.0, label: str = "lowrank-head"):
+        self.stream, self.every, self.label = stream, every_seconds, label
+        self.seconds: dict[str, float] = {}
+        self.start = time.monotonic()
+        self.name: str | None = None
+        self.detail = ""
+
+    def phase(self, name: str, total: int = 0, unit: str = "") -> None:
+        self._close()
+        self.name, self.total, self.unit, self.done_units, self.detail = name, total, unit, 0, ""
+        self.began = self.last = time.monotonic()
+        self._line()
+
+    def advance(self, n: int = 1) -> None:
+        self.done_units += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self._line()
+
+    def done(self) -> None:
+        self._close()
+        self.name = None
+        self._print(f"done in {clock(time.monotonic() - self.start)}")
+
+    def eta(self) -> float:
+        if not self.total or not self.done_units:
+            return math.nan
+        return (time.monotonic() - self.began) / self.done_units * (self.total - self.done_units)
+
+    def _close(self) -> None:
+        if self.name is not None:
+            self.seconds[self.name] = self.seconds.get(self.name, 0.0) + time.monotonic() - self.began
+
+    def _line(self) -> None:
+        count = f" {self.done_units:,}/{self.total:,} {self.unit}" if self.total else ""
+        detail = f" | {self.detail}" if self.detail else ""
+        eta = f" | ETA {clock(self.eta())}" if self.total else ""
+        self._print(f"{self.name}{count}{detail} | elapsed {clock(time.monotonic() - self.start)}{eta}")
+
+    def _print(self, text: str) -> None:
+        if self.stream is not None:
+            print(f"[lmdynamics] {self.label}: {text}", file=self.stream, flush=True)
+
+
 @torch.no_grad()
-def features(model, blocks: torch.Tensor, batch: int = 8) -> Features:
+def features(model, blocks: torch.Tensor, batch: int = 8, progress: Progress | None = None) -> Features:
     """Final hidden states of ``blocks`` (N x T token ids) under a frozen causal LM, and their targets."""
     model.eval()
     base = model.base_model
@@ -42,6 +97,8 @@ def features(model, blocks: torch.Tensor, batch: int = 8) -> Features:
         out = base(input_ids=x).last_hidden_state  # after the final LayerNorm: what the head reads
         hs.append(out[:, :-1].reshape(-1, out.shape[-1]).float())
         ys.append(x[:, 1:].reshape(-1))
+        if progress is not None:
+            progress.advance(len(x))
     head = model.get_output_embeddings().weight.detach().float()
     return Features(torch.cat(hs), torch.cat(ys), head)
 
@@ -75,7 +132,8 @@ def init_factors(head: torch.Tensor, r: int, init: str, seed: int) -> tuple[torc
 
 
 def train_head(train: Features, r: int | None, steps: int = 300, lr: float = 1e-4, batch: int = 1024,
-               init: str = "svd", seed: int = 0, weight_decay: float = 0.0) -> torch.Tensor:
+               init: str = "svd", seed: int = 0, weight_decay: float = 0.0,
+               progress: Progress | None = None) -> torch.Tensor:
     """Train W = A B (or, with ``r=None``, a full V x d head from the same init) on cached features;
     returns W. AdamW(0.9, 0.95) as in the Pythia recipe, constant learning rate, batches of tokens."""
     if r is None:
@@ -95,17 +153,30 @@ def train_head(train: Features, r: int | None, steps: int = 300, lr: float = 1e-
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if progress is not None:
+            progress.advance()
     return weight().detach()
 
 
-def sweep(train: Features, evaluate: Features, ranks: Sequence[int], train_full: bool = True, **kwargs) -> dict:
+def sweep(train: Features, evaluate: Features, ranks: Sequence[int], train_full: bool = True,
+          progress: Progress | None = None, **kwargs) -> dict:
     """Evaluation loss of a trained rank-r head for every r; the references: the checkpoint's own head
     (``full``) and, with ``train_full``, a full V x d head trained from the same start with the same budget
     (``full_trained``: the same function class as r = d, so the two must agree up to optimisation noise)."""
-    losses = {int(r): head_loss(evaluate.h, evaluate.y, train_head(train, int(r), **kwargs)) for r in ranks}
-    out = {"ranks": losses, "full": head_loss(evaluate.h, evaluate.y, evaluate.head)}
+    heads = [int(r) for r in ranks] + ([None] if train_full else [])
+    steps = int(kwargs.get("steps", 300))
+    if progress is not None:
+        progress.phase("training heads", len(heads) * steps, "head steps")
+    losses = {}
+    for k, r in enumerate(heads, 1):
+        if progress is not None:
+            progress.detail = f"head {k}/{len(heads)} ({'full' if r is None else f'rank {r}'})"
+        losses[r] = head_loss(evaluate.h, evaluate.y, train_head(train, r, progress=progress, **kwargs))
+    out = {"ranks": {r: losses[r] for r in heads if r is not None}, "full": head_loss(evaluate.h, evaluate.y, evaluate.head)}
     if train_full:
-        out["full_trained"] = head_loss(evaluate.h, evaluate.y, train_head(train, None, **kwargs))
+        out["full_trained"] = losses[None]
+    if progress is not None:
+        progress.done()
     return out
 
 
@@ -132,7 +203,7 @@ def plot(result: dict, path, title: str = ""):
 
 def run(checkpoint, out, source: str = "python-docs", ranks: Sequence[int] | None = None, r_min: int | None = None,
         train_blocks: int = 1024, eval_blocks: int = 64, context_length: int | None = None,
-        cache_dir: str | None = None, **train_kwargs):
+        cache_dir: str | None = None, progress: Progress | None = None, **train_kwargs):
     """The sweep for one HF checkpoint directory on a corpus tokenised with the checkpoint's own tokenizer;
     writes ``out/lowrank_head.csv`` (r, loss; rows ``full`` and ``full_trained``), the same as rows of
     ``out/metrics.parquet`` (``saturation.rows``) and its figure."""
@@ -150,18 +221,23 @@ def run(checkpoint, out, source: str = "python-docs", ranks: Sequence[int] | Non
         raise FileNotFoundError(f"{checkpoint}: not a Hugging Face checkpoint directory (no config.json)")
     if not (checkpoint / "tokenizer.json").is_file():
         raise FileNotFoundError(f"{checkpoint}: no tokenizer.json beside the weights; save the checkpoint with its tokenizer")
+    progress = progress if progress is not None else Progress()
+    progress.phase("loading the checkpoint")
     model = load_causal_lm(checkpoint, dtype=torch.float32).eval()
     ctx = context_length or min(int(model.config.max_position_embeddings), 2048)
+    progress.phase("tokenising the corpus")
     dm = TextDataModule(source=source, tokenizer=str(checkpoint / "tokenizer.json"), context_length=ctx,
                         val_blocks=None, cache_dir=cache_dir)
     dm.prepare()
-    train = features(model, dm.train_blocks[:train_blocks])
-    held = features(model, dm.val_all[:eval_blocks])
+    train_x, held_x = dm.train_blocks[:train_blocks], dm.val_all[:eval_blocks]
+    progress.phase("hidden states of the frozen backbone", len(train_x) + len(held_x), "blocks")
+    train = features(model, train_x, progress=progress)
+    held = features(model, held_x, progress=progress)
     d = int(train.head.shape[1])
     ranks = sorted(set(ranks)) if ranks else rank_grid(d, r_min)
     if ranks[-1] > d or ranks[0] < 1:
         raise ValueError(f"ranks must lie in 1..{d} (the hidden size), got {ranks}")
-    result = sweep(train, held, ranks, **train_kwargs)
+    result = sweep(train, held, ranks, progress=progress, **train_kwargs)
     out = Path(out)
     rows = [{"r": r, "loss": v, "reference": ""} for r, v in result["ranks"].items()]
     rows += [{"r": d, "loss": result["full"], "reference": "full"}]

@@ -23,6 +23,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningCLI
 
 from ..atomic import write_text_atomic
+from ..config_files import check_config_files
 from ..callbacks.base import MeasurementCallback
 from ..callbacks.convergence import ActivationConvergence
 from ..callbacks.head_rank import HeadRank
@@ -37,7 +38,7 @@ from ..models.zoo import ModelSpec
 from ..layout import RunLayout
 from .loggers import RunCSVLogger, RunTensorBoardLogger
 from .module import LMModule, NonFiniteLossError, step_tokens
-from .resume import INTERRUPTED, ResumeCheckpoint, read_checkpoint_state
+from .resume import INTERRUPTED, ResumeCheckpoint, finished_step, mark_finished, read_checkpoint_state
 
 
 @dataclass
@@ -117,6 +118,8 @@ class LMCLI(LightningCLI):
         _refuse_fsdp(cfg.trainer.strategy)
         _name_overridden_size(cfg)
         run = RunSpec(**cfg.run)
+        _check_run_name(run.name)
+        _check_run_root(run)
         if run.resume_every <= 0:
             raise ValueError(f"run.resume_every must be a positive number of steps, got {run.resume_every}")
         unknown = set(run.loggers) - {"tensorboard", "csv", "wandb"}
@@ -170,9 +173,11 @@ class LMCLI(LightningCLI):
         cfg.ckpt_path = str(path)
         self._resume = read_checkpoint_state(path)
         if self._resume and self._resume["step"] >= cfg.trainer.max_steps:
-            if _launching_rank_zero():
-                self._finish_completed_run(cfg, run)
-            raise RunFinished(f"{run.dir} already finished its {cfg.trainer.max_steps} steps; its end-of-run results are up to date")
+            if _launching_rank_zero() and finished_step(run.dir) != self._resume["step"]:
+                self._finish_completed_run(cfg, run)  # killed during its end-of-run work: complete it
+                mark_finished(run.dir, self._resume["step"])
+            raise RunFinished(f"{run.dir} already finished its {cfg.trainer.max_steps} steps; its end-of-run results "
+                              "are up to date (nothing to do)")
 
     @staticmethod
     def _finish_completed_run(cfg, run: RunSpec) -> None:
@@ -289,6 +294,7 @@ class LMCLI(LightningCLI):
         optimizer = module.configure_optimizers()["optimizer"]
         hf, dm = module.model.config, self.datamodule
         return {
+            "run_directory": str(self._run.dir.absolute()),
             "model": module.spec.name,
             "built": {"num_layers": hf.num_hidden_layers, "hidden_size": hf.hidden_size,
                       "num_heads": hf.num_attention_heads, "vocab_size": hf.vocab_size,
@@ -303,11 +309,15 @@ class LMCLI(LightningCLI):
         }
 
     def after_fit(self) -> None:
-        if self._run.report and self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero:
+            return
+        if self._run.report:
             from ..analysis.report import figures_for_run
 
             report = figures_for_run(self._run.dir)
             print(f"[lmdynamics] figures and report: {report}")
+        if self.trainer.global_step >= self.trainer.max_steps:
+            mark_finished(self._run.dir, self.trainer.global_step)
 
     def _write_config(self, run_dir: Path) -> None:
         """The resolved config of this invocation, atomically, as ``config.yaml`` (``config-<sub>.yaml`` for others)."""
@@ -335,6 +345,34 @@ def _require_hub_for(cfg) -> None:
         needs.append(f"reference model {reference}")
     require_hub(needs, "offline, train on the bundled corpus (configs/train/demo.yaml, `make train`) or on local "
                        "files (--data.source path/ --data.tokenizer path/tokenizer.json or bpe:8192)")
+
+
+def _check_run_name(name: str) -> None:
+    """The run directory is ``run.root/run.name``: a name is one path component (no separator, not . or ..), so
+    that every row of the run's table carries the same name and the run stays where ``run.root`` says."""
+    separators = {"/", os.sep, os.altsep or "/"}
+    if not name or name in (".", "..") or any(sep in name for sep in separators) or "\0" in name:
+        suggestion = "-".join(part for part in name.replace("\\", "/").split("/") if part not in ("", ".", "..")) or "my-run"
+        raise ValueError(f"run.name {name!r} must be one directory name (no '/', not '.' or '..'): "
+                         f"e.g. --run.name {suggestion}; put runs elsewhere with --run.root")
+
+
+def _check_run_root(run: RunSpec) -> None:
+    """``run.root`` must be a place where the run directory can be created: tried with a temporary directory in
+    its nearest existing ancestor (removed at once), so the message names run.root, not an errno."""
+    import tempfile
+
+    root = Path(run.root)
+    existing = root.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"run.root {run.root}: {existing} is a file, not a directory; pick another --run.root")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".lmdynamics-", dir=existing))
+    except OSError as err:
+        raise ValueError(f"run.root {run.root}: cannot create the run directory there ({err.strerror} in {existing}); "
+                         "pick a writable --run.root") from None
 
 
 def _refuse_fsdp(strategy) -> None:
@@ -398,8 +436,13 @@ def build_cli(args=None) -> LMCLI:
 
 def main(args=None) -> int:
     """Run the CLI; a user error becomes one line on stderr and exit status 2 (bad input) or 1 (training);
-    an interrupted run (Ctrl-C, SIGTERM) exits with 130 after printing how to resume it."""
-    INTERRUPTED["hint"] = None
+    an interrupted run exits with 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM) after printing
+    how to resume it."""
+    INTERRUPTED.update(hint=None, signal=None)
+    problem = check_config_files(list(sys.argv[1:] if args is None else args))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         build_cli(args)
     except RunFinished as done:
@@ -415,7 +458,7 @@ def main(args=None) -> int:
         return 130
     except SystemExit as exit_:
         if INTERRUPTED["hint"]:  # Lightning's graceful shutdown after Ctrl-C ends with sys.exit(1)
-            return 130
+            return 128 + int(INTERRUPTED["signal"] or 2)
         raise exit_
     except Exception as err:  # jsonargparse's ArgumentError and friends: config problems
         if type(err).__name__ in {"ArgumentError", "NSKeyError", "ParserError"}:

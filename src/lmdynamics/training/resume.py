@@ -9,21 +9,32 @@ the next batch or at the end of training: the logs are flushed, and how far each
 in ``log_positions.json`` beside it, under the checkpoint's step. A resumed run cuts each log back to that
 point (``training.loggers``): rows before it are kept, rows the killed process wrote later are written
 again, none twice. A kill at any moment leaves a committed checkpoint whose positions are recorded.
+
+Ctrl-C (SIGINT) and a scheduler's SIGTERM (SLURM sends it before the kill at the end of a job's time) do not
+stop training mid-step: during training they only request a stop (``StopOnSignal``). The step then running
+completes, its checkpoint is taken and committed exactly as a scheduled one, and the run exits with
+128 + the signal's number, printing the command that resumes it. Under DDP the ranks agree at every step
+whether any of them was signalled, so all stop after the same step. A second signal stops at once.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..atomic import write_json_atomic
+from ..runs import clear_running, mark_running
 
 POSITIONS_FILE = "log_positions.json"
+FINISHED_FILE = "finished.json"  # beside last.ckpt: the step whose end-of-run work (CKA-to-final, report) is done
 KEEP_POSITIONS = 4  # steps whose log positions are kept (the committed checkpoint's among them)
 
 
@@ -35,6 +46,8 @@ class ResumeCheckpoint(ModelCheckpoint):
                          enable_version_counter=False)
         self.every = every
         self._uncommitted: int | None = None  # step of a written checkpoint that waits for its step to end
+        self._stop_after_commit = False  # a signal asked to stop: exit once the written checkpoint is committed
+        self._signals = StopOnSignal()
 
     @property
     def path(self) -> Path:
@@ -48,15 +61,30 @@ class ResumeCheckpoint(ModelCheckpoint):
         step = trainer.global_step
         if (batch_idx + 1) % trainer.accumulate_grad_batches or step == 0 or self._last_global_step_saved == step:
             return
-        if step % self.every == 0 or step >= trainer.max_steps:
+        stop = self._signals.requested is not None
+        if trainer.world_size > 1:  # every rank stops after the same step (a signal reaches ranks at different times)
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop or step % self.every == 0 or step >= trainer.max_steps:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._uncommitted = step
+            self._stop_after_commit = stop
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._signals.install()
+        if trainer.is_global_zero:
+            mark_running(Path(self.dirpath).parent)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._commit(trainer)
+        if self._stop_after_commit:  # the step the signal interrupted is complete and checkpointed: stop here
+            self._signals.restore()
+            raise KeyboardInterrupt
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._commit(trainer)
+        self._signals.restore()
+        if trainer.is_global_zero:
+            clear_running(Path(self.dirpath).parent)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         """Training is one epoch ending at max_steps, whose checkpoint ``on_train_batch_end`` takes."""
@@ -84,13 +112,55 @@ class ResumeCheckpoint(ModelCheckpoint):
         _replace(self.pending, self.path)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        """Ctrl-C or a scheduler's SIGTERM: say how to go on (no checkpoint here: mid-step state is not resumable)."""
+        """Ctrl-C or a scheduler's SIGTERM: say how to go on (from the checkpoint of the step reached)."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or not trainer.is_global_zero:
+        self._signals.restore()
+        if trainer.is_global_zero:
+            clear_running(Path(self.dirpath).parent)
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
+        INTERRUPTED["signal"] = self._signals.requested or (signal.SIGTERM if isinstance(exception, SIGTERMException) else signal.SIGINT)
         INTERRUPTED["hint"] = resume_hint(Path(trainer.default_root_dir), trainer.global_step, checkpoint_step(self.path))
-        print(f"\n[lmdynamics] {INTERRUPTED['hint']}", file=sys.stderr, flush=True)
+        if trainer.is_global_zero:
+            print(f"\n[lmdynamics] {INTERRUPTED['hint']}", file=sys.stderr, flush=True)
+
+
+class StopOnSignal:
+    """While installed (during training, main thread only), SIGINT and SIGTERM record a stop request instead of
+    raising; a second one restores the previous handlers and stops at once (Ctrl-C raises KeyboardInterrupt)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if self._previous or threading.current_thread() is not threading.main_thread():
+            return
+        self.requested = None
+        STOP["requested"] = None
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested is not None:  # asked twice: stop now
+            self.restore()
+            raise KeyboardInterrupt
+        self.requested = signum
+        STOP["requested"] = signum
+        print(f"\n[lmdynamics] {signal.Signals(signum).name}: stopping after this step, once its resume checkpoint "
+              "is written (signal again to stop at once)", file=sys.stderr, flush=True)
+
+
+#: The signal that asked a training run to stop, while it finishes its step (None: none).
+STOP: dict[str, int | None] = {"requested": None}
 
 
 def load_positions(directory: Path) -> dict:
@@ -101,15 +171,32 @@ def load_positions(directory: Path) -> dict:
         return {}
 
 
-#: Set when a run was interrupted (Ctrl-C, SIGTERM); the CLI then exits with status 130.
-INTERRUPTED: dict[str, str | None] = {"hint": None}
+#: Set when a run was interrupted (Ctrl-C, SIGTERM); the CLI then exits with status 128 + the signal's number.
+INTERRUPTED: dict[str, object] = {"hint": None, "signal": None}
+
+
+def fit_command() -> list[str]:
+    """The command that runs ``lmdynamics fit`` with this interpreter, as it works in a new shell: the venv's
+    ``lmdynamics`` console script beside the interpreter (absolute), else ``<interpreter> -m lmdynamics.cli``.
+    The interpreter's path is kept as it is (a venv's ``bin/python`` is a link; resolving it leaves the venv)."""
+    python = os.path.abspath(sys.executable)
+    script = Path(python).with_name("lmdynamics")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script), "fit"]
+    return [python, "-m", "lmdynamics.cli", "fit"]
+
+
+def resume_command(run_dir: Path) -> str:
+    """``cd <cwd> && <lmdynamics> fit --config <run>/config.yaml --ckpt_path last``: paths in the config (run.root,
+    data, probe files) may be relative to the directory the run was started from."""
+    config = Path(run_dir).absolute() / "config.yaml"
+    args = [*fit_command(), "--config", str(config), "--ckpt_path", "last"]
+    return f"cd {shlex.quote(os.getcwd())} && {shlex.join(args)}"
 
 
 def resume_hint(run_dir: Path, step: int, saved_step: int | None) -> str:
-    script = sys.argv[0] if sys.argv and sys.argv[0].endswith(".py") else "train/run.py"
-    command = f"python {shlex.quote(script)} fit --config {shlex.quote(str(run_dir / 'config.yaml'))} --ckpt_path last"
     start = f"step {saved_step}" if saved_step else "step 0 (no resume checkpoint yet)"
-    return f"interrupted at step {step}; resume from {start} with: {command}"
+    return f"interrupted at step {step}; resume from {start} with: {resume_command(run_dir)}"
 
 
 def _replace(tmp: Path, final: Path) -> None:
@@ -149,3 +236,16 @@ def checkpoint_step(path: Path) -> int | None:
     except ValueError:
         return None
     return state["step"] if state else None
+
+
+def mark_finished(run_dir: Path, step: int) -> None:
+    """Record that the run's end-of-run work is complete at ``step`` (its last step)."""
+    write_json_atomic(Path(run_dir) / "lightning" / FINISHED_FILE, {"step": int(step)})
+
+
+def finished_step(run_dir: Path) -> int | None:
+    """The step at which the run's end-of-run work was completed; None if it never was (or was killed during it)."""
+    try:
+        return int(json.loads((Path(run_dir) / "lightning" / FINISHED_FILE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -8,6 +8,7 @@ draws nothing and returns None; the reason is logged and passed to ``on_skip(rea
 Which rows each figure needs (layer -1 = model level):
 - ``plot_loss``: metrics val_loss / loss / probe_loss / train_loss at layer -1, component "model" (its title
   names the ones drawn).
+- ``plot_training_health``: metrics lr and grad_norm at layer -1, component "model" (logged by training runs).
 - ``plot_cka_lines``, ``plot_cka_heatmap``, ``plot_cka_box``, ``plot_convergence_fraction``: ``metric``
   (default "cka_final" = biased linear CKA; "cka_final_debiased" = unbiased HSIC) at layers >= 0.
 - ``plot_per_over_steps``, ``plot_per_by_layer``: metric "per" on weight matrices (qkv, dense, mlp_in,
@@ -27,12 +28,13 @@ from lmdynamics.analysis.plots.head import (
     plot_head_spectrum,
     plot_kl_uniform,
 )
-from lmdynamics.analysis.plots.loss import LOSS_STYLE, loss_caption, plot_loss
+from lmdynamics.analysis.plots.loss import LOSS_STYLE, loss_caption, plot_loss, plot_training_health, training_health_caption
 from lmdynamics.analysis.plots.rank import plot_per_by_layer, plot_per_over_steps, plot_per_vs_convergence, plot_rank_by_layer, plot_rank_over_steps
 
 __all__ = [
     "DPI", "LOSS_STYLE", "SkipFigure", "cka_label", "cka_norm", "fmt_count", "loss_caption", "plot_anisotropy_by_layer",
     "plot_anisotropy_over_steps", "plot_cka_box", "plot_cka_heatmap", "plot_cka_lines", "plot_convergence_fraction",
     "plot_head_spectrum", "plot_kl_uniform", "plot_loss", "plot_per_by_layer", "plot_per_over_steps",
-    "plot_per_vs_convergence", "plot_rank_by_layer", "plot_rank_over_steps", "save", "slug",
+    "plot_per_vs_convergence", "plot_rank_by_layer", "plot_rank_over_steps", "plot_training_health", "save", "slug",
+    "training_health_caption",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib import colors
@@ -113,10 +114,17 @@ def step_label(rows: pd.DataFrame) -> str:
 
 
 def log_steps(ax, rows: pd.DataFrame) -> None:
-    """Log-scaled step axis that still shows step 0 (symlog, linear below 1)."""
-    ax.set_xscale("symlog", linthresh=1.0, linscale=0.4)
+    """Log-scaled step axis that still shows step 0 (symlog, linear below 1), its ticks in one style: 0, 1, 10,
+    100, 1k, ... (matplotlib's symlog labels would mix "0" with "10^0")."""
+    ax.set_xscale("symlog", linthresh=1.0, linscale=0.6)
     ax.set_xlim(left=0)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(step_tick_label))
     ax.set_xlabel(step_label(rows))
+
+
+def step_tick_label(x: float, _pos=None) -> str:
+    """A step-axis tick label: plain numbers (0, 1, 10, 100, 1k, 2.5M), never a power-of-ten exponent."""
+    return fmt_count(round(x)) if x >= 0 else ""
 
 
 def model_colors(models: Sequence[str]) -> dict[str, tuple]:

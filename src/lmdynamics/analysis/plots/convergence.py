@@ -19,7 +19,7 @@ from lmdynamics.analysis import summaries as S
 
 from .common import (
     SkipFigure, cka_label, cka_norm, figure, fmt_count, layer_axis, layer_colorbar, layer_colors,
-    legend_outside, log_steps, model_colors, model_handles, panels, pick_model, save,
+    legend_outside, log_steps, model_colors, model_handles, panels, pick_model, save, step_label,
 )
 
 
@@ -56,6 +56,19 @@ def plot_cka_lines(frame: pd.DataFrame, path: Path, model: str | None = None, me
     return save(fig, path)
 
 
+def step_edges(steps: np.ndarray) -> np.ndarray:
+    """Cell edges on the step axis for measurements at ``steps`` (sorted): halfway between neighbours on the
+    symlog axis (the geometric mean above step 1, the arithmetic one below), mirrored at both ends, never
+    below 0. A cell is as wide as the training it stands for, so columns one step apart are thin."""
+    steps = np.asarray(steps, float)
+    if len(steps) == 1:
+        return np.array([max(0.0, steps[0] - 0.5), steps[0] + 0.5])
+    mids = np.array([np.sqrt(a * b) if a >= 1 else (a + b) / 2 for a, b in zip(steps[:-1], steps[1:])])
+    first = max(0.0, steps[0] - (mids[0] - steps[0]))
+    last = steps[-1] ** 2 / mids[-1] if mids[-1] >= 1 else steps[-1] + (steps[-1] - mids[-1])
+    return np.concatenate([[first], mids, [last]])
+
+
 @figure
 def plot_cka_heatmap(frame: pd.DataFrame, path: Path, model: str | None = None, metric: str = "cka_final",
                      components: Sequence[str] | None = None, threshold: float = 0.95) -> Path:
@@ -69,16 +82,16 @@ def plot_cka_heatmap(frame: pd.DataFrame, path: Path, model: str | None = None, 
     fig, axes = panels(len(comps), width=max(4.6, 0.2 * len(steps) + 2.0), height=height,
                         ncols=1 if len(steps) > 40 else None)
     image = None
-    tick_every = max(1, math.ceil(len(steps) / 25))
+    edges = step_edges(steps)
     for ax, comp in zip(axes, comps):
         grid = (rows[rows["component"] == comp].pivot(index="layer", columns="step", values="value")
                 .reindex(index=range(n_layers), columns=steps))
-        image = ax.imshow(grid.to_numpy(float), origin="lower", aspect="auto", cmap=cmap, norm=norm,
-                          interpolation="nearest")
-        ticks = list(range(0, len(steps), tick_every))
-        ax.set_xticks(ticks, [fmt_count(steps[i]) for i in ticks], rotation=90, fontsize=7)
+        values = np.ma.masked_invalid(grid.to_numpy(float))
+        image = ax.pcolormesh(edges, np.arange(n_layers + 1) - 0.5, values, cmap=cmap, norm=norm, shading="flat")
+        log_steps(ax, rows)
+        ax.set_xlim(edges[0], edges[-1])
         ax.set_yticks(list(range(0, n_layers, max(1, math.ceil(n_layers / 12)))))
-        ax.set_xlabel("training step (one column per measurement, not to scale)")
+        ax.set_xlabel(step_label(rows), fontsize=8)
         ax.set_ylabel("layer")
         ax.set_title(f"component: {comp}")
     bar = fig.colorbar(image, ax=axes, shrink=0.9)
@@ -87,7 +100,8 @@ def plot_cka_heatmap(frame: pd.DataFrame, path: Path, model: str | None = None, 
     below = [t for t in below if norm.vmin <= t and float(norm(t)) <= 0.42]  # keep clear of the midpoint label
     bar.set_ticks(sorted({*below, threshold, norm.vmax}))
     bar.minorticks_off()
-    fig.suptitle(f"{S.short_name(model)}: {cka_label(metric)}")
+    fig.suptitle(f"{S.short_name(model)}: {cka_label(metric)}\n(log step axis; a measurement's cell reaches halfway "
+                 "to its neighbours)", fontsize=10)
     return save(fig, path)
 
 

@@ -87,3 +87,39 @@ def plot_loss(frame: pd.DataFrame, path: Path) -> Path:
     fig.suptitle(f"{_what(metrics, names=False)} over training\n({saturation_note(metrics)})", fontsize=11)
     legend_outside(fig, *whole.get_legend_handles_labels())
     return save(fig, path)
+
+
+HEALTH_METRICS = ("lr", "grad_norm")
+
+
+def training_health_caption(frame: pd.DataFrame) -> str:
+    return ("Training health: the learning rate `lr` each update used (the schedule) and the global gradient norm "
+            "`grad_norm` before clipping, per training step; a norm that climbs or spikes while the loss stalls is "
+            "the usual sign of a rate too high for the model.")
+
+
+@figure
+def plot_training_health(frame: pd.DataFrame, path: Path) -> Path:
+    """Learning rate and gradient norm (before clipping) over training steps, one panel each, every model."""
+    rows = S.select(frame, list(HEALTH_METRICS), "model", layer=-1).dropna(subset=["value"])
+    if rows.empty:
+        raise SkipFigure("no lr / grad_norm rows (layer -1, component 'model'): training runs log them")
+    models = S.model_order(rows)
+    palette = model_colors(models)
+    fig = Figure(figsize=(12.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, metric, ylabel in zip(axes, HEALTH_METRICS, ("learning rate", "gradient norm (before clipping)")):
+        for model in models:
+            r = rows[(rows["model"] == model) & (rows["metric"] == metric)].sort_values("step")
+            if not r.empty:
+                ax.plot(r["step"], r["value"], lw=1.2, color=palette[model], label=S.short_name(model))
+        if metric == "grad_norm" and (rows.loc[rows["metric"] == metric, "value"] > 0).all():
+            ax.set_yscale("log")
+        ax.set_xlabel(step_label(rows))
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel} ({metric})")
+        ax.grid(alpha=0.3)
+    fig.suptitle("training health: learning rate and gradient norm per step", fontsize=11)
+    if len(models) > 1:
+        legend_outside(fig, *axes[0].get_legend_handles_labels())
+    return save(fig, path)

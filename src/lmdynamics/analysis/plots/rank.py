@@ -112,7 +112,9 @@ def plot_rank_by_layer(frame: pd.DataFrame, path: Path, metric: str = "per",
 @figure
 def plot_per_vs_convergence(frame: pd.DataFrame, path: Path, threshold: float = 0.95,
                             cka_metric: str = "cka_final", **kwargs) -> Path:
-    """Scatter of layer PER against convergence fraction, Pearson and Spearman in the title."""
+    """Scatter of layer PER against convergence fraction, Pearson and Spearman in the title. A point's fraction
+    is the mean over the layer's components (``summaries.per_convergence_points``), so it lies between the
+    measured fractions of its components; the y label says so."""
     points = S.per_convergence_points(frame, threshold=threshold, cka_metric=cka_metric, **kwargs)
     if points.empty:
         raise SkipFigure(f"needs both per-layer 'per' rows and per-layer {cka_metric} rows")
@@ -147,7 +149,9 @@ def plot_per_vs_convergence(frame: pd.DataFrame, path: Path, threshold: float = 
                  + f"\n{values}\nsignificant: p < {S.ALPHA} with n ≥ {S.MIN_POINTS}; "
                  f"convergence: {cka_label(cka_metric)}", fontsize=9)
     ax.set_xlabel("layer PER (ER / min(m, n), mean over its weight matrices, at the last measured step)")
-    ax.set_ylabel(f"first step staying ≥ {threshold} (fraction of training)")
+    comps = S.layer_components(frame, cka_metric, kwargs.get("cka_components"))
+    ax.set_ylabel(f"first step staying ≥ {threshold} (fraction of training),\nmean over the layer's "
+                  f"{len(comps)} components ({', '.join(comps)}) that converge", fontsize=9)
     ax.grid(alpha=0.3)
     legend_outside(fig, *ax.get_legend_handles_labels(), below=True)
     return save(fig, path)

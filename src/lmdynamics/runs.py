@@ -1,0 +1,154 @@
+"""``lmdynamics runs [ROOT]``: the training runs under ROOT (default ``runs``), one line each.
+
+For each run directory (one holding ``run.json``): its model, steps done / planned, status, final and best
+validation loss, and size on disk. Steps done are the last training step in its tidy table; planned is
+``max_steps`` of ``run.json``. Status: ``finished`` once its end-of-run work is done (``lightning/finished.json``),
+``running`` while the process training it is alive (``lightning/running.json``, written at the start of
+training and removed when training stops; a process on another host cannot be checked and is taken as
+running), ``interrupted`` otherwise (a run from before ``finished.json`` whose resume checkpoint is at its last
+step counts as finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+RUNNING_FILE = "running.json"
+TRAINING_METRICS = ("train_loss", "val_loss")
+
+
+@dataclass
+class RunSummary:
+    name: str
+    model: str
+    steps_done: int
+    steps_planned: int | None
+    status: str
+    final_val_loss: float
+    best_val_loss: float
+    best_val_step: int | None
+    bytes_on_disk: int
+
+
+def mark_running(run_dir: Path) -> None:
+    """Record the process training the run (rank 0): its pid and host."""
+    from .atomic import write_json_atomic
+
+    write_json_atomic(Path(run_dir) / "lightning" / RUNNING_FILE, {"pid": os.getpid(), "host": socket.gethostname()})
+
+
+def clear_running(run_dir: Path) -> None:
+    (Path(run_dir) / "lightning" / RUNNING_FILE).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def run_status(run_dir: Path, planned: int | None) -> str:
+    """finished, running or interrupted (see the module docstring); a run written before ``finished.json``
+    existed is finished when its resume checkpoint is at its last step."""
+    from .training.resume import checkpoint_step, finished_step
+
+    if finished_step(run_dir) is not None:
+        return "finished"
+    try:
+        running = json.loads((Path(run_dir) / "lightning" / RUNNING_FILE).read_text())
+    except (OSError, ValueError):
+        running = None
+    if running is not None and running.get("host") != socket.gethostname():
+        return f"running (on {running.get('host')})"
+    if running is not None and _alive(int(running.get("pid", -1))):
+        return "running"
+    saved = checkpoint_step(Path(run_dir) / "lightning" / "last.ckpt")
+    return "finished" if planned is not None and saved is not None and saved >= planned else "interrupted"
+
+
+def size_on_disk(directory: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def summarize(run_dir: Path) -> RunSummary:
+    """One run's line, from ``run.json`` and its tidy table (training and validation rows only)."""
+    from . import store
+
+    info = json.loads((run_dir / "run.json").read_text())
+    table = store.read_table(store.table_path(run_dir), metrics=TRAINING_METRICS)
+    val = table[table.metric == "val_loss"].sort_values("step")
+    steps = int(table.step.max()) if len(table) else 0
+    best = val.loc[val.value.idxmin()] if len(val) else None
+    return RunSummary(
+        name=run_dir.name, model=str(info.get("model", "?")), steps_done=steps,
+        steps_planned=info.get("max_steps"), status=run_status(run_dir, info.get("max_steps")),
+        final_val_loss=float(val.value.iloc[-1]) if len(val) else math.nan,
+        best_val_loss=float(best.value) if best is not None else math.nan,
+        best_val_step=int(best.step) if best is not None else None, bytes_on_disk=size_on_disk(run_dir))
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run directories directly under ``root`` (or ``root`` itself when it is one), sorted by name."""
+    if (root / "run.json").is_file():
+        return [root]
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "run.json").is_file())
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_table(rows: list[RunSummary]) -> str:
+    head = ["run", "model", "steps", "status", "final val loss", "best val loss (step)", "size"]
+    body = []
+    for r in rows:
+        planned = r.steps_planned if r.steps_planned is not None else "?"
+        best = "-" if r.best_val_step is None else f"{r.best_val_loss:.4f} ({r.best_val_step})"
+        final = "-" if math.isnan(r.final_val_loss) else f"{r.final_val_loss:.4f}"
+        body.append([r.name, r.model, f"{r.steps_done}/{planned}", r.status, final, best, human_size(r.bytes_on_disk)])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *body])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lmdynamics runs", description=__doc__.split("\n\n")[0].replace("``", ""), allow_abbrev=False)
+    parser.add_argument("root", nargs="?", default="runs", help="a directory of runs (default: runs) or one run")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    if not root.is_dir():
+        print(f"error: {root} is not a directory of runs; train one first (`make train` writes runs/demo) or give "
+              "the run root (lmdynamics runs PATH)", file=sys.stderr)
+        return 2
+    rows = [summarize(run) for run in find_runs(root)]
+    if not rows:
+        print(f"no runs under {root} (a run directory holds run.json)")
+        return 0
+    if args.json:
+        for row in rows:
+            print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in vars(row).items()}))
+    else:
+        print(format_table(rows))
+    return 0

@@ -1,0 +1,59 @@
+"""`lmdynamics runs ROOT`: each run's model, steps done / planned, status, final and best validation loss and
+size on disk, checked against the run's own files read independently (run.json, the tidy table, the files)."""
+
+import json
+import os
+import shutil
+
+import pandas as pd
+import pytest
+
+from lmdynamics import store
+from lmdynamics.cli import main as lmdynamics
+from tests.helpers.cli import train_tiny
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    return train_tiny(tmp_path_factory.mktemp("runs-verb"))
+
+
+@pytest.mark.slow
+def test_runs_lists_every_run_with_its_status_losses_and_size(finished_run, tmp_path, capsys):
+    root = tmp_path / "runs"
+    shutil.copytree(finished_run, root / "done")
+    interrupted = root / "stopped"  # stopped before its last step: no finished mark, no resume checkpoint at the end
+    shutil.copytree(finished_run, interrupted)
+    (interrupted / "lightning" / "finished.json").unlink()
+    (interrupted / "lightning" / "last.ckpt").unlink()
+    store.rewind(store.table_path(interrupted), "tiny", 3)
+    running = root / "going"
+    shutil.copytree(interrupted, running)
+    (running / "lightning" / "running.json").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
+    (root / "not-a-run").mkdir()
+
+    assert lmdynamics(["runs", str(root), "--json"]) == 0
+    rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert sorted(rows) == ["done", "going", "stopped"]
+    assert {k: rows[k]["status"] for k in rows} == {"done": "finished", "going": "running", "stopped": "interrupted"}
+    for name, row in rows.items():
+        run = root / name
+        info = json.loads((run / "run.json").read_text())
+        table = pd.read_parquet(store.table_path(run))
+        val = table[table.metric == "val_loss"].drop_duplicates(["step"], keep="last").sort_values("step")
+        assert row["model"] == info["model"] and row["steps_planned"] == info["max_steps"] == 6
+        assert row["steps_done"] == table[table.metric == "train_loss"].step.max()
+        assert row["final_val_loss"] == val.value.iloc[-1] and row["best_val_loss"] == val.value.min()
+        assert row["bytes_on_disk"] == sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+    assert rows["done"]["steps_done"] == 6 and rows["stopped"]["steps_done"] == 3
+
+    assert lmdynamics(["runs", str(root)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:4] == ["run", "model", "steps", "status"] and len(lines) == 4
+    assert any(line.split()[:4] == ["done", rows["done"]["model"], "6/6", "finished"] for line in lines)
+
+
+def test_runs_of_a_missing_root_is_one_line(tmp_path, capsys):
+    assert lmdynamics(["runs", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "nowhere" in err[0]
