@@ -10,11 +10,11 @@ STAMP  := $(VENV)/.installed
 RUN_DIR ?= runs/demo
 .DEFAULT_GOAL := help
 
-.PHONY: help configs install train sweep test mutate bench analyze saturation trajectories figures clean
+.PHONY: help configs install train sweep test test-fast mutate bench analyze saturation trajectories figures clean
 
 help:  ## this list
 	@echo "make targets (each sets up .venv on first use):"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  make \1\t\2/' | expand -t 22
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
 	@echo "CONFIG=path picks the config of train/analyze/sweep/saturation; ARGS=\"...\" passes flags (e.g. ARGS=\"--ckpt_path last\");"
 	@echo "RUN_DIR=runs/NAME picks the run of saturation/trajectories (default runs/demo)."
 	@echo "Everything is also one command: .venv/bin/lmdynamics SUBCOMMAND (.venv/bin/lmdynamics --help lists them)."
@@ -39,8 +39,13 @@ sweep: $(STAMP)  ## run a grid of runs: CONFIG=configs/sweeps/X.yaml (resumable;
 	$(if $(filter command line,$(origin CONFIG)),,$(error make sweep needs CONFIG=configs/sweeps/X.yaml (a sweep file)))
 	$(PY) train/sweep.py --config $(CONFIG) $(ARGS)
 
-test: $(STAMP)  ## run the test suite
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
+test: $(STAMP)  ## run the whole test suite (~15 min here; GPU-marked tests skip without CUDA)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15 $(ARGS)
+
+# The inner loop: unit and property tests only. Tests that start a process or train end to end carry the `slow`
+# marker; an unmarked test that starts a process fails in this run, saying so (tests/conftest.py).
+test-fast: $(STAMP)  ## the fast inner loop (< 3 min here): every test not marked slow or gpu
+	HF_HUB_OFFLINE=1 LMDYNAMICS_TEST_FAST=1 $(PY) -m pytest -q -m "not slow and not gpu" --durations=10 $(ARGS)
 
 # Mutation testing, not part of `make test`: metrics/, training/, store.py and analysis/summaries.py mutated one
 # change at a time (mutmut; [tool.mutmut] in pyproject.toml), each mutant run against the covering tests among

@@ -62,3 +62,24 @@ def local_text(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("text") / "text.txt"
     path.write_text("\n\n".join(docs))
     return path
+
+
+# `make test-fast` (LMDYNAMICS_TEST_FAST=1, `-m "not slow and not gpu"`): the inner loop of unit and property
+# tests. A test in it that starts a process (a CLI subprocess, make, a multi-process group) fails with the line
+# that says to mark it `slow`, so the fast suite stays fast as tests are added.
+FAST_SUITE = os.environ.get("LMDYNAMICS_TEST_FAST", "") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _fast_suite_starts_no_process(request, monkeypatch):
+    if FAST_SUITE and request.node.get_closest_marker("slow") is None:
+        import multiprocessing.process
+        import subprocess
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.slow "
+                               "(make test-fast runs no subprocess, make or multi-process group)")
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+        monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+    yield

@@ -20,8 +20,9 @@ from pathlib import Path
 
 
 def config_root() -> Path:
-    """The project's ``configs/`` directory (beside ``src/`` in a checkout)."""
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The bundled ``configs/`` directory: package data of an installed wheel, and in a checkout the link
+    ``src/lmdynamics/configs`` -> ``configs/`` (resolved, so paths read as the checkout's own)."""
+    return (Path(__file__).parent / "configs").resolve()
 
 
 def leading_paragraph(text: str) -> str:
@@ -57,11 +58,19 @@ def first_sentence(text: str) -> str:
     return text[:-1] + "." if text.endswith(":") else text
 
 
+def _shown(path: Path, root: Path) -> str:
+    """``configs/...`` where the working directory holds these configs (a checkout), else the absolute path
+    (an installed wheel's package data), so that every printed path works as ``--config`` from here."""
+    if (Path.cwd() / "configs").resolve() == root:
+        return path.relative_to(root.parent).as_posix()
+    return path.as_posix()
+
+
 def describe_configs(root: Path | None = None) -> list[str]:
     """One line per bundled YAML config: its path and the first sentence of its leading comment."""
     root = root or config_root()
     paths = sorted(root.rglob("*.yaml"))
-    names = [path.relative_to(root.parent).as_posix() for path in paths]
+    names = [_shown(path, root) for path in paths]
     width = max(map(len, names), default=0)
     return [f"{name:<{width}}  {first_sentence(leading_paragraph(path.read_text()))}" for name, path in zip(names, paths)]
 
@@ -69,7 +78,7 @@ def describe_configs(root: Path | None = None) -> list[str]:
 def configs_main(argv: list[str] | None = None) -> int:
     root = config_root()
     if not root.is_dir():
-        print(f"error: no configs directory at {root}; run lmdynamics from a checkout of the project", file=sys.stderr)
+        print(f"error: no configs directory at {root}; reinstall the package (pip install lmdynamics) or run it from a checkout", file=sys.stderr)
         return 2
     print("\n".join(describe_configs(root)))
     return 0

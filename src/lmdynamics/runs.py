@@ -15,12 +15,11 @@ import argparse
 import json
 import math
 import os
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-RUNNING_FILE = "running.json"
+from .training.run_status import RUNNING_FILE
 TRAINING_METRICS = ("train_loss", "val_loss")
 
 
@@ -35,17 +34,6 @@ class RunSummary:
     best_val_loss: float
     best_val_step: int | None
     bytes_on_disk: int
-
-
-def mark_running(run_dir: Path) -> None:
-    """Record the process training the run (rank 0): its pid and host."""
-    from .atomic import write_json_atomic
-
-    write_json_atomic(Path(run_dir) / "lightning" / RUNNING_FILE, {"pid": os.getpid(), "host": socket.gethostname()})
-
-
-def clear_running(run_dir: Path) -> None:
-    (Path(run_dir) / "lightning" / RUNNING_FILE).unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -37,3 +37,10 @@ PYTHIA_SIZES: dict[str, PythiaSize] = {
 def pythia_parameter_count(num_layers: int, d_model: int, vocab: int) -> int:
     """L(12d^2 + 13d) + 2Vd + 2d: Pythia's parameter count with untied embeddings (docs/science.md sec. 1)."""
     return num_layers * (12 * d_model**2 + 13 * d_model) + 2 * vocab * d_model + 2 * d_model
+
+
+def matmul_parameters(parameters: int, vocab: int, d_model: int, tied: bool = False) -> int:
+    """N of 6 N T: the parameters that take part in matrix products, i.e. all but the input embedding (a
+    lookup). The output head is a product and counts, also when it is the input embedding's tensor (tied: then
+    ``parameters`` holds that tensor once, for the lookup and the product)."""
+    return parameters if tied else parameters - vocab * d_model

@@ -31,7 +31,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ..atomic import write_json_atomic
-from ..runs import clear_running, mark_running
+from .run_status import clear_running, mark_running
 
 POSITIONS_FILE = "log_positions.json"
 FINISHED_FILE = "finished.json"  # beside last.ckpt: the step whose end-of-run work (CKA-to-final, report) is done

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..models.sizes import matmul_parameters  # noqa: F401  (N of 6 N T, also used offline)
+
 
 ATTENTION_KERNELS = ("sdpa", "eager", "flash_attention_2")
 
@@ -40,13 +42,6 @@ class SpeedSpec:
             raise ValueError(f"speed.attn_implementation {self.attn_implementation!r} is not one of {', '.join(ATTENTION_KERNELS)}")
         if self.peak_tflops is not None and self.peak_tflops <= 0:
             raise ValueError(f"speed.peak_tflops must be positive (TFLOP/s of one device), got {self.peak_tflops}")
-
-
-def matmul_parameters(parameters: int, vocab: int, d_model: int, tied: bool = False) -> int:
-    """N of 6 N T: the parameters that take part in matrix products, i.e. all but the input embedding (a
-    lookup). The output head is a product and counts, also when it is the input embedding's tensor (tied: then
-    ``parameters`` holds that tensor once, for the lookup and the product)."""
-    return parameters if tied else parameters - vocab * d_model
 
 
 def model_flops_per_token(parameters: int, vocab: int, num_layers: int, d_model: int, context: int,

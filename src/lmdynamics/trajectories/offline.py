@@ -93,9 +93,9 @@ def load_model(checkpoint, device: str = "cpu", dtype: torch.dtype = torch.float
 
 def non_embedding_parameters(model: torch.nn.Module) -> int:
     """N of the FLOPs estimate 6 N T, counted as the training's model_tflops counts it
-    (``training.speed.matmul_parameters``: all but the input embedding; a tied head counts)."""
+    (``models.sizes.matmul_parameters``: all but the input embedding; a tied head counts)."""
     from ..models.zoo import count_parameters
-    from ..training.speed import matmul_parameters
+    from ..models.sizes import matmul_parameters
 
     emb = model.get_input_embeddings().weight
     tied = getattr(model.get_output_embeddings(), "weight", None) is emb
