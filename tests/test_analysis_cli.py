@@ -175,6 +175,7 @@ def test_two_process_analysis_of_hub_cache_and_runs_with_bad_checkpoints(world, 
         assert got[k] == v or (pd.isna(v) and pd.isna(got[k])) or (v == got[k] == float("inf"))
 
 
+@pytest.mark.slow
 def test_second_run_recomputes_nothing(world, first_run):
     out = world["out"]
     parts_before = {p.name for p in store.parts(store.table_path(out))}
@@ -251,6 +252,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
     assert "preset" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_unusable_final_checkpoint_is_one_line_with_the_fix_for_runs_and_hub_revisions(world, tmp_path):
     """CKA-to-final needs the final checkpoint: when it is corrupt, say so once (not one silent skip per step)
     and exit non-zero; a run's checkpoint cannot be downloaded again, a hub revision can."""

@@ -69,6 +69,7 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "lmdynamics.cli", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_one_command_lists_subcommands_and_configs_and_refuses_unknown_ones():
     res = run()
     assert res.returncode == 0 and all(s in res.stdout for s in ("fit", "validate", "analyze", "report", "convergence"))

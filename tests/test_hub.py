@@ -31,6 +31,7 @@ def _run(args, cwd, env, timeout=120):
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_make_analyze_default_config_without_the_hub_says_so_in_one_line_and_writes_nothing(tmp_path):
     result = _run([str(ROOT / "analysis" / "run.py"), "--config", str(ROOT / "configs" / "analysis" / "pythia-paper.yaml")],
                   cwd=tmp_path, env=_without_hub(_closed_port()))
@@ -46,6 +47,7 @@ def test_make_analyze_default_config_without_the_hub_says_so_in_one_line_and_wri
     assert list(tmp_path.iterdir()) == []  # no analysis_out/pythia-paper/config.yaml left behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--run.dry_run", "true"]], ids=["fit", "dry_run"])
 def test_training_a_pythia_config_without_the_hub_says_so_in_one_line_and_writes_nothing(tmp_path, extra):
     result = _run([str(ROOT / "train" / "run.py"), "fit", "--config", str(ROOT / "configs" / "train" / "pythia-14m.yaml"),

@@ -31,6 +31,7 @@ def run(tmp_path_factory):
     return tmp / "runs" / "tiny"
 
 
+@pytest.mark.slow
 def test_help_lists_both_targets():
     out = make("help").stdout
     assert "make saturation" in out and "make trajectories" in out and "RUN_DIR" in out
@@ -65,6 +66,7 @@ def test_make_saturation_analyses_the_runs_validation_loss(run):
     assert list((run / "saturation" / "figures").glob("*.png")) and (run / "saturation" / "report.md").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["saturation", "trajectories"])
 def test_a_missing_run_is_one_line_saying_train_first(target, tmp_path):
     missing = tmp_path / "runs" / "demo"

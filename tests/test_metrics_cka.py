@@ -191,6 +191,7 @@ def _ddp_worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_streaming_cka_over_two_ddp_processes(tmp_path):
     ctx = mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn")
     deadline = 180

@@ -245,6 +245,7 @@ def cli_main():
     return module.main
 
 
+@pytest.mark.slow
 def test_cli_missing_table_is_one_line_and_exit_2(tmp_path):
     missing = run_cli("--table", tmp_path / "nowhere")
     assert missing.returncode == 2 and missing.stdout == ""

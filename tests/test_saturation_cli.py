@@ -92,6 +92,7 @@ def _eval_dir(tmp_path: Path, ppl_by_step: dict[int, float], layout: str = "0.3"
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout, task, metric", [("0.3", "lambada_openai", "ppl"), ("0.4", "demo_lastword", "perplexity")])
 def test_harness_files_in_either_layout(tmp_path, layout, task, metric):
     ppl = {1000: 300.0, 13000: 30.0, 33000: 24.6, 73000: 24.9, 113000: 28.0, 143000: 32.9}
@@ -144,6 +145,7 @@ def test_no_result_files_and_table_without_the_metric(tmp_path):
     assert res.returncode == 2 and "available: train_loss" in res.stderr and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_scaling_gap_through_the_command(tmp_path):
     from lmdynamics.saturation.scaling import Law, pythia_parameters
 

@@ -68,6 +68,7 @@ def test_zero3_overlay_instantiates_through_the_cli(local_text, pythia_tokenizer
     assert cli.trainer.accumulate_grad_batches == 1024 // 4
 
 
+@pytest.mark.slow
 def test_slurm_script_is_well_formed_and_matches_the_training_config(capsys):
     from lmdynamics.training.launch import main
 

@@ -57,6 +57,7 @@ def test_flops_per_token_of_pythia_160m_is_the_hand_count():
     assert model_flops_per_token(n, s.vocab_size, s.num_layers, s.hidden_size, 2048) == 968_629_248
 
 
+@pytest.mark.slow
 def test_mfu_is_logged_against_the_given_peak(tmp_path):
     values = step_values(tmp_path, "mfu", "--model.speed.peak_tflops", "0.5")
     info = json.loads((tmp_path / "mfu" / "runs" / "tiny" / "run.json").read_text())

@@ -139,6 +139,7 @@ def test_a_failed_run_does_not_stop_the_others_and_is_summarised(tmp_path):
     assert "sw-ok" in res.stdout and "FAILED" in res.stdout  # the printed table
 
 
+@pytest.mark.slow
 def test_sweep_script_is_the_library_main(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "train" / "sweep.py"), "--config", str(tmp_path / "none.yaml")],
                          capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120)

@@ -66,6 +66,7 @@ def test_store_round_trips_within_float16_and_sorts_checkpoints(tmp_path):
         store.append(7, np.zeros(n - 1), 1.0, 0)
 
 
+@pytest.mark.slow
 def test_a_killed_append_leaves_no_partial_or_duplicated_checkpoint(tmp_path):
     """A writer killed after writing its row but before committing the manifest: the row is invisible, and the
     resumed recorder appends that step exactly once."""
