@@ -138,3 +138,43 @@ def test_min_fraction_and_margin_reach_the_head_signal_verdicts(tmp_path):
     assert "gap > 0.1" in report and "- **small**: saturation detected" in report
     assert "no head signal moved first" in report.split("- **small**")[1].splitlines()[0]
     assert "head signals that moved first" in (tmp_path / "default" / "report.md").read_text().split("- **small**")[1]
+
+
+def test_spectra_of_other_components_do_not_enter_the_head_signals():
+    """The head's own rows (component ``head``, layer -1) decide; the same metrics of the input embedding and of
+    the layers' weights (as the spectrum measurement writes them) moving the other way change nothing."""
+    frame = []
+    for signal in ("kl_uniform", "er"):
+        frame += rows("m", signal, moving(signal, 400, degrade=False))
+        frame += rows("m", signal, moving(signal, 400, degrade=True, per_step=3.0), component="embed")
+        for layer in (0, 1):
+            frame += rows("m", signal, moving(signal, 400, degrade=True, per_step=3.0), layer=layer, component="mlp_in")
+    verdict = moved_first(pd.DataFrame(frame), "m", curve())
+    assert verdict["kl_uniform"]["moved"] is False and verdict["er"]["moved"] is False
+
+
+def test_a_signal_of_three_checkpoints_gets_a_verdict_and_of_two_none():
+    three = [dict(model="m", step=s, tokens=s, layer=-1, component="head", metric="kl_uniform", index=-1, value=v)
+             for s, v in ((0, 1.0), (500, 1.0), (1000, 2.0))]
+    verdict = moved_first(pd.DataFrame(three), "m", curve())["kl_uniform"]
+    assert verdict["moved"] is True and verdict["onset_step"] == 500 and verdict["first"] is True
+    verdict = moved_first(pd.DataFrame(three[1:]), "m", curve())["kl_uniform"]
+    assert verdict["moved"] is None and verdict["first"] is None
+
+
+def test_a_signal_with_a_nan_value_gets_no_verdict_and_the_others_still_do(tmp_path):
+    """An all-zero head gives a NaN KL-to-uniform: that signal has no verdict, the report is still written and
+    the other signals keep theirs."""
+    out = [dict(run="m", model="m", step=int(s), tokens=int(s) * 10, layer=-1, component="model", metric="val_loss",
+                index=-1, value=float(v)) for s, v in zip(STEPS, LOSS)]
+    for signal in DEGRADES_UP:
+        values = moving(signal, 400, degrade=True)
+        if signal == "kl_uniform":
+            values[5] = np.nan
+        out += rows("m", signal, values)
+    store.append(store.table_path(tmp_path / "run"), out)
+    csv = saturation_csv(tmp_path / "run", tmp_path / "out").loc["m"]
+    assert pd.isna(csv["kl_uniform_moved"]) and pd.isna(csv["kl_uniform_moved_first"])
+    for signal in ("er", "anisotropy"):
+        assert csv[f"{signal}_moved"] and csv[f"{signal}_moved_first"] and csv[f"{signal}_onset_step"] == 400, signal
+    assert "(not in the table: kl_uniform)" in (tmp_path / "out" / "report.md").read_text()
