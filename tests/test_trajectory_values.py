@@ -162,3 +162,18 @@ def test_offline_trajectories_of_a_run_equal_the_live_ones_at_every_checkpoint(t
     completed = TrajectoryStore(partial / "trajectories" / "live").read()
     assert list(completed.steps) == list(live.steps)
     same_trajectories(completed, live, range(4, 10))
+
+
+def test_double_descent_of_a_run_too_short_for_three_windows_is_nan_and_the_group_share_stays():
+    """A short run (5 checkpoints, as the tiny demo's) cannot hold three windows of >= 3 checkpoints: our per-token
+    share is NaN, the authors' group share (upward after 20%) is still computed, and the report is built."""
+    steps = np.array([0, 1, 2, 3, 6])
+    rng = np.random.default_rng(4)
+    losses = np.log(np.r_[[10 * (1 + 0.3 * steps / 6)] * 3, [10 * (1 - 0.3 * steps / 6)] * 2]
+                    * np.exp(rng.normal(0, 0.001, (5, 5)))).astype(np.float32)
+    table = TokenTable(np.arange(5), np.arange(5) + 1, np.zeros(5), np.zeros(5))
+    traj = Trajectories(losses, steps, steps * 128, np.exp(np.linspace(3, 2, 5)), table, {"model": "m", "parameters": 10})
+    dd = double_descent_shares(traj)
+    labels = trend_labels(traj, 0.2)
+    assert math.isnan(dd["per_token_down_up_down"]) and dd["group_upward_after_20pct"] == float(np.mean(labels == "upward"))
+    build_report([traj], "m", start_fraction=0.2, start_fractions=(0.2,))
