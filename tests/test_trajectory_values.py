@@ -177,3 +177,17 @@ def test_double_descent_of_a_run_too_short_for_three_windows_is_nan_and_the_grou
     labels = trend_labels(traj, 0.2)
     assert math.isnan(dd["per_token_down_up_down"]) and dd["group_upward_after_20pct"] == float(np.mean(labels == "upward"))
     build_report([traj], "m", start_fraction=0.2, start_fractions=(0.2,))
+
+
+def test_a_flat_token_of_high_perplexity_is_stagnated_without_the_variance_condition():
+    """The variance condition (var < geometric mean, mixed units) is off unless asked for: a flat token at perplexity
+    ~10^4 with a 2% wiggle (variance ~4 x 10^4) is stagnated by default and "other" only with the condition."""
+    wiggle = np.r_[0.0, 0.0, 0.02 * np.cos(np.arange(len(STEPS) - 2) * np.pi)]
+    losses = np.log(1e4 * (1 + wiggle))[None].astype(np.float32)
+    traj = Trajectories(losses, STEPS.copy(), STEPS * 64, np.ones(len(STEPS)), TokenTable([1], [1], [0], [0]), {"model": "m"})
+    window = np.exp(losses[0, START:].astype(np.float64))
+    assert window.var() > math.exp(np.log(window).mean())  # the condition would fail
+    assert trend_labels(traj, 0.2)[0] == "stagnated"
+    assert trend_labels(traj, 0.2, variance_condition=True)[0] == "other"
+    shares = class_shares(traj, (0.2,)).set_index("label")["count"]
+    assert shares["stagnated"] == 1
