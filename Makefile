@@ -50,7 +50,7 @@ test: $(STAMP)  ## run the test suite
 # only those mutants (e.g. MUTANTS='lmdynamics.saturation.signals.*'), after the one covering run of the tests.
 MUTATE_JOBS ?= 2
 MUTANTS ?=
-mutate: $(STAMP)  ## mutation testing of the measured modules (about an hour on two cores)
+mutate: $(STAMP)  ## mutation testing of the measured modules (long: MUTANTS=glob runs a few)
 	rm -rf mutants && mkdir -p mutants
 	@start=$$(date +%s); \
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS) > mutants/run.log 2>&1 \
