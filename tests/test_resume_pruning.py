@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 
-from lmdynamics.training.resume import KEEP_POSITIONS, POSITIONS_FILE, ResumeCheckpoint, load_positions, read_checkpoint_state
+from lmdynamics.training.resume import (KEEP_POSITIONS, POSITIONS_FILE, ResumeCheckpoint, _replace, load_positions,
+                                       read_checkpoint_state)
 
 
 class CountingLogger:
@@ -59,6 +60,42 @@ def test_positions_of_a_run_that_starts_in_the_middle_keep_what_was_there(tmp_pa
         callback._uncommitted = step
         callback._commit(trainer)
     assert sorted(map(int, load_positions(tmp_path))) == [99, 100, 101, 102]
+
+
+def test_only_rank_zero_commits(tmp_path):
+    callback = ResumeCheckpoint(tmp_path, every=1)
+    callback.pending.write_bytes(b"x")
+    callback._uncommitted = 5
+    callback._commit(SimpleNamespace(is_global_zero=False, loggers=[CountingLogger()]))
+    assert load_positions(tmp_path) == {} and not callback.path.exists()
+
+
+def test_checkpoint_state_of_a_file_without_a_step_and_of_a_file_that_is_no_checkpoint(tmp_path):
+    torch.save({}, tmp_path / "empty.ckpt")
+    assert read_checkpoint_state(tmp_path / "empty.ckpt") == {"step": 0, "logs": None}
+    (tmp_path / "junk.ckpt").write_text("not a checkpoint\nsecond line")
+    with pytest.raises(ValueError) as err:
+        read_checkpoint_state(tmp_path / "junk.ckpt")
+    message = str(err.value)
+    assert str(tmp_path / "junk.ckpt") in message and "\n" not in message and "(None)" not in message
+    assert len(message) > len(f"{tmp_path / 'junk.ckpt'} is not a readable Lightning checkpoint () ") + 5
+    assert read_checkpoint_state(tmp_path) is None  # a DeepSpeed checkpoint directory
+
+
+def test_a_checkpoint_directory_replaces_the_old_one_whole(tmp_path):
+    """DeepSpeed checkpoints are directories: the new one takes the old one's place, nothing of the old is left."""
+    final, pending = tmp_path / "last.ckpt", tmp_path / ".last.ckpt.pending"
+    final.mkdir()
+    (final / "old_shard").write_text("old")
+    pending.mkdir()
+    (pending / "new_shard").write_text("new")
+    _replace(pending, final)
+    assert sorted(p.name for p in final.iterdir()) == ["new_shard"] and (final / "new_shard").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    (tmp_path / "file.pending").write_text("2")
+    (tmp_path / "file").write_text("1")
+    _replace(tmp_path / "file.pending", tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "2" and not (tmp_path / "file.pending").exists()
 
 
 @pytest.mark.slow
