@@ -47,14 +47,18 @@ test: $(STAMP)  ## run the whole test suite (~15 min here; GPU-marked tests skip
 test-fast: $(STAMP)  ## the fast inner loop (< 3 min here): every test not marked slow or gpu
 	HF_HUB_OFFLINE=1 LMDYNAMICS_TEST_FAST=1 $(PY) -m pytest -q -m "not slow and not gpu" --durations=10 $(ARGS)
 
-# Mutation testing, not part of `make test`: metrics/, training/, store.py and analysis/summaries.py mutated one
-# change at a time (mutmut; [tool.mutmut] in pyproject.toml), each mutant run against the covering tests among
-# those modules' own tests; prints the surviving mutants and the score. MUTATE_JOBS workers (the machine's cores).
+# Mutation testing, not part of `make test`: the modules that compute what a user sees (metrics/, training/module.py
+# and resume.py, store.py, analysis/summaries.py, saturation/, trajectories/, data/synthetic.py, models/heads.py,
+# compare.py, sweep.py, generate.py, the live trajectory and head callbacks; [tool.mutmut] in pyproject.toml) mutated
+# one change at a time (mutmut), each mutant run against the fast tests that call the mutated function; prints the
+# surviving mutants and the score per module. MUTATE_JOBS workers (the machine's cores); MUTANTS="glob ..." runs
+# only those mutants (e.g. MUTANTS='lmdynamics.saturation.signals.*'), after the one covering run of the tests.
 MUTATE_JOBS ?= 2
-mutate: $(STAMP)  ## mutation testing of the measured modules (~30 min)
+MUTANTS ?=
+mutate: $(STAMP)  ## mutation testing of the measured modules (long: MUTANTS=glob runs a few)
 	rm -rf mutants && mkdir -p mutants
 	@start=$$(date +%s); \
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) > mutants/run.log 2>&1 \
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS) > mutants/run.log 2>&1 \
 		|| { tail -c 3000 mutants/run.log; exit 1; }; \
 	$(PY) tests/helpers/mutation_report.py; \
 	echo "make mutate: $$(( $$(date +%s) - start )) s (log: mutants/run.log)"

@@ -38,7 +38,7 @@ def tiny_config(tmp_path: Path, **over) -> Path:
 
 
 def cli_env(env_extra=None) -> dict:
-    # the checkout's sources first: a subprocess tests this checkout's code, not the one the venv points at
+    """The environment of a CLI subprocess: this checkout's sources first (not whatever the venv has installed)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "HF_HUB_OFFLINE": "1"}
     env.update(env_extra or {})
     return env

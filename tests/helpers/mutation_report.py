@@ -1,6 +1,7 @@
 """After ``mutmut run`` (``make mutate``): the mutation score and every surviving mutant with its change.
 
-Score = killed (a test failed, or it timed out) / all mutants that were run or had no covering test.
+Score = killed (a test failed, or it timed out) / all mutants that were run or had no covering test, overall
+and per module (mutant names are ``<module>.<function>__mutmut_<n>``).
 """
 
 import json
@@ -22,6 +23,14 @@ def change(name: str) -> str:
     return "\n".join("      " + ln for ln in diff if ln[:1] in "-+" and not ln.startswith(("---", "+++")))
 
 
+def per_module(status: dict[str, str]) -> dict[str, Counter]:
+    """``{module: Counter(state)}`` of mutant states."""
+    out: dict[str, Counter] = {}
+    for name, state in status.items():
+        out.setdefault(name.rsplit(".", 1)[0], Counter())[state] += 1
+    return out
+
+
 def main() -> int:
     mutmut("export-cicd-stats")
     stats = json.loads(Path("mutants/mutmut-cicd-stats.json").read_text())
@@ -38,6 +47,12 @@ def main() -> int:
             with ThreadPoolExecutor(4) as pool:
                 for name, diff in zip(names, pool.map(change, names)):
                     print(f"  {name}\n{diff}")
+    print("\nper module (killed / considered):")
+    for module, states in sorted(per_module(status).items()):
+        done = states["killed"] + states["timeout"]
+        considered = done + states["survived"] + states["no tests"] + states["suspicious"]
+        print(f"  {module}: {done}/{considered} = {done / max(1, considered):.1%}"
+              + "".join(f", {k}: {states[k]}" for k in ("survived", "no tests", "suspicious") if states[k]))
     killed = stats["killed"] + stats["timeout"]
     considered = killed + stats["survived"] + stats["no_tests"] + stats["suspicious"]
     print(f"\nmutants: {stats['total']}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))

@@ -158,6 +158,10 @@ def double_descent(values, rise: float = 0.05):
     return bool(out[0]) if single else out
 
 
+class TooFewCheckpoints(ValueError):
+    """A window of the trajectory holds fewer checkpoints than its slope test needs."""
+
+
 def double_descent_windows(values, steps, start_fraction: float = 0.0, alpha: float = 0.05,
                            regressor: str = DEFAULT_TRAJECTORY_REGRESSOR, splits=None) -> np.ndarray:
     """Per-token double descent (our rule; the paper's code has none): significantly down, then significantly up,
@@ -184,7 +188,7 @@ def double_descent_windows(values, steps, start_fraction: float = 0.0, alpha: fl
     bounds = [(first, cuts[0]), (cuts[0], cuts[1]), (cuts[1], len(st) - 1)]
     for lo, hi in bounds:
         if hi - lo + 1 < 3:
-            raise ValueError(
+            raise TooFewCheckpoints(
                 f"double_descent_windows: a window of only {max(0, hi - lo + 1)} checkpoint(s) (steps {st[lo]:g}..{st[hi]:g}); "
                 "each of the three windows needs >= 3: add checkpoints or move the splits")
     want = ("downward", "upward", "downward")

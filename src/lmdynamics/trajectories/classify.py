@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..metrics.trends import DEFAULT_TRAJECTORY_REGRESSOR, TREND_LABELS, classify_trends, double_descent_windows
+from ..metrics.trends import (DEFAULT_TRAJECTORY_REGRESSOR, TREND_LABELS, TooFewCheckpoints, classify_trends,
+                              double_descent_windows)
 from .storage import Trajectories
 
 __all__ = ["START_FRACTIONS", "DOUBLE_DESCENT_FRACTION", "trend_labels", "class_shares", "double_descent_shares"]
@@ -62,7 +63,11 @@ def class_shares(traj: Trajectories, start_fractions=START_FRACTIONS, regressor:
 
 
 def double_descent_shares(traj: Trajectories, regressor: str = DEFAULT_TRAJECTORY_REGRESSOR, alpha: float = 0.05) -> dict:
-    """Both double-descent shares of one model: the authors' group (upward after 20%) and our per-token rule."""
+    """Both double-descent shares of one model: the authors' group (upward after 20%) and our per-token rule
+    (NaN when the run has too few checkpoints for its three windows of >= 3 checkpoints each)."""
     group = trend_labels(traj, DOUBLE_DESCENT_FRACTION, regressor, alpha) == "upward"
-    per_token = double_descent_windows(perplexities(traj), traj.steps, 0.0, alpha, regressor)
-    return {"model": traj.model, "group_upward_after_20pct": float(group.mean()), "per_token_down_up_down": float(per_token.mean())}
+    try:
+        per_token = float(double_descent_windows(perplexities(traj), traj.steps, 0.0, alpha, regressor).mean())
+    except TooFewCheckpoints:
+        per_token = float("nan")
+    return {"model": traj.model, "group_upward_after_20pct": float(group.mean()), "per_token_down_up_down": per_token}

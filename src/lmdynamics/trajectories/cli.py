@@ -184,6 +184,8 @@ def _study(args) -> int:
     if live is not None:
         log(f"[trajectories] {layout.root}: completing the trajectories in {live} from the checkpoints")
         text = stored_text(live)
+        # validation perplexity as the live recorder measures it: over every validation block, not the stored ones
+        text.val_blocks = run_validation_text(layout.root, len(text.blocks), _tokenizer_file(str(layout.root))).val_blocks
     else:
         text = run_validation_text(layout.root, args.blocks, _tokenizer_file(str(layout.root)))
         log(f"[trajectories] {layout.root}: recording {len(text.blocks)} validation blocks at every checkpoint")
