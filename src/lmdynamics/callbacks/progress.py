@@ -27,16 +27,10 @@ import time
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
+from ..clock import clock  # noqa: F401  (progress lines of long offline work use it without lightning)
+
 PREFIX = "[lmdynamics]"
 WHEN = ("auto", "always", "never")
-
-
-def clock(seconds: float) -> str:
-    """``H:MM:SS`` of a non-negative number of seconds (rounded), ``?`` when unknown."""
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    total = int(round(max(seconds, 0.0)))
-    return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
 class ProgressLines(L.Callback):

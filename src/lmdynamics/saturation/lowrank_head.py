@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..callbacks.progress import clock
+from ..clock import clock
 
 
 @dataclass(frozen=True)
