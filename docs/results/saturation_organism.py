@@ -1,0 +1,158 @@
+"""Numbers and figures for docs/results/saturation-organism.md, recomputed from the runs' tidy tables.
+
+    .venv/bin/python docs/results/saturation_organism.py alarms RUN_ROOT...      # monitor: first rule vs the current one
+    .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
+    .venv/bin/python docs/results/saturation_organism.py heads RUN_ROOT...       # section 1: excess loss and head ER per head
+    .venv/bin/python docs/results/saturation_organism.py figure OUT.png RUN_ROOT...  # validation loss curves
+
+A run's group is its name without the ``-seed_everythingN`` part (the sweep's naming). "Late rise" is final minus
+best validation loss; the issue's saturation criterion for a group of seeds: rise > 3 x the sample standard
+deviation of the final loss over the seeds in at least 2 of 3 seeds.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+# this folder holds docs/results/bottleneck/ (figures), which would shadow pandas' optional `bottleneck` module
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from lmdynamics import store  # noqa: E402
+from lmdynamics.callbacks.head_rank import SaturationRule  # noqa: E402
+from lmdynamics.checkpoints.steps import pythia_schedule  # noqa: E402
+
+FIRST_RULE = {"loss_margin": 0.02, "kl_jump": 0.05, "patience": 1, "noise_factor": 0.0, "kl_reference": "min"}
+CURRENT_RULE = {}  # SaturationRule's defaults (= configs/train/demo.yaml's head_rank block)
+
+
+def runs(roots):
+    for root in roots:
+        for run in sorted(p for p in Path(root).iterdir() if store.table_path(p).is_dir()):
+            yield run
+
+
+def series(run: Path):
+    """(run.json, validation loss step -> value, head KL-to-uniform step -> value, head ER step -> value)."""
+    info = json.loads((run / "run.json").read_text())
+    t = store.read_table(store.table_path(run), metrics=["val_loss", "kl_uniform", "er"])
+    val = t[(t.metric == "val_loss") & (t.component == "model")].set_index("step")["value"].sort_index()
+    head = t[t.component.isin(["head", "head_c00"]) & (t.layer == -1)]
+    kl = head[head.metric == "kl_uniform"].groupby("step")["value"].first().sort_index()
+    er = head[head.metric == "er"].groupby("step")["value"].first().sort_index()
+    return info, val, kl, er
+
+
+def group_of(name: str) -> str:
+    return re.sub(r"-seed_everything\d+", "", name)
+
+
+def alarms(roots, kl_schedule=None) -> pd.DataFrame:
+    """Per run: the validation minimum, the late rise, and the events of the first and the current rule.
+    ``kl_schedule`` = (every, log_cap): replay the first rule with KL only at the steps the run's live monitor
+    saw (its checkpoint schedule), when the run was re-measured at a finer cadence."""
+    rows = []
+    for run in runs(roots):
+        info, val, kl, _ = series(run)
+        kl_first = kl
+        if kl_schedule is not None:
+            keep = set(pythia_schedule(info["max_steps"], *kl_schedule))
+            kl_first = kl[kl.index.isin(keep)]
+        live = [json.loads(line)["step"] for line in (run / "events.jsonl").read_text().splitlines()] if (run / "events.jsonl").is_file() else []
+        first = SaturationRule.replay(val.to_dict(), kl_first.to_dict(), **FIRST_RULE)
+        current = SaturationRule.replay(val.to_dict(), kl.to_dict(), **CURRENT_RULE)
+        rows.append({"run": run.name, "best_step": int(val.idxmin()), "final_step": int(val.index[-1]),
+                     "final - best": float(val.iloc[-1] - val.min()), "live events": " ".join(map(str, live)) or "-",
+                     "first rule": " ".join(str(e["step"]) for e in first) or "-",
+                     "current rule": " ".join(str(e["step"]) for e in current) or "-"})
+    return pd.DataFrame(rows)
+
+
+def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = []
+    for run in runs(roots):
+        info, val, _, _ = series(run)
+        floor = (info.get("synthetic") or {}).get("entropy_floor", np.nan)
+        rows.append({"run": run.name, "group": group_of(run.name), "seed": info["seed"], "best": float(val.min()),
+                     "best_step": int(val.idxmin()), "final": float(val.iloc[-1]), "rise": float(val.iloc[-1] - val.min()),
+                     "final excess": float(val.iloc[-1] - floor)})
+    per_run = pd.DataFrame(rows)
+    groups = []
+    for g, d in per_run.groupby("group"):
+        sd = float(d["final"].std()) if len(d) > 1 else np.nan
+        groups.append({"group": g, "seeds": len(d), "final mean": d["final"].mean(), "final sd": sd,
+                       "rise per seed": " ".join(f"{r:.4f}" for r in d["rise"]),
+                       "seeds with rise > 3 sd": int((d["rise"] > 3 * sd).sum()) if len(d) > 1 else "-",
+                       "saturates (>= 2 of 3)": bool(len(d) >= 3 and (d["rise"] > 3 * sd).sum() >= 2)})
+    return per_run, pd.DataFrame(groups)
+
+
+def heads(roots) -> pd.DataFrame:
+    """Section 1: final excess loss and head ER per group (mean, seeds, and a 95% t-interval of the mean)."""
+    from scipy import stats
+
+    rows = []
+    for run in runs(roots):
+        info, val, _, er = series(run)
+        head = info["architecture"]["head"]
+        floor = info["synthetic"]["entropy_floor"]
+        rows.append({"group": group_of(run.name), "head": head["kind"], "r": head["rank"] or info["hidden_size"],
+                     "K": head["components"] if head["kind"] == "mos" else 1, "excess": float(val.iloc[-1] - floor),
+                     "best excess": float(val.min() - floor), "er": float(er.iloc[-1]) if len(er) else np.nan,
+                     "tokens": info["max_steps"] * info["tokens_per_step"]})
+    per_run = pd.DataFrame(rows)
+    out = []
+    for g, d in per_run.groupby("group"):
+        n = len(d)
+        half = stats.t.ppf(0.975, n - 1) * d["excess"].std() / np.sqrt(n) if n > 1 else np.nan
+        out.append({"group": g, "head": d["head"].iloc[0], "r": d["r"].iloc[0], "K": d["K"].iloc[0], "seeds": n,
+                    "excess mean": d["excess"].mean(), "95% t-interval": f"[{d['excess'].mean() - half:.4f}, {d['excess'].mean() + half:.4f}]",
+                    "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]), "head ER mean": d["er"].mean(),
+                    "tokens": d["tokens"].iloc[0]})
+    return pd.DataFrame(out).sort_values(["head", "r"])
+
+
+def figure(out: str, roots) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for run in runs(roots):
+        info, val, _, _ = series(run)
+        floor = (info.get("synthetic") or {}).get("entropy_floor")
+        y = val - floor if floor is not None else val
+        ax.plot(val.index, y, label=run.name, lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss - entropy floor (nats)" if floor is not None else "validation loss (nats)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+if __name__ == "__main__":
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_colwidth", 60)
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "alarms":
+        kl_schedule = None
+        if args and args[0] == "--kl-schedule":
+            kl_schedule, args = tuple(int(a) for a in args[1].split(",")), args[2:]
+        print(alarms(args, kl_schedule).round(4).to_markdown(index=False))
+    elif cmd == "late":
+        per_run, groups = late(args)
+        print(per_run.round(4).to_markdown(index=False))
+        print()
+        print(groups.round(4).to_markdown(index=False))
+    elif cmd == "heads":
+        print(heads(args).round(4).to_markdown(index=False))
+    elif cmd == "figure":
+        figure(args[0], args[1:])
+    else:
+        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads or figure")
