@@ -4,6 +4,7 @@
     .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
     .venv/bin/python docs/results/saturation_organism.py heads RUN_ROOT...       # section 1: excess loss and head ER per head
     .venv/bin/python docs/results/saturation_organism.py figure OUT.png RUN_ROOT...  # validation loss curves
+    .venv/bin/python docs/results/saturation_organism.py alarm-figure OUT.png RUN [250,64]  # one run's alarms
 
 A run's group is its name without the ``-seed_everythingN`` part (the sweep's naming). "Late rise" is final minus
 best validation loss; the issue's saturation criterion for a group of seeds: rise > 3 x the sample standard
@@ -46,6 +47,13 @@ def series(run: Path):
     return info, val, kl, er
 
 
+def init_seed(run: Path) -> int:
+    """The run's ``seed_everything`` (the initialisation seed; run.json's ``seed`` is the data seed)."""
+    import yaml
+
+    return int(yaml.safe_load((run / "config.yaml").read_text())["seed_everything"])
+
+
 def group_of(name: str) -> str:
     return re.sub(r"-seed_everything\d+", "", name)
 
@@ -76,7 +84,7 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
     for run in runs(roots):
         info, val, _, _ = series(run)
         floor = (info.get("synthetic") or {}).get("entropy_floor", np.nan)
-        rows.append({"run": run.name, "group": group_of(run.name), "seed": info["seed"], "best": float(val.min()),
+        rows.append({"run": run.name, "group": group_of(run.name), "seed": init_seed(run), "best": float(val.min()),
                      "best_step": int(val.idxmin()), "final": float(val.iloc[-1]), "rise": float(val.iloc[-1] - val.min()),
                      "final excess": float(val.iloc[-1] - floor)})
     per_run = pd.DataFrame(rows)
@@ -113,6 +121,34 @@ def heads(roots) -> pd.DataFrame:
                     "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]), "head ER mean": d["er"].mean(),
                     "tokens": d["tokens"].iloc[0]})
     return pd.DataFrame(out).sort_values(["head", "r"])
+
+
+def alarm_figure(out: str, run: str, kl_schedule=None) -> None:
+    """Validation loss and head KL-to-uniform of one run, with the first rule's and the current rule's events."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    info, val, kl, _ = series(Path(run))
+    kl_first = kl if kl_schedule is None else kl[kl.index.isin(set(pythia_schedule(info["max_steps"], *kl_schedule)))]
+    first = [e["step"] for e in SaturationRule.replay(val.to_dict(), kl_first.to_dict(), **FIRST_RULE)]
+    current = [e["step"] for e in SaturationRule.replay(val.to_dict(), kl.to_dict(), **CURRENT_RULE)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(val.index, val.values, "k.-", lw=1, label="validation loss")
+    for s in first:
+        ax.axvline(s, color="tab:red", ls="--", lw=1)
+    for s in current:
+        ax.axvline(s, color="tab:green", ls="-", lw=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss (nats)")
+    ax2 = ax.twinx()
+    ax2.plot(kl.index, kl.values, color="tab:blue", lw=1, label="head KL-to-uniform")
+    ax2.set_ylabel("head KL-to-uniform", color="tab:blue")
+    ax.set_title(f"{Path(run).name}: first rule fires at {first or 'none'} (red), current at {current or 'none'} (green)", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
 
 
 def figure(out: str, roots) -> None:
@@ -152,6 +188,8 @@ if __name__ == "__main__":
         print(groups.round(4).to_markdown(index=False))
     elif cmd == "heads":
         print(heads(args).round(4).to_markdown(index=False))
+    elif cmd == "alarm-figure":  # OUT.png RUN [every,log_cap]
+        alarm_figure(args[0], args[1], tuple(int(a) for a in args[2].split(",")) if len(args) > 2 else None)
     elif cmd == "figure":
         figure(args[0], args[1:])
     else:
