@@ -4,6 +4,7 @@
     .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
     .venv/bin/python docs/results/saturation_organism.py heads RUN_ROOT...       # section 1: excess loss and head ER per head
     .venv/bin/python docs/results/saturation_organism.py figure OUT.png RUN_ROOT...  # validation loss curves
+    .venv/bin/python docs/results/saturation_organism.py planted                 # the rule on planted noise / collapse
     .venv/bin/python docs/results/saturation_organism.py alarm-figure OUT.png RUN [250,64]  # one run's alarms
 
 A run's group is its name without the ``-seed_everythingN`` part (the sweep's naming). "Late rise" is final minus
@@ -72,11 +73,19 @@ def alarms(roots, kl_schedule=None) -> pd.DataFrame:
         live = [json.loads(line)["step"] for line in (run / "events.jsonl").read_text().splitlines()] if (run / "events.jsonl").is_file() else []
         first = SaturationRule.replay(val.to_dict(), kl_first.to_dict(), **FIRST_RULE)
         current = SaturationRule.replay(val.to_dict(), kl.to_dict(), **CURRENT_RULE)
+        always = {step: 1.0 + i for i, step in enumerate(kl.index)}  # a KL that always "jumps": the loss test alone
+        loss_alone = SaturationRule.replay(val.to_dict(), always, **CURRENT_RULE)
         rows.append({"run": run.name, "best_step": int(val.idxmin()), "final_step": int(val.index[-1]),
                      "final - best": float(val.iloc[-1] - val.min()), "live events": " ".join(map(str, live)) or "-",
                      "first rule": " ".join(str(e["step"]) for e in first) or "-",
-                     "current rule": " ".join(str(e["step"]) for e in current) or "-"})
+                     "current rule": " ".join(str(e["step"]) for e in current) or "-",
+                     "current loss test alone": " ".join(str(e["step"]) for e in loss_alone) or "-",
+                     "head KL at best -> final": f"{_at_or_before(kl, int(val.idxmin())):.3f} -> {kl.iloc[-1]:.3f}"})
     return pd.DataFrame(rows)
+
+
+def _at_or_before(series: pd.Series, step: int) -> float:
+    return float(series[series.index <= step].iloc[-1])
 
 
 def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -86,7 +95,8 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
         floor = (info.get("synthetic") or {}).get("entropy_floor", np.nan)
         rows.append({"run": run.name, "group": group_of(run.name), "seed": init_seed(run), "best": float(val.min()),
                      "best_step": int(val.idxmin()), "final": float(val.iloc[-1]), "rise": float(val.iloc[-1] - val.min()),
-                     "final excess": float(val.iloc[-1] - floor)})
+                     "final excess": float(val.iloc[-1] - floor),
+                     "val@40% - final": float(val[val.index <= 0.4 * info["max_steps"]].iloc[-1] - val.iloc[-1])})
     per_run = pd.DataFrame(rows)
     groups = []
     for g, d in per_run.groupby("group"):
@@ -151,6 +161,37 @@ def alarm_figure(out: str, run: str, kl_schedule=None) -> None:
     fig.savefig(out, dpi=110)
 
 
+def planted(seeds: int = 300) -> pd.DataFrame:
+    """The rule on the planted series of tests/test_callbacks.py (KL from the planted spectra in closed form):
+    false alarms on noise (a fall to a plateau, noise sd 0.02, KL growing 5-10% per validation) and detections of
+    the planted collapse (a climb of 0.02 nats per validation from validation 20 on, KL jumping), per setting."""
+    def kl(s):
+        p = s / s.sum()
+        return float(np.log(len(s)) + (p * np.log(p)).sum())
+
+    n = 30
+    kl_noise = {t: kl((0.95 - 0.004 * t) ** np.arange(8)) for t in range(n)}
+    q = np.r_[np.full(20, 0.9), np.linspace(0.85, 0.5, 10)]
+    kl_sat = {t: kl(q[t] ** np.arange(8)) for t in range(n)}
+    settings = {"first rule": FIRST_RULE, "current (patience 3, noise_factor 5)": {},
+                "patience 3, noise_factor 4": {"noise_factor": 4.0}, "patience 4, noise_factor 4": {"patience": 4, "noise_factor": 4.0},
+                "patience 1, noise_factor 5": {"patience": 1}}
+    rows = []
+    for name, rule in settings.items():
+        false, steps = 0, []
+        for seed in range(seeds):
+            rng = np.random.default_rng(1000 + seed)
+            noise = 2.0 + 0.5 * np.exp(-np.arange(n) / 4) + rng.normal(0, 0.02, n)
+            false += bool(SaturationRule.replay(dict(enumerate(noise)), kl_noise, **rule))
+            sat = np.r_[2.0 + np.exp(-np.arange(20) / 4), 2.0 + 0.02 * np.arange(1, 11)] + rng.normal(0, 0.005, n)
+            events = SaturationRule.replay(dict(enumerate(sat)), kl_sat, **rule)
+            steps.append(events[0]["step"] - 19 if events else np.nan)  # validations after the minimum
+        steps = np.array(steps)
+        rows.append({"rule": name, "false alarms on noise": f"{false}/{seeds}", "collapses detected": f"{int(np.isfinite(steps).sum())}/{seeds}",
+                     "validations after the minimum (median)": float(np.nanmedian(steps)) if np.isfinite(steps).any() else np.nan})
+    return pd.DataFrame(rows)
+
+
 def figure(out: str, roots) -> None:
     import matplotlib
 
@@ -188,6 +229,8 @@ if __name__ == "__main__":
         print(groups.round(4).to_markdown(index=False))
     elif cmd == "heads":
         print(heads(args).round(4).to_markdown(index=False))
+    elif cmd == "planted":
+        print(planted().to_markdown(index=False))
     elif cmd == "alarm-figure":  # OUT.png RUN [every,log_cap]
         alarm_figure(args[0], args[1], tuple(int(a) for a in args[2].split(",")) if len(args) > 2 else None)
     elif cmd == "figure":
