@@ -43,18 +43,24 @@ def test_conditional_is_a_distribution_that_needs_more_than_the_previous_symbol(
     assert np.array_equal(lang.conditional([0, 9, a, 7]), lang.conditional([0, 3, a2, 7]))
 
 
-def test_entropy_floor_equals_brute_force_enumeration():
-    lang = SyntheticLanguage(SyntheticSpec(vocab_size=5, rank=2, classes=2, lags=(1, 2), seed=3))
-    T = 5
+def _brute_force_entropies(lang, T):
+    """Expected conditional entropy at positions 1 .. T-1 by enumerating every prefix (V = 5 languages only)."""
     expected = []
     for t in range(1, T):  # predicting symbol t after every prefix of t - 1 emitted symbols
         total = 0.0
-        for prefix in itertools.product(range(1, 5), repeat=t - 1):
+        for prefix in itertools.product(range(1, lang.V), repeat=t - 1):
             ctx = [0, *prefix]
             prob = np.prod([np.exp(lang.conditional(ctx[:i])[ctx[i]]) for i in range(1, len(ctx))])
             lp = lang.conditional(ctx)[1:]
             total += prob * float(-(np.exp(lp) * lp).sum())
         expected.append(total)
+    return expected
+
+
+def test_entropy_floor_equals_brute_force_enumeration():
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=5, rank=2, classes=2, lags=(1, 2), seed=3))
+    T = 5
+    expected = _brute_force_entropies(lang, T)
     assert np.allclose(lang.position_entropies(T), expected, rtol=0, atol=1e-12)
     assert lang.entropy_floor(T) == pytest.approx(np.mean(expected), abs=1e-12)
 
@@ -162,15 +168,7 @@ def test_zipf_frequencies_follow_the_law_and_the_floor_is_exact():
     assert abs(np.polyfit(np.log(order), np.log(zero.state_marginals(32).mean(axis=0) @ zero.probs[:, 1:]), 1)[0]) < 0.3
     small = SyntheticLanguage(SyntheticSpec(vocab_size=5, rank=2, classes=2, lags=(1, 2), seed=3, zipf=1.5))
     T = 5
-    expected = []
-    for t in range(1, T):
-        total = 0.0
-        for prefix in itertools.product(range(1, 5), repeat=t - 1):
-            ctx = [0, *prefix]
-            prob = np.prod([np.exp(small.conditional(ctx[:i])[ctx[i]]) for i in range(1, len(ctx))])
-            lp = small.conditional(ctx)[1:]
-            total += prob * float(-(np.exp(lp) * lp).sum())
-        expected.append(total)
+    expected = _brute_force_entropies(small, T)
     assert small.entropy_floor(T) == pytest.approx(np.mean(expected), abs=1e-12)
     blocks = lang.blocks(range(3000), 16, seed=2, split="val")
     nll = np.array([lang.true_loss(blocks[i : i + 300]) for i in range(0, 3000, 300)])
@@ -202,3 +200,12 @@ def test_bad_language_options_are_refused(over, words):
 def test_new_options_leave_existing_language_ids_alone():
     assert SyntheticSpec(**SMALL).language_id == SyntheticSpec(**SMALL, zipf=0.0, train_blocks=None).language_id
     assert len({SyntheticSpec(**SMALL).language_id, SyntheticSpec(**ZIPF).language_id, SyntheticSpec(**SMALL, train_blocks=8).language_id}) == 3
+
+
+def test_bad_language_option_on_the_cli_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from lmdynamics.training.cli import main
+
+    assert main(["fit", "--config", str(_synthetic_config(tmp_path)), *QUICK, "--data.synthetic.train_blocks", "0"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
+    assert len(lines) == 1 and "train_blocks" in lines[0]
+    assert not (tmp_path / "runs").exists()
