@@ -2,7 +2,7 @@
 
     .venv/bin/python docs/results/saturation_organism.py alarms RUN_ROOT...      # monitor: first rule vs the current one
     .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
-    .venv/bin/python docs/results/saturation_organism.py heads RUN_ROOT...       # section 1: excess loss and head ER per head
+    .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--figure OUT.png] RUN_ROOT...  # section 1
     .venv/bin/python docs/results/saturation_organism.py figure OUT.png RUN_ROOT...  # validation loss curves
     .venv/bin/python docs/results/saturation_organism.py planted                 # the rule on planted noise / collapse
     .venv/bin/python docs/results/saturation_organism.py alarm-figure OUT.png RUN [250,64]  # one run's alarms
@@ -32,9 +32,12 @@ CURRENT_RULE = {}  # SaturationRule's defaults (= configs/train/demo.yaml's head
 
 
 def runs(roots):
+    """Finished runs under the roots (a final checkpoint at max_steps; runs still training are left out)."""
     for root in roots:
         for run in sorted(p for p in Path(root).iterdir() if store.table_path(p).is_dir()):
-            yield run
+            last = json.loads((run / "run.json").read_text())["max_steps"]
+            if (run / "checkpoints" / f"step{last:08d}").is_dir():
+                yield run
 
 
 def series(run: Path):
@@ -108,7 +111,7 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_run, pd.DataFrame(groups)
 
 
-def heads(roots) -> pd.DataFrame:
+def heads(roots, optimum: bool = False) -> pd.DataFrame:
     """Section 1: final excess loss and head ER per group (mean, seeds, and a 95% t-interval of the mean)."""
     from scipy import stats
 
@@ -117,6 +120,7 @@ def heads(roots) -> pd.DataFrame:
         info, val, _, er = series(run)
         head = info["architecture"]["head"]
         floor = info["synthetic"]["entropy_floor"]
+        lang = info["synthetic"]
         rows.append({"group": group_of(run.name), "head": head["kind"], "r": head["rank"] or info["hidden_size"],
                      "K": head["components"] if head["kind"] == "mos" else 1, "excess": float(val.iloc[-1] - floor),
                      "best excess": float(val.min() - floor), "er": float(er.iloc[-1]) if len(er) else np.nan,
@@ -130,7 +134,59 @@ def heads(roots) -> pd.DataFrame:
                     "excess mean": d["excess"].mean(), "95% t-interval": f"[{d['excess'].mean() - half:.4f}, {d['excess'].mean() + half:.4f}]",
                     "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]), "head ER mean": d["er"].mean(),
                     "tokens": d["tokens"].iloc[0]})
-    return pd.DataFrame(out).sort_values(["head", "r"])
+    table = pd.DataFrame(out).sort_values(["head", "r"])
+    if optimum:
+        opt = {r: rank_optimum(lang, int(r), info["context_length"]) for r in table["r"].unique()}
+        table["float64 rank-r optimum"] = table["r"].map(opt)
+        table["excess / optimum"] = table["excess mean"] / table["float64 rank-r optimum"]
+        full = table.loc[table["head"] == "plain", "excess mean"]
+        if len(full) == 1:  # the budget's share: what the full-rank head on the same backbone still lacks
+            table["(excess - full-rank excess) / optimum"] = (table["excess mean"] - float(full.iloc[0])) / table["float64 rank-r optimum"]
+    return table
+
+
+def heads_figure(table: pd.DataFrame, out: str) -> None:
+    """Excess loss against r next to the float64 rank-r optimum, and head ER against r."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    per_seed = [[float(x) for x in row.split()] for row in table["excess per seed"]]
+    for r, xs in zip(table["r"], per_seed):
+        a.plot([r] * len(xs), xs, "k.", ms=5)
+    a.plot(table["r"], table["excess mean"], "ko-", label="trained (mean, dots: seeds)")
+    a.plot(table["r"], table["float64 rank-r optimum"], "s--", color="tab:red", label="float64 rank-r optimum")
+    a.set_xscale("log", base=2)
+    a.set_yscale("log")
+    a.set_xlabel("head rank r (64 = full-rank head)")
+    a.set_ylabel("excess loss (nats)")
+    a.legend(fontsize=7)
+    a.grid(alpha=0.3)
+    b.plot(table["r"], table["head ER mean"], "ko-", label="head ER")
+    b.plot(table["r"], [min(r, 32) for r in table["r"]], "--", color="tab:gray", label="min(r, R = 32)")
+    b.set_xscale("log", base=2)
+    b.set_xlabel("head rank r")
+    b.set_ylabel("effective rank of W")
+    b.legend(fontsize=7)
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def rank_optimum(spec: dict, r: int, context_length: int) -> float:
+    """docs/results/bottleneck_reference.py's least excess loss of a rank-r softmax head on the run's language."""
+    import importlib.util
+
+    from lmdynamics.data.synthetic import SyntheticLanguage, SyntheticSpec
+
+    ref_spec = importlib.util.spec_from_file_location("bottleneck_reference", Path(__file__).parent / "bottleneck_reference.py")
+    ref = importlib.util.module_from_spec(ref_spec)
+    ref_spec.loader.exec_module(ref)
+    keys = ("vocab_size", "rank", "classes", "lags", "logit_scale", "seed", "zipf")
+    lang = SyntheticLanguage(SyntheticSpec(**{k: tuple(spec[k]) if k == "lags" else spec[k] for k in keys if k in spec}))
+    return ref.rank_limited_excess(lang, r, context_length)
 
 
 def alarm_figure(out: str, run: str, kl_schedule=None) -> None:
@@ -227,8 +283,13 @@ if __name__ == "__main__":
         print(per_run.round(4).to_markdown(index=False))
         print()
         print(groups.round(4).to_markdown(index=False))
-    elif cmd == "heads":
-        print(heads(args).round(4).to_markdown(index=False))
+    elif cmd == "heads":  # [--optimum]: also the float64 rank-r optimum (about 15 s per r)
+        out = args[args.index("--figure") + 1] if "--figure" in args else None  # --figure OUT.png (needs --optimum)
+        args = [a for i, a in enumerate(args) if a not in ("--optimum", "--figure") and not (i and args[i - 1] == "--figure")]
+        table = heads(args, optimum="--optimum" in sys.argv or out is not None)
+        print(table.round(4).to_markdown(index=False))
+        if out:
+            heads_figure(table, out)
     elif cmd == "planted":
         print(planted().to_markdown(index=False))
     elif cmd == "alarm-figure":  # OUT.png RUN [every,log_cap]
