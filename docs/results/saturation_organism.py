@@ -68,7 +68,7 @@ def alarms(roots, kl_schedule=None) -> pd.DataFrame:
     saw (its checkpoint schedule), when the run was re-measured at a finer cadence."""
     rows = []
     for run in runs(roots):
-        info, val, kl, _ = series(run)
+        info, val, kl, er = series(run)
         kl_first = kl
         if kl_schedule is not None:
             keep = set(pythia_schedule(info["max_steps"], *kl_schedule))
@@ -83,7 +83,8 @@ def alarms(roots, kl_schedule=None) -> pd.DataFrame:
                      "first rule": " ".join(str(e["step"]) for e in first) or "-",
                      "current rule": " ".join(str(e["step"]) for e in current) or "-",
                      "current loss test alone": " ".join(str(e["step"]) for e in loss_alone) or "-",
-                     "head KL at best -> final": f"{_at_or_before(kl, int(val.idxmin())):.3f} -> {kl.iloc[-1]:.3f}"})
+                     "head KL at best -> final": f"{_at_or_before(kl, int(val.idxmin())):.3f} -> {kl.iloc[-1]:.3f}",
+                     "head ER at best -> final": f"{_at_or_before(er, int(val.idxmin())):.1f} -> {er.iloc[-1]:.1f}"})
     return pd.DataFrame(rows)
 
 
@@ -243,7 +244,11 @@ def planted(seeds: int = 300) -> pd.DataFrame:
             events = SaturationRule.replay(dict(enumerate(sat)), kl_sat, **rule)
             steps.append(events[0]["step"] - 19 if events else np.nan)  # validations after the minimum
         steps = np.array(steps)
-        rows.append({"rule": name, "false alarms on noise": f"{false}/{seeds}", "collapses detected": f"{int(np.isfinite(steps).sum())}/{seeds}",
+        from scipy.stats import beta
+
+        lo = beta.ppf(0.025, false, seeds - false + 1) if false else 0.0  # Clopper-Pearson 95% interval of the rate
+        hi = beta.ppf(0.975, false + 1, seeds - false) if false < seeds else 1.0
+        rows.append({"rule": name, "false alarms on noise": f"{false}/{seeds}", "rate 95% interval": f"[{lo:.3f}, {hi:.3f}]", "collapses detected": f"{int(np.isfinite(steps).sum())}/{seeds}",
                      "validations after the minimum (median)": float(np.nanmedian(steps)) if np.isfinite(steps).any() else np.nan})
     return pd.DataFrame(rows)
 
