@@ -43,18 +43,24 @@ def test_conditional_is_a_distribution_that_needs_more_than_the_previous_symbol(
     assert np.array_equal(lang.conditional([0, 9, a, 7]), lang.conditional([0, 3, a2, 7]))
 
 
-def test_entropy_floor_equals_brute_force_enumeration():
-    lang = SyntheticLanguage(SyntheticSpec(vocab_size=5, rank=2, classes=2, lags=(1, 2), seed=3))
-    T = 5
+def _brute_force_entropies(lang, T):
+    """Expected conditional entropy at positions 1 .. T-1 by enumerating every prefix (V = 5 languages only)."""
     expected = []
     for t in range(1, T):  # predicting symbol t after every prefix of t - 1 emitted symbols
         total = 0.0
-        for prefix in itertools.product(range(1, 5), repeat=t - 1):
+        for prefix in itertools.product(range(1, lang.V), repeat=t - 1):
             ctx = [0, *prefix]
             prob = np.prod([np.exp(lang.conditional(ctx[:i])[ctx[i]]) for i in range(1, len(ctx))])
             lp = lang.conditional(ctx)[1:]
             total += prob * float(-(np.exp(lp) * lp).sum())
         expected.append(total)
+    return expected
+
+
+def test_entropy_floor_equals_brute_force_enumeration():
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=5, rank=2, classes=2, lags=(1, 2), seed=3))
+    T = 5
+    expected = _brute_force_entropies(lang, T)
     assert np.allclose(lang.position_entropies(T), expected, rtol=0, atol=1e-12)
     assert lang.entropy_floor(T) == pytest.approx(np.mean(expected), abs=1e-12)
 
@@ -134,3 +140,72 @@ def test_run_on_synthetic_records_floor_and_logs_excess_loss(tmp_path):
     assert np.allclose(excess, val - info["synthetic"]["entropy_floor"], atol=1e-5)
     tok = AutoTokenizer.from_pretrained(run / "checkpoints" / "step00000006")
     assert len(tok) == 64 and tok.eos_token_id == 0 and tok.convert_tokens_to_ids("s17") == 17
+
+
+ZIPF = {"vocab_size": 64, "rank": 8, "classes": 4, "zipf": 1.1}
+
+
+@pytest.mark.parametrize("spec", [SyntheticSpec(zipf=1.0), SyntheticSpec(**ZIPF), SyntheticSpec(vocab_size=40, rank=38, classes=7, zipf=0.5),
+                                  SyntheticSpec(vocab_size=64, rank=2, classes=4, zipf=2.0)])
+def test_zipf_language_keeps_rank_exactly_r(spec):
+    m = SyntheticLanguage(spec).centred_log_prob_matrix()
+    s = np.linalg.svd(m, compute_uv=False)
+    assert s[spec.rank - 1] > 1e-6 * s[0] and (len(s) == spec.rank or s[spec.rank] < 1e-11 * s[0])
+    assert np.linalg.matrix_rank(m) == spec.rank
+
+
+def test_zipf_frequencies_follow_the_law_and_the_floor_is_exact():
+    """The Zipf bias is the state-independent part of every row: log p(v|s) - log p(w|s) averaged over states
+    (the random part has mean ~0 over many states) tracks -s log(pi(v)/pi(w)); the floor is the brute-force one."""
+    lang = SyntheticLanguage(SyntheticSpec(**ZIPF))
+    order = np.exp(-lang.zipf_bias / 1.1)  # pi(v), 1 = most frequent
+    assert sorted(np.round(order).astype(int)) == list(range(1, 64))
+    # the exact stationary-ish symbol frequency (mean over positions of a 32-block) falls with pi like a power law
+    freq = lang.state_marginals(32).mean(axis=0) @ lang.probs[:, 1:]
+    slope = np.polyfit(np.log(order), np.log(freq), 1)[0]
+    assert -1.6 < slope < -0.6  # the law's exponent -1.1, blurred by the context-dependent part
+    zero = SyntheticLanguage(SyntheticSpec(**{**ZIPF, "zipf": 0.0}))
+    assert abs(np.polyfit(np.log(order), np.log(zero.state_marginals(32).mean(axis=0) @ zero.probs[:, 1:]), 1)[0]) < 0.3
+    small = SyntheticLanguage(SyntheticSpec(vocab_size=5, rank=2, classes=2, lags=(1, 2), seed=3, zipf=1.5))
+    T = 5
+    expected = _brute_force_entropies(small, T)
+    assert small.entropy_floor(T) == pytest.approx(np.mean(expected), abs=1e-12)
+    blocks = lang.blocks(range(3000), 16, seed=2, split="val")
+    nll = np.array([lang.true_loss(blocks[i : i + 300]) for i in range(0, 3000, 300)])
+    assert abs(nll.mean() - lang.entropy_floor(16)) < 4 * nll.std() / np.sqrt(len(nll))
+
+
+def test_finite_training_set_repeats_every_block_once_per_epoch():
+    lang = SyntheticLanguage(SyntheticSpec(**SMALL, train_blocks=12))
+    stream = list(SyntheticBlocks(lang, 5, 16, batch_size=4, max_steps=9))  # 36 blocks = 3 epochs of 12
+    pool = lang.blocks(range(12), 16, seed=5)
+    keys = {tuple(b.tolist()): i for i, b in enumerate(pool)}
+    seen = [keys[tuple(b.tolist())] for batch in stream for b in batch]  # every block is one of the 12
+    epochs = [seen[i : i + 12] for i in (0, 12, 24)]
+    assert all(sorted(e) == list(range(12)) for e in epochs)  # each epoch: every block once
+    assert epochs[0] != epochs[1] != epochs[2]  # in a new order
+    resumed = list(SyntheticBlocks(lang, 5, 16, batch_size=4, max_steps=9, start_step=5))
+    assert all(torch.equal(a, b) for a, b in zip(stream[5:], resumed))
+    assert len({tuple(b.tolist()) for batch in SyntheticBlocks(SyntheticLanguage(SyntheticSpec(**SMALL)), 5, 16, 4, 9) for b in batch}) == 36
+    # the language (rank, floor, validation split) does not depend on the training set's size
+    assert SyntheticLanguage(SyntheticSpec(**SMALL)).entropy_floor(16) == lang.entropy_floor(16)
+
+
+@pytest.mark.parametrize("over, words", [({"zipf": -1.0}, "zipf"), ({"zipf": 1.0, "rank": 1}, "rank >= 2"), ({"train_blocks": 0}, "train_blocks")])
+def test_bad_language_options_are_refused(over, words):
+    with pytest.raises(ValueError, match=words):
+        SyntheticLanguage(SyntheticSpec(**{**SMALL, **over}))
+
+
+def test_new_options_leave_existing_language_ids_alone():
+    assert SyntheticSpec(**SMALL).language_id == SyntheticSpec(**SMALL, zipf=0.0, train_blocks=None).language_id
+    assert len({SyntheticSpec(**SMALL).language_id, SyntheticSpec(**ZIPF).language_id, SyntheticSpec(**SMALL, train_blocks=8).language_id}) == 3
+
+
+def test_bad_language_option_on_the_cli_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from lmdynamics.training.cli import main
+
+    assert main(["fit", "--config", str(_synthetic_config(tmp_path)), *QUICK, "--data.synthetic.train_blocks", "0"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
+    assert len(lines) == 1 and "train_blocks" in lines[0]
+    assert not (tmp_path / "runs").exists()

@@ -4,6 +4,8 @@ synthetic language of configs/train/interventions/synthetic.yaml, with a perfect
 Free per-state features H (states x d) and a free head W ((V-1) x d), fitted in float64 with Adam to minimise
 the expected KL(p_s || softmax(H_s W^T)) under the exact state distribution of a 32-token block (positions
 averaged). A numerical optimum (a local method), so an upper bound on the true minimum; printed per d.
+
+    python docs/results/bottleneck_reference.py [d ...] [--zipf S]   # --zipf: the language with Zipf frequencies
 """
 
 import sys
@@ -37,6 +39,11 @@ def rank_limited_excess(lang: SyntheticLanguage, d: int, context_length: int = 3
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    lang = SyntheticLanguage(SyntheticSpec(vocab_size=256, rank=32, classes=8, lags=(1, 2), logit_scale=2.5, seed=0))
-    for d in [int(a) for a in sys.argv[1:]] or [4, 8, 16, 24, 32, 48, 64]:
+    args = sys.argv[1:]
+    zipf = 0.0
+    if "--zipf" in args:
+        i = args.index("--zipf")
+        zipf, args = float(args[i + 1]), args[:i] + args[i + 2 :]
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=256, rank=32, classes=8, lags=(1, 2), logit_scale=2.5, seed=0, zipf=zipf))
+    for d in [int(a) for a in args] or [4, 8, 16, 24, 32, 48, 64]:
         print(f"d={d:3d}: least excess loss of a rank-{d} softmax head {rank_limited_excess(lang, d):.4f} nats")

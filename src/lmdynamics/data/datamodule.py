@@ -144,7 +144,9 @@ class TextDataModule(L.LightningDataModule):
         self.tokenizer = identity_tokenizer(spec.vocab_size)
         self.corpus_id = f"{spec.language_id}-seed{self.seed}"
         self.corpus_description = (f"synthetic language: V={spec.vocab_size}, rank R={spec.rank}, {spec.classes} classes, "
-                                   f"lags {list(spec.lags)}, logit scale {spec.logit_scale:g}, seed {spec.seed}")
+                                   f"lags {list(spec.lags)}, logit scale {spec.logit_scale:g}, seed {spec.seed}"
+                                   + (f", Zipf exponent {spec.zipf:g}" if spec.zipf else "")
+                                   + (f", {spec.train_blocks} training blocks repeated in epochs" if spec.train_blocks else ""))
         n_val = max(self.val_blocks or 0, 256)  # the probe draws from all of them
         self.val_all = self.language.blocks(range(n_val), self.context_length, self.seed, "val")
         self.val_blocks_tensor = self.val_all[: self.val_blocks] if self.val_blocks is not None else self.val_all
@@ -155,7 +157,7 @@ class TextDataModule(L.LightningDataModule):
         if self.language is None:
             return {}
         spec = self.language.spec
-        return {"synthetic": {**{k: getattr(spec, k) for k in ("vocab_size", "rank", "classes", "logit_scale", "seed")},
+        return {"synthetic": {**{k: getattr(spec, k) for k in ("vocab_size", "rank", "classes", "logit_scale", "seed", "zipf", "train_blocks")},
                               "lags": list(spec.lags), "reachable_states": len(self.language.reachable_states()),
                               "entropy_floor": self.entropy_floor,
                               "val_true_loss": self.language.true_loss(self.val_blocks_tensor)}}

@@ -37,6 +37,23 @@ propagating the exact distribution over class histories (lags 1..max(lags)) from
 its mean over the ``context_length - 1`` predicted positions, in nats: the expected validation loss of the
 true distribution, which no model can beat in expectation.
 
+Zipf frequencies (``zipf`` = s > 0). Real text has a few very frequent symbols and a long tail. With
+``zipf`` > 0 one of the R directions is a fixed per-symbol bias, the log of a Zipf law over a seeded
+frequency order pi(v) (1 = most frequent):
+
+    log p(v | s) = a * <U_s, E_v> / sqrt(R - 1) + b_v - log Z_s,   b_v = -s * log pi(v),
+
+with U (states x (R - 1)) and E ((V - 1) x (R - 1)) standard normal. The centred matrix is then
+``[U, 1] [E_c, b_c]^T``: still rank exactly R (the bias is a rank-one, "frequent" part shared by every
+state; the R - 1 random directions are the context-dependent tail a narrow head has to trade against it).
+The floor is computed as for s = 0, from the exact conditionals.
+
+A finite training set (``train_blocks`` = n). By default every training block is new (an endless stream).
+With n set, the training split holds blocks 0 .. n-1 only, served in epochs: the g-th block a run trains on is
+block ``perm_e[g mod n]`` with e = g // n and ``perm_e`` a permutation seeded by (data seed, e), so each epoch
+sees every block once in a new order (as a second epoch over a deduplicated corpus). Validation blocks are
+drawn from their own split as before; the language, its rank and its floor do not depend on n.
+
 Streaming. Block i of a split is drawn from its own generator seeded by ``(data seed, split, i)``, so any
 block can be produced on its own, in any batch, on any rank, and nothing is held beyond a batch.
 """
@@ -55,6 +72,7 @@ import torch
 SOURCE = "synthetic"
 START = 0  # the start symbol's id
 SPLITS = {"train": 0, "val": 1}
+EPOCH_TAG = 7919  # seeds the epoch permutations of a finite training set (apart from the splits)
 
 
 @dataclass
@@ -68,6 +86,8 @@ class SyntheticSpec:
         lags: how far back the state looks (1 = the previous symbol); more than one lag needs attention.
         logit_scale: standard deviation of the true logits (higher: lower entropy floor).
         seed: fixes the language (classes, U, E); ``data.seed`` fixes the sampled blocks.
+        zipf: exponent s of the Zipf law of symbol frequencies carried by one of the R directions (0: none).
+        train_blocks: number of distinct training blocks, repeated in epochs (empty: every block new).
     """
 
     vocab_size: int = 256
@@ -76,6 +96,8 @@ class SyntheticSpec:
     lags: tuple[int, ...] = (1, 2)
     logit_scale: float = 2.5
     seed: int = 0
+    zipf: float = 0.0
+    train_blocks: int | None = None
 
     def check(self) -> None:
         if self.vocab_size < 3:
@@ -89,13 +111,22 @@ class SyntheticSpec:
         lags = list(self.lags)
         if not lags or any(int(l) < 1 for l in lags) or len(set(lags)) != len(lags):
             raise ValueError(f"data.synthetic.lags must be distinct positive integers, got {lags}")
+        if self.zipf < 0 or (self.zipf > 0 and self.rank < 2):
+            raise ValueError(f"data.synthetic.zipf must be >= 0 and needs rank >= 2 (one direction carries the Zipf "
+                             f"frequencies), got zipf {self.zipf} with rank {self.rank}")
+        if self.train_blocks is not None and self.train_blocks < 1:
+            raise ValueError(f"data.synthetic.train_blocks must be a positive number of blocks or empty, got {self.train_blocks}")
         if (self.classes + 1) ** max(lags) > 200_000:
             raise ValueError(f"data.synthetic: (classes + 1)^max(lags) = {(self.classes + 1) ** max(lags):,} class histories; "
                              "lower classes or the largest lag")
 
     @property
     def language_id(self) -> str:
-        text = json.dumps({**asdict(self), "lags": list(self.lags)}, sort_keys=True)
+        fields = {**asdict(self), "lags": list(self.lags)}
+        for name in ("zipf", "train_blocks"):  # the options added later enter the id only when used (ids stay stable)
+            if fields[name] == SyntheticSpec.__dataclass_fields__[name].default:
+                del fields[name]
+        text = json.dumps(fields, sort_keys=True)
         return "synthetic-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -119,9 +150,16 @@ class SyntheticLanguage:
         if len(reachable) < self.R:
             raise ValueError(f"data.synthetic: rank {self.R} needs at least {self.R} reachable states, the language has "
                              f"{len(reachable)}; raise data.synthetic.classes or add lags")
-        u = rng.standard_normal((self.num_states, self.R))
-        e = rng.standard_normal((emitted, self.R))
-        logits = spec.logit_scale * (u @ e.T) / np.sqrt(self.R)
+        if spec.zipf > 0:  # R - 1 random directions and the Zipf bias (module docstring)
+            u = rng.standard_normal((self.num_states, self.R - 1))
+            e = rng.standard_normal((emitted, self.R - 1))
+            order = rng.permutation(emitted) + 1  # frequency rank pi(v) of each emitted symbol
+            self.zipf_bias = -spec.zipf * np.log(order.astype(np.float64))
+            logits = spec.logit_scale * (u @ e.T) / np.sqrt(self.R - 1) + self.zipf_bias[None, :]
+        else:
+            u = rng.standard_normal((self.num_states, self.R))
+            e = rng.standard_normal((emitted, self.R))
+            logits = spec.logit_scale * (u @ e.T) / np.sqrt(self.R)
         logp = np.full((self.num_states, self.V), -np.inf)
         logp[:, 1:] = logits - _logsumexp(logits)[:, None]
         self.log_probs = logp  # [state, V] float64: the true conditional for every state
@@ -263,13 +301,15 @@ def identity_tokenizer(vocab_size: int):
 
 class SyntheticBlocks(torch.utils.data.IterableDataset):
     """Training micro-batches ``[batch_size, context_length]`` for optimizer steps ``start_step .. max_steps-1``,
-    drawn on the fly: global micro-batch m holds blocks ``m*B*world .. (m+1)*B*world - 1``, this rank its slice."""
+    drawn on the fly: global micro-batch m holds blocks ``m*B*world .. (m+1)*B*world - 1``, this rank its slice
+    (with ``train_blocks`` = n, the g-th of them is block ``perm_e[g mod n]`` of the finite set, e = g // n)."""
 
     def __init__(self, language: SyntheticLanguage, seed: int, context_length: int, batch_size: int,
                  max_steps: int, accumulate: int = 1, start_step: int = 0, rank: int = 0, world: int = 1):
         self.language, self.seed, self.context_length = language, seed, context_length
         self.batch_size, self.rank, self.world = batch_size, rank, world
         self.start, self.stop = start_step * accumulate, max_steps * accumulate
+        self._epoch, self._perm = None, None  # the current epoch's permutation of a finite training set
 
     def __len__(self) -> int:
         return self.stop
@@ -278,4 +318,17 @@ class SyntheticBlocks(torch.utils.data.IterableDataset):
         g = self.batch_size * self.world
         for m in range(self.start, self.stop):
             first = m * g + self.rank * self.batch_size
-            yield self.language.blocks(range(first, first + self.batch_size), self.context_length, self.seed, "train")
+            yield self.language.blocks(self.block_ids(range(first, first + self.batch_size)), self.context_length, self.seed, "train")
+
+    def block_ids(self, positions) -> list[int]:
+        """The training blocks at these positions of the run's stream (themselves for an endless stream)."""
+        n = self.language.spec.train_blocks
+        if n is None:
+            return list(positions)
+        out = []
+        for g in positions:
+            epoch, pos = divmod(int(g), n)
+            if self._epoch != epoch:
+                self._epoch, self._perm = epoch, np.random.default_rng([self.seed, EPOCH_TAG, epoch]).permutation(n)
+            out.append(int(self._perm[pos]))
+        return out

@@ -1,0 +1,305 @@
+"""Numbers and figures for docs/results/saturation-organism.md, recomputed from the runs' tidy tables.
+
+    .venv/bin/python docs/results/saturation_organism.py alarms RUN_ROOT...      # monitor: first rule vs the current one
+    .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
+    .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--figure OUT.png] RUN_ROOT...  # section 1
+    .venv/bin/python docs/results/saturation_organism.py figure OUT.png RUN_ROOT...  # validation loss curves
+    .venv/bin/python docs/results/saturation_organism.py planted                 # the rule on planted noise / collapse
+    .venv/bin/python docs/results/saturation_organism.py alarm-figure OUT.png RUN [250,64]  # one run's alarms
+
+A run's group is its name without the ``-seed_everythingN`` part (the sweep's naming). "Late rise" is final minus
+best validation loss; the issue's saturation criterion for a group of seeds: rise > 3 x the sample standard
+deviation of the final loss over the seeds in at least 2 of 3 seeds.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+# this folder holds docs/results/bottleneck/ (figures), which would shadow pandas' optional `bottleneck` module
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from lmdynamics import store  # noqa: E402
+from lmdynamics.callbacks.head_rank import SaturationRule  # noqa: E402
+from lmdynamics.checkpoints.steps import pythia_schedule  # noqa: E402
+
+FIRST_RULE = {"loss_margin": 0.02, "kl_jump": 0.05, "patience": 1, "noise_factor": 0.0, "kl_reference": "min"}
+CURRENT_RULE = {}  # SaturationRule's defaults (= configs/train/demo.yaml's head_rank block)
+
+
+def runs(roots):
+    """Finished runs under the roots (a final checkpoint at max_steps; runs still training are left out)."""
+    for root in roots:
+        for run in sorted(p for p in Path(root).iterdir() if store.table_path(p).is_dir()):
+            last = json.loads((run / "run.json").read_text())["max_steps"]
+            if (run / "checkpoints" / f"step{last:08d}").is_dir():
+                yield run
+
+
+def series(run: Path):
+    """(run.json, validation loss step -> value, head KL-to-uniform step -> value, head ER step -> value)."""
+    info = json.loads((run / "run.json").read_text())
+    t = store.read_table(store.table_path(run), metrics=["val_loss", "kl_uniform", "er"])
+    val = t[(t.metric == "val_loss") & (t.component == "model")].set_index("step")["value"].sort_index()
+    head = t[t.component.isin(["head", "head_c00"]) & (t.layer == -1)]
+    kl = head[head.metric == "kl_uniform"].groupby("step")["value"].first().sort_index()
+    er = head[head.metric == "er"].groupby("step")["value"].first().sort_index()
+    return info, val, kl, er
+
+
+def init_seed(run: Path) -> int:
+    """The run's ``seed_everything`` (the initialisation seed; run.json's ``seed`` is the data seed)."""
+    import yaml
+
+    return int(yaml.safe_load((run / "config.yaml").read_text())["seed_everything"])
+
+
+def group_of(name: str) -> str:
+    return re.sub(r"-seed_everything\d+", "", name)
+
+
+def alarms(roots, kl_schedule=None) -> pd.DataFrame:
+    """Per run: the validation minimum, the late rise, and the events of the first and the current rule.
+    ``kl_schedule`` = (every, log_cap): replay the first rule with KL only at the steps the run's live monitor
+    saw (its checkpoint schedule), when the run was re-measured at a finer cadence."""
+    rows = []
+    for run in runs(roots):
+        info, val, kl, er = series(run)
+        kl_first = kl
+        if kl_schedule is not None:
+            keep = set(pythia_schedule(info["max_steps"], *kl_schedule))
+            kl_first = kl[kl.index.isin(keep)]
+        live = [json.loads(line)["step"] for line in (run / "events.jsonl").read_text().splitlines()] if (run / "events.jsonl").is_file() else []
+        first = SaturationRule.replay(val.to_dict(), kl_first.to_dict(), **FIRST_RULE)
+        current = SaturationRule.replay(val.to_dict(), kl.to_dict(), **CURRENT_RULE)
+        always = {step: 1.0 + i for i, step in enumerate(kl.index)}  # a KL that always "jumps": the loss test alone
+        loss_alone = SaturationRule.replay(val.to_dict(), always, **CURRENT_RULE)
+        rows.append({"run": run.name, "best_step": int(val.idxmin()), "final_step": int(val.index[-1]),
+                     "final - best": float(val.iloc[-1] - val.min()), "live events": " ".join(map(str, live)) or "-",
+                     "first rule": " ".join(str(e["step"]) for e in first) or "-",
+                     "current rule": " ".join(str(e["step"]) for e in current) or "-",
+                     "current loss test alone": " ".join(str(e["step"]) for e in loss_alone) or "-",
+                     "head KL at best -> final": f"{_at_or_before(kl, int(val.idxmin())):.3f} -> {kl.iloc[-1]:.3f}",
+                     "head ER at best -> final": f"{_at_or_before(er, int(val.idxmin())):.1f} -> {er.iloc[-1]:.1f}"})
+    return pd.DataFrame(rows)
+
+
+def _at_or_before(series: pd.Series, step: int) -> float:
+    return float(series[series.index <= step].iloc[-1])
+
+
+def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = []
+    for run in runs(roots):
+        info, val, _, _ = series(run)
+        floor = (info.get("synthetic") or {}).get("entropy_floor", np.nan)
+        rows.append({"run": run.name, "group": group_of(run.name), "seed": init_seed(run), "best": float(val.min()),
+                     "best_step": int(val.idxmin()), "final": float(val.iloc[-1]), "rise": float(val.iloc[-1] - val.min()),
+                     "final excess": float(val.iloc[-1] - floor),
+                     "val@40% - final": float(val[val.index <= 0.4 * info["max_steps"]].iloc[-1] - val.iloc[-1])})
+    per_run = pd.DataFrame(rows)
+    groups = []
+    for g, d in per_run.groupby("group"):
+        sd = float(d["final"].std()) if len(d) > 1 else np.nan
+        groups.append({"group": g, "seeds": len(d), "final mean": d["final"].mean(), "final sd": sd,
+                       "rise per seed": " ".join(f"{r:.4f}" for r in d["rise"]),
+                       "seeds with rise > 3 sd": int((d["rise"] > 3 * sd).sum()) if len(d) > 1 else "-",
+                       "saturates (>= 2 of 3)": bool(len(d) >= 3 and (d["rise"] > 3 * sd).sum() >= 2)})
+    return per_run, pd.DataFrame(groups)
+
+
+def heads(roots, optimum: bool = False) -> pd.DataFrame:
+    """Section 1: final excess loss and head ER per group (mean, seeds, and a 95% t-interval of the mean)."""
+    from scipy import stats
+
+    rows = []
+    for run in runs(roots):
+        info, val, _, er = series(run)
+        head = info["architecture"]["head"]
+        floor = info["synthetic"]["entropy_floor"]
+        lang = info["synthetic"]
+        rows.append({"group": group_of(run.name), "head": head["kind"], "r": head["rank"] or info["hidden_size"],
+                     "K": head["components"] if head["kind"] == "mos" else 1, "excess": float(val.iloc[-1] - floor),
+                     "best excess": float(val.min() - floor), "er": float(er.iloc[-1]) if len(er) else np.nan,
+                     "tokens": info["max_steps"] * info["tokens_per_step"]})
+    per_run = pd.DataFrame(rows)
+    out = []
+    for g, d in per_run.groupby("group"):
+        n = len(d)
+        half = stats.t.ppf(0.975, n - 1) * d["excess"].std() / np.sqrt(n) if n > 1 else np.nan
+        out.append({"group": g, "head": d["head"].iloc[0], "r": d["r"].iloc[0], "K": d["K"].iloc[0], "seeds": n,
+                    "excess mean": d["excess"].mean(), "95% t-interval": f"[{d['excess'].mean() - half:.4f}, {d['excess'].mean() + half:.4f}]",
+                    "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]), "head ER mean": d["er"].mean(),
+                    "tokens": d["tokens"].iloc[0]})
+    table = pd.DataFrame(out).sort_values(["head", "r"])
+    if optimum:
+        opt = {r: rank_optimum(lang, int(r), info["context_length"]) for r in table["r"].unique()}
+        table["float64 rank-r optimum"] = table["r"].map(opt)
+        table["excess / optimum"] = table["excess mean"] / table["float64 rank-r optimum"]
+        full = table.loc[table["head"] == "plain", "excess mean"]
+        if len(full) == 1:  # the budget's share: what the full-rank head on the same backbone still lacks
+            table["(excess - full-rank excess) / optimum"] = (table["excess mean"] - float(full.iloc[0])) / table["float64 rank-r optimum"]
+    return table
+
+
+def heads_figure(table: pd.DataFrame, out: str) -> None:
+    """Excess loss against r next to the float64 rank-r optimum, and head ER against r."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    per_seed = [[float(x) for x in row.split()] for row in table["excess per seed"]]
+    for r, xs in zip(table["r"], per_seed):
+        a.plot([r] * len(xs), xs, "k.", ms=5)
+    a.plot(table["r"], table["excess mean"], "ko-", label="trained (mean, dots: seeds)")
+    a.plot(table["r"], table["float64 rank-r optimum"], "s--", color="tab:red", label="float64 rank-r optimum")
+    a.set_xscale("log", base=2)
+    a.set_yscale("log")
+    a.set_xlabel("head rank r (64 = full-rank head)")
+    a.set_ylabel("excess loss (nats)")
+    a.legend(fontsize=7)
+    a.grid(alpha=0.3)
+    b.plot(table["r"], table["head ER mean"], "ko-", label="head ER")
+    b.plot(table["r"], [min(r, 32) for r in table["r"]], "--", color="tab:gray", label="min(r, R = 32)")
+    b.set_xscale("log", base=2)
+    b.set_xlabel("head rank r")
+    b.set_ylabel("effective rank of W")
+    b.legend(fontsize=7)
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def rank_optimum(spec: dict, r: int, context_length: int) -> float:
+    """docs/results/bottleneck_reference.py's least excess loss of a rank-r softmax head on the run's language."""
+    import importlib.util
+
+    from lmdynamics.data.synthetic import SyntheticLanguage, SyntheticSpec
+
+    ref_spec = importlib.util.spec_from_file_location("bottleneck_reference", Path(__file__).parent / "bottleneck_reference.py")
+    ref = importlib.util.module_from_spec(ref_spec)
+    ref_spec.loader.exec_module(ref)
+    keys = ("vocab_size", "rank", "classes", "lags", "logit_scale", "seed", "zipf")
+    lang = SyntheticLanguage(SyntheticSpec(**{k: tuple(spec[k]) if k == "lags" else spec[k] for k in keys if k in spec}))
+    return ref.rank_limited_excess(lang, r, context_length)
+
+
+def alarm_figure(out: str, run: str, kl_schedule=None) -> None:
+    """Validation loss and head KL-to-uniform of one run, with the first rule's and the current rule's events."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    info, val, kl, _ = series(Path(run))
+    kl_first = kl if kl_schedule is None else kl[kl.index.isin(set(pythia_schedule(info["max_steps"], *kl_schedule)))]
+    first = [e["step"] for e in SaturationRule.replay(val.to_dict(), kl_first.to_dict(), **FIRST_RULE)]
+    current = [e["step"] for e in SaturationRule.replay(val.to_dict(), kl.to_dict(), **CURRENT_RULE)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(val.index, val.values, "k.-", lw=1, label="validation loss")
+    for s in first:
+        ax.axvline(s, color="tab:red", ls="--", lw=1)
+    for s in current:
+        ax.axvline(s, color="tab:green", ls="-", lw=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss (nats)")
+    ax2 = ax.twinx()
+    ax2.plot(kl.index, kl.values, color="tab:blue", lw=1, label="head KL-to-uniform")
+    ax2.set_ylabel("head KL-to-uniform", color="tab:blue")
+    ax.set_title(f"{Path(run).name}: first rule fires at {first or 'none'} (red), current at {current or 'none'} (green)", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def planted(seeds: int = 300) -> pd.DataFrame:
+    """The rule on the planted series of tests/test_callbacks.py (KL from the planted spectra in closed form):
+    false alarms on noise (a fall to a plateau, noise sd 0.02, KL growing 5-10% per validation) and detections of
+    the planted collapse (a climb of 0.02 nats per validation from validation 20 on, KL jumping), per setting."""
+    def kl(s):
+        p = s / s.sum()
+        return float(np.log(len(s)) + (p * np.log(p)).sum())
+
+    n = 30
+    kl_noise = {t: kl((0.95 - 0.004 * t) ** np.arange(8)) for t in range(n)}
+    q = np.r_[np.full(20, 0.9), np.linspace(0.85, 0.5, 10)]
+    kl_sat = {t: kl(q[t] ** np.arange(8)) for t in range(n)}
+    settings = {"first rule": FIRST_RULE, "current (patience 3, noise_factor 5)": {},
+                "patience 3, noise_factor 4": {"noise_factor": 4.0}, "patience 4, noise_factor 4": {"patience": 4, "noise_factor": 4.0},
+                "patience 1, noise_factor 5": {"patience": 1}}
+    rows = []
+    for name, rule in settings.items():
+        false, steps = 0, []
+        for seed in range(seeds):
+            rng = np.random.default_rng(1000 + seed)
+            noise = 2.0 + 0.5 * np.exp(-np.arange(n) / 4) + rng.normal(0, 0.02, n)
+            false += bool(SaturationRule.replay(dict(enumerate(noise)), kl_noise, **rule))
+            sat = np.r_[2.0 + np.exp(-np.arange(20) / 4), 2.0 + 0.02 * np.arange(1, 11)] + rng.normal(0, 0.005, n)
+            events = SaturationRule.replay(dict(enumerate(sat)), kl_sat, **rule)
+            steps.append(events[0]["step"] - 19 if events else np.nan)  # validations after the minimum
+        steps = np.array(steps)
+        from scipy.stats import beta
+
+        lo = beta.ppf(0.025, false, seeds - false + 1) if false else 0.0  # Clopper-Pearson 95% interval of the rate
+        hi = beta.ppf(0.975, false + 1, seeds - false) if false < seeds else 1.0
+        rows.append({"rule": name, "false alarms on noise": f"{false}/{seeds}", "rate 95% interval": f"[{lo:.3f}, {hi:.3f}]", "collapses detected": f"{int(np.isfinite(steps).sum())}/{seeds}",
+                     "validations after the minimum (median)": float(np.nanmedian(steps)) if np.isfinite(steps).any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def figure(out: str, roots) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for run in runs(roots):
+        info, val, _, _ = series(run)
+        floor = (info.get("synthetic") or {}).get("entropy_floor")
+        y = val - floor if floor is not None else val
+        ax.plot(val.index, y, label=run.name, lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss - entropy floor (nats)" if floor is not None else "validation loss (nats)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+if __name__ == "__main__":
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_colwidth", 60)
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "alarms":
+        kl_schedule = None
+        if args and args[0] == "--kl-schedule":
+            kl_schedule, args = tuple(int(a) for a in args[1].split(",")), args[2:]
+        print(alarms(args, kl_schedule).round(4).to_markdown(index=False))
+    elif cmd == "late":
+        per_run, groups = late(args)
+        print(per_run.round(4).to_markdown(index=False))
+        print()
+        print(groups.round(4).to_markdown(index=False))
+    elif cmd == "heads":  # [--optimum]: also the float64 rank-r optimum (about 15 s per r)
+        out = args[args.index("--figure") + 1] if "--figure" in args else None  # --figure OUT.png (needs --optimum)
+        args = [a for i, a in enumerate(args) if a not in ("--optimum", "--figure") and not (i and args[i - 1] == "--figure")]
+        table = heads(args, optimum="--optimum" in sys.argv or out is not None)
+        print(table.round(4).to_markdown(index=False))
+        if out:
+            heads_figure(table, out)
+    elif cmd == "planted":
+        print(planted().to_markdown(index=False))
+    elif cmd == "alarm-figure":  # OUT.png RUN [every,log_cap]
+        alarm_figure(args[0], args[1], tuple(int(a) for a in args[2].split(",")) if len(args) > 2 else None)
+    elif cmd == "figure":
+        figure(args[0], args[1:])
+    else:
+        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads or figure")
