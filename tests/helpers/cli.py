@@ -39,7 +39,11 @@ def tiny_config(tmp_path: Path, **over) -> Path:
 
 def cli_env(env_extra=None) -> dict:
     """The environment of a CLI subprocess: this checkout's sources first (not whatever the venv has installed)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "HF_HUB_OFFLINE": "1"}
+    # The suite itself runs under make (make test ARGS=...): make exports its command-line variables and passes
+    # them in MAKEFLAGS, so they would reach a `make` a test starts (make test's ARGS in make saturation's command).
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", "ARGS", "CONFIG", "RUN_DIR")}
+    env |= {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "HF_HUB_OFFLINE": "1"}
     env.update(env_extra or {})
     return env
 
