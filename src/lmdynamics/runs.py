@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
