@@ -111,7 +111,7 @@ def test_a_checkpoint_directory_replaces_the_old_one_whole(tmp_path):
 @pytest.mark.slow
 def test_a_run_killed_after_pruning_and_after_step_100_resumes_exactly(tmp_path, monkeypatch):
     """The kill-test run (resume checkpoints every 3 steps) made 105 steps long: 35 resume checkpoints, pruned
-    from step 15 on; Ctrl-C in steps 18 and 104 (each saves a resume checkpoint at the step it reached), each after rows were logged past it (so
+    from step 15 on; Ctrl-C at the start of batches 17 and 103 (each saves a resume checkpoint at the step it reached), each after rows were logged past it (so
     the resume must cut every log back to the positions recorded under its step)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import tests.kill_resume as kill_resume
