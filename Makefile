@@ -48,8 +48,8 @@ test-fast: $(STAMP)  ## the fast inner loop (< 3 min here): every test not marke
 	HF_HUB_OFFLINE=1 LMDYNAMICS_TEST_FAST=1 $(PY) -m pytest -q -m "not slow and not gpu" --durations=10 $(ARGS)
 
 # Mutation testing, not part of `make test`: the modules that compute what a user sees (metrics/, training/module.py
-# and resume.py, store.py, analysis/summaries.py, saturation/, trajectories/, data/synthetic.py, models/heads.py,
-# compare.py, sweep.py, generate.py, the live trajectory and head callbacks; [tool.mutmut] in pyproject.toml) mutated
+# and resume.py, store.py, summaries.py, saturation/, trajectories/, data/synthetic.py, models/heads.py,
+# compare/, sweep.py, generate.py, the live trajectory and head callbacks; [tool.mutmut] in pyproject.toml) mutated
 # one change at a time (mutmut), each mutant run against the fast tests that call the mutated function; prints the
 # surviving mutants and the score per module. MUTATE_JOBS workers (the machine's cores); MUTANTS="glob ..." runs
 # only those mutants (e.g. MUTANTS='lmdynamics.saturation.signals.*'), after the one covering run of the tests.

@@ -2,7 +2,7 @@
 
 import sys
 
-from lmdynamics.compare import main
+from lmdynamics.report.compare_report import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 
 import sys
 
-from lmdynamics.analysis.commands import convergence_main as main
+from lmdynamics.report.commands import convergence_main as main
 
 if __name__ == "__main__":
     sys.exit(main())

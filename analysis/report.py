@@ -8,7 +8,7 @@ Writes <out>/report.md and <out>/figures/*.png. Reads only the tidy table, never
 
 import sys
 
-from lmdynamics.analysis.commands import report_main as main
+from lmdynamics.report.commands import report_main as main
 
 if __name__ == "__main__":
     sys.exit(main())

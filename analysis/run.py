@@ -6,7 +6,7 @@ comma-separated steps), --probe.source (a text file, hub dataset or run director
 
 import sys
 
-from lmdynamics.analysis.cli import main
+from lmdynamics.offline.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

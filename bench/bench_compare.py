@@ -4,7 +4,7 @@ Each fake run holds what a 600-step demo run writes with every measurement on: p
 lr, grad_norm, tokens, tokens_per_sec, model_tflops, measure_share), validation every 50 steps, and 14
 measurement steps of weight ranks (4 layers x 9 matrices x 4 metrics), head spectrum (128 singular values),
 CKA rows; spread over 13 parts as an uncompacted run leaves them. Printed: rows per run, the time to read
-the 50 tables (``lmdynamics.compare.load_runs``, only the rows the report uses) against reading every row
+the 50 tables (``lmdynamics.compare.runs.load_runs``, only the rows the report uses) against reading every row
 with ``store.read_table`` one run after another, and the time of the whole report (tables, grouping by hidden
 size and head kind, the verdict against the plain head, figures). The runs form a sweep's grid: 5 sizes x 2
 head kinds (plain, mos) x 5 seeds.
@@ -22,7 +22,8 @@ import numpy as np
 import yaml
 
 from lmdynamics import store
-from lmdynamics.compare import find_runs, load_runs, write_report
+from lmdynamics.compare.runs import find_runs, load_runs
+from lmdynamics.report.compare_report import write_report
 
 
 def fake_run(root: Path, name: str, d: int, rng: np.random.Generator, steps: int = 600, kind: str = "plain",

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lmdynamics import catalogue, store
-from lmdynamics.analysis.plan import done_units
-from lmdynamics.analysis.report import write_report
+from lmdynamics.offline.plan import done_units
+from lmdynamics.report.run_report import write_report
 
 OLD_SCHEMA = pa.schema([("run", pa.string()), ("model", pa.string()), ("step", pa.int64()), ("tokens", pa.int64()),
                         ("layer", pa.int64()), ("component", pa.string()), ("metric", pa.string()),

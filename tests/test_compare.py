@@ -10,7 +10,14 @@ import yaml
 from scipy import stats
 
 from lmdynamics import store
-from lmdynamics.compare import main, t_interval, trend_per_doubling
+from lmdynamics.cli import main as lmdynamics_main
+from lmdynamics.compare.statistics import trend_per_doubling
+from lmdynamics.compare.verdict import t_interval
+
+
+def main(argv: list[str]) -> int:
+    """``lmdynamics compare ARGV``, as a user runs it."""
+    return lmdynamics_main(["compare", *argv])
 
 
 def _fake_run(root, name, d, kind, val, floor=2.0, er=None, cka=None, max_steps=100):
@@ -224,18 +231,18 @@ def test_runs_of_different_depths_and_without_measurements_compare(tmp_path):
     assert (out / "figures" / "cka_final_curves.png").stat().st_size > 1000
     assert "| deep | 0.6 | 0.6 | 0.6 | 0.6 |" in report and "| shallow | 0.6 | 0.6 |" in report
     empty = [part.splitlines()[0] for part in report.split("## Figures")[1].split("### ")[1:] if "No run has these values." in part]
-    assert empty == ["head effective rank", "head KL-to-uniform of s / sum(s)"]  # no run here has head rows
+    assert empty == ["head effective rank", "head KL(s / Σs ‖ uniform)"]  # no run here has head rows (catalogue labels)
 
 
 def test_a_failure_while_drawing_leaves_no_output_folder(tmp_path, monkeypatch):
-    from lmdynamics import compare
+    from lmdynamics.report.figures import compare as compare_figures
 
     _seeded(tmp_path / "s", "a", 8, "plain", 1, 3.0, layers_cka=2)
 
     def broken(*args, **kwargs):
         raise RuntimeError("drawing failed")
 
-    monkeypatch.setattr(compare, "_cka_curves_figure", broken)
+    monkeypatch.setattr(compare_figures, "cka_curves", broken)
     with pytest.raises(RuntimeError):
         main([str(tmp_path / "s"), "--out", str(tmp_path / "cmp")])
     assert not (tmp_path / "cmp").exists() and not list(tmp_path.glob(".cmp*"))

@@ -139,7 +139,10 @@ def test_the_lowrank_head_sweep_reports_progress_through_its_phases(tmp_path):
 
 @pytest.mark.parametrize("synthetic", [True, False])
 def test_the_comparison_report_defines_excess_loss_only_on_a_synthetic_language(tmp_path, synthetic):
-    from lmdynamics.compare import main as compare
+    from lmdynamics.cli import main as lmdynamics_main
+
+    def compare(argv):
+        return lmdynamics_main(["compare", *argv])
     from tests.test_compare import _fake_run
 
     for name, d in (("a", 8), ("b", 16)):

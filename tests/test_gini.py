@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lmdynamics import store
-from lmdynamics.analysis.report import write_report
+from lmdynamics.report.run_report import write_report
 from lmdynamics.measure import tag_rows, weight_metric_rows
 from lmdynamics.metrics.spectrum import gini
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from lmdynamics import hub
-from lmdynamics.analysis.cli import hub_needs, parse
+from lmdynamics.offline.cli import hub_needs, parse
 
 from conftest import ROOT
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lmdynamics import compare
+from lmdynamics import cli
+from lmdynamics.report.figures import compare as compare_figures
 from tests.helpers.cli import ROOT, cli_env
 
 TINY = {"trainer.max_steps": 30, "trainer.val_check_interval": 10, "trainer.enable_progress_bar": False,
@@ -41,7 +42,7 @@ def _make_saturation(run_dir) -> pd.DataFrame:
 def _capture_legends(monkeypatch) -> dict:
     """Every figure compare saves: its legend's labels and, per label, the (colour, line style) of its line."""
     seen = {}
-    save = compare._save_figure
+    save = compare_figures.save
 
     def recording(fig, path):
         labels, styles = [], {}
@@ -53,7 +54,7 @@ def _capture_legends(monkeypatch) -> dict:
         seen[path.name] = (labels, styles)
         return save(fig, path)
 
-    monkeypatch.setattr(compare, "_save_figure", recording)
+    monkeypatch.setattr(compare_figures, "save", recording)
     return seen
 
 
@@ -83,7 +84,7 @@ def test_sweep_compare_verdict_and_saturation_of_each_head(tmp_path, monkeypatch
 
     legends = _capture_legends(monkeypatch)
     out = tmp_path / "cmp"
-    assert compare.main([str(root), "--out", str(out), "--group-by", "hidden_size,head.kind", "--baseline", "head.kind=plain"]) == 0
+    assert cli.main(["compare", str(root), "--out", str(out), "--group-by", "hidden_size,head.kind", "--baseline", "head.kind=plain"]) == 0
     groups = {"d=8 · head=plain", "d=8 · head=low_rank r=4", "d=8 · head=mos K=4", "d=16 · head=plain"}
     per_run = pd.read_csv(out / "runs.csv")
     assert set(per_run["group"]) == groups and per_run.groupby("group").size().eq(2).all()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmdynamics import store
-from lmdynamics.analysis.report import write_report
+from lmdynamics.report.run_report import write_report
 from lmdynamics.measure import gradient_metric_rows, tag_rows, weight_metric_rows
 from lmdynamics.metrics.spectrum import proportional_effective_rank
 from tests.helpers.figures import figure_texts, text_of  # noqa: F401  (figure_texts is a fixture)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from lmdynamics import store
-from lmdynamics.analysis import plots as P
-from lmdynamics.analysis import report as R
-from lmdynamics.analysis import summaries as S
+from lmdynamics.report import figures as P
+from lmdynamics.report import run_report as R
+from lmdynamics import summaries as S
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000] + list(range(3000, 143001, 20000)) + [143000]

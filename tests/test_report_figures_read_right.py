@@ -9,10 +9,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lmdynamics import store
-from lmdynamics.analysis import plots as P
-from lmdynamics.analysis import report as R
-from lmdynamics.analysis.plots import common, convergence, rank
-from lmdynamics.analysis.plots import loss as loss_plots
+from lmdynamics.report import figures as P
+from lmdynamics.report import run_report as R
+from lmdynamics.report.figures import common, convergence, rank
+from lmdynamics.report.figures import loss as loss_plots
 from tests.test_plots_report import synthetic_table
 
 

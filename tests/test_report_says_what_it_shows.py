@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from lmdynamics import store
-from lmdynamics.analysis import plots as P
-from lmdynamics.analysis import report as R
-from lmdynamics.analysis import summaries as S
+from lmdynamics.report import figures as P
+from lmdynamics.report import run_report as R
+from lmdynamics import summaries as S
 from tests.helpers.figures import figure_texts, text_of  # noqa: F401  (figure_texts is a fixture)
 
 

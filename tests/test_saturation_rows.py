@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lmdynamics import catalogue, store
-from lmdynamics.analysis.report import write_report
+from lmdynamics.report.run_report import write_report
 from lmdynamics.saturation.rows import lowrank_results, werror_curves
 from lmdynamics.checkpoints.synthetic import tiny_config, write_synthetic_run
 from lmdynamics.data.tokenizer import train_bpe

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lmdynamics import store
-from lmdynamics.analysis import summaries as S
+from lmdynamics import summaries as S
 
 
 def rows(model, metric, component, layer, steps, values, tokens_per_step=10, run="r"):

@@ -20,7 +20,7 @@ import pytest
 
 from lmdynamics.trajectories.classify import class_shares, double_descent_shares, trend_labels
 from lmdynamics.trajectories.record import corpus_perplexity
-from lmdynamics.trajectories.report import build_report, write_report
+from lmdynamics.report.trajectories_report import build_report, write_report
 from lmdynamics.trajectories.storage import TokenTable, Trajectories
 
 STEPS = np.arange(0, 11) * 100  # the window of start fraction 0.2 is steps 200..1000 (9 checkpoints)

@@ -5,8 +5,9 @@ An entry says what a metric is called in the tidy table, what it reads, which pu
 figure family draws it. The live callbacks and the offline runner compute from it (``lmdynamics.measure``),
 the offline resume asks it what a step still lacks, and summaries, figures and the report take their
 names and labels from it. Adding a metric is one pure function, one entry here and one test; its rows
-appear live and offline, existing analyses fill it in on their next run, and an entry with
-``figures=True`` gets the figures of its family in every report.
+appear live and offline, existing analyses fill it in on their next run, an entry with ``figures=True``
+gets the figures of its family (:data:`FAMILIES`) in every run report, and an entry with ``compare`` set
+gets a curve over tokens, one line per run, in every comparison (``lmdynamics compare``).
 
 What a measurement reads (``reads``):
 - ``spectrum``: the singular values of one weight matrix (or gradient): scalar functions of them;
@@ -71,7 +72,7 @@ def is_output_head(component: str) -> bool:
     return component == "head" or (component.startswith("head_c") and component[6:].isdigit())
 
 
-#: Offline analysis kinds: what one unit of offline work computes (see ``lmdynamics.analysis.runner``).
+#: Offline analysis kinds: what one unit of offline work computes (see ``lmdynamics.offline.runner``).
 ANALYSES = ("weights", "activations", "cka_final", "cka_prev", "cka_ref")
 
 
@@ -86,13 +87,41 @@ class Measurement:
     fn: Callable | None = None  # the pure function of lmdynamics.metrics
     applies_to: str = "all"  # spectrum: "matrices" (every weight matrix) or "head"; others: "all"
     family: str = ""  # figure family: rank, cka, anisotropy, loss, head
-    figures: bool = False  # draw its family's figures (per layer over steps, per layer at the end)
+    figures: bool = False  # the run report draws its family's figure kinds (FAMILIES) for it
+    compare: str = ""  # compare draws it over tokens per run: "model" (layer -1), "head" (mean over output heads),
+    #                    "layers" (mean over the layers' weight matrices); "" = not drawn
+    log_axis: bool = False  # compare's curve on a log y axis (when every value is positive)
     analysis: str | None = None  # the offline analysis kind that writes it (None: live or summaries only)
     description: str = ""
     attainable: bool = False  # spectrum: fn(s, r) also takes the matrix's attainable rank r (d_head for OV circuits)
 
     def axis_label(self) -> str:
         return f"{self.label} ({self.unit})" if self.unit else self.label
+
+
+@dataclass(frozen=True)
+class Family:
+    """A figure family: the run report's section for it and the figure kinds (drawn by ``lmdynamics.report``)
+    that each of its measurements with ``figures=True`` gets; ``required`` is the measurement whose absence
+    the report lists under "Not drawn"."""
+
+    section: str
+    kinds: tuple[str, ...] = ()
+    required: str | None = None
+
+
+#: Figure families in report order. Kinds: ``over_steps`` (per model, every layer's matrices over steps, and the
+#: same of the gradient for spectrum measurements), ``by_layer`` (per layer at each model's last step), ``lines``
+#: and ``heatmap`` (per model, a CKA measurement per layer over steps), ``box`` (per model, the spread over layers
+#: at a fraction of training), ``convergence`` (per layer, the fraction of training until it stays >= threshold).
+FAMILIES: dict[str, Family] = {
+    "loss": Family("Loss"),
+    "cka": Family("Layer convergence", ("lines", "heatmap", "box", "convergence"), required="cka_final"),
+    "cka_reference": Family("Layer convergence", ("heatmap",)),
+    "rank": Family("Effective rank of the weights", ("over_steps", "by_layer"), required="per"),
+    "head": Family("Output head and anisotropy"),
+    "anisotropy": Family("Output head and anisotropy"),
+}
 
 
 def _sv_norm(s):
@@ -106,7 +135,7 @@ _CKA = {"final": "the final checkpoint", "prev": "the previous measurement", "re
 CATALOGUE: dict[str, Measurement] = {m.name: m for m in [
     # -- spectra of weight matrices (and, prefixed grad_, of their gradients)
     Measurement("er", "spectrum", "effective rank", "dimensions", _spectrum.effective_rank, "matrices", "rank",
-                analysis="weights", description="exp of the entropy of s / sum(s) (Roy & Vetterli 2007)"),
+                analysis="weights", compare="head", description="exp of the entropy of s / sum(s) (Roy & Vetterli 2007)"),
     Measurement("per", "spectrum", "PER (ER / min(m, n))", "", _spectrum.proportional_effective_rank, "matrices",
                 "rank", figures=True, analysis="weights",
                 description="effective rank over the largest possible rank min(m, n)"),
@@ -121,7 +150,7 @@ CATALOGUE: dict[str, Measurement] = {m.name: m for m in [
     Measurement("gini", "spectrum", "Gini coefficient of the singular values", "", _spectrum.gini, "matrices", "rank",
                 figures=True, analysis="weights", description="0 for a flat spectrum, (n - 1) / n for rank 1"),
     Measurement("kl_uniform", "spectrum", "KL(s / Σs ‖ uniform)", "nats", _spectrum.singular_entropy_kl_uniform,
-                "head", "head", analysis="weights",
+                "head", "head", analysis="weights", compare="head",
                 description="singular entropy's distance to a flat spectrum (Godey et al. 2024)"),
     Measurement("sv_norm", "spectrum", "singular value / largest", "", _sv_norm, "head", "head", analysis=None,
                 description="the head's whole normalised spectrum, one row per singular value (index column)"),
@@ -131,17 +160,21 @@ CATALOGUE: dict[str, Measurement] = {m.name: m for m in [
                 description="mean cosine similarity between distinct probe vectors (Ethayarajh 2019)"),
     *[Measurement(f"cka_{ref}{suffix}", "activation_pair",
                   f"linear CKA to {what} ({'unbiased' if suffix else 'biased'} HSIC)", "", None,
-                  family="cka", analysis=f"cka_{ref}",
+                  family="cka" if ref == "final" else "cka_reference", analysis=f"cka_{ref}",
+                  figures=ref == "final" or not suffix,
                   description="Kornblith et al. 2019; unbiased HSIC: Song et al. 2012")
       for ref, what in _CKA.items() for suffix in ("", "_debiased")],
     # -- scalars of the training loop, the probe pass and the summaries
-    Measurement("val_loss", "scalar", "validation loss", "nats/token", family="loss"),
+    Measurement("val_loss", "scalar", "validation loss", "nats/token", family="loss", compare="model"),
+    Measurement("excess_loss", "scalar", "excess loss (val_loss - entropy floor)", "nats/token", family="loss",
+                compare="model", log_axis=True,
+                description="validation loss minus the synthetic language's exact entropy floor"),
     Measurement("loss", "scalar", "loss", "nats/token", family="loss"),
     Measurement("train_loss", "scalar", "training loss", "nats/token", family="loss"),
     Measurement("probe_loss", "scalar", "probe loss (mean next-token loss on the probe sequences)", "nats/token",
                 family="loss", analysis="activations"),
     Measurement("converged_fraction", "scalar", "fraction of training until CKA-to-final stays ≥ threshold", "",
-                family="cka", description="written at the end of a run by analysis.convergence"),
+                family="cka", description="written at the end of a run by lmdynamics.cka_to_final"),
     Measurement("saturation_event", "scalar", "saturation event", "", family="head"),
     # -- the softmax bottleneck offline (lmdynamics.saturation.rows): index = d or r
     Measurement("w_error", "scalar", "W-error(d) = ||s_{d+1:}|| / ||s||", "", family="head",
@@ -188,3 +221,8 @@ def produced_by(analysis: str) -> list[str]:
 def figured(family: str) -> list[Measurement]:
     """The measurements of a figure family whose figures the report draws."""
     return [m for m in CATALOGUE.values() if m.family == family and m.figures]
+
+
+def compared() -> list[Measurement]:
+    """The measurements ``lmdynamics compare`` draws over tokens, in catalogue order."""
+    return [m for m in CATALOGUE.values() if m.compare]

@@ -79,7 +79,7 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 40, temperatur
 
 def main(argv: list[str] | None = None) -> int:
     """Sample continuations of a prompt from a checkpoint and print them."""
-    from .analysis.commands import _parse, _parser
+    from .report.commands import _parse, _parser
     from .checkpoints import CheckpointError
 
     parser = _parser("lmdynamics generate", main.__doc__)

@@ -193,3 +193,29 @@ def rewind(path: str | os.PathLike, run: str, step: int, metrics: Iterable[str] 
 
     if stale(_read_parts(path)[0]).any():
         rewrite(path, keep=lambda frame: ~stale(frame))
+
+
+def resolve_table(source: str | os.PathLike) -> Path:
+    """The ``metrics.parquet`` directory of a run/analysis directory, or the table directory itself."""
+    path = Path(source)
+    if (path / TABLE_NAME).is_dir():
+        return path / TABLE_NAME
+    if path.is_dir() and (path.name == TABLE_NAME or parts(path)):
+        return path
+    raise FileNotFoundError(
+        f"no tidy table at {source}: pass a run or analysis directory holding {TABLE_NAME}/, "
+        f"or that {TABLE_NAME} directory itself")
+
+
+def load_table(source: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
+    """A DataFrame, or the table read from a path (see ``resolve_table``); raises if it has no rows."""
+    if isinstance(source, pd.DataFrame):
+        frame = normalise(source)
+        where = "the DataFrame given"
+    else:
+        path = resolve_table(source)
+        frame, where = read_table(path), str(path)
+    if frame.empty:
+        raise ValueError(f"the tidy table {where} has no rows yet: run training or analysis first "
+                         f"(make train / make analyze), then draw the report")
+    return frame

@@ -187,7 +187,7 @@ def check_override_keys(sweep: Sweep) -> None:
     configs): an unknown one is one line naming it and the keys beside it."""
     if not sweep.overrides:
         return
-    from .grouping import flatten
+    from .compare.grouping import flatten
     from .training.cli import main as cli_main
 
     out, err = io.StringIO(), io.StringIO()

@@ -4,7 +4,7 @@ At each measurement step: linear CKA of every (layer, component) to the previous
 (``cka_prev``, live stability) and, optionally, to a reference model (``cka_ref``, e.g. the released
 Pythia of the same size). Activations are stored in fp16, one file per step, under ``<run>/activations``;
 at the end of fit CKA-to-final (``cka_final``) and the per-layer convergence summary are computed from
-them (``lmdynamics.analysis.convergence.finalize_run``, also a command for any run).
+them (``lmdynamics.cka_to_final.finalize_run``, also a command for any run).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class ActivationConvergence(MeasurementCallback):
     def on_fit_end(self, trainer, pl_module) -> None:
         if not (self.enabled and self.store_activations and trainer.is_global_zero):
             return
-        from ..analysis.convergence import finalize_run
+        from ..cka_to_final import finalize_run
 
         start = time.perf_counter()
         summary = finalize_run(trainer.default_root_dir, threshold=self.threshold, debiased=self.debiased)

@@ -79,7 +79,7 @@ class TidyTableLogger(Logger):
 
     def rewind(self, state: dict) -> None:
         """Drop this run's rows after the checkpoint's step and its end-of-run values (recomputed at the end)."""
-        from ..analysis.convergence import END_OF_RUN_METRICS
+        from ..cka_to_final import END_OF_RUN_METRICS
 
         store.rewind(store.table_path(self.run_dir), self.run_name, int(state.get("step", -1)), END_OF_RUN_METRICS)
 

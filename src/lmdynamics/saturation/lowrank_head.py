@@ -180,33 +180,12 @@ def sweep(train: Features, evaluate: Features, ranks: Sequence[int], train_full:
     return out
 
 
-def plot(result: dict, path, title: str = ""):
-    """Loss vs r (log r) with the full-rank head as a horizontal reference line."""
-    from matplotlib.figure import Figure
-
-    from lmdynamics.analysis.plots import save
-
-    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
-    ax = fig.subplots()
-    ranks = sorted(result["ranks"])
-    ax.plot(ranks, [result["ranks"][r] for r in ranks], marker="o", label="head W = A B, rank r (trained)")
-    ax.axhline(result["full"], color="k", ls="--", lw=1, label="the checkpoint's full-rank head")
-    if "full_trained" in result:
-        ax.axhline(result["full_trained"], color="C3", ls=":", lw=1, label="full-rank head trained the same way")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("rank r of the head")
-    ax.set_ylabel("evaluation loss (nats/token)")
-    ax.set_title(title or "rank-constrained head")
-    ax.legend(fontsize=8)
-    return save(fig, path)
-
-
 def run(checkpoint, out, source: str = "python-docs", ranks: Sequence[int] | None = None, r_min: int | None = None,
         train_blocks: int = 1024, eval_blocks: int = 64, context_length: int | None = None,
         cache_dir: str | None = None, progress: Progress | None = None, **train_kwargs):
     """The sweep for one HF checkpoint directory on a corpus tokenised with the checkpoint's own tokenizer;
     writes ``out/lowrank_head.csv`` (r, loss; rows ``full`` and ``full_trained``), the same as rows of
-    ``out/metrics.parquet`` (``saturation.rows``) and its figure."""
+    ``out/metrics.parquet`` (``saturation.rows``); its figure is ``report.figures.bottleneck.plot_lowrank_head``."""
     from pathlib import Path
 
     import pandas as pd
@@ -243,7 +222,6 @@ def run(checkpoint, out, source: str = "python-docs", ranks: Sequence[int] | Non
     rows += [{"r": d, "loss": result["full"], "reference": "full"}]
     if "full_trained" in result:
         rows += [{"r": d, "loss": result["full_trained"], "reference": "full_trained"}]
-    plot(result, out / "figures" / "lowrank_head.png", f"{checkpoint.name}: head W = A B on {len(train.y):,} tokens")
     with atomic_path(out / "lowrank_head.csv") as tmp:
         pd.DataFrame(rows).assign(checkpoint=str(checkpoint), train_tokens=len(train.y), eval_tokens=len(held.y)).to_csv(tmp, index=False)
     write_rows(out, lowrank_rows(result, checkpoint))

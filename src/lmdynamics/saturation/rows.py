@@ -9,7 +9,7 @@ so every tool that reads the table reads them too. Metrics (declared in ``lmdyna
   the directory's name (step parsed from a ``stepN`` name, else 0).
 
 A rerun writing the same keys replaces the old rows (``store.replace``). ``werror_curves`` and ``lowrank_results``
-read them back from any table in the form the figures take (``analysis.report`` draws them).
+read them back from any table in the form the figures take (``lmdynamics.report.run_report`` draws them).
 """
 
 from __future__ import annotations

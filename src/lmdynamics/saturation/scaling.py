@@ -14,7 +14,6 @@ other metric is taken as a loss as it is (it must be lower-is-better).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -117,28 +116,3 @@ def gaps(rows: pd.DataFrame, metric: str, large: Iterable[str], params: Mapping[
                         f"{tag}_predicted": pred, f"{tag}_gap": float(r.loss) / pred - 1.0})
         out.append(rec)
     return law, pd.DataFrame(out)
-
-
-def plot(rows: pd.DataFrame, metric: str, law: Law, table: pd.DataFrame, path):
-    """Loss vs tokens per model (points) with the fitted law at each model's size (dashed), as in the paper."""
-    from matplotlib.figure import Figure
-
-    from lmdynamics.analysis.plots import save
-    from lmdynamics.analysis.plots.common import model_colors as _model_colors
-
-    frame = rows[rows.step > 0].assign(loss=as_loss(metric, rows.value))
-    colors = _model_colors(list(table.model))
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
-    ax = fig.subplots()
-    for _, r in table.iterrows():
-        own = frame[frame.model == r.model].sort_values("tokens")
-        ax.plot(own.tokens, own.loss, marker="o", ms=3, lw=1, color=colors[r.model],
-                label=f"{r.model} (final {r.final_gap:+.1%}, best {r.best_gap:+.1%})")
-        t = np.geomspace(own.tokens.min(), own.tokens.max(), 100)
-        ax.plot(t, law(r.N, t), ls="--", lw=1, color=colors[r.model])
-    ax.set_xscale("log")
-    ax.set_xlabel("training tokens")
-    ax.set_ylabel(f"loss ({'ln ' if as_loss(metric, pd.Series([math.e])).iloc[0] == 1 else ''}{metric})")
-    ax.set_title(f"L = {law.A:.4g}/N^{law.alpha:.3g} + {law.B:g}/T^{law.beta:g} + {law.E:g} (dashed)")
-    ax.legend(fontsize=7)
-    return save(fig, path)

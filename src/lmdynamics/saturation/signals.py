@@ -26,7 +26,7 @@ import math
 
 import pandas as pd
 
-from lmdynamics.analysis.summaries import last_layer_anisotropy, select
+from lmdynamics.summaries import last_layer_anisotropy, select
 from lmdynamics.catalogue import is_output_head
 
 from .detect import MIN_CHECKPOINTS, Saturation, SeriesError, detect

@@ -113,28 +113,6 @@ def default_dims(w: sp.spmatrix, extra: Iterable[int] = ()) -> list[int]:
     return sorted(dims)
 
 
-def plot(curve: dict[int, float], path, hidden_sizes: dict[str, int] | None = None, title: str = ""):
-    """W-error vs d (log d), with each model's hidden size marked."""
-    from matplotlib.figure import Figure
-
-    from lmdynamics.analysis.plots import save
-
-    fig = Figure(figsize=(7, 4.2), layout="constrained")
-    ax = fig.subplots()
-    dims = [d for d in curve if d > 0]
-    ax.plot(dims, [curve[d] for d in dims], marker="o", ms=3)
-    for i, (model, d) in enumerate(sorted((hidden_sizes or {}).items(), key=lambda kv: kv[1])):
-        ax.axvline(d, color=f"C{i + 1}", ls="--", lw=1, label=f"{model} (d = {d})")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("rank d of the approximation")
-    ax.set_ylabel("W-error(d) = ||s_{d+1:}|| / ||s||")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title or "W-error of the empirical next-token matrix")
-    if hidden_sizes:
-        ax.legend(fontsize=7)
-    return save(fig, path)
-
-
 def corpus_tokens(source: str = "python-docs", tokenizer: str = "bpe:4096", max_documents: int | None = None,
                   cache_dir: str | None = None) -> tuple[np.ndarray, int, str]:
     """The training-split token stream of a corpus as a run with these data settings sees it (documents
@@ -149,7 +127,7 @@ def corpus_tokens(source: str = "python-docs", tokenizer: str = "bpe:4096", max_
 def write(out, tokens: np.ndarray, vocab_size: int, n: int = 5, min_count: int = 1, method: str = "auto",
           hidden_sizes: dict[str, int] | None = None, description: str = "", corpus: str = "corpus") -> Path:
     """``out/werror.csv`` (d, w_error), the same curve as rows of ``out/metrics.parquet`` (run ``corpus``;
-    ``saturation.rows``) and ``out/figures/werror.png``; returns the CSV."""
+    ``saturation.rows``); returns the CSV (its figure: ``report.figures.bottleneck.plot_werror``)."""
     import pandas as pd
 
     from lmdynamics.atomic import atomic_path
@@ -158,8 +136,6 @@ def write(out, tokens: np.ndarray, vocab_size: int, n: int = 5, min_count: int =
     w, _ = ngram_matrix(tokens, n, min_count, vocab_size)
     curve = w_error_curve(w, default_dims(w, (hidden_sizes or {}).values()), method)
     out = Path(out)
-    title = f"W-error of {n}-gram contexts (min_count {min_count}): {w.shape[0]:,} x {w.shape[1]:,}"
-    plot(curve, out / "figures" / "werror.png", hidden_sizes, title)
     frame = pd.DataFrame({"d": list(curve), "w_error": list(curve.values())})
     frame = frame.assign(n=n, min_count=min_count, contexts=w.shape[0], vocab=w.shape[1], corpus=description)
     with atomic_path(out / "werror.csv") as tmp:

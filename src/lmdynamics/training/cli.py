@@ -184,14 +184,14 @@ class LMCLI(LightningCLI):
         """The work done after the last step (CKA-to-final, table compaction, report), again and idempotently:
         a run killed during it is complete afterwards, a complete run is unchanged."""
         from .. import store
-        from ..analysis.convergence import finalize_run
+        from ..cka_to_final import finalize_run
 
         conv = cfg.convergence
         if conv.enabled and conv.store_activations and (run.dir / "activations").is_dir():
             finalize_run(run.dir, threshold=conv.threshold, debiased=conv.debiased)
         store.compact(store.table_path(run.dir))
         if run.report:
-            from ..analysis.report import figures_for_run
+            from ..report.run_report import figures_for_run
 
             print(f"[lmdynamics] figures and report: {figures_for_run(run.dir)}")
 
@@ -312,7 +312,7 @@ class LMCLI(LightningCLI):
         if not self.trainer.is_global_zero:
             return
         if self._run.report:
-            from ..analysis.report import figures_for_run
+            from ..report.run_report import figures_for_run
 
             report = figures_for_run(self._run.dir)
             print(f"[lmdynamics] figures and report: {report}")

@@ -126,7 +126,7 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 def _report(args) -> int:
     from ..probes.sources import load_tokenizer
-    from .report import build_report, write_report
+    from lmdynamics.report.trajectories_report import build_report, write_report
     from .tokens import frequency_buckets, token_classes
 
     stores = [s for root in args.store for s in open_stores(root)]
@@ -156,7 +156,12 @@ def _report(args) -> int:
 def _score(args) -> int:
     from .scoring import score_generations
 
+    import pandas as pd
+
+    from lmdynamics.report.figures.trajectories import plot_generated_ppl
+
     path = score_generations(args.generations, args.store, args.out, args.device, args.hub_cache)
+    plot_generated_ppl(pd.read_csv(path), path.parent / "generated_ppl_vs_val_ppl.png")
     print(f"scores: {path}")
     return 0
 

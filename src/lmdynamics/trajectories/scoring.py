@@ -3,7 +3,7 @@
 Each generation is scored given its prompt: only the generated tokens count, and the perplexity of a model
 at a checkpoint is token-weighted over all generations, exp(sum of losses / number of generated tokens).
 The checkpoints are those of the trajectory stores (their sources in the stores' meta), so every point has
-the validation perplexity the study plots it against. Writes ``scores.csv`` and ``generated_ppl_vs_val_ppl.png``.
+the validation perplexity the study plots it against. Writes ``scores.csv``; its figure is ``lmdynamics.report.figures.trajectories.plot_generated_ppl``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
 
-from ..analysis.plots import save
 from ..atomic import write_text_atomic
 from ..checkpoints import open_source
 from .offline import check_same_tokenizer, load_model
@@ -69,17 +66,4 @@ def score_generations(generations: str | os.PathLike, store_roots, out: str | os
     frame = pd.DataFrame(rows)
     out = Path(out)
     write_text_atomic(out / "scores.csv", frame.to_csv(index=False))
-    fig = Figure(figsize=(5.5, 4), layout="constrained")
-    ax = fig.subplots()
-    for model, r in frame.groupby("model", sort=True):
-        r = r.sort_values("step")
-        ax.plot(r["val_ppl"], r["generated_ppl"], marker=".", label=model)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.invert_xaxis()
-    ax.set_xlabel("validation perplexity")
-    ax.set_ylabel("perplexity of the generated text")
-    ax.legend(fontsize=7)
-    save(fig, out / "generated_ppl_vs_val_ppl.png")
     return out / "scores.csv"

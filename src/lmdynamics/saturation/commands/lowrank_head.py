@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         path, result = lowrank_head.run(args.checkpoint, args.out, args.source, ranks or None, args.r_min,
                                         args.train_blocks, args.eval_blocks, cache_dir=args.cache_dir,
                                         steps=args.steps, lr=args.lr, batch=args.batch, init=args.init)
+        from lmdynamics.report.figures.bottleneck import draw_lowrank_head
+
+        draw_lowrank_head(path, result)
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         if set(fixed) - {"B", "beta", "E"}:
             raise analyze.InputError(f"--scaling-fixed takes B, beta and E, not {sorted(set(fixed) - {'B', 'beta', 'E'})}")
         large = [m.strip() for m in (args.scaling_large or "").split(",") if m.strip()]
-        report = analyze.write(args.out, series, args.higher, args.min_fraction, args.margin,
-                               large=large, params=analyze.parse_pairs(args.params, "--params"), fixed=fixed)
+        from lmdynamics.report.saturation_report import write
+
+        report = write(args.out, series, args.higher, args.min_fraction, args.margin,
+                       large=large, params=analyze.parse_pairs(args.params, "--params"), fixed=fixed)
     except analyze.InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

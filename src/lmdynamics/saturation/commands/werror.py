@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes = parse_pairs(args.hidden_sizes, "--hidden-sizes", int)
         tokens, vocab, description = werror.corpus_tokens(args.source, args.tokenizer, args.max_documents, args.cache_dir)
         path = werror.write(args.out, tokens, vocab, args.n, args.min_count, args.method, sizes, description, args.source)
+        from lmdynamics.report.figures.bottleneck import draw_werror
+
+        draw_werror(path, sizes)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -35,7 +35,8 @@ def _parse(parser, argv):
 
 def report_main(argv: list[str] | None = None) -> int:
     """Draw every figure a tidy table supports and write ``<out>/report.md`` (reads only the table)."""
-    from lmdynamics.analysis.report import load_table, resolve_table, write_report
+    from lmdynamics.report.run_report import write_report
+    from lmdynamics.store import load_table, resolve_table
 
     parser = _parser("lmdynamics report", report_main.__doc__)
     parser.add_argument("--table", type=str, required=True,
@@ -61,7 +62,7 @@ def report_main(argv: list[str] | None = None) -> int:
 
 def convergence_main(argv: list[str] | None = None) -> int:
     """CKA-to-final of a training run from its stored probe activations, and the per-layer summary."""
-    from lmdynamics.analysis.convergence import finalize_run
+    from lmdynamics.cka_to_final import finalize_run
 
     parser = _parser("lmdynamics convergence", convergence_main.__doc__)
     parser.add_argument("run", type=str, help="a training run directory (holding run.json and activations/)")

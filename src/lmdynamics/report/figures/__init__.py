@@ -20,16 +20,16 @@ Which rows each figure needs (layer -1 = model level):
 - ``plot_anisotropy_by_layer``: metric "anisotropy" at layers >= 0.
 """
 
-from lmdynamics.analysis.plots.common import DPI, SkipFigure, cka_label, cka_norm, fmt_count, save, slug
-from lmdynamics.analysis.plots.convergence import plot_cka_box, plot_cka_heatmap, plot_cka_lines, plot_convergence_fraction
-from lmdynamics.analysis.plots.head import (
+from lmdynamics.report.figures.common import DPI, SkipFigure, cka_label, cka_norm, fmt_count, save, slug
+from lmdynamics.report.figures.convergence import plot_cka_box, plot_cka_heatmap, plot_cka_lines, plot_convergence_fraction
+from lmdynamics.report.figures.head import (
     plot_anisotropy_by_layer,
     plot_anisotropy_over_steps,
     plot_head_spectrum,
     plot_kl_uniform,
 )
-from lmdynamics.analysis.plots.loss import LOSS_STYLE, loss_caption, plot_loss, plot_training_health, training_health_caption
-from lmdynamics.analysis.plots.rank import plot_per_by_layer, plot_per_over_steps, plot_per_vs_convergence, plot_rank_by_layer, plot_rank_over_steps
+from lmdynamics.report.figures.loss import LOSS_STYLE, loss_caption, plot_loss, plot_training_health, training_health_caption
+from lmdynamics.report.figures.rank import plot_per_by_layer, plot_per_over_steps, plot_per_vs_convergence, plot_rank_by_layer, plot_rank_over_steps
 
 __all__ = [
     "DPI", "LOSS_STYLE", "SkipFigure", "cka_label", "cka_norm", "fmt_count", "loss_caption", "plot_anisotropy_by_layer",

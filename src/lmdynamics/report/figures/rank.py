@@ -15,7 +15,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 
 from lmdynamics import catalogue
-from lmdynamics.analysis import summaries as S
+from lmdynamics import summaries as S
 
 from .common import (
     SkipFigure, at_step, cka_label, figure, layer_axis, layer_colorbar, layer_colors, legend_outside, log_steps,

@@ -1,5 +1,5 @@
 """What every figure shares: the figure wrapper (skip when rows are missing), atomic PNG writing, panels,
-axes, colours and names. See ``lmdynamics.analysis.plots`` for the figures themselves."""
+axes, colours and names. See ``lmdynamics.report.figures`` for the figures themselves."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 
 from lmdynamics import catalogue, store
-from lmdynamics.analysis import summaries as S
+from lmdynamics import summaries as S
 from lmdynamics.atomic import atomic_path
 from lmdynamics.layout import slug as file_slug
 

@@ -1,7 +1,7 @@
 """The trajectory report: class shares (per size, start fraction, frequency bucket, token class), both
 double-descent shares, group perplexity of the reference model's trend classes over every model's checkpoints
 on each x-axis, and the overlap measure. Everything is computed before the first file is written; each file
-is written atomically. Figures use matplotlib's Agg canvas (``analysis.plots.save``).
+is written atomically. Figures use matplotlib's Agg canvas (``lmdynamics.report.figures.save``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from ..analysis.plots import save
-from ..atomic import write_text_atomic
-from ..metrics.trends import DEFAULT_TRAJECTORY_REGRESSOR, TREND_LABELS
-from .classify import START_FRACTIONS, class_shares, double_descent_shares, trend_labels
-from .compare import AXES, AXIS_LABELS, overlap_table, trace_groups
-from .storage import Trajectories
+from lmdynamics.report.figures.common import save
+from lmdynamics.atomic import write_text_atomic
+from lmdynamics.metrics.trends import DEFAULT_TRAJECTORY_REGRESSOR, TREND_LABELS
+from lmdynamics.trajectories.classify import START_FRACTIONS, class_shares, double_descent_shares, trend_labels
+from lmdynamics.trajectories.compare import AXES, AXIS_LABELS, overlap_table, trace_groups
+from lmdynamics.trajectories.storage import Trajectories
 
 __all__ = ["TrajectoryReport", "build_report", "write_report"]
 

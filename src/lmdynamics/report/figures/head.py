@@ -15,7 +15,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lmdynamics.analysis import summaries as S
+from lmdynamics import summaries as S
 
 from .common import (
     SkipFigure, at_step, figure, layer_axis, legend_outside, log_steps, model_colors, model_handles, panels,

@@ -1,7 +1,7 @@
 """The offline analysis command: ``lmdynamics analyze`` (and ``analysis/run.py``, ``make analyze``).
 
 Parsed by jsonargparse, as training is: ``--config FILE.yaml`` (several allowed, later ones win) and any
-field of :class:`~lmdynamics.analysis.config.AnalysisConfig` as a flag (``--steps 0,1000``,
+field of :class:`~lmdynamics.offline.config.AnalysisConfig` as a flag (``--steps 0,1000``,
 ``--probe.source runs/demo``); the older spellings ``--probe X``, ``--batch-size``, ``--num-nodes`` still work.
 Exit codes: 0 done, 1 some checkpoint failed (the rest analysed), 2 bad input (one line on stderr).
 """
@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import torch
 
-from lmdynamics.analysis.config import AnalysisConfig, ProbeConfig, validate
+from lmdynamics.offline.config import AnalysisConfig, ProbeConfig, validate
 from lmdynamics.arguments import error_line
 
 _LEGACY = {"--batch-size": "--batch_size", "--num-nodes": "--num_nodes", "--probe": "--probe.source"}
@@ -66,7 +66,8 @@ def run_analysis(config: AnalysisConfig) -> int:
     from lightning.fabric import Fabric
     from lightning.fabric.strategies import DDPStrategy
 
-    from lmdynamics.analysis.runner import Runner
+    from lmdynamics.offline.runner import Runner
+    from lmdynamics.report.run_report import write_report
 
     world = config.devices * config.num_nodes
     # Phases can take hours; the barrier between them must not time out.
@@ -79,6 +80,7 @@ def run_analysis(config: AnalysisConfig) -> int:
         config, rank=fabric.global_rank, world=fabric.world_size, device=fabric.device,
         barrier=fabric.barrier if fabric.world_size > 1 else None,
         broadcast=(lambda obj: fabric.broadcast(obj, src=0)) if fabric.world_size > 1 else None,
+        write_report=write_report,
     )
     try:
         return runner.run()
@@ -99,7 +101,7 @@ OFFLINE_ALTERNATIVE = (
 
 def hub_needs(config: AnalysisConfig) -> list[str]:
     """What this analysis would fetch from the hub: hub models (and a hub reference model), a hub probe dataset."""
-    from lmdynamics.analysis.plan import parse_reference
+    from lmdynamics.offline.plan import parse_reference
     from lmdynamics.hub import is_hub_id
 
     models = list(config.models)

@@ -11,11 +11,11 @@ Work is planned per (model, step) in two phases, each sharded over the ranks of 
 
 Resumable: a (model, step, kind) whose rows are all in ``<out>/metrics.parquet`` is skipped (each kind of
 one checkpoint is one atomic append; "all" is what the catalogue says the kind writes, see
-``analysis.plan``), and a valid cached activation file spares the forward pass. A checkpoint that fails
+``offline.plan``), and a valid cached activation file spares the forward pass. A checkpoint that fails
 (missing revision, corrupt file, tokenizer mismatch, run without checkpoints) is reported in one line,
-recorded under ``<out>/failures/`` and in ``<out>/summary.json`` (``analysis.failures``); the others are
-still analysed and the command exits non-zero. Configuration: ``analysis.config``; command line:
-``analysis.cli``.
+recorded under ``<out>/failures/`` and in ``<out>/summary.json`` (``offline.failures``); the others are
+still analysed and the command exits non-zero. Configuration: ``offline.config``; command line:
+``offline.cli``.
 """
 
 from __future__ import annotations
@@ -31,12 +31,11 @@ import pandas as pd
 import torch
 
 from lmdynamics import store
-from lmdynamics.analysis.config import AnalysisConfig, dump_config
-from lmdynamics.analysis.failures import Failure, FailureLog, one_line, with_fix
-from lmdynamics.analysis.plan import CKA_KINDS, ModelPlan, done_units, parse_reference
+from lmdynamics.offline.config import AnalysisConfig, dump_config
+from lmdynamics.offline.failures import Failure, FailureLog, one_line, with_fix
+from lmdynamics.offline.plan import ModelPlan, build_plans, cka_reference, done_units, plan_work
 from lmdynamics.atomic import write_text_atomic
-from lmdynamics.checkpoints import CheckpointError, RunSource, check_weight_files, iter_tensors, open_source
-from lmdynamics.checkpoints.steps import PYTHIA_FINAL_STEP
+from lmdynamics.checkpoints import CheckpointError, RunSource, check_weight_files, iter_tensors
 from lmdynamics.layout import slug, step_name
 from lmdynamics.measure import anisotropy_rows, cka_rows, probe_loss_rows, tag_rows, weight_metric_rows
 from lmdynamics.probes import ProbeSet, capture, load_tokenizer, open_activations, probe_from_source, save_activations
@@ -47,8 +46,9 @@ class Runner:
     """Runs one analysis; see the module docstring. ``rank``/``world`` shard the work."""
 
     def __init__(self, config: AnalysisConfig, rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
-                 barrier=None, broadcast=None):
+                 barrier=None, broadcast=None, write_report=None):
         self.cfg = config
+        self.write_report = write_report  # (table, out_dir) -> path: the report layer's, given by the command
         self.rank, self.world = rank, world
         self.device = torch.device(device)
         self.barrier = barrier or (lambda: None)
@@ -87,36 +87,8 @@ class Runner:
         self.failure_log.clear(run, step, kind)
 
     def build_plans(self) -> None:
-        cfg = self.cfg
-        ref_spec, ref_step = parse_reference(cfg.reference) if "cka_ref" in cfg.analyses else (None, None)
-        for spec in cfg.models:
-            try:
-                source = open_source(spec, tokens_per_step=cfg.tokens_per_step)
-                steps = source.steps(cfg.steps)
-                if isinstance(source, RunSource):
-                    final = cfg.final_step if cfg.final_step is not None else source.available_steps()[-1]
-                else:
-                    final = cfg.final_step if cfg.final_step is not None else PYTHIA_FINAL_STEP
-            except (CheckpointError, ValueError) as err:
-                name = Path(spec).name if Path(spec).exists() else spec.split("/")[-1]
-                self.fail(spec, name, -1, "source", err, record=False)  # recorded in run() once there is work
-                continue
-            plan = ModelPlan(spec, source, steps, final)
-            if "cka_final" in cfg.analyses and final not in steps:
-                plan.extra.add(final)
-            self.plans.append(plan)
-        if ref_spec is None and ref_step is not None:
-            for plan in self.plans:
-                if ref_step not in plan.steps:
-                    plan.extra.add(ref_step)
-        elif ref_spec is not None and any(p.spec == ref_spec for p in self.plans):
-            next(p for p in self.plans if p.spec == ref_spec).extra.add(ref_step)
-        elif ref_spec is not None:
-            try:
-                self.plans.append(ModelPlan(ref_spec, open_source(ref_spec, tokens_per_step=cfg.tokens_per_step), [], None, {ref_step}))
-            except (CheckpointError, ValueError) as err:
-                self.fail(ref_spec, ref_spec, ref_step, "reference", err, record=self.rank == 0)
-        self.reference = (ref_spec, ref_step)
+        self.plans, self.reference = build_plans(self.cfg, lambda spec, name, step, kind, err, record:
+                                                 self.fail(spec, name, step, kind, err, record=record and self.rank == 0))
 
     def _record_source_failures(self) -> None:
         """No model could be opened: bad input, one line and nothing written. Otherwise the models that could
@@ -128,10 +100,6 @@ class Runner:
             for failure in sources:
                 self.log(failure.line())
                 self.failure_log.write(failure)
-
-    def _prev(self, plan: ModelPlan, step: int) -> int | None:
-        i = plan.steps.index(step)
-        return plan.steps[i - 1] if i > 0 else None
 
     def cache_path(self, run: str, step: int) -> Path:
         return self.cfg.cache_dir / slug(run) / f"{step_name(step)}.safetensors"
@@ -150,49 +118,11 @@ class Runner:
         return meta.get("probe") == self._probe_fp and set(self.cfg.components) <= have
 
     def plan_work(self, done: set[tuple[str, int, str]]):
-        """(phase 1 units, phase 2 units): lists of (plan index, step, kinds)."""
-        cfg = self.cfg
-        phase1: dict[tuple[int, int], set[str]] = {}
-        phase2: list[tuple[int, int, set[str]]] = []
-        need_cache: set[tuple[int, int]] = set()
-        for i, plan in enumerate(self.plans):
-            for step in plan.steps:
-                kinds = {k for k in ("weights", "activations") if k in cfg.analyses and (plan.run, step, k) not in done}
-                if kinds:
-                    phase1[(i, step)] = kinds
-                cka = set()
-                for kind in CKA_KINDS:
-                    if kind not in cfg.analyses or (plan.run, step, kind) in done:
-                        continue
-                    ref = self._cka_reference(i, step, kind)
-                    if ref is None:
-                        continue
-                    cka.add(kind)
-                    need_cache.add(ref)
-                if cka:
-                    need_cache.add((i, step))
-                    phase2.append((i, step, cka))
-        for i, step in sorted(need_cache):
-            plan = self.plans[i]
-            if not self.cache_valid(plan.run, step):
-                phase1.setdefault((i, step), set()).add("cache")
-        units1 = [(i, step, kinds) for (i, step), kinds in sorted(phase1.items())]
-        return units1, phase2
+        """(phase 1 units, phase 2 units): lists of (plan index, step, kinds) (``plan.plan_work``)."""
+        return plan_work(self.plans, self.reference, self.cfg.analyses, done, self.cache_valid)
 
     def _cka_reference(self, i: int, step: int, kind: str) -> tuple[int, int] | None:
-        plan = self.plans[i]
-        if kind == "cka_final":
-            return i, plan.final_step
-        if kind == "cka_prev":
-            prev = self._prev(plan, step)
-            return None if prev is None else (i, prev)
-        spec, ref_step = self.reference
-        if spec is None:
-            return i, ref_step
-        for j, other in enumerate(self.plans):
-            if other.spec == spec:
-                return j, ref_step
-        return None
+        return cka_reference(self.plans, self.reference, i, step, kind)
 
     # ------------------------------------------------------------------ probe
     def resolve_probe(self) -> ProbeSet:
@@ -442,13 +372,11 @@ class Runner:
         return 1 if failures else 0
 
     def _report(self, table: pd.DataFrame) -> None:
-        try:
-            from lmdynamics.analysis.report import write_report
-        except ImportError:
-            warnings.warn("lmdynamics.analysis.report is not available; no figures or report written", stacklevel=1)
+        if self.write_report is None:
+            self.console.print("no report writer given: the table is written, no figures or report", markup=False)
             return
         try:
-            write_report(table, self.out / "report")
+            self.write_report(table, self.out / "report")
             self.console.print(f"report written to {self.out / 'report'}", markup=False)
         except Exception as err:  # noqa: BLE001 - the table is the product; a plotting problem must not hide it
             self.console.print(f"warning: the report could not be written ({type(err).__name__}: {err})", markup=False)

@@ -1,18 +1,20 @@
-"""Saturation figures: every model's curve with best and onset marked, and one side-by-side figure per model
-(the curve, the head's KL-to-uniform, the head's ER, last-layer anisotropy on a shared step axis)."""
+"""Saturation figures: every model's curve with best and onset marked, one side-by-side figure per model
+(the curve, the head's KL-to-uniform, the head's ER, last-layer anisotropy on a shared step axis), and the
+scaling-law figure (loss over tokens per model with the fitted law)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lmdynamics.analysis.plots import save, slug
-from lmdynamics.analysis.plots.common import model_colors as _model_colors
-
-from .signals import ANISOTROPY, HEAD, SIGNALS, head_components, signal_series
+from lmdynamics.report.figures.common import model_colors as _model_colors
+from lmdynamics.report.figures.common import save, slug
+from lmdynamics.saturation.scaling import Law, as_loss
+from lmdynamics.saturation.signals import ANISOTROPY, HEAD, SIGNALS, head_components, signal_series
 
 
 def _mark(ax, steps, values, fields: dict, color, label: str | None = None, legend: bool = True) -> None:
@@ -76,3 +78,23 @@ def plot_side_by_side(series: pd.DataFrame, frame: pd.DataFrame, fields: dict, m
         ax.set_ylabel(label, fontsize=8)
     axes[-1].set_xlabel("training step")
     return save(fig, path / f"side_by_side_{slug(model)}.png" if path.is_dir() else path)
+
+
+def plot_scaling(rows: pd.DataFrame, metric: str, law: Law, table: pd.DataFrame, path):
+    """Loss vs tokens per model (points) with the fitted law at each model's size (dashed), as in the paper."""
+    frame = rows[rows.step > 0].assign(loss=as_loss(metric, rows.value))
+    colors = _model_colors(list(table.model))
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    for _, r in table.iterrows():
+        own = frame[frame.model == r.model].sort_values("tokens")
+        ax.plot(own.tokens, own.loss, marker="o", ms=3, lw=1, color=colors[r.model],
+                label=f"{r.model} (final {r.final_gap:+.1%}, best {r.best_gap:+.1%})")
+        t = np.geomspace(own.tokens.min(), own.tokens.max(), 100)
+        ax.plot(t, law(r.N, t), ls="--", lw=1, color=colors[r.model])
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel(f"loss ({'ln ' if as_loss(metric, pd.Series([math.e])).iloc[0] == 1 else ''}{metric})")
+    ax.set_title(f"L = {law.A:.4g}/N^{law.alpha:.3g} + {law.B:g}/T^{law.beta:g} + {law.E:g} (dashed)")
+    ax.legend(fontsize=7)
+    return save(fig, path)

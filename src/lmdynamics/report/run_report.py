@@ -15,38 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from lmdynamics import catalogue, store
-from lmdynamics.analysis import plots as P
-from lmdynamics.analysis import summaries as S
+from lmdynamics.store import load_table
+from lmdynamics.report import figures as P
+from lmdynamics import summaries as S
 from lmdynamics.atomic import write_text_atomic
 
-CKA_FIGURE_METRICS = ("cka_final", "cka_final_debiased")
-CKA_OTHER_METRICS = ("cka_prev", "cka_ref")
-
-
-def resolve_table(source: str | os.PathLike) -> Path:
-    """The ``metrics.parquet`` directory of a run/analysis directory, or the table directory itself."""
-    path = Path(source)
-    if (path / store.TABLE_NAME).is_dir():
-        return path / store.TABLE_NAME
-    if path.is_dir() and (path.name == store.TABLE_NAME or store.parts(path)):
-        return path
-    raise FileNotFoundError(
-        f"no tidy table at {source}: pass a run or analysis directory holding {store.TABLE_NAME}/, "
-        f"or that {store.TABLE_NAME} directory itself")
-
-
-def load_table(source: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
-    """A DataFrame, or the table read from a path (see ``resolve_table``); raises if it has no rows."""
-    if isinstance(source, pd.DataFrame):
-        frame = store.normalise(source)
-        where = "the DataFrame given"
-    else:
-        path = resolve_table(source)
-        frame, where = store.read_table(path), str(path)
-    if frame.empty:
-        raise ValueError(f"the tidy table {where} has no rows yet: run training or analysis first "
-                         f"(make train / make analyze), then draw the report")
-    return frame
 
 
 @dataclass
@@ -123,16 +96,16 @@ def correlation_markdown(table: pd.DataFrame, threshold: float, cka_metric: str)
 
 def _draw_bottleneck(frame: pd.DataFrame, figdir: Path, entries: list) -> None:
     """W-error curves and rank-constrained-head sweeps in the table (``saturation.rows``), one figure each."""
-    from lmdynamics.saturation import lowrank_head, werror
+    from lmdynamics.report.figures.bottleneck import plot_lowrank_head, plot_werror
     from lmdynamics.saturation.rows import lowrank_results, werror_curves
 
     section = "Softmax bottleneck"
     for (run, model), curve in werror_curves(frame).items():
-        path = werror.plot(curve, figdir / f"werror__{P.slug(f'{run}_{model}')}.png", title=f"W-error of {run} ({model})")
+        path = plot_werror(curve, figdir / f"werror__{P.slug(f'{run}_{model}')}.png", title=f"W-error of {run} ({model})")
         entries.append(_Entry(section, path, f"W-error(d) of the next-token matrix of {run}'s {model} contexts: the share "
                                              "of it (relative Frobenius error) no rank-d head can represent."))
     for (run, model, step), result in lowrank_results(frame).items():
-        path = lowrank_head.plot(result, figdir / f"lowrank_head__{P.slug(f'{run}_{step}')}.png",
+        path = plot_lowrank_head(result, figdir / f"lowrank_head__{P.slug(f'{run}_{step}')}.png",
                                  f"{S.short_name(model)} at step {step}: head W = A B of rank r")
         entries.append(_Entry(section, path, f"{S.short_name(model)} at step {step}: loss with the backbone frozen and a "
                                              "head of rank r trained, against the full-rank head (dashed)."))
@@ -175,71 +148,32 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
     def per_model(metric_rows: pd.DataFrame) -> list[str]:
         return [m for m in models if m in set(metric_rows["model"])]
 
-    draw("Loss", P.plot_loss, "loss", P.loss_caption(frame))
+    section = catalogue.FAMILIES["loss"].section
+    draw(section, P.plot_loss, "loss", P.loss_caption(frame))
     if frame["metric"].isin(["lr", "grad_norm"]).any():  # a training run's table (an offline analysis has none)
-        draw("Loss", P.plot_training_health, "training_health", P.training_health_caption(frame))
+        draw(section, P.plot_training_health, "training_health", P.training_health_caption(frame))
 
-    section = "Layer convergence"
     present = set(frame["metric"])
     # the CKA-to-final variant behind the convergence summaries: biased if measured, else the debiased one
     cka_metric = "cka_final" if "cka_final" in present else "cka_final_debiased"
-    for metric in CKA_FIGURE_METRICS:
-        if metric not in present:
-            if metric == "cka_final":
-                skipped.append("CKA-to-final figures: no 'cka_final' rows in the table")
-            continue
-        label = P.cka_label(metric)
-        rows = S.select(frame, metric, per_layer=True)
-        for m in per_model(rows):
-            short = S.short_name(m)
-            draw(section, P.plot_cka_lines, f"{metric}_lines__{P.slug(m)}",
-                 f"{short}: {label} of every layer over training steps (log axis), one panel per component; "
-                 f"a layer has converged once its line stays above the dashed {threshold}.",
-                 model=m, metric=metric, threshold=threshold)
-            draw(section, P.plot_cka_heatmap, f"{metric}_heatmap__{P.slug(m)}",
-                 f"{short}: layer × step heatmap of {label}; one column per measured step, colour midpoint "
-                 f"at {threshold} (blue above, red below), so each row shows when that layer settles.",
-                 model=m, metric=metric, threshold=threshold)
-        spread = (f"Per model, the spread over layers of {label} at the measured step nearest {at_fraction:.0%} of "
-                  f"training (one dot per layer)")
-        draw(section, P.plot_cka_box, f"{metric}_box",
-             spread + (": larger models should sit higher and tighter." if many else
-                       f": how far each layer still is from its final representation at that point (1 = there, "
-                       f"dashed {threshold} = converged) and how much the layers differ."),
-             metric=metric, at_fraction=at_fraction, threshold=threshold)
-        draw(section, P.plot_convergence_fraction, f"{metric}_convergence",
-             f"Per layer, the first measured step after which {label} stays ≥ {threshold}, as a fraction of training "
-             f"(× marks a layer that never stays there). {resolution_note(frame, threshold, metric)}",
-             metric=metric, threshold=threshold)
-    for metric in CKA_OTHER_METRICS:
-        rows = S.select(frame, metric, per_layer=True)
-        for m in per_model(rows):
-            draw(section, P.plot_cka_heatmap, f"{metric}_heatmap__{P.slug(m)}",
-                 f"{S.short_name(m)}: layer × step heatmap of {P.cka_label(metric)}, colour midpoint at "
-                 f"{threshold}.", model=m, metric=metric, threshold=threshold)
-
-    section = "Effective rank of the weights"
-    for measurement in catalogue.figured("rank"):
-        for metric in (measurement.name, f"grad_{measurement.name}"):
-            rows = S.select(frame, metric)
-            if rows.empty:
-                if metric == "per":  # the study's own figure; other catalogue figures appear when measured
-                    skipped.append(f"{metric.upper()} figures ({measurement.label}): no '{metric}' rows in the table")
-                continue
-            what = "gradients" if metric.startswith("grad_") else "weights"
-            for m in per_model(rows):
-                draw(section, P.plot_rank_over_steps, f"{metric}_steps__{P.slug(m)}",
-                     f"{S.short_name(m)}: {measurement.label} ({measurement.description}) of the {what} of every "
-                     f"layer over training, one panel per matrix (OV averaged over heads).", model=m, metric=metric)
-            draw(section, P.plot_rank_by_layer, f"{metric}_layers",
-                 f"{measurement.label} of the {what} per layer at each model's last measured step"
-                 + (", one line per model." if many else "."), metric=metric)
+    for family_name, family in catalogue.FAMILIES.items():
+        for measurement in catalogue.figured(family_name):
+            variants = [measurement.name] + ([f"grad_{measurement.name}"] if measurement.reads == "spectrum" else [])
+            for metric in variants:
+                if metric not in present:
+                    if metric == family.required:
+                        skipped.append(f"{metric.upper()} figures ({measurement.label}): no '{metric}' rows in the table")
+                    continue
+                for kind in family.kinds:
+                    FIGURE_KINDS[kind](draw, per_model, frame, family.section, measurement, metric,
+                                       threshold=threshold, at_fraction=at_fraction, many=many)
+    section = catalogue.FAMILIES["rank"].section
     draw(section, P.plot_per_vs_convergence, "per_vs_convergence",
          f"Each layer's PER (mean over its weight matrices) against the fraction of training it needs to stay "
          f"≥ {threshold} in {P.cka_label(cka_metric)}; Pearson and Spearman correlations in the title.",
          threshold=threshold, cka_metric=cka_metric)
 
-    section = "Output head and anisotropy"
+    section = catalogue.FAMILIES["head"].section
     rows = pd.concat([S.select(frame, "sv_norm", "head", layer=-1), S.select(frame, "kl_uniform", "head", layer=-1)])
     if rows.empty:
         skipped.append("head figures: no 'sv_norm' or 'kl_uniform' rows of the head")
@@ -299,3 +233,63 @@ def figures_for_run(run_dir: str | os.PathLike, threshold: float = 0.95) -> Path
     """The report of one training run: ``<run>/metrics.parquet`` -> ``<run>/report/report.md``."""
     run_dir = Path(run_dir)
     return write_report(store.table_path(run_dir), run_dir / "report", threshold=threshold)
+
+
+# ------------------------------------------------------------------ figure kinds of the catalogue's families
+def _what(metric: str) -> str:
+    return "gradients" if metric.startswith("grad_") else "weights"
+
+
+def _over_steps(draw, per_model, frame, section, m, metric, **_):
+    for model in per_model(S.select(frame, metric)):
+        draw(section, P.plot_rank_over_steps, f"{metric}_steps__{P.slug(model)}",
+             f"{S.short_name(model)}: {m.label} ({m.description}) of the {_what(metric)} of every layer over training, "
+             f"one panel per matrix (OV averaged over heads).", model=model, metric=metric)
+
+
+def _by_layer(draw, per_model, frame, section, m, metric, many=False, **_):
+    draw(section, P.plot_rank_by_layer, f"{metric}_layers",
+         f"{m.label} of the {_what(metric)} per layer at each model's last measured step"
+         + (", one line per model." if many else "."), metric=metric)
+
+
+def _lines(draw, per_model, frame, section, m, metric, threshold=0.95, **_):
+    label = P.cka_label(metric)
+    for model in per_model(S.select(frame, metric, per_layer=True)):
+        draw(section, P.plot_cka_lines, f"{metric}_lines__{P.slug(model)}",
+             f"{S.short_name(model)}: {label} of every layer over training steps (log axis), one panel per component; "
+             f"a layer has converged once its line stays above the dashed {threshold}.",
+             model=model, metric=metric, threshold=threshold)
+
+
+def _heatmap(draw, per_model, frame, section, m, metric, threshold=0.95, **_):
+    label = P.cka_label(metric)
+    for model in per_model(S.select(frame, metric, per_layer=True)):
+        settles = ("; one column per measured step, colour midpoint at {t} (blue above, red below), so each row shows "
+                   "when that layer settles.") if m.family == "cka" else ", colour midpoint at {t}."
+        draw(section, P.plot_cka_heatmap, f"{metric}_heatmap__{P.slug(model)}",
+             f"{S.short_name(model)}: layer × step heatmap of {label}" + settles.format(t=threshold),
+             model=model, metric=metric, threshold=threshold)
+
+
+def _box(draw, per_model, frame, section, m, metric, threshold=0.95, at_fraction=0.2, many=False, **_):
+    label = P.cka_label(metric)
+    spread = (f"Per model, the spread over layers of {label} at the measured step nearest {at_fraction:.0%} of "
+              f"training (one dot per layer)")
+    draw(section, P.plot_cka_box, f"{metric}_box",
+         spread + (": larger models should sit higher and tighter." if many else
+                   f": how far each layer still is from its final representation at that point (1 = there, "
+                   f"dashed {threshold} = converged) and how much the layers differ."),
+         metric=metric, at_fraction=at_fraction, threshold=threshold)
+
+
+def _convergence(draw, per_model, frame, section, m, metric, threshold=0.95, **_):
+    draw(section, P.plot_convergence_fraction, f"{metric}_convergence",
+         f"Per layer, the first measured step after which {P.cka_label(metric)} stays ≥ {threshold}, as a fraction of "
+         f"training (× marks a layer that never stays there). {resolution_note(frame, threshold, metric)}",
+         metric=metric, threshold=threshold)
+
+
+#: Figure kind (``catalogue.FAMILIES``) -> the function that draws it for one metric of the table.
+FIGURE_KINDS: dict[str, Callable] = {"over_steps": _over_steps, "by_layer": _by_layer, "lines": _lines,
+                                     "heatmap": _heatmap, "box": _box, "convergence": _convergence}

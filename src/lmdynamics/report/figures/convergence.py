@@ -15,7 +15,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from lmdynamics.analysis import summaries as S
+from lmdynamics import summaries as S
 
 from .common import (
     SkipFigure, cka_label, cka_norm, figure, fmt_count, layer_axis, layer_colorbar, layer_colors,

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from lmdynamics import catalogue
-from lmdynamics.analysis import summaries as S
+from lmdynamics import summaries as S
 
 from .common import SkipFigure, figure, save, step_label, log_steps, model_colors, legend_outside
 
