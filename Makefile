@@ -44,8 +44,10 @@ test: $(STAMP)  ## run the whole test suite (~15 min here; GPU-marked tests skip
 
 # The inner loop: unit and property tests only. Tests that start a process or train end to end carry the `slow`
 # marker; an unmarked test that starts a process fails in this run, saying so (tests/conftest.py).
+# TEST_JOBS pytest-xdist workers (default 2, this machine's cores; TEST_JOBS=0 runs in one process).
+TEST_JOBS ?= 2
 test-fast: $(STAMP)  ## the fast inner loop (< 3 min here): every test not marked slow or gpu
-	HF_HUB_OFFLINE=1 LMDYNAMICS_TEST_FAST=1 $(PY) -m pytest -q -m "not slow and not gpu" --durations=10 $(ARGS)
+	HF_HUB_OFFLINE=1 LMDYNAMICS_TEST_FAST=1 $(PY) -m pytest -q -m "not slow and not gpu" -n $(TEST_JOBS) --durations=10 $(ARGS)
 
 # Mutation testing, not part of `make test`: the modules that compute what a user sees (metrics/, training/module.py
 # and resume.py, store.py, summaries.py, saturation/, trajectories/, data/synthetic.py, models/heads.py,

@@ -75,23 +75,33 @@ FAST_SUITE = os.environ.get("LMDYNAMICS_TEST_FAST", "") == "1"
 ALLOWED_PROCESS_STARTERS = ("lmdynamics/data/python_docs.py",)
 
 
-@pytest.fixture(autouse=True)
-def _fast_suite_starts_no_process(request, monkeypatch):
-    if FAST_SUITE and request.node.get_closest_marker("slow") is None:
-        import multiprocessing.process
-        import subprocess
-        import traceback
+#: The test being set up, run or torn down (module- and session-scoped fixtures run inside the first test that needs
+#: them, so the guard below names that test).
+#: Outside every test (pytest-xdist starting its workers) processes are allowed.
+OUTSIDE_A_TEST = "(outside a test)"
+_CURRENT_TEST = {"nodeid": OUTSIDE_A_TEST, "slow": False}
 
-        def refusing(original):
-            def start(*args, **kwargs):
-                if any(frame.filename.replace(os.sep, "/").endswith(ALLOWED_PROCESS_STARTERS)
-                       for frame in traceback.extract_stack()):
-                    return original(*args, **kwargs)
-                raise RuntimeError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.slow "
-                                   "(make test-fast runs no subprocess, make or multi-process group)")
-            return start
 
-        monkeypatch.setattr(subprocess.Popen, "__init__", refusing(subprocess.Popen.__init__))
-        monkeypatch.setattr(multiprocessing.process.BaseProcess, "start",
-                            refusing(multiprocessing.process.BaseProcess.start))
-    yield
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    _CURRENT_TEST.update(nodeid=item.nodeid, slow=item.get_closest_marker("slow") is not None)
+
+
+def _refusing(original):
+    import traceback
+
+    def start(*args, **kwargs):
+        if _CURRENT_TEST["slow"] or _CURRENT_TEST["nodeid"] == OUTSIDE_A_TEST or any(frame.filename.replace(os.sep, "/").endswith(ALLOWED_PROCESS_STARTERS)
+                                        for frame in traceback.extract_stack()):
+            return original(*args, **kwargs)
+        raise RuntimeError(f"{_CURRENT_TEST['nodeid']} starts a process (in the test or a fixture it uses): mark it "
+                           "@pytest.mark.slow (make test-fast runs no subprocess, make or multi-process group)")
+    return start
+
+
+if FAST_SUITE:  # for the whole session, so that module- and session-scoped fixtures are held to it too
+    import multiprocessing.process
+    import subprocess
+
+    subprocess.Popen.__init__ = _refusing(subprocess.Popen.__init__)
+    multiprocessing.process.BaseProcess.start = _refusing(multiprocessing.process.BaseProcess.start)

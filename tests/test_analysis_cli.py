@@ -112,6 +112,7 @@ def first_run(world):
     return proc
 
 
+@pytest.mark.slow
 def test_two_process_analysis_of_hub_cache_and_runs_with_bad_checkpoints(world, first_run):
     proc, out = first_run, world["out"]
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -188,6 +189,7 @@ def test_second_run_recomputes_nothing(world, first_run):
     assert failed == EXPECTED_FAILURES | {(str(world["empty"]), -1, "source")}
 
 
+@pytest.mark.slow
 def test_cka_to_a_new_reference_needs_no_forward_pass(world, first_run):
     from lmdynamics.offline.cli import main
 

@@ -84,3 +84,11 @@ def test_a_declared_measurement_is_measured_reported_and_compared(tmp_path, monk
     assert compared == declared
     title = "### largest singular value (mean over the layers' weight matrices)"
     assert (title in (tmp_path / "cmp" / "report.md").read_text()) == declared
+
+
+def test_the_metrics_command_lists_a_declared_measurement(monkeypatch, capsys):
+    monkeypatch.setitem(catalogue.CATALOGUE, NAME, DECLARED)
+    assert cli.main(["metrics"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(NAME + " "))
+    assert "spectrum (matrices)" in line and "family rank (report figures), compare layers" in line
+    assert line.rstrip().endswith("largest singular value: s_max of the matrix")

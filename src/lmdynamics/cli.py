@@ -8,6 +8,7 @@
     lmdynamics generate --checkpoint runs/demo --prompt TEXT  sample text from a checkpoint
     lmdynamics runs [ROOT]                                    the runs under ROOT (default runs/), one line each
     lmdynamics configs                                        the bundled configs, one line each
+    lmdynamics metrics                                        every measurement of the catalogue, one line each
 
 Every subcommand reads YAML configs and flags through jsonargparse; ``lmdynamics SUBCOMMAND --help`` shows
 its keys. The scripts under train/ and analysis/ and the make targets are thin wrappers over the same code.
@@ -84,6 +85,25 @@ def configs_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def metrics_main(argv: list[str] | None = None) -> int:
+    """``lmdynamics metrics``: every measurement of the catalogue, one line each (name, what it reads, its figure
+    family, whether the run report draws that family's figures for it and how compare draws it, label and
+    description), so that no list of metrics has to be kept by hand."""
+    from lmdynamics import catalogue
+
+    if argv:
+        print(f"error: lmdynamics metrics takes no arguments, got {' '.join(argv)}", file=sys.stderr)
+        return 2
+    rows = [(m.name, m.reads if m.applies_to == "all" else f"{m.reads} ({m.applies_to})",
+             f"family {m.family or '-'}" + (" (report figures)" if m.figures else "") + (f", compare {m.compare}" if m.compare else ""),
+             m.axis_label() + (f": {m.description}" if m.description else ""))
+            for m in catalogue.CATALOGUE.values()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)) + "  " + row[3])
+    return 0
+
+
 #: name -> (the command's ``module:function`` taking the arguments after the name, what it does). ``fit`` and
 #: ``validate`` are LightningCLI subcommands: the training CLI gets the name too.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -103,6 +123,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("lmdynamics.generate:main", "sample text from a checkpoint (temperature, top-p, seed)"),
     "runs": ("lmdynamics.runs:main", "the runs under a root: model, steps, status, validation loss, size"),
     "configs": ("lmdynamics.cli:configs_main", "list the bundled configs"),
+    "metrics": ("lmdynamics.cli:metrics_main", "list every measurement of the catalogue (live, offline, figures)"),
 }
 _TAKES_NAME = {"fit", "validate"}
 
