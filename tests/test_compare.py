@@ -10,7 +10,8 @@ import yaml
 from scipy import stats
 
 from lmdynamics import store
-from lmdynamics.compare import main, t_interval, trend_per_doubling
+from lmdynamics.commands.compare import main
+from lmdynamics.compare import t_interval, trend_per_doubling
 
 
 def _fake_run(root, name, d, kind, val, floor=2.0, er=None, cka=None, max_steps=100):

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from lmdynamics import hub
-from lmdynamics.analysis.cli import hub_needs, parse
+from lmdynamics.analysis.fabric_run import hub_needs
+from lmdynamics.commands.analyze import parse
 
 from conftest import ROOT
 

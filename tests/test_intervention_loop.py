@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from lmdynamics import compare
+from lmdynamics.commands.compare import main as compare_main
 from tests.helpers.cli import ROOT, cli_env
 
 TINY = {"trainer.max_steps": 30, "trainer.val_check_interval": 10, "trainer.enable_progress_bar": False,
@@ -83,7 +84,7 @@ def test_sweep_compare_verdict_and_saturation_of_each_head(tmp_path, monkeypatch
 
     legends = _capture_legends(monkeypatch)
     out = tmp_path / "cmp"
-    assert compare.main([str(root), "--out", str(out), "--group-by", "hidden_size,head.kind", "--baseline", "head.kind=plain"]) == 0
+    assert compare_main([str(root), "--out", str(out), "--group-by", "hidden_size,head.kind", "--baseline", "head.kind=plain"]) == 0
     groups = {"d=8 · head=plain", "d=8 · head=low_rank r=4", "d=8 · head=mos K=4", "d=16 · head=plain"}
     per_run = pd.read_csv(out / "runs.csv")
     assert set(per_run["group"]) == groups and per_run.groupby("group").size().eq(2).all()

@@ -3,7 +3,7 @@ function): no import runs back up a layer, and no two top-level units import eac
 
 Layers, bottom up (docs/architecture.md): metrics -> atomic/store/catalogue/measure -> models, data, probes,
 checkpoints -> callbacks -> the studies (saturation, trajectories) and training -> the offline pipeline and
-report (analysis, compare) -> the commands (cli, sweep, runs, generate, training/cli.py).
+report (analysis, compare) -> the commands (commands/ (one module per verb), cli, sweep, runs, generate, training/cli.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lmdynamics"
 
-COMMANDS = {"cli", "sweep", "runs", "generate", "launch"}
+COMMANDS = {"commands", "cli", "sweep", "runs", "generate", "launch"}
 OFFLINE_AND_REPORT = {"analysis", "compare", "grouping", "verdict"}
 STUDIES = {"saturation", "trajectories"}
 #: unit -> the units it must never import (the layers above it).

@@ -135,3 +135,18 @@ def evaluate_corpus_loss(targets: Sequence[Target], model: str, out: str | os.Pa
         written.append(row)
         log(f"step {target.step}: {CORPUS_LOSS}={value:.4f}")
     return written
+
+
+def corpus_blocks(source: str, target: Target, n: int):
+    """Held-out blocks of ``source`` tokenised with the first checkpoint's tokenizer, at its context length."""
+    from transformers import AutoConfig
+
+    from lmdynamics.data.datamodule import TextDataModule
+
+    pretrained = target.model_args["pretrained"]
+    config = AutoConfig.from_pretrained(pretrained, revision=target.model_args.get("revision"))
+    tokenizer = f"{pretrained}/tokenizer.json" if not target.model_args.get("revision") else pretrained
+    dm = TextDataModule(source=source, tokenizer=tokenizer, val_blocks=n,
+                        context_length=min(int(config.max_position_embeddings), 2048))
+    dm.prepare()
+    return dm.val_blocks_tensor
