@@ -167,7 +167,7 @@ def test_scaling_gap_through_the_command(tmp_path):
     assert "A = 119.09, alpha = 0.246 fitted on pythia-1.4b, pythia-2.8b" in (tmp_path / "out" / "report.md").read_text()
     res = saturation("--evals", root, "--task", "pile", "--metric", "ppl", "--out", tmp_path / "out2",
                      "--scaling-large", "pythia-1.4b,pythia-2.8b")
-    assert res.returncode == 2 and "--tokens-per-step" in res.stderr and not (tmp_path / "out2").exists()
+    assert res.returncode == 2 and "--tokens_per_step" in res.stderr and not (tmp_path / "out2").exists()
 
 
 @pytest.mark.slow

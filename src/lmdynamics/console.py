@@ -1,7 +1,7 @@
 """The ``lmdynamics`` command as it works when printed and pasted into a new shell: the console script beside
 this interpreter, by its absolute path (no activated virtualenv, no PYTHONPATH, any working directory needed).
 
-Everything the package prints or runs as a command (the resume hint, ``sweep --print-commands`` and its runs,
+Everything the package prints or runs as a command (the resume hint, ``sweep --print_commands`` and its runs,
 ``lmdynamics launch``'s torchrun line and SLURM script) is built here, never a script path of the checkout.
 """
 

@@ -1,7 +1,7 @@
 """CKA-to-final of a training run from its stored probe activations, and the per-layer convergence summary.
 
 Used at the end of fit by ``ActivationConvergence`` and as a command on any run:
-``python analysis/convergence.py runs/demo``. Rows: ``cka_final`` (biased linear CKA; ``cka_final_debiased``
+``lmdynamics convergence runs/demo``. Rows: ``cka_final`` (biased linear CKA; ``cka_final_debiased``
 with the unbiased-HSIC estimator) per stored step, and ``converged_fraction`` per (layer, component) at
 the final step: the first step after which CKA-to-final stays >= the threshold, over the training length
 (NaN if it never does before the end).

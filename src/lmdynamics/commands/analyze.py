@@ -1,5 +1,5 @@
 """``lmdynamics analyze``: offline analysis of checkpoints (hub revisions or local runs) into
-``<out>/metrics.parquet`` (``analysis/run.py``, ``make analyze``).
+``<out>/metrics.parquet`` (``lmdynamics analyze``, ``make analyze``).
 
 Any field of :class:`~lmdynamics.analysis.config.AnalysisConfig` is an option (``--steps 0,1000``,
 ``--probe.source runs/demo``); ``--probe X`` is ``--probe.source X``. Exit codes: 0 done, 1 some checkpoint

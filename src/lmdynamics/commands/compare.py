@@ -1,5 +1,5 @@
 """``lmdynamics compare RUN... --out DIR``: one report across runs from their tidy tables
-(``lmdynamics.compare`` reads, groups and draws; ``analysis/compare.py``)."""
+(``lmdynamics.compare`` reads, groups and draws; ``lmdynamics compare``)."""
 
 from __future__ import annotations
 

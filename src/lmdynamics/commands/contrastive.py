@@ -1,6 +1,6 @@
 """``lmdynamics contrastive --small CKPT --large CKPT --weights 1,-1 [--top_p 0.9 | --greedy] --prompts FILE
 --max_new_tokens N --out DIR``: contrastive text from two checkpoints sharing a tokenizer
-(``lmdynamics.trajectories.contrastive_run``; ``analysis/contrastive.py``). Bad input: one line, exit 2, nothing
+(``lmdynamics.trajectories.contrastive_run``; ``lmdynamics contrastive``). Bad input: one line, exit 2, nothing
 written."""
 
 from __future__ import annotations

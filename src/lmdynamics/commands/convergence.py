@@ -1,5 +1,5 @@
 """``lmdynamics convergence RUN``: CKA-to-final of a training run from its stored probe activations, and the
-per-layer convergence summary, into the run's tidy table (``analysis/convergence.py``)."""
+per-layer convergence summary, into the run's tidy table (``lmdynamics convergence``)."""
 
 from __future__ import annotations
 

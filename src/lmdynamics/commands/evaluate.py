@@ -1,5 +1,5 @@
 """``lmdynamics evaluate``: every checkpoint of a run (or hub revisions) with lm-evaluation-harness, or cheaply
-with the held-out loss of a local corpus (``lmdynamics.saturation.evaluate``; ``analysis/evaluate.py``).
+with the held-out loss of a local corpus (``lmdynamics.saturation.evaluate``; ``lmdynamics evaluate``).
 Resumable: evaluated checkpoints are skipped.
 
     lmdynamics evaluate --run runs/demo --tasks lambada_openai --out evals/

@@ -1,5 +1,5 @@
 """``lmdynamics fit`` and ``lmdynamics validate``: train a model, or evaluate a checkpoint of a run into
-``<run>/evaluations/`` (``train/run.py``, ``make train``). The parser is LightningCLI's
+``<run>/evaluations/`` (``train/run.py fit``, ``make train``). The parser is LightningCLI's
 (``lmdynamics.training.cli``): ``--config FILE.yaml`` (several allowed, later ones win) and every key as an
 option (``--trainer.max_steps 400``; ``--help`` lists them).
 

@@ -1,6 +1,6 @@
 """``lmdynamics launch {slurm,torchrun} [options] -- fit --config ...``: print a SLURM batch script or a torchrun
 command for multi-GPU training, checked against the training config (``lmdynamics.training.launch``;
-``train/launch.py``). Nothing is started; the printed command runs ``<venv>/bin/lmdynamics fit`` from here."""
+``lmdynamics launch``). Nothing is started; the printed command runs ``<venv>/bin/lmdynamics fit`` from here."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``lmdynamics lowrank-head``: freeze a checkpoint's backbone, train a head W = A B of rank r for r on a log
 grid, and compare the loss with the full-rank head (Godey et al. 2024; ``lmdynamics.saturation.lowrank_head``;
-``analysis/lowrank_head.py``).
+``lmdynamics lowrank-head``).
 
     lmdynamics lowrank-head --checkpoint runs/demo/checkpoints/step00000600 --out OUT
 

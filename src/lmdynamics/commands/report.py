@@ -1,5 +1,5 @@
 """``lmdynamics report``: every figure a tidy table supports and ``<out>/report.md`` (reads only the table,
-never model files; ``analysis/report.py``).
+never model files; ``lmdynamics report``).
 
     lmdynamics report --table runs/demo                     # a run directory (holds metrics.parquet/)
     lmdynamics report --table analysis_out/metrics.parquet --out analysis_out/report

@@ -1,5 +1,5 @@
 """``lmdynamics saturation``: did a model saturate, when, and did its output head move first? (Godey et al. 2024;
-docs/science.md section 3; ``analysis/saturation.py``, ``make saturation``; the study: ``lmdynamics.saturation``)
+docs/science.md section 3; ``lmdynamics saturation``, ``make saturation``; the study: ``lmdynamics.saturation``)
 
     lmdynamics saturation --evals DIR --task lambada_openai --metric ppl --out OUT
     lmdynamics saturation --table runs/demo --metric val_loss --out OUT

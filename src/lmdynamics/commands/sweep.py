@@ -1,5 +1,5 @@
 """``lmdynamics sweep --config SWEEP.yaml``: a grid of training runs, run by local workers or printed as one
-command per run for a scheduler (``train/sweep.py``, ``make sweep``). ``--config`` is the sweep file itself
+command per run for a scheduler (``lmdynamics sweep``, ``make sweep``). ``--config`` is the sweep file itself
 (its keys: ``lmdynamics.sweep``), read and checked by the sweep: an unknown key is one line, exit 2."""
 
 from __future__ import annotations

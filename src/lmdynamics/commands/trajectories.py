@@ -1,5 +1,5 @@
 """``lmdynamics trajectories {record,report,score,run}``: the trajectory study from the command line
-(``analysis/trajectories.py``, ``make trajectories``; the study: ``lmdynamics.trajectories``).
+(``lmdynamics trajectories``, ``make trajectories``; the study: ``lmdynamics.trajectories``).
 
 record: every checkpoint of run directories / hub repos on one evaluation text -> ``OUT/<model>/`` stores.
 report: class shares, double descent, group perplexity across sizes, the overlap measure, figures -> OUT.

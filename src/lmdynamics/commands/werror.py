@@ -1,6 +1,6 @@
 """``lmdynamics werror``: W-error of a corpus, how much of its empirical next-token matrix a rank-d head can
 represent (Godey et al. 2024; docs/science.md section 3; definitions in ``lmdynamics.saturation.werror``;
-``analysis/werror.py``).
+``lmdynamics werror``).
 
     lmdynamics werror --out OUT                                   # 5-grams of the bundled corpus
     lmdynamics werror --source docs/ --tokenizer path/tokenizer.json --n 5 --min_count 2 \\

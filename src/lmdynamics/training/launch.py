@@ -25,7 +25,7 @@ def training_command(train_args: list[str], nodes: int, gpus: int, python: str |
 
 
 def _verb_at(train: list[str]) -> int:
-    """The index of the verb in a training command (after the console script or ``python -m lmdynamics.cli``)."""
+    """The index of the verb in a training command (after the console script or ``<python> -m lmdynamics.cli``)."""
     return train.index(TRAINING_VERB)
 
 
@@ -82,5 +82,5 @@ def torchrun_command(train: list[str], nodes: int, gpus: int, endpoint: str | No
     else:
         if not endpoint or ":" not in endpoint:
             raise ValueError("torchrun over several nodes needs --rdzv_endpoint HOST:PORT (the first node's address)")
-        launcher += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", "--rdzv-id=lmdynamics"]
+        launcher += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv_endpoint={endpoint}", "--rdzv-id=lmdynamics"]
     return in_this_directory([*launcher, *script, *train[verb:]])
