@@ -1,5 +1,5 @@
 """The offline analysis configuration: the dataclasses below, read by jsonargparse (as training's config) from
-``--config`` YAML files and ``--key value`` flags (``lmdynamics.analysis.cli``), then checked by :func:`validate`.
+``--config`` YAML files and ``--key value`` flags (``lmdynamics.commands.analyze``), then checked by :func:`validate`.
 
 Every default is visible here and in ``configs/analysis/*.yaml``; the resolved configuration is saved as
 ``<out>/config.yaml`` with every analysis. Knobs shared with the live measurements have the same names:

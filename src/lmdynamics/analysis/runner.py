@@ -15,7 +15,7 @@ one checkpoint is one atomic append; "all" is what the catalogue says the kind w
 (missing revision, corrupt file, tokenizer mismatch, run without checkpoints) is reported in one line,
 recorded under ``<out>/failures/`` and in ``<out>/summary.json`` (``analysis.failures``); the others are
 still analysed and the command exits non-zero. Configuration: ``analysis.config``; command line:
-``analysis.cli``.
+``commands.analyze`` (run under Fabric by ``analysis.fabric_run``).
 """
 
 from __future__ import annotations
