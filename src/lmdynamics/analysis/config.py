@@ -17,7 +17,6 @@ import yaml
 
 from lmdynamics.catalogue import ACTIVATION_COMPONENTS as ALL_COMPONENTS
 from lmdynamics.catalogue import ANALYSES
-from lmdynamics.checkpoints.steps import parse_steps
 
 # What an analysis can compute per (model, step) (lmdynamics.catalogue.ANALYSES). ``weights``: the
 # catalogue's spectrum measurements of every weight matrix, OV per head, the head's spectrum (streamed, no
@@ -84,6 +83,8 @@ def validate(config: AnalysisConfig) -> AnalysisConfig:
     config.models = _split(config.models or [])
     if not config.models:
         raise ValueError("no models to analyse; set models in the config or pass --models ORG/NAME,RUN_DIR")
+    from lmdynamics.checkpoints.steps import parse_steps  # here: the checkpoints package imports torch
+
     config.steps = parse_steps(config.steps)
     config.analyses = _split(config.analyses)
     bad = sorted(set(config.analyses) - set(ANALYSES))

@@ -46,11 +46,11 @@ def parse(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 ok, 1 some checkpoint failed, 2 bad input."""
-    from ..analysis.fabric_run import OFFLINE_ALTERNATIVE, hub_needs, run_analysis
-    from ..hub import require_hub
-
     try:
         config = parse(argv)
+        from ..analysis.fabric_run import OFFLINE_ALTERNATIVE, hub_needs, run_analysis
+        from ..hub import require_hub
+
         require_hub(hub_needs(config), OFFLINE_ALTERNATIVE)  # before anything is written to config.out
     except (UsageError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
