@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# every target runs the one command, `lmdynamics VERB`: the console script beside $(PY) (else PY -m lmdynamics.cli)
+LMDYNAMICS = $(if $(wildcard $(dir $(PY))lmdynamics),$(dir $(PY))lmdynamics,$(PY) -m lmdynamics.cli)
 # CONFIG given on the command line picks the config of whichever target runs.
 TRAIN_CONFIG    := $(if $(filter command line,$(origin CONFIG)),$(CONFIG),configs/train/demo.yaml)
 ANALYSIS_CONFIG := $(if $(filter command line,$(origin CONFIG)),$(CONFIG),configs/analysis/pythia-paper.yaml)
@@ -17,10 +19,10 @@ help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
 	@echo "CONFIG=path picks the config of train/analyze/sweep/saturation; ARGS=\"...\" passes flags (e.g. ARGS=\"--ckpt_path last\");"
 	@echo "RUN_DIR=runs/NAME picks the run of saturation/trajectories (default runs/demo)."
-	@echo "Everything is also one command: .venv/bin/lmdynamics SUBCOMMAND (.venv/bin/lmdynamics --help lists them)."
+	@echo "Every target is one command: .venv/bin/lmdynamics VERB (.venv/bin/lmdynamics --help lists the verbs)."
 
 configs: $(STAMP)  ## list the bundled configs (train and analysis)
-	@$(VENV)/bin/lmdynamics configs
+	@$(LMDYNAMICS) configs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +34,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install the project
 
 train: $(STAMP)  ## train the default model (configs/train/demo.yaml) with live measurements and a report
-	$(PY) train/run.py fit --config $(TRAIN_CONFIG) $(ARGS)
+	$(LMDYNAMICS) fit --config $(TRAIN_CONFIG) $(ARGS)
 
-# The sweep file has no default: CONFIG=configs/sweeps/X.yaml is required (ARGS="--workers 2", "--print-commands").
-sweep: $(STAMP)  ## run a grid of runs: CONFIG=configs/sweeps/X.yaml (resumable; ARGS="--print-commands")
+# The sweep file has no default: CONFIG=configs/sweeps/X.yaml is required (ARGS="--workers 2", "--print_commands").
+sweep: $(STAMP)  ## run a grid of runs: CONFIG=configs/sweeps/X.yaml (resumable; ARGS="--print_commands")
 	$(if $(filter command line,$(origin CONFIG)),,$(error make sweep needs CONFIG=configs/sweeps/X.yaml (a sweep file)))
-	$(PY) train/sweep.py --config $(CONFIG) $(ARGS)
+	$(LMDYNAMICS) sweep --config $(CONFIG) $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite (~15 min here; GPU-marked tests skip without CUDA)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15 $(ARGS)
@@ -69,18 +71,18 @@ bench: $(STAMP)  ## benchmarks, printed side by side
 	$(PY) bench/run.py $(ARGS)
 
 analyze: $(STAMP)  ## offline analysis (default: the Pythia paper config; CONFIG=configs/analysis/demo-run.yaml)
-	$(PY) analysis/run.py --config $(ANALYSIS_CONFIG) $(ARGS)
+	$(LMDYNAMICS) analyze --config $(ANALYSIS_CONFIG) $(ARGS)
 
 saturation: $(STAMP)  ## saturation of RUN_DIR's val_loss (default runs/demo), or CONFIG=configs/analysis/saturation-pythia.yaml
 ifeq ($(origin CONFIG),command line)
-	$(PY) analysis/saturation.py --config $(CONFIG) $(ARGS)
+	$(LMDYNAMICS) saturation --config $(CONFIG) $(ARGS)
 else
 	@test -d $(RUN_DIR) || { echo "make saturation: $(RUN_DIR) does not exist yet: run make train first (or give RUN_DIR= or CONFIG=)" >&2; exit 2; }
-	$(PY) analysis/saturation.py --table $(RUN_DIR) --metric val_loss --out $(RUN_DIR)/saturation $(ARGS)
+	$(LMDYNAMICS) saturation --table $(RUN_DIR) --metric val_loss --out $(RUN_DIR)/saturation $(ARGS)
 endif
 
 trajectories: $(STAMP)  ## per-token trajectories of RUN_DIR (default runs/demo): recorded (or live), classified, reported
-	$(PY) analysis/trajectories.py run $(RUN_DIR) $(ARGS)
+	$(LMDYNAMICS) trajectories run $(RUN_DIR) $(ARGS)
 
 clean:  ## remove .venv and caches
 	rm -rf $(VENV) .pytest_cache mutants

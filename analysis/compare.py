@@ -1,8 +1,7 @@
-"""Compare runs: ``python analysis/compare.py runs/a runs/b ... --out DIR [--group-by KEY]`` (see lmdynamics.compare)."""
+"""``lmdynamics compare``: one report across runs (``analysis/compare.py runs/a runs/b --out DIR``)."""
 
 import sys
 
-from lmdynamics.report.compare_report import main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["compare", *sys.argv[1:]]))

@@ -1,8 +1,7 @@
-"""Contrastive text between two checkpoints: ``python analysis/contrastive.py --help``."""
+"""``lmdynamics contrastive``: contrastive text from a small and a large checkpoint."""
 
 import sys
 
-from lmdynamics.trajectories.contrastive_cli import main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["contrastive", *sys.argv[1:]]))

@@ -1,9 +1,7 @@
-"""CKA-to-final for any training run from its stored probe activations (``lmdynamics convergence``):
-``python analysis/convergence.py runs/demo``."""
+"""``lmdynamics convergence``: CKA-to-final of a training run (``analysis/convergence.py runs/demo``)."""
 
 import sys
 
-from lmdynamics.report.commands import convergence_main as main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["convergence", *sys.argv[1:]]))

@@ -1,8 +1,7 @@
-"""Evaluate every checkpoint of a run (or hub revisions) with lm-evaluation-harness, or cheaply with the (``lmdynamics evaluate``; the code: lmdynamics.saturation.commands.evaluate)."""
+"""``lmdynamics evaluate``: lm-eval (or a corpus loss) at every checkpoint of a run or hub revisions."""
 
 import sys
 
-from lmdynamics.saturation.commands.evaluate import main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["evaluate", *sys.argv[1:]]))

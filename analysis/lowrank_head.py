@@ -1,8 +1,7 @@
-"""Rank-constrained head: freeze a checkpoint's backbone, train a head W = A B of rank r for r on a log grid, (``lmdynamics lowrank-head``; the code: lmdynamics.saturation.commands.lowrank_head)."""
+"""``lmdynamics lowrank-head``: loss of a rank-constrained head on a frozen checkpoint, over a rank grid."""
 
 import sys
 
-from lmdynamics.saturation.commands.lowrank_head import main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["lowrank-head", *sys.argv[1:]]))

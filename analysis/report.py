@@ -1,14 +1,7 @@
-"""Draw every figure a tidy table supports and write a Markdown report (``lmdynamics report``).
-
-    python analysis/report.py --table runs/demo            # a run directory (holds metrics.parquet/)
-    python analysis/report.py --table analysis_out/metrics.parquet --out analysis_out/report
-
-Writes <out>/report.md and <out>/figures/*.png. Reads only the tidy table, never model files.
-"""
+"""``lmdynamics report``: figures and report.md of a tidy table (``analysis/report.py --table runs/demo``)."""
 
 import sys
 
-from lmdynamics.report.commands import report_main as main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["report", *sys.argv[1:]]))

@@ -1,8 +1,7 @@
-"""Did a model saturate, when, and did its output head move first? (Godey et al. 2024; docs/science.md section 3) (``lmdynamics saturation``; the code: lmdynamics.saturation.commands.saturation)."""
+"""``lmdynamics saturation``: saturation of eval or loss curves (Godey et al. 2024)."""
 
 import sys
 
-from lmdynamics.saturation.commands.saturation import main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["saturation", *sys.argv[1:]]))

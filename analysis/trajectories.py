@@ -1,8 +1,7 @@
-"""Per-token training trajectories: ``python analysis/trajectories.py {record,report,score} --help``."""
+"""``lmdynamics trajectories``: per-token loss trajectories (``analysis/trajectories.py {record,report,score,run}``)."""
 
 import sys
 
-from lmdynamics.trajectories.cli import main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["trajectories", *sys.argv[1:]]))

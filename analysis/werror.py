@@ -1,8 +1,7 @@
-"""W-error of a corpus: how much of its empirical next-token matrix a rank-d head can represent (``lmdynamics werror``; the code: lmdynamics.saturation.commands.werror)."""
+"""``lmdynamics werror``: W-error curve of a corpus's n-gram next-token matrix."""
 
 import sys
 
-from lmdynamics.saturation.commands.werror import main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["werror", *sys.argv[1:]]))

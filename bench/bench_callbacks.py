@@ -28,7 +28,7 @@ from pathlib import Path
 # passive OpenMP waiting: spinning threads would bill idle waits as CPU time (and slow a shared machine)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from lmdynamics.training.cli import main as cli
+from lmdynamics.commands.fit import main as cli
 
 OFF = ["--convergence.enabled", "false", "--weight_rank.enabled", "false", "--head_rank.enabled", "false"]
 

@@ -191,7 +191,7 @@ def test_second_run_recomputes_nothing(world, first_run):
 
 @pytest.mark.slow
 def test_cka_to_a_new_reference_needs_no_forward_pass(world, first_run):
-    from lmdynamics.offline.cli import main
+    from lmdynamics.commands.analyze import main
 
     out = world["out"]
     cache_before = cache_state(out)
@@ -207,7 +207,7 @@ def test_cka_to_a_new_reference_needs_no_forward_pass(world, first_run):
 
 
 def test_demo_config_analyses_the_default_run_offline(tmp_path, monkeypatch):
-    from lmdynamics.offline.cli import main
+    from lmdynamics.commands.analyze import main
     from lmdynamics.probes import ProbeSet
 
     run = write_synthetic_run(tmp_path / "runs" / "demo", [0, 3, 6], run="demo", model_name="demo", tokens_per_step=256)
@@ -229,7 +229,7 @@ def test_demo_config_analyses_the_default_run_offline(tmp_path, monkeypatch):
 def test_demo_config_before_make_train_says_train_first_and_writes_nothing(tmp_path, monkeypatch, capsys):
     """`make analyze CONFIG=configs/analysis/demo-run.yaml` before `make train`: runs/demo is a missing run, not a
     hub repo; one line, exit 2, no analysis_out left behind."""
-    from lmdynamics.offline.cli import main
+    from lmdynamics.commands.analyze import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HF_HUB_OFFLINE")  # the hub check must not be what answers
@@ -241,7 +241,7 @@ def test_demo_config_before_make_train_says_train_first_and_writes_nothing(tmp_p
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
-    from lmdynamics.offline.cli import main
+    from lmdynamics.commands.analyze import main
 
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("models: [Org/x]\nstepz: paper\n")

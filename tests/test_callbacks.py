@@ -13,7 +13,7 @@ from lmdynamics import store
 from lmdynamics.callbacks.head_rank import HeadRank, SaturationRule
 from lmdynamics.measure import activation_metric_rows, weight_metric_rows
 from lmdynamics.probes import ProbeSet, capture, load_activations
-from lmdynamics.training.cli import main
+from lmdynamics.commands.fit import main
 
 from tests.helpers.callbacks import drive
 from tests.helpers.cli import losses, run_cli, tiny_config

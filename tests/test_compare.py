@@ -82,7 +82,7 @@ def test_report_numbers_groups_and_figures(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["{tmp}/nothing"], "neither a run directory"),
-    (["{tmp}/sweep", "--group-by", "model.model.hiden_size"], "--group-by model.model.hiden_size"),
+    (["{tmp}/sweep", "--group-by", "model.model.hiden_size"], "--group_by model.model.hiden_size"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, words):
     _fake_run(tmp_path / "sweep", "a", 8, "plain", {50: 3.0})
@@ -249,11 +249,11 @@ def test_a_failure_while_drawing_leaves_no_output_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--group-by", "hidden_sise"], ["--group-by hidden_sise", "model.model.head.kind", "model.model.hidden_size"]),
+    (["--group-by", "hidden_sise"], ["--group_by hidden_sise", "model.model.head.kind", "model.model.hidden_size"]),
     (["--baseline", "head.kinds=plain"], ["--baseline head.kinds", "model.model.head.kind"]),
     (["--baseline", "head.kind=tied"], ["--baseline model.model.head.kind=tied", "values of model.model.head.kind: mos, plain"]),
     (["--baseline", "plain"], ["--baseline 'plain'", "KEY=VALUE"]),
-    (["--group-by", "model"], ["--group-by model: a config section", "model.model.head.kind"]),
+    (["--group-by", "model"], ["--group_by model: a config section", "model.model.head.kind"]),
 ])
 def test_bad_grouping_is_one_line_naming_the_keys_that_exist(tmp_path, capsys, args, words):
     _seeded(tmp_path / "s", "a", 8, "plain", 1, 3.0)

@@ -135,7 +135,7 @@ def test_bad_model_specs(kwargs, words):
 
 @pytest.mark.parametrize("size", ["14m", "1b", "12b"])
 def test_pythia_config_parses_through_the_real_cli(size, capsys):
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
 
     with pytest.raises(SystemExit) as done:
         main(["fit", "--config", str(CONFIGS / f"pythia-{size}.yaml"), "--print_config"])
@@ -178,7 +178,7 @@ def test_explicit_fields_equal_to_the_published_size_are_no_override(local_text,
 
 
 def test_unknown_size_is_one_clear_line(local_text, pythia_tokenizer_file, capsys):
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
 
     code = main(["fit", "--config", str(CONFIGS / "pythia-14m.yaml"), "--model.model.size", "15m",
                  "--data.source", str(local_text), "--data.tokenizer", str(pythia_tokenizer_file), "--run.dry_run", "true"])

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lmdynamics.training.cli import main
+from lmdynamics.commands.fit import main
 from tests.helpers.cli import tiny_config
 
 
@@ -74,7 +74,7 @@ def test_the_dry_run_prints_the_run_directory_and_writes_nothing(tmp_path, capsy
 def test_configs_lists_whole_sentences(capsys):
     """`lmdynamics configs`: each description is the first whole sentence of the config's leading comment,
     never a line of it cut where the comment wrapped."""
-    from lmdynamics.cli import config_root, leading_paragraph
+    from lmdynamics.commands.configs import config_root, leading_paragraph
     from lmdynamics.cli import main as lmdynamics
 
     assert lmdynamics(["configs"]) == 0

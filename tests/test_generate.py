@@ -106,7 +106,7 @@ def test_a_mixture_of_softmaxes_checkpoint_generates_with_its_own_head(run, tmp_
 @pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--checkpoint", "runs/no-such-run"], "no such directory"),
-    (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["--top-p", "1.5"], "--top_p must be in (0, 1]"),
     (["--temperature", "-1"], "--temperature must be >= 0"),
     (["--max-new-tokens", "100000"], "exceed the model's context"),
     (["--prompt", ""], "has no tokens"),

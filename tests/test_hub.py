@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from lmdynamics import hub
-from lmdynamics.offline.cli import hub_needs, parse
+from lmdynamics.commands.analyze import parse
+from lmdynamics.offline.fabric_run import hub_needs
 
 from conftest import ROOT
 

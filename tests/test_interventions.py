@@ -109,7 +109,7 @@ def test_mos_checkpoint_says_so_and_loads_through_our_class(tmp_path):
     (["--model.optim.head_lr_multiplier", "0"], "head_lr_multiplier must be positive"),
 ])
 def test_bad_intervention_is_one_line_and_writes_nothing(tmp_path, capsys, extra, words):
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
 
     assert main(["fit", "--config", str(tiny_config(tmp_path)), *extra]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
@@ -127,7 +127,7 @@ def test_bad_intervention_is_one_line_and_writes_nothing(tmp_path, capsys, extra
 def test_interventions_train_through_the_cli(tmp_path, extra, label, loader):
     cfg = tiny_config(tmp_path, **{"data.source": "synthetic", "data.synthetic": {"vocab_size": 64, "rank": 8, "classes": 4},
                                    "trainer.max_steps": 4, "run.name": "iv"})
-    from lmdynamics.training.cli import main  # in-process: the real CLI without a second interpreter's start-up
+    from lmdynamics.commands.fit import main  # in-process: the real CLI without a second interpreter's start-up
 
     assert main(["fit", "--config", str(cfg), "--convergence.enabled", "false", "--weight_rank.enabled", "false", *extra]) == 0
     run = tmp_path / "runs" / "iv"

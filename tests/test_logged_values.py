@@ -98,7 +98,7 @@ def test_logged_step_values_equal_an_independent_recomputation(tmp_path, setting
 
 
 def test_warmup_shorter_than_one_update_is_reported_and_kept(tmp_path, capsys):
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
 
     cfg = tiny_config(tmp_path, **{"trainer.max_steps": 2, "checkpoints": {"every": 2, "log_cap": None},
                                    "convergence": {"enabled": False}, "weight_rank": {"enabled": False},
@@ -114,7 +114,7 @@ def test_warmup_shorter_than_one_update_is_reported_and_kept(tmp_path, capsys):
 def test_validation_values_carry_their_update_in_every_log(tmp_path):
     """val_loss / val_ppl after update k carry step k in the CSV, TensorBoard and the table alike (as the
     train values and the checkpoints do), so the logs line up without reading the table."""
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
     from tests.kill_resume import _tensorboard_scalars
 
     cfg = tiny_config(tmp_path, **{"checkpoints": {"every": 3, "log_cap": None}, "convergence": {"enabled": False},

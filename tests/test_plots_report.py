@@ -1,6 +1,5 @@
 """Figures and the report, drawn from synthetic tidy tables (never from model files)."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -239,10 +238,10 @@ def run_cli(*args):
 
 
 def cli_main():
-    spec = importlib.util.spec_from_file_location("report_cli", ROOT / "analysis" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    """``lmdynamics report`` in this process, as ``analysis/report.py`` runs it."""
+    from lmdynamics.cli import main
+
+    return lambda argv: main(["report", *argv])
 
 
 @pytest.mark.slow

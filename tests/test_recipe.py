@@ -226,7 +226,7 @@ def test_lr_multiplier_closed_form_and_shape(total, warmup_share, floor, data):
 # ----------------------------------------------------------------------------------------- every Pythia config
 def resolved_config(size: str) -> dict:
     """The config as the real CLI resolves it (``--print_config``)."""
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):

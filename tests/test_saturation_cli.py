@@ -1,7 +1,6 @@
 """analysis/saturation.py end to end: a real tiny training run's table, harness files, and bad input."""
 
 import contextlib
-import importlib.util
 import io
 import json
 import subprocess
@@ -21,11 +20,11 @@ SCRIPT = ROOT / "analysis" / "saturation.py"
 DATA = Path(__file__).parent / "data" / "lm_eval"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("saturation_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _script(verb: str = "saturation") -> SimpleNamespace:
+    """The verb as its script runs it (``lmdynamics.cli.main([VERB, ...])``), in this process."""
+    from lmdynamics.cli import main
+
+    return SimpleNamespace(main=lambda argv: main([verb, *argv]))
 
 
 def run_main(*args) -> SimpleNamespace:
@@ -167,15 +166,12 @@ def test_scaling_gap_through_the_command(tmp_path):
     assert "A = 119.09, alpha = 0.246 fitted on pythia-1.4b, pythia-2.8b" in (tmp_path / "out" / "report.md").read_text()
     res = saturation("--evals", root, "--task", "pile", "--metric", "ppl", "--out", tmp_path / "out2",
                      "--scaling-large", "pythia-1.4b,pythia-2.8b")
-    assert res.returncode == 2 and "--tokens-per-step" in res.stderr and not (tmp_path / "out2").exists()
+    assert res.returncode == 2 and "--tokens_per_step" in res.stderr and not (tmp_path / "out2").exists()
 
 
 @pytest.mark.slow
 def test_lowrank_head_command_on_a_checkpoint_of_the_run(tiny_run, tmp_path):
-    script = ROOT / "analysis" / "lowrank_head.py"
-    spec = importlib.util.spec_from_file_location("lowrank_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("lowrank-head")
     ckpt = sorted((tiny_run / "checkpoints").iterdir())[-1]
     out = tmp_path / "lr"
     code = module.main(["--checkpoint", str(ckpt), "--out", str(out), "--train-blocks", "64", "--eval-blocks", "8",
@@ -214,10 +210,7 @@ def test_lm_eval_on_the_run_checkpoints_offline_resumable_then_saturation(tiny_r
     """The real lm-eval package (HFLM) on our checkpoints, with a local last-word task over a JSONL file."""
     import random
 
-    script = ROOT / "analysis" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("evaluate_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("evaluate")
     rng = random.Random(0)
     words = "the of and to in is a that for it as was with be by on not".split()
     tasks = tmp_path / "tasks"

@@ -1,8 +1,6 @@
 """W-error and rank-constrained-head results as tidy-table rows: what the commands write to OUT/metrics.parquet
 reads back equal to their CSV (index = d or r), is declared in the catalogue, and a rerun replaces its rows."""
 
-import importlib.util
-
 import pandas as pd
 import pytest
 
@@ -11,14 +9,15 @@ from lmdynamics.report.run_report import write_report
 from lmdynamics.saturation.rows import lowrank_results, werror_curves
 from lmdynamics.checkpoints.synthetic import tiny_config, write_synthetic_run
 from lmdynamics.data.tokenizer import train_bpe
-from tests.helpers.cli import ROOT
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "analysis" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The verb of ``analysis/<name>.py`` as the script runs it (``lmdynamics.cli.main([VERB, ...])``)."""
+    from types import SimpleNamespace
+
+    from lmdynamics.cli import main
+
+    return SimpleNamespace(main=lambda argv: main([name.replace("_", "-"), *argv]))
 
 
 def test_werror_curve_round_trips_through_the_table(tmp_path, local_text):

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from lmdynamics import store
-from lmdynamics.saturation.commands.saturation import main as saturation_main
+from lmdynamics.commands.saturation import main as saturation_main
 from lmdynamics.saturation.detect import detect
 from lmdynamics.saturation.signals import moved_first
 

@@ -1,6 +1,7 @@
 """Scale-out recipes on CPU: DeepSpeed configs, multi-GPU overlays, launcher commands, and refused FSDP."""
 
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -37,9 +38,10 @@ def test_deepspeed_configs_are_valid_and_leave_lightnings_keys_alone(path):
 
 
 def printed_config(*args) -> dict:
+    from lmdynamics.commands.fit import main as fit_main
     from lmdynamics.training.launch import check_training_args
 
-    return check_training_args(["python", "train/run.py", "fit", *args])
+    return check_training_args(["lmdynamics", "fit", *args], fit_main)
 
 
 @pytest.mark.parametrize("overlay", list(OVERLAYS))
@@ -70,7 +72,7 @@ def test_zero3_overlay_instantiates_through_the_cli(local_text, pythia_tokenizer
 
 @pytest.mark.slow
 def test_slurm_script_is_well_formed_and_matches_the_training_config(capsys):
-    from lmdynamics.training.launch import main
+    from lmdynamics.commands.launch import main
 
     assert main(["slurm", "--nodes", "4", "--gpus-per-node", "8", "--partition", "gpu", "--", "fit",
                  "--config", str(CONFIGS / "pythia-6.9b.yaml"), "--config", str(CONFIGS / "scale" / "nodes-zero3.yaml")]) == 0
@@ -81,9 +83,9 @@ def test_slurm_script_is_well_formed_and_matches_the_training_config(capsys):
     srun = [line for line in script.splitlines() if line.startswith("srun ")]
     assert len(srun) == 1
     cmd = shlex.split(srun[0])[1:]
-    assert Path(cmd[1]) == ROOT / "train" / "run.py" and cmd[2] == "fit"
+    assert Path(cmd[0]).name == "lmdynamics" and Path(cmd[0]).is_absolute() and cmd[1] == "fit"  # the console script
     assert cmd[cmd.index("--trainer.num_nodes") + 1] == "4" and cmd[cmd.index("--trainer.devices") + 1] == "8"
-    cfg = printed_config(*cmd[3:])  # the command as SLURM will run it parses with the real CLI
+    cfg = printed_config(*cmd[2:])  # the command as SLURM will run it parses with the real CLI
     assert (int(cfg["trainer"]["num_nodes"]), int(cfg["trainer"]["devices"])) == (4, 8)
 
 
@@ -91,15 +93,18 @@ def test_slurm_script_is_well_formed_and_matches_the_training_config(capsys):
 def test_torchrun_command_parses_with_torchruns_own_parser(nodes, endpoint, capsys):
     from torch.distributed.run import get_args_parser
 
-    from lmdynamics.training.launch import main
+    from lmdynamics.commands.launch import main
 
     extra = ["--rdzv-endpoint", endpoint] if endpoint else []
     assert main(["torchrun", "--nodes", str(nodes), *extra, "--", "fit", "--config", str(CONFIGS / "pythia-1.4b.yaml"),
                  "--config", str(CONFIGS / "scale" / "8gpu-zero2.yaml")]) == 0
-    cmd = shlex.split(capsys.readouterr().out)
+    cd, line = capsys.readouterr().out.strip().split(" && ", 1)
+    assert cd == f"cd {shlex.quote(os.getcwd())}"
+    cmd = shlex.split(line)
     assert cmd[1:3] == ["-m", "torch.distributed.run"]
     args = get_args_parser().parse_args(cmd[3:])
-    assert int(args.nproc_per_node) == 8 and str(args.nnodes).split(":")[0] == str(nodes) and Path(args.training_script).name == "run.py"
+    assert int(args.nproc_per_node) == 8 and str(args.nnodes).split(":")[0] == str(nodes) and Path(args.training_script).name == "lmdynamics"
+    assert args.training_script_args[0] == "fit"
     if endpoint:
         assert args.rdzv_endpoint == endpoint and args.rdzv_backend == "c10d"
     train = args.training_script_args
@@ -108,11 +113,11 @@ def test_torchrun_command_parses_with_torchruns_own_parser(nodes, endpoint, caps
 
 @pytest.mark.parametrize("argv, words", [
     (["torchrun", "--nodes", "3", "--rdzv-endpoint", "n:1", "--", "fit", "--config", "CFG1.4"], "not a multiple of"),
-    (["torchrun", "--nodes", "2", "--", "fit", "--config", "CFG1.4"], "--rdzv-endpoint"),
+    (["torchrun", "--nodes", "2", "--", "fit", "--config", "CFG1.4"], "--rdzv_endpoint"),
     (["slurm", "--", "--config", "CFG1.4"], "starting with `fit`"),
 ])
 def test_launcher_refuses_bad_input_in_one_line(argv, words, capsys):
-    from lmdynamics.training.launch import main
+    from lmdynamics.commands.launch import main
 
     argv = [str(CONFIGS / "pythia-1.4b.yaml") if a == "CFG1.4" else a for a in argv]
     assert main(argv) == 2
@@ -121,7 +126,7 @@ def test_launcher_refuses_bad_input_in_one_line(argv, words, capsys):
 
 
 def test_fsdp_is_refused_with_the_deepspeed_alternative(tmp_path, capsys):
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
     from tests.helpers.cli import tiny_config
 
     assert main(["fit", "--config", str(tiny_config(tmp_path)), "--trainer.strategy", "fsdp"]) == 2

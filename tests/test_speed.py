@@ -71,7 +71,7 @@ def test_mfu_is_logged_against_the_given_peak(tmp_path):
 
 
 def test_bad_attention_kernel_is_one_line(tmp_path, capsys):
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
 
     assert main(["fit", "--config", str(tiny_config(tmp_path, **QUIET)), "--model.speed.attn_implementation", "flash"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -7,13 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
 from lmdynamics import store
-from lmdynamics.sweep import SweepError, expand, main
+from lmdynamics.commands.sweep import main
+from lmdynamics.sweep import SweepError, expand
 from tests.helpers.cli import ROOT, cli_env, tiny_config
 
 
@@ -63,13 +65,16 @@ def test_bad_grid_is_refused_in_one_line_before_anything_runs(tmp_path, capsys, 
 
 def test_print_commands_gives_one_runnable_command_per_run(tmp_path, capsys):
     path = _sweep_file(tmp_path, grid={"seed_everything": [1, 2], "model.model.hidden_size": [16, 32]})
-    assert main(["--config", str(path), "--print-commands"]) == 0
+    assert main(["--config", str(path), "--print_commands"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4
     names = set()
     for line in lines:
-        argv = shlex.split(line)
-        assert argv[1:4] == ["-m", "lmdynamics.cli", "fit"]  # the package's command, never a script by path
+        cd, command = line.split(" && ", 1)
+        assert cd == f"cd {shlex.quote(os.getcwd())}"  # relative paths of the sweep file hold from there
+        argv = shlex.split(command)
+        # the package's console command by its absolute path, never a script of the checkout
+        assert Path(argv[0]).is_absolute() and Path(argv[0]).name == "lmdynamics" and argv[1] == "fit"
         names.add(argv[argv.index("--run.name") + 1])
     assert names == {f"sw-seed_everything{s}-hidden_size{d}" for s in (1, 2) for d in (16, 32)}
     assert not (tmp_path / "sweep").exists()
@@ -99,11 +104,11 @@ def test_sweep_runs_in_parallel_skips_finished_and_resumes_interrupted(tmp_path,
 def test_set_overrides_every_run_after_the_file_and_the_grid(tmp_path, capsys):
     path = _sweep_file(tmp_path, grid={"model.model.hidden_size": [16, 32], "trainer.max_steps": [5]})
     assert main(["--config", str(path), "--set", "trainer.max_steps=2", "--set", "model.model.head.kind=mos",
-                 "--print-commands"]) == 0
+                 "--print_commands"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
     for line in lines:
-        argv = shlex.split(line)
+        argv = shlex.split(line.split(" && ", 1)[1])
         # the last occurrence of a flag wins in the CLI: the override comes after the grid's value
         assert argv[len(argv) - 1 - argv[::-1].index("--trainer.max_steps") + 1] == "2"
         assert argv[len(argv) - 1 - argv[::-1].index("--model.model.head.kind") + 1] == "mos"

@@ -113,7 +113,7 @@ def _synthetic_config(tmp_path, **over):
 
 
 def test_rank_above_vocabulary_is_one_line_and_writes_nothing(tmp_path, capsys):
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
 
     assert main(["fit", "--config", str(_synthetic_config(tmp_path)), *QUICK, "--data.synthetic.rank", "63"]) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
@@ -125,7 +125,7 @@ def test_rank_above_vocabulary_is_one_line_and_writes_nothing(tmp_path, capsys):
 def test_run_on_synthetic_records_floor_and_logs_excess_loss(tmp_path):
     from transformers import AutoTokenizer
 
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
 
     assert main(["fit", "--config", str(_synthetic_config(tmp_path)), *QUICK]) == 0
     run = tmp_path / "runs" / "tiny"
@@ -203,7 +203,7 @@ def test_new_options_leave_existing_language_ids_alone():
 
 
 def test_bad_language_option_on_the_cli_is_one_line_and_writes_nothing(tmp_path, capsys):
-    from lmdynamics.training.cli import main
+    from lmdynamics.commands.fit import main
 
     assert main(["fit", "--config", str(_synthetic_config(tmp_path)), *QUICK, "--data.synthetic.train_blocks", "0"]) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]

@@ -10,7 +10,7 @@ import torch
 import yaml
 from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
-from lmdynamics.training.cli import main
+from lmdynamics.commands.fit import main
 from tests.helpers.cli import run_cli, tiny_config
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmdynamics.trajectories.cli import main
+from lmdynamics.commands.trajectories import main
 from lmdynamics.trajectories.compare import group_perplexity, overlap_table, trace_groups, x_values
 from lmdynamics.trajectories.storage import TokenTable, Trajectories, TrajectoryStore
 from tests.helpers.trajectories import two_synthetic_runs

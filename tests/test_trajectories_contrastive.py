@@ -10,9 +10,9 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from lmdynamics.checkpoints.synthetic import tiny_config
-from lmdynamics.trajectories.cli import main as trajectories_main
+from lmdynamics.commands.trajectories import main as trajectories_main
 from lmdynamics.trajectories.contrastive import FLOOR, contrastive_generate, contrastive_next
-from lmdynamics.trajectories.contrastive_cli import main
+from lmdynamics.commands.contrastive import main
 from tests.helpers.trajectories import two_synthetic_runs
 
 

@@ -15,7 +15,7 @@ from lmdynamics.data.corpus import load_corpus
 from lmdynamics.data.datamodule import default_cache_dir
 from lmdynamics.data.packing import split_documents
 from lmdynamics.probes.sources import load_tokenizer
-from lmdynamics.trajectories.cli import main
+from lmdynamics.commands.trajectories import main
 from lmdynamics.trajectories.counts import corpus_counts
 from lmdynamics.trajectories.storage import TrajectoryStore
 from lmdynamics.trajectories.tokens import frequency_buckets

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmdynamics.trajectories.cli import main as trajectories_main
+from lmdynamics.commands.trajectories import main as trajectories_main
 from lmdynamics.trajectories.storage import TrajectoryStore
 from tests.helpers.cli import run_cli, tiny_config
 

@@ -128,7 +128,7 @@ def same_trajectories(offline: Trajectories, live: Trajectories, steps) -> None:
 
 @pytest.mark.slow
 def test_offline_trajectories_of_a_run_equal_the_live_ones_at_every_checkpoint(tmp_path):
-    from lmdynamics.trajectories.cli import main as trajectories_main
+    from lmdynamics.commands.trajectories import main as trajectories_main
     from lmdynamics.trajectories.storage import TrajectoryStore
     from tests.helpers.cli import run_cli, tiny_config
 

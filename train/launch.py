@@ -1,8 +1,7 @@
-"""Print a SLURM batch script or a torchrun command for multi-GPU training: ``python train/launch.py slurm --nodes 4 -- fit --config ...``."""
+"""``lmdynamics launch``: a SLURM script or a torchrun command (``train/launch.py slurm --nodes 4 -- fit --config ...``)."""
 
 import sys
 
-from lmdynamics.training.launch import main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["launch", *sys.argv[1:]]))

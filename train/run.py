@@ -1,8 +1,7 @@
-"""Train or validate a GPT-NeoX model: ``python train/run.py fit --config configs/train/demo.yaml``."""
+"""``lmdynamics fit`` and ``lmdynamics validate``: ``train/run.py fit --config configs/train/demo.yaml`` (the verb comes first)."""
 
 import sys
 
-from lmdynamics.training.cli import main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(sys.argv[1:]))

@@ -1,8 +1,7 @@
-"""Run a grid of training runs: ``python train/sweep.py --config sweep.yaml [--workers N] [--print-commands]``."""
+"""``lmdynamics sweep``: a grid of training runs (``train/sweep.py --config configs/sweeps/X.yaml``)."""
 
 import sys
 
-from lmdynamics.sweep import main
+from lmdynamics.cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main(["sweep", *sys.argv[1:]]))

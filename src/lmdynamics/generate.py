@@ -1,7 +1,7 @@
 """``lmdynamics generate``: text from a checkpoint, to see that a trained model works.
 
-    lmdynamics generate --checkpoint runs/demo --prompt "The list" --max-new-tokens 40 \
-        --temperature 0.8 --top-p 0.9 --seed 0
+    lmdynamics generate --checkpoint runs/demo --prompt "The list" --max_new_tokens 40 \
+        --temperature 0.8 --top_p 0.9 --seed 0
 
 ``--checkpoint``: a Hugging Face checkpoint directory (``runs/demo/checkpoints/step00000600``), a run directory
 (its last checkpoint) or ``SOURCE@STEP`` (``runs/demo@300``). The model is loaded with
@@ -9,24 +9,23 @@
 tokenizer from the checkpoint's ``tokenizer.json``. Sampling is transformers' ``generate`` with
 ``do_sample``: logits divided by the temperature, then nucleus (top-p) filtering; ``--temperature 0`` is greedy
 decoding (the argmax token at every step). Ids the tokenizer does not have (a vocabulary padded to a multiple
-of 128) are never produced. Generation stops after ``--max-new-tokens`` tokens or at the end-of-text token.
-The same seed gives the same text on the same machine. Bad input: one line on stderr, exit 2.
+of 128) are never produced. Generation stops after ``--max_new_tokens`` tokens or at the end-of-text token.
+The same seed gives the same text on the same machine. Bad input: one line on stderr, exit 2. The command: ``lmdynamics.commands.generate``.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-__all__ = ["generate", "main", "resolve"]
+__all__ = ["generate", "resolve"]
 
 
 def resolve(spec: str) -> Path:
     """The checkpoint directory of a checkpoint directory, a run directory (its last checkpoint) or SOURCE@STEP."""
     from .checkpoints import CheckpointError, RunSource
-    from .trajectories.contrastive_cli import resolve_checkpoint
+    from .trajectories.contrastive_run import resolve_checkpoint
 
     path = Path(spec)
     if path.is_dir() and not (path / "config.json").is_file() and (path / "run.json").is_file():
@@ -42,20 +41,20 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 40, temperatur
              seed: int = 0, num_samples: int = 1) -> list[list[int]]:
     """The new token ids of ``num_samples`` continuations of ``prompt`` (see the module docstring)."""
     if max_new_tokens <= 0:
-        raise ValueError(f"--max-new-tokens must be positive, got {max_new_tokens}")
+        raise ValueError(f"--max_new_tokens must be positive, got {max_new_tokens}")
     if temperature < 0:
         raise ValueError(f"--temperature must be >= 0 (0 = greedy), got {temperature}")
     if not 0 < top_p <= 1:
-        raise ValueError(f"--top-p must be in (0, 1], got {top_p}")
+        raise ValueError(f"--top_p must be in (0, 1], got {top_p}")
     if num_samples <= 0:
-        raise ValueError(f"--num-samples must be positive, got {num_samples}")
+        raise ValueError(f"--num_samples must be positive, got {num_samples}")
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if not ids:
         raise ValueError(f"--prompt {prompt!r} has no tokens; give some text to continue")
     context = model.config.max_position_embeddings
     if len(ids) + max_new_tokens > context:
         raise ValueError(f"the prompt ({len(ids)} tokens) + {max_new_tokens} new tokens exceed the model's context of "
-                         f"{context}; shorten the prompt or lower --max-new-tokens")
+                         f"{context}; shorten the prompt or lower --max_new_tokens")
     vocab = len(tokenizer)
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.generation_config.eos_token_id
     settings = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "use_cache": True,
@@ -75,42 +74,3 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 40, temperatur
                 seq = seq[: seq.index(eos) + 1]
             out.append(seq)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Sample continuations of a prompt from a checkpoint and print them."""
-    from .report.commands import _parse, _parser
-    from .checkpoints import CheckpointError
-
-    parser = _parser("lmdynamics generate", main.__doc__)
-    parser.add_argument("--checkpoint", type=str, required=True,
-                        help="a checkpoint directory, a run directory (its last checkpoint) or SOURCE@STEP")
-    parser.add_argument("--prompt", type=str, required=True, help="the text to continue")
-    parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=40)
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (argmax at every step)")
-    parser.add_argument("--top_p", "--top-p", type=float, default=0.9, help="nucleus sampling threshold, (0, 1]")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_samples", "--num-samples", type=int, default=1)
-    args = _parse(parser, argv)
-    if args is None:
-        return 2
-    try:
-        from .models.heads import load_causal_lm
-        from .probes.sources import load_tokenizer
-
-        directory = resolve(args.checkpoint)
-        if not (directory / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"{directory} has no tokenizer.json; generate needs the checkpoint's tokenizer")
-        tokenizer = load_tokenizer(directory / "tokenizer.json")
-        model = load_causal_lm(directory, dtype=torch.float32).eval()
-        samples = generate(model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_p,
-                           args.seed, args.num_samples)
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    prompt_ids = tokenizer(args.prompt, add_special_tokens=False)["input_ids"]
-    mode = "greedy" if args.temperature == 0 else f"temperature {args.temperature}, top-p {args.top_p}"
-    for k, new in enumerate(samples, 1):
-        print(f"--- sample {k} of {len(samples)} ({directory}, {mode}, seed {args.seed}, {len(new)} new tokens)")
-        print(tokenizer.decode(prompt_ids + new))
-    return 0

@@ -14,7 +14,7 @@ Training, the callbacks, the offline analysis and the reports all find a run's f
       evaluations/<kind>-stepNNNNNNNN/   `validate` runs, apart from the run's own logs         .evaluation_dir(kind, step)
       events.jsonl               saturation events of the head monitor                          .events
       report/                    report.md and figures/                                         .report
-      sweep.log                  the run's output when a sweep ran it (train/sweep.py)          .sweep_log
+      sweep.log                  the run's output when a sweep ran it (lmdynamics sweep)        .sweep_log
 """
 
 from __future__ import annotations

@@ -7,16 +7,16 @@ validation loss, and size on disk. Steps done are the last training step in its 
 training and removed when training stops; a process on another host cannot be checked and is taken as
 running), ``interrupted`` otherwise (a run from before ``finished.json`` whose resume checkpoint is at its last
 step counts as finished).
+
+The command: ``lmdynamics.commands.runs``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,25 +119,3 @@ def format_table(rows: list[RunSummary]) -> str:
         body.append([r.name, r.model, f"{r.steps_done}/{planned}", r.status, final, best, human_size(r.bytes_on_disk)])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *body])
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lmdynamics runs", description=__doc__.split("\n\n")[0].replace("``", ""), allow_abbrev=False)
-    parser.add_argument("root", nargs="?", default="runs", help="a directory of runs (default: runs) or one run")
-    parser.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
-    args = parser.parse_args(argv)
-    root = Path(args.root)
-    if not root.is_dir():
-        print(f"error: {root} is not a directory of runs; train one first (`make train` writes runs/demo) or give "
-              "the run root (lmdynamics runs PATH)", file=sys.stderr)
-        return 2
-    rows = [summarize(run) for run in find_runs(root)]
-    if not rows:
-        print(f"no runs under {root} (a run directory holds run.json)")
-        return 0
-    if args.json:
-        for row in rows:
-            print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in vars(row).items()}))
-    else:
-        print(format_table(rows))
-    return 0

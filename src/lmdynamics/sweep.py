@@ -1,6 +1,6 @@
 """Sweeps: a grid of training runs expanded into named runs, validated, then run by N worker processes.
 
-``python train/sweep.py --config sweep.yaml [--set KEY=VALUE ...] [--workers N] [--print-commands]``. The sweep file:
+``lmdynamics sweep --config sweep.yaml [--set KEY=VALUE ...] [--workers N] [--print_commands]``. The sweep file:
 
 ```yaml
 name: bottleneck                 # run-name prefix
@@ -18,7 +18,7 @@ grid:                            # a mapping, or a list of mappings whose runs a
 ```
 
 Each combination becomes a run named ``<name>-<part>-<part>...`` (``hidden_size8``, ``seed_everything1``, or
-the bundle's name) and one command ``python -m lmdynamics.cli fit --config ... --run.root ROOT --run.name NAME
+the bundle's name) and one command ``<venv>/bin/lmdynamics fit --config ... --run.root ROOT --run.name NAME
 --key value ...``. ``--set KEY=VALUE`` (repeatable; the value read as YAML) overrides every run, after the
 file's ``set`` and the grid: it is in each run's ``config.yaml`` and the summary. Every ``--set`` key is
 checked against the training config's keys, and every run with the real CLI's dry run (``--run.dry_run
@@ -28,13 +28,13 @@ one that was interrupted is resumed with ``--ckpt_path last`` (the CLI starts it
 checkpoint yet). Each run's output goes to its own directory, ``ROOT/NAME/sweep.log``. A failed run does not
 stop the others. At the end a summary table (run, status, steps, final and best validation loss, excess
 loss, saturation, wall time; a failed run's last log line) is printed and written to
-``ROOT/sweep_summary.csv``; the sweep exits non-zero when a run failed. ``--print-commands`` prints the
-commands for a scheduler instead (one a line) and runs nothing.
+``ROOT/sweep_summary.csv``; the sweep exits non-zero when a run failed. ``--print_commands`` prints the
+commands for a scheduler instead (one a line: ``cd <here> && <venv>/bin/lmdynamics fit ...``, as it works in a
+new shell) and runs nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -53,6 +53,7 @@ from pathlib import Path
 
 import yaml
 
+from .console import in_this_directory, lmdynamics_command
 from .layout import RunLayout
 
 SWEEP_KEYS = {"name", "root", "configs", "set", "workers", "grid"}
@@ -81,7 +82,7 @@ class Sweep:
     overrides: dict = field(default_factory=dict)  # --set KEY=VALUE of the command line, applied to every run
 
     def command(self, run: PlannedRun, resume: bool = False) -> list[str]:
-        cmd = [sys.executable, "-m", "lmdynamics.cli", *self.cli_args(run)]
+        cmd = [*lmdynamics_command("fit"), *self.cli_args(run)[1:]]
         return cmd + (["--ckpt_path", "last"] if resume else [])
 
     def cli_args(self, run: PlannedRun) -> list[str]:
@@ -182,13 +183,12 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def check_override_keys(sweep: Sweep) -> None:
+def check_override_keys(sweep: Sweep, cli_main) -> None:
     """Each ``--set`` key against the keys of the training config (the CLI's ``--print_config`` of the sweep's
     configs): an unknown one is one line naming it and the keys beside it."""
     if not sweep.overrides:
         return
     from .compare.grouping import flatten
-    from .training.cli import main as cli_main
 
     out, err = io.StringIO(), io.StringIO()
     with _quiet(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -236,12 +236,10 @@ def _quiet():
             q.setLevel(level)
 
 
-def validate(sweep: Sweep) -> None:
-    """The ``--set`` keys, then every run through the real CLI's dry run (in this process): the first failure is
-    one line naming the key or the run."""
-    from .training.cli import main as cli_main
-
-    check_override_keys(sweep)
+def validate(sweep: Sweep, cli_main) -> None:
+    """The ``--set`` keys, then every run through the real CLI's dry run (in this process; ``cli_main``:
+    ``lmdynamics.commands.fit.main``): the first failure is one line naming the key or the run."""
+    check_override_keys(sweep, cli_main)
     with _quiet():
         for run in sweep.runs:
             _dry_run(cli_main, sweep, run)
@@ -362,27 +360,11 @@ def run_all(sweep: Sweep, workers: int) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="train/sweep.py", description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("--config", required=True, help="the sweep file (YAML)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override a config key in every run (repeatable), e.g. --set trainer.max_steps=400")
-    parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: the sweep file's, else 1)")
-    parser.add_argument("--print-commands", action="store_true", help="print one command per run for a scheduler; run nothing")
-    args = parser.parse_args(argv)
-    try:
-        sweep = load(args.config, parse_overrides(args.overrides))
-        workers = args.workers if args.workers is not None else sweep.workers
-        if workers < 1:
-            raise SweepError(f"--workers must be at least 1, got {workers}")
-        validate(sweep)
-    except SweepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.print_commands:
-        for run in sweep.runs:
-            state = sweep.state(run)
-            prefix = "# done: " if state == "done" else ""
-            print(prefix + shlex.join(sweep.command(run, resume=state == "started")))
-        return 0
-    return run_all(sweep, workers)
+def printed_commands(sweep: Sweep) -> list[str]:
+    """One line per run for a scheduler, as it works in a new shell (``cd <here> && <venv>/bin/lmdynamics fit
+    ...``); a finished run's line is commented out, an interrupted one resumes."""
+    lines = []
+    for run in sweep.runs:
+        state = sweep.state(run)
+        lines.append(("# done: " if state == "done" else "") + in_this_directory(sweep.command(run, resume=state == "started")))
+    return lines

@@ -2,7 +2,7 @@
 records every (context, token) loss of the first ``num_blocks`` blocks into the run's trajectory store
 (``<run>/trajectories/<run name>/``, the format of ``lmdynamics.trajectories.storage``) together with the
 validation perplexity of that same pass (token-weighted over all validation blocks the validation loop uses).
-The offline recorder (``analysis/trajectories.py record``) writes the same store from the saved checkpoints
+The offline recorder (``lmdynamics trajectories record``) writes the same store from the saved checkpoints
 with the same function (``trajectories.record.token_losses``).
 
 What this relies on from ``MeasurementCallback`` (callbacks/base.py): ``__init__(every, log_cap, enabled)``,

@@ -24,7 +24,7 @@ def plan_groups(runs: list[Run], group_by: list[str] | None, baseline: str | Non
     """The groups of the runs; bad keys or a baseline value no run has raise ``CompareError`` (one line)."""
     configs, infos = [r.config for r in runs], [r.info for r in runs]
     try:
-        keys = [grouping.resolve(k, configs, infos, "--group-by") for k in group_by] if group_by else grouping.differing_keys(configs)
+        keys = [grouping.resolve(k, configs, infos, "--group_by") for k in group_by] if group_by else grouping.differing_keys(configs)
         base = None
         if baseline is not None:
             key, sep, value = baseline.partition("=")
@@ -38,14 +38,14 @@ def plan_groups(runs: list[Run], group_by: list[str] | None, baseline: str | Non
         for key in keys:
             if any(isinstance(lookup(r, key), dict) for r in runs):
                 inside = [k for k in grouping.differing_keys(configs) if k.startswith(key + ".")]
-                raise CompareError(f"--group-by {key}: a config section, not a value; the keys in it that differ between "
+                raise CompareError(f"--group_by {key}: a config section, not a value; the keys in it that differ between "
                                    f"the runs: {', '.join(inside) or '(none)'}")
     except grouping.GroupKeyError as err:
         raise CompareError(str(err)) from None
     for key in keys if group_by else []:  # the default keys may be absent from some runs (a run without config)
         missing = [r.name for r in runs if lookup(r, key) is None and not _head_parameter(key)]
         if missing:
-            raise CompareError(f"--group-by {key}: not in the config or run.json of {', '.join(missing[:3])}"
+            raise CompareError(f"--group_by {key}: not in the config or run.json of {', '.join(missing[:3])}"
                                f"{' and others' if len(missing) > 3 else ''}; group by keys every run has")
     of_run, groups = {}, {}
     for r in runs:

@@ -1,5 +1,5 @@
 """The offline analysis configuration: the dataclasses below, read by jsonargparse (as training's config) from
-``--config`` YAML files and ``--key value`` flags (``lmdynamics.offline.cli``), then checked by :func:`validate`.
+``--config`` YAML files and ``--key value`` flags (``lmdynamics.commands.analyze``), then checked by :func:`validate`.
 
 Every default is visible here and in ``configs/analysis/*.yaml``; the resolved configuration is saved as
 ``<out>/config.yaml`` with every analysis. Knobs shared with the live measurements have the same names:
@@ -17,7 +17,6 @@ import yaml
 
 from lmdynamics.catalogue import ACTIVATION_COMPONENTS as ALL_COMPONENTS
 from lmdynamics.catalogue import ANALYSES
-from lmdynamics.checkpoints.steps import parse_steps
 
 # What an analysis can compute per (model, step) (lmdynamics.catalogue.ANALYSES). ``weights``: the
 # catalogue's spectrum measurements of every weight matrix, OV per head, the head's spectrum (streamed, no
@@ -84,6 +83,8 @@ def validate(config: AnalysisConfig) -> AnalysisConfig:
     config.models = _split(config.models or [])
     if not config.models:
         raise ValueError("no models to analyse; set models in the config or pass --models ORG/NAME,RUN_DIR")
+    from lmdynamics.checkpoints.steps import parse_steps  # here: the checkpoints package imports torch
+
     config.steps = parse_steps(config.steps)
     config.analyses = _split(config.analyses)
     bad = sorted(set(config.analyses) - set(ANALYSES))

@@ -15,7 +15,7 @@ one checkpoint is one atomic append; "all" is what the catalogue says the kind w
 (missing revision, corrupt file, tokenizer mismatch, run without checkpoints) is reported in one line,
 recorded under ``<out>/failures/`` and in ``<out>/summary.json`` (``offline.failures``); the others are
 still analysed and the command exits non-zero. Configuration: ``offline.config``; command line:
-``offline.cli``.
+``commands.analyze`` (run under Fabric by ``offline.fabric_run``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""One report across runs: ``lmdynamics compare runs/a runs/b ... --out DIR [--group-by K1,K2] [--baseline KEY=VALUE]``.
+"""One report across runs: ``lmdynamics compare runs/a runs/b ... --out DIR [--group_by K1,K2] [--baseline KEY=VALUE]``.
 
 Reads each run's tidy table (``metrics.parquet``), ``run.json`` and resolved ``config.yaml`` only, never model
 files. A path that holds run directories (a sweep's root) stands for all of them. Runs of any size, corpus,
 schedule and set of measurements compare; a section without data for any run says so in one line.
 
-Groups (``lmdynamics.compare.grouping``): ``--group-by`` takes one or more comma-separated config keys (a unique tail
+Groups (``lmdynamics.compare.grouping``): ``--group_by`` takes one or more comma-separated config keys (a unique tail
 such as ``head.kind`` will do) or run.json fields; without it, the config keys that differ between the runs,
 seeds excepted. Labels are short (``d=8 · head=mos K=4``); each group has its own colour and line style, the
 same in every figure, with the legend outside the data.
@@ -27,9 +27,7 @@ rows the report uses.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +35,7 @@ import pandas as pd
 from lmdynamics.compare import grouping
 from lmdynamics.compare.grouping import natural
 from lmdynamics.compare.groups import Grouping, plan_groups
-from lmdynamics.compare.runs import RISE_MARGIN, CompareError, Run, cka_curves, convergence_fractions, curve_metrics, curve_title, find_runs, load_runs, summarize
+from lmdynamics.compare.runs import RISE_MARGIN, Run, cka_curves, convergence_fractions, curve_metrics, curve_title, summarize
 from lmdynamics.compare.statistics import cka_at_fractions, convergence_by_group, group_stats, numeric_groups, trend_per_doubling
 from lmdynamics.compare.verdict import CI_LEVEL, means_table, verdict_table
 from lmdynamics.report.figures import compare as F
@@ -168,24 +166,3 @@ def write_report(runs: list[Run], out: Path, group_by: list[str] | str | None = 
             lines += [f"### {title}", "", f"![{title}](figures/{path.name})" if path else "No run has these values.", ""]
         (stage / "report.md").write_text("\n".join(lines), encoding="utf-8")
     return out / "report.md"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lmdynamics compare", description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("runs", nargs="+", help="run directories, or directories holding run directories (a sweep root)")
-    parser.add_argument("--out", required=True, help="output directory for report.md, runs.csv, verdict.csv and figures/")
-    parser.add_argument("--group-by", default=None,
-                        help="comma-separated config keys or run.json fields (a unique tail such as head.kind will do); "
-                             "default: the config keys that differ between the runs, seeds excepted")
-    parser.add_argument("--baseline", default=None, help="KEY=VALUE of the baseline group (e.g. head.kind=plain): the verdict table")
-    parser.add_argument("--threshold", type=float, default=0.95, help="CKA-to-final convergence threshold")
-    args = parser.parse_args(argv)
-    group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
-    try:
-        runs = load_runs(find_runs(args.runs))
-        report = write_report(runs, Path(args.out), group_by, args.threshold, args.baseline)
-    except CompareError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"[compare] {len(runs)} runs: {report}")
-    return 0

@@ -95,7 +95,7 @@ def from_table(path: str | os.PathLike, metric: str, task: str | None = None) ->
 
 
 def with_measures(series: Series, path: str | os.PathLike) -> Series:
-    """Add the rows of another tidy table (e.g. ``analysis/run.py`` over the same checkpoints: head spectrum,
+    """Add the rows of another tidy table (e.g. ``lmdynamics analyze`` over the same checkpoints: head spectrum,
     anisotropy) for the side-by-side figure; its models are matched to the series' by name, or by the name
     without the hub organisation (``EleutherAI/pythia-160m`` -> ``pythia-160m``)."""
     try:

@@ -4,7 +4,7 @@ of a local corpus, at every checkpoint of a run directory or at hub revisions.
 Harness path: lm-eval's Python API (``lm_eval.simple_evaluate``, HFLM backend ``hf``) on each checkpoint,
 any task list (``include_path`` adds local task YAMLs, e.g. a ``dataset_path: json`` task over a JSONL
 file), batch size and device. Each checkpoint's result is written as the harness's own JSON
-(``<out>/<model>/step<NNNNNNNN>.json``, per-sample logs left out), so ``analysis/saturation.py --evals
+(``<out>/<model>/step<NNNNNNNN>.json``, per-sample logs left out), so ``lmdynamics saturation --evals
 <out>`` and any other harness tooling read it; its rows go to ``<out>/metrics.parquet`` (via
 ``harness``: metric ``<task>/<metric>``, component ``eval``). Resumable: a checkpoint whose result file
 exists is skipped. Cheap path: ``corpus_loss`` (mean next-token cross-entropy over held-out blocks of a
@@ -46,7 +46,7 @@ def run_targets(run_dir: str | os.PathLike, steps: Iterable[int] | None = None) 
     ckpts = run_dir / "checkpoints"
     found = sorted((int(m.group(1)), p) for p in ckpts.glob("step*") if (m := _STEP_DIR.match(p.name)) and p.is_dir())
     if not found:
-        raise FileNotFoundError(f"{run_dir}: no checkpoints/stepNNNNNNNN directories; pass a run directory of train/run.py")
+        raise FileNotFoundError(f"{run_dir}: no checkpoints/stepNNNNNNNN directories; pass a run directory of lmdynamics fit")
     info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     wanted = None if steps is None else set(steps)
     targets = [Target(s, {"pretrained": str(p.resolve()), "dtype": "float32"}) for s, p in found
@@ -83,7 +83,7 @@ def evaluate_harness(targets: Sequence[Target], model: str, out: str | os.PathLi
     manager = TaskManager(include_path=include_path) if include_path else TaskManager()
     unknown = [t for t in tasks if t not in set(manager.all_tasks)]
     if unknown:
-        raise ValueError(f"unknown lm-eval task(s) {unknown}; pass --include-path for a local task YAML, "
+        raise ValueError(f"unknown lm-eval task(s) {unknown}; pass --include_path for a local task YAML, "
                          "or see `lm-eval ls tasks`")
     paths = []
     for target in targets:
@@ -135,3 +135,18 @@ def evaluate_corpus_loss(targets: Sequence[Target], model: str, out: str | os.Pa
         written.append(row)
         log(f"step {target.step}: {CORPUS_LOSS}={value:.4f}")
     return written
+
+
+def corpus_blocks(source: str, target: Target, n: int):
+    """Held-out blocks of ``source`` tokenised with the first checkpoint's tokenizer, at its context length."""
+    from transformers import AutoConfig
+
+    from lmdynamics.data.datamodule import TextDataModule
+
+    pretrained = target.model_args["pretrained"]
+    config = AutoConfig.from_pretrained(pretrained, revision=target.model_args.get("revision"))
+    tokenizer = f"{pretrained}/tokenizer.json" if not target.model_args.get("revision") else pretrained
+    dm = TextDataModule(source=source, tokenizer=tokenizer, val_blocks=n,
+                        context_length=min(int(config.max_position_embeddings), 2048))
+    dm.prepare()
+    return dm.val_blocks_tensor

@@ -54,7 +54,7 @@ def fit(n: Iterable[float], t: Iterable[float], loss: Iterable[float], B: float 
         raise ScalingError("fitting A and alpha needs checkpoints of at least two model sizes among the large models")
     if (rest <= 0).any():
         raise ScalingError("some large-model losses are at or below E + B/T^beta: the fixed B, beta, E cannot "
-                           "describe them (pass other --scaling-fixed values, or other large models)")
+                           "describe them (pass other --scaling_fixed values, or other large models)")
     slope, intercept = np.polyfit(np.log(n), np.log(rest), 1)
     x0 = np.array([intercept, -slope])  # (log A, alpha)
 
@@ -99,7 +99,7 @@ def gaps(rows: pd.DataFrame, metric: str, large: Iterable[str], params: Mapping[
         sizes[model] = float(n)
     frame = frame[frame.step > 0]  # T = 0 is outside the law
     if (frame.tokens <= 0).any():
-        raise ScalingError("rows without token counts (tokens <= 0 at step > 0); pass --tokens-per-step")
+        raise ScalingError("rows without token counts (tokens <= 0 at step > 0); pass --tokens_per_step")
     frame = frame.assign(N=frame.model.map(sizes))
     frame = frame[frame.step >= min_fraction * frame.groupby("model").step.transform("max")]
     train = frame[frame.model.isin(large)]

@@ -7,36 +7,41 @@ one process per device: SLURM ``--ntasks-per-node`` = devices; torchrun ``--npro
 
 from __future__ import annotations
 
-import argparse
+import os
 import shlex
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from ..console import in_this_directory, interpreter_of, lmdynamics_command
+
+TRAINING_VERB = "fit"
 
 
-def training_command(python: str, train_args: list[str], nodes: int, gpus: int) -> list[str]:
-    """``python train/run.py <args>`` with the device counts the launcher provides appended (last one wins)."""
-    if not train_args or train_args[0] != "fit":
+def training_command(train_args: list[str], nodes: int, gpus: int, python: str | None = None) -> list[str]:
+    """``<venv>/bin/lmdynamics fit <args>`` (the console script beside ``python``, default this interpreter) with
+    the device counts the launcher provides appended (last one wins)."""
+    if not train_args or train_args[0] != TRAINING_VERB:
         raise ValueError("give the training arguments after `--`, starting with `fit` (e.g. -- fit --config configs/train/pythia-1.4b.yaml)")
-    return [python, str(ROOT / "train" / "run.py"), *train_args,
+    return [*lmdynamics_command(TRAINING_VERB, python), *train_args[1:],
             "--trainer.accelerator", "gpu", "--trainer.num_nodes", str(nodes), "--trainer.devices", str(gpus)]
 
 
-def check_training_args(train: list[str]) -> dict:
-    """Parse the training command with the real CLI (``--print_config``, nothing runs) and check that the global
-    batch divides over the launcher's processes; returns the resolved config."""
+def _verb_at(train: list[str]) -> int:
+    """The index of the verb in a training command (after the console script or ``<python> -m lmdynamics.cli``)."""
+    return train.index(TRAINING_VERB)
+
+
+def check_training_args(train: list[str], train_main) -> dict:
+    """Parse the training command with the real CLI (``train_main``: ``lmdynamics.commands.fit.main``, run with
+    ``--print_config``, nothing runs) and check that the global batch divides over the launcher's processes;
+    returns the resolved config."""
     import contextlib
     import io
 
     import yaml
 
-    from .cli import main as train_main
-
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = train_main([*train[2:], "--print_config"])
+            code = train_main([*train[_verb_at(train):], "--print_config"])
         except SystemExit as done:
             code = done.code or 0
     if code:
@@ -59,51 +64,22 @@ def slurm_script(train: list[str], nodes: int, gpus: int, job_name: str, time: s
              f"#SBATCH --cpus-per-task={cpus_per_task}", f"#SBATCH --time={time}", "#SBATCH --signal=SIGUSR1@90"]
     if partition:
         lines.append(f"#SBATCH --partition={partition}")
-    lines += ["set -euo pipefail", f"cd {shlex.quote(str(ROOT))}", "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK}",
+    lines += ["set -euo pipefail", f"cd {shlex.quote(os.getcwd())}", "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK}",
               "srun " + shlex.join(train)]
     return "\n".join(lines) + "\n"
 
 
 def torchrun_command(train: list[str], nodes: int, gpus: int, endpoint: str | None) -> str:
-    """``torchrun`` for one node (standalone) or for several (c10d rendezvous at ``endpoint``; run it on every node)."""
-    python, script, *rest = train
-    launcher = [python, "-m", "torch.distributed.run", f"--nproc-per-node={gpus}"]
+    """``cd <here> && <python> -m torch.distributed.run ... <venv>/bin/lmdynamics fit ...`` for one node
+    (standalone) or for several (c10d rendezvous at ``endpoint``; run it on every node). torchrun runs the console
+    script (a Python file) with the venv's interpreter; without one, ``-m lmdynamics.cli``."""
+    verb = _verb_at(train)
+    script = train[1:verb] if train[1:2] == ["-m"] else train[:verb]  # -m lmdynamics.cli, or the console script
+    launcher = [interpreter_of(train), "-m", "torch.distributed.run", f"--nproc-per-node={gpus}"]
     if nodes == 1 and endpoint is None:
         launcher.append("--standalone")
     else:
         if not endpoint or ":" not in endpoint:
-            raise ValueError("torchrun over several nodes needs --rdzv-endpoint HOST:PORT (the first node's address)")
-        launcher += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", "--rdzv-id=lmdynamics"]
-    return shlex.join([*launcher, script, *rest])
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="train/launch.py", allow_abbrev=False,
-        description="Print a SLURM script or a torchrun command for `train/run.py`; the training arguments follow `--`.")
-    ap.add_argument("launcher", choices=["slurm", "torchrun"])
-    ap.add_argument("--nodes", type=int, default=1)
-    ap.add_argument("--gpus-per-node", type=int, default=8)
-    ap.add_argument("--job-name", default="lmdynamics")
-    ap.add_argument("--time", default="48:00:00", help="SLURM wall-time limit")
-    ap.add_argument("--partition", help="SLURM partition")
-    ap.add_argument("--cpus-per-task", type=int, default=8, help="SLURM CPUs per GPU process")
-    ap.add_argument("--rdzv-endpoint", help="torchrun over several nodes: HOST:PORT of the first node")
-    ap.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"), help="the virtualenv's interpreter")
-    argv = sys.argv[1:] if argv is None else argv
-    own, train_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    args = ap.parse_args(own)
-    try:
-        if args.nodes < 1 or args.gpus_per_node < 1:
-            raise ValueError(f"--nodes and --gpus-per-node must be positive, got {args.nodes} and {args.gpus_per_node}")
-        train = training_command(args.python, train_args, args.nodes, args.gpus_per_node)
-        check_training_args(train)
-        if args.launcher == "slurm":
-            print(slurm_script(train, args.nodes, args.gpus_per_node, args.job_name, args.time, args.partition,
-                               args.cpus_per_task), end="")
-        else:
-            print(torchrun_command(train, args.nodes, args.gpus_per_node, args.rdzv_endpoint))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+            raise ValueError("torchrun over several nodes needs --rdzv_endpoint HOST:PORT (the first node's address)")
+        launcher += [f"--nnodes={nodes}", "--rdzv-backend=c10d", f"--rdzv_endpoint={endpoint}", "--rdzv-id=lmdynamics"]
+    return in_this_directory([*launcher, *script, *train[verb:]])

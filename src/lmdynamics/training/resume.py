@@ -20,8 +20,6 @@ whether any of them was signalled, so all stop after the same step. A second sig
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import shutil
 import signal
 import sys
@@ -175,23 +173,13 @@ def load_positions(directory: Path) -> dict:
 INTERRUPTED: dict[str, object] = {"hint": None, "signal": None}
 
 
-def fit_command() -> list[str]:
-    """The command that runs ``lmdynamics fit`` with this interpreter, as it works in a new shell: the venv's
-    ``lmdynamics`` console script beside the interpreter (absolute), else ``<interpreter> -m lmdynamics.cli``.
-    The interpreter's path is kept as it is (a venv's ``bin/python`` is a link; resolving it leaves the venv)."""
-    python = os.path.abspath(sys.executable)
-    script = Path(python).with_name("lmdynamics")
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script), "fit"]
-    return [python, "-m", "lmdynamics.cli", "fit"]
-
-
 def resume_command(run_dir: Path) -> str:
     """``cd <cwd> && <lmdynamics> fit --config <run>/config.yaml --ckpt_path last``: paths in the config (run.root,
     data, probe files) may be relative to the directory the run was started from."""
+    from ..console import in_this_directory, lmdynamics_command
+
     config = Path(run_dir).absolute() / "config.yaml"
-    args = [*fit_command(), "--config", str(config), "--ckpt_path", "last"]
-    return f"cd {shlex.quote(os.getcwd())} && {shlex.join(args)}"
+    return in_this_directory([*lmdynamics_command("fit"), "--config", str(config), "--ckpt_path", "last"])
 
 
 def resume_hint(run_dir: Path, step: int, saved_step: int | None) -> str:

@@ -37,7 +37,7 @@ def generated_text_losses(model, generations: list[dict]) -> torch.Tensor:
 def _read(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; write it with analysis/contrastive.py")
+        raise FileNotFoundError(f"{path} does not exist; write it with lmdynamics contrastive")
     gens = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not gens or not all(g.get("ids") for g in gens):
         raise ValueError(f"{path} holds no generated tokens")

@@ -1,18 +1,15 @@
-"""``python analysis/contrastive.py --small CKPT --large CKPT --weights 1,-1 [--top-p 0.9 | --greedy]
---prompts FILE --max-new-tokens N --out DIR``: contrastive text from two checkpoints sharing a tokenizer.
+"""Contrastive text from two checkpoints sharing a tokenizer, as ``lmdynamics contrastive`` runs it
+(``lmdynamics.commands.contrastive`` parses; the decoding: ``lmdynamics.trajectories.contrastive``).
 
 CKPT: a Hugging Face checkpoint directory (``runs/x/checkpoints/step00000600``) or ``SOURCE@STEP`` with SOURCE a
 run directory or a hub repo id (``EleutherAI/pythia-70m@143000``), resolved by ``lmdynamics.checkpoints``.
 Writes ``OUT/generations.jsonl`` (one line per prompt; a generation stops at the tokenizer's end-of-text token,
-``finished: eos``, or after --max-new-tokens, ``finished: length``) and ``OUT/generation.json`` (the settings).
-Bad input: one line on stderr, exit 2, nothing written.
+``finished: eos``, or after --max_new_tokens, ``finished: length``) and ``OUT/generation.json`` (the settings).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -22,7 +19,7 @@ from ..checkpoints import CheckpointError, open_source
 from ..probes.sources import eos_token_id, load_tokenizer, tokenizer_fingerprint
 from .contrastive import FLOOR, check_weights, contrastive_generate
 
-__all__ = ["main", "resolve_checkpoint"]
+__all__ = ["generate", "resolve_checkpoint"]
 
 
 def resolve_checkpoint(spec: str) -> Path:
@@ -53,29 +50,13 @@ def _weights(text: str) -> tuple[float, float]:
     return w[0], w[1]
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="analysis/contrastive.py", description=__doc__.splitlines()[0])
-    ap.add_argument("--small", required=True, help="checkpoint directory or SOURCE@STEP")
-    ap.add_argument("--large", required=True, help="checkpoint directory or SOURCE@STEP")
-    ap.add_argument("--weights", default="1,-1", help="w_small,w_large in [-1, 1] (default 1,-1: p_small - p_large)")
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling threshold (default 0.9, as the paper)")
-    mode.add_argument("--greedy", action="store_true")
-    ap.add_argument("--prompts", required=True, help="a text file, one prompt per line (blank lines skipped)")
-    ap.add_argument("--max-new-tokens", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--floor", type=float, default=FLOOR, help="mass added to every token before renormalising")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", required=True)
-    return ap
-
-
 def generate(args) -> Path:
     from .offline import load_model
 
     w_s, w_l = _weights(args.weights)
+    floor = FLOOR if getattr(args, "floor", None) is None else args.floor
     if args.max_new_tokens <= 0:
-        raise ValueError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+        raise ValueError(f"--max_new_tokens must be positive, got {args.max_new_tokens}")
     prompts = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()] \
         if Path(args.prompts).is_file() else None
     if not prompts:
@@ -99,7 +80,7 @@ def generate(args) -> Path:
     encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     for p, ids in zip(prompts, encoded):
         if len(ids) + args.max_new_tokens > limit:
-            raise ValueError(f"prompt {p[:30]!r} ({len(ids)} tokens) + {args.max_new_tokens} new tokens exceed the models' context of {limit}; shorten it or lower --max-new-tokens")
+            raise ValueError(f"prompt {p[:30]!r} ({len(ids)} tokens) + {args.max_new_tokens} new tokens exceed the models' context of {limit}; shorten it or lower --max_new_tokens")
         if not ids:
             raise ValueError(f"prompt {p!r} has no tokens")
     gen = torch.Generator().manual_seed(args.seed)
@@ -107,27 +88,14 @@ def generate(args) -> Path:
     lines = []
     for p, ids in zip(prompts, encoded):
         res = contrastive_generate(small, large, ids, w_s, w_l, args.max_new_tokens, args.greedy, args.top_p, gen,
-                                   args.floor, eos_id=eos)
+                                   floor, eos_id=eos)
         lines.append(json.dumps({"prompt": p, "prompt_ids": ids, "ids": res["ids"],
                                  "text": tok.decode(res["ids"], skip_special_tokens=True), "finished": res["finished"],
                                  "p_small": res["p_small"], "p_large": res["p_large"]}))
     out = Path(args.out)
     settings = {"small": str(dirs["small"]), "large": str(dirs["large"]), "weights": [w_s, w_l],
-                "mode": "greedy" if args.greedy else f"top_p={args.top_p}", "floor": args.floor, "seed": args.seed,
+                "mode": "greedy" if args.greedy else f"top_p={args.top_p}", "floor": floor, "seed": args.seed,
                 "max_new_tokens": args.max_new_tokens, "eos_id": eos}
     write_text_atomic(out / "generations.jsonl", "\n".join(lines) + "\n")
     write_json_atomic(out / "generation.json", settings)
     return out / "generations.jsonl"
-
-
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        path = generate(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"generations: {path}")
-    for line in path.read_text().splitlines()[:3]:
-        print(json.loads(line)["text"][:200].replace("\n", " "))
-    return 0
