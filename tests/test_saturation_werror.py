@@ -50,21 +50,16 @@ def test_corpus_matrix_from_a_token_stream_matches_dense():
 
 
 def test_command_on_a_small_local_corpus(tmp_path, local_text):
-    import importlib.util
-    from pathlib import Path
-
     import pandas as pd
 
-    script = Path(__file__).resolve().parents[1] / "analysis" / "werror.py"
-    spec = importlib.util.spec_from_file_location("werror_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from lmdynamics.cli import main
+
     out = tmp_path / "out"
-    code = module.main(["--source", str(local_text), "--tokenizer", "bpe:300", "--max-documents", "60", "--n", "3",
+    code = main(["werror", "--source", str(local_text), "--tokenizer", "bpe:300", "--max-documents", "60", "--n", "3",
                         "--hidden-sizes", "tiny=32", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
     assert code == 0
     curve = pd.read_csv(out / "werror.csv")
     assert curve.d.is_monotonic_increasing and curve.w_error.is_monotonic_decreasing
     assert 32 in set(curve.d) and curve.w_error.iloc[-1] == 0.0 and (out / "figures" / "werror.png").is_file()
-    assert module.main(["--hidden-sizes", "tiny", "--out", str(tmp_path / "bad")]) == 2
+    assert main(["werror", "--hidden-sizes", "tiny", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()

@@ -24,13 +24,7 @@ from ..arguments import BAD_INPUT, canonical_flags, one_line
 def main(args: list[str] | None = None) -> int:
     """Run ``fit`` or ``validate`` (``args`` starts with the subcommand; default: the command line)."""
     from ..config_files import check_config_files
-    from ..report.run_report import figures_for_run
-    from ..training.cli import build_cli
-    from ..training.module import NonFiniteLossError
-    from ..training.resume import INTERRUPTED
-    from ..training.run_directory import RunDirectoryExists, RunFinished
-
-    user_errors = (ValueError, FileNotFoundError, RunDirectoryExists, KeyError)  # bad input: exit 2
+    from ..training.fit_keys import unknown_key
 
     line = list(sys.argv[1:] if args is None else args)
     canonical = canonical_flags(line)
@@ -38,11 +32,20 @@ def main(args: list[str] | None = None) -> int:
         args = canonical  # LightningCLI reads sys.argv itself when it is the command line
     elif args is not None:
         args = canonical
-    INTERRUPTED.update(hint=None, signal=None)
-    problem = check_config_files(canonical)
+    # bad config files and unknown keys answer before lightning is imported (training/fit_keys.py)
+    problem = check_config_files(canonical) or unknown_key(canonical)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return BAD_INPUT
+
+    from ..report.run_report import figures_for_run
+    from ..training.cli import build_cli
+    from ..training.module import NonFiniteLossError
+    from ..training.resume import INTERRUPTED
+    from ..training.run_directory import RunDirectoryExists, RunFinished
+
+    user_errors = (ValueError, FileNotFoundError, RunDirectoryExists, KeyError)  # bad input: exit 2
+    INTERRUPTED.update(hint=None, signal=None)
     try:
         build_cli(args, write_report=figures_for_run)
     except RunFinished as done:
