@@ -291,3 +291,31 @@ def test_the_rule_is_the_same_live_and_replayed(tmp_path):
 def test_bad_monitor_settings_are_refused(over, words):
     with pytest.raises(ValueError, match=words):
         HeadRank(**over)
+
+
+@pytest.mark.parametrize("kind", ["plain", "mos"])
+def test_the_live_monitor_reads_the_head_kl_the_tables_show(tmp_path, kind):
+    """The saturation monitor's KL-to-uniform is the head's KL as every offline reader takes it from the table
+    (``catalogue.head_series``: a mixture's is the mean over its component heads), at every measured step. A
+    mixture whose components have different spectra tells the mean from a single component."""
+    from lmdynamics.catalogue import head_series
+    from lmdynamics.models.heads import HeadSpec, build_causal_lm
+
+    config = GPTNeoXConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, vocab_size=32)
+    model = build_causal_lm(config, HeadSpec(kind=kind, components=3))
+    head = model.get_output_embeddings()
+    weights = [h.weight for h in head.heads] if kind == "mos" else [head.weight]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for k, w in enumerate(weights):  # each head its own spectrum: singular values 1, q, q^2, ... (q = 0.9, 0.6, 0.3)
+            u = torch.linalg.qr(torch.randn(w.shape[0], w.shape[1], generator=g)).Q
+            w.copy_(u @ torch.diag(torch.tensor(0.9 - 0.3 * k) ** torch.arange(w.shape[1])))
+    cb = HeadRank(every=1)
+    table = drive(cb, tmp_path / "run", lambda step: {}, model=model, stop=3)
+    offline = head_series(table, "kl_uniform").set_index("step")["value"]
+    live = dict(cb.rule.kls)
+    assert sorted(live) == sorted(offline.index) == [0, 1, 2, 3]
+    assert [live[s] for s in offline.index] == pytest.approx(offline.tolist(), rel=1e-12)
+    heads = table[(table.metric == "kl_uniform") & (table.layer == -1)]
+    assert heads.component.nunique() == (3 if kind == "mos" else 1)
+    assert kind == "plain" or heads.groupby("step").value.std().min() > 0.1  # the components really differ

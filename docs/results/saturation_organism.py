@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 
 from lmdynamics import store  # noqa: E402
 from lmdynamics.callbacks.head_rank import SaturationRule  # noqa: E402
+from lmdynamics.catalogue import head_series  # noqa: E402
 from lmdynamics.checkpoints.steps import pythia_schedule  # noqa: E402
 
 FIRST_RULE = {"loss_margin": 0.02, "kl_jump": 0.05, "patience": 1, "noise_factor": 0.0, "kl_reference": "min"}
@@ -45,9 +46,8 @@ def series(run: Path):
     info = json.loads((run / "run.json").read_text())
     t = store.read_table(store.table_path(run), metrics=["val_loss", "kl_uniform", "er"])
     val = t[(t.metric == "val_loss") & (t.component == "model")].set_index("step")["value"].sort_index()
-    head = t[t.component.isin(["head", "head_c00"]) & (t.layer == -1)]
-    kl = head[head.metric == "kl_uniform"].groupby("step")["value"].first().sort_index()
-    er = head[head.metric == "er"].groupby("step")["value"].first().sort_index()
+    kl = head_series(t, "kl_uniform").set_index("step")["value"]  # a mixture's: the mean over its heads, as live
+    er = head_series(t, "er").set_index("step")["value"]
     return info, val, kl, er
 
 

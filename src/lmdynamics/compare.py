@@ -40,7 +40,7 @@ import pandas as pd
 import yaml
 
 from . import grouping, store
-from .catalogue import is_output_head
+from .catalogue import head_series
 from .grouping import natural
 from .verdict import CI_LEVEL, means_table, t_interval, verdict_table
 
@@ -114,18 +114,12 @@ def _series(table: pd.DataFrame, metric: str, component: str | None = "model") -
     return rows.sort_values("step")
 
 
-def _head_series(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The head's metric per step: the plain or low-rank head, or the mean over a mixture's component heads."""
-    rows = table[(table["metric"] == metric) & table["component"].map(is_output_head)]
-    return rows.groupby("step", as_index=False)["value"].mean()
-
-
 def summarize(run: Run) -> dict:
     """The final numbers of one run."""
     t = run.table
     val = _series(t, VAL_LOSS)
     excess = _series(t, EXCESS)
-    er, kl = _head_series(t, HEAD_ER), _head_series(t, HEAD_KL)
+    er, kl = head_series(t, HEAD_ER), head_series(t, HEAD_KL)
     seed = lookup(run, "seed_everything")
     row = {"run": run.name, "model": run.info.get("model", ""), "seed": seed if seed is not None else run.info.get("seed"),
            "hidden_size": run.info.get("hidden_size"), "parameters": run.info.get("parameters"),
@@ -269,7 +263,7 @@ def _curves(runs: list[Run], summary: pd.DataFrame, style: dict, metric: str, yl
     fig, ax = _figure()
     labelled = set()
     for run in runs:
-        rows = _head_series(run.table, metric) if head else _series(run.table, metric)
+        rows = head_series(run.table, metric) if head else _series(run.table, metric)
         if rows.empty:
             continue
         tps = run.info.get("tokens_per_step") or 1

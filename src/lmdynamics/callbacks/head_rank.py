@@ -16,7 +16,7 @@ import math
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from ..catalogue import is_output_head
+from ..catalogue import head_series
 from ..measure import anisotropy_rows, head_metric_rows
 from ..distributed import gathered_weight
 from ..layout import RunLayout
@@ -151,8 +151,10 @@ class HeadRank(MeasurementCallback):
             return None
         rows = head_metric_rows(heads, spectrum=self._spectrum_step(trainer, step))
         rows += anisotropy_rows(acts)  # every (layer, component), as the offline analysis
-        kl = next(r["value"] for r in rows if is_output_head(r["component"]) and r["metric"] == "kl_uniform")
-        self.rule.add_kl(step, kl)
+        import pandas as pd
+
+        head_kl = head_series(pd.DataFrame(rows).assign(step=step), "kl_uniform")  # a mixture's: mean of its heads
+        self.rule.add_kl(step, float(head_kl["value"].iloc[0]))
         return rows
 
     def on_validation_end(self, trainer, pl_module) -> None:
