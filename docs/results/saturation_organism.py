@@ -114,7 +114,7 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def heads(roots, optimum: bool = False) -> pd.DataFrame:
     """Section 1: final excess loss and head ER per group (mean, seeds, and a 95% t-interval of the mean)."""
-    from scipy import stats
+    from lmdynamics.verdict import t_interval
 
     rows = []
     for run in runs(roots):
@@ -129,10 +129,9 @@ def heads(roots, optimum: bool = False) -> pd.DataFrame:
     per_run = pd.DataFrame(rows)
     out = []
     for g, d in per_run.groupby("group"):
-        n = len(d)
-        half = stats.t.ppf(0.975, n - 1) * d["excess"].std() / np.sqrt(n) if n > 1 else np.nan
+        mean, low, high, n = t_interval(d["excess"])
         out.append({"group": g, "head": d["head"].iloc[0], "r": d["r"].iloc[0], "K": d["K"].iloc[0], "seeds": n,
-                    "excess mean": d["excess"].mean(), "95% t-interval": f"[{d['excess'].mean() - half:.4f}, {d['excess'].mean() + half:.4f}]",
+                    "excess mean": mean, "95% t-interval": f"[{low:.4f}, {high:.4f}]",
                     "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]), "head ER mean": d["er"].mean(),
                     "tokens": d["tokens"].iloc[0]})
     table = pd.DataFrame(out).sort_values(["head", "r"])
@@ -302,4 +301,4 @@ if __name__ == "__main__":
     elif cmd == "figure":
         figure(args[0], args[1:])
     else:
-        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads or figure")
+        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads, figure, planted or alarm-figure")
