@@ -319,3 +319,54 @@ def test_the_live_monitor_reads_the_head_kl_the_tables_show(tmp_path, kind):
     heads = table[(table.metric == "kl_uniform") & (table.layer == -1)]
     assert heads.component.nunique() == (3 if kind == "mos" else 1)
     assert kind == "plain" or heads.groupby("step").value.std().min() > 0.1  # the components really differ
+
+
+def _monitored_run(run, spectra, val_losses, start=0, stop=None):
+    """Steps start..stop-1 of a run as the CLI drives HeadRank: the head measured (its rows to the run's table),
+    then the validation loss logged to the table (as the tidy-table logger does) and handed to the monitor."""
+    from lmdynamics.measure import tag_rows
+
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=16, vocab_size=32))
+    cb = HeadRank(every=1)
+    probe = SimpleNamespace(activations=lambda trainer, module, step: {})
+    cb.probe = lambda trainer=None: probe
+    run.mkdir(parents=True, exist_ok=True)
+    trainer = _fake_trainer(run)
+    trainer.max_steps, trainer.global_step, trainer.loggers = len(val_losses), start, []
+    module = SimpleNamespace(model=model, spec=SimpleNamespace(name="m"), tokens_per_step=1)
+    cb.setup(trainer, module, "fit")
+    cb.on_train_start(trainer, module)
+    for step in range(start, len(val_losses) if stop is None else stop):
+        _head_with_spectrum(model, spectra[step])
+        trainer.global_step = step
+        cb._run(trainer, module, step)
+        val = torch.tensor(val_losses[step], dtype=torch.float32)
+        store.append(store.table_path(run), tag_rows([{"layer": -1, "component": "model", "metric": "val_loss",
+                                                       "value": float(val)}], run.name, "m", step, step))
+        trainer.callback_metrics = {"val_loss": val}
+        cb.on_validation_end(trainer, module)
+    return cb
+
+
+def test_a_resumed_monitor_goes_on_as_if_never_stopped(tmp_path):
+    """Killed inside a rise (the monitor holds a running minimum, a noise window and a count of risen
+    validations) after the killed process had written its event, then resumed from the checkpoint before the
+    event (the run's table cut back to it, as the training CLI does): the events, events.jsonl included, are
+    the uninterrupted run's, each once."""
+    rng = np.random.default_rng(0)
+    n_fall, n_rise = 20, 10
+    val = (np.r_[2.0 + np.exp(-np.arange(n_fall) / 4), 2.0 + 0.02 * np.arange(1, n_rise + 1)]
+           + rng.normal(0, 0.005, n_fall + n_rise)).tolist()
+    spectra = [q ** np.arange(8) for q in np.r_[np.full(n_fall, 0.9), np.linspace(0.85, 0.5, n_rise)]]
+    whole = _monitored_run(tmp_path / "whole", spectra, val)
+    assert len(whole.events) == 1
+    fired = whole.events[0]["step"]
+    assert fired - 1 > n_fall + 1  # the checkpoint below falls inside the rise, with risen validations before it
+    for checkpoint in (fired - 1, fired + 2):
+        run = tmp_path / f"resumed{checkpoint}"
+        _monitored_run(run, spectra, val, stop=fired + 4)  # the killed process: past the event and the checkpoint
+        store.rewind(store.table_path(run), run.name, checkpoint)
+        resumed = _monitored_run(run, spectra, val, start=checkpoint + 1)
+        assert resumed.events == whole.events, checkpoint
+        assert (run / "events.jsonl").read_text() == (tmp_path / "whole" / "events.jsonl").read_text()
