@@ -55,7 +55,11 @@ def parse(argv: list[str] | None):
 
     argv = list(_sys.argv[1:] if argv is None else argv)
     from lmdynamics.arguments import error_line
+    from lmdynamics.config_files import check_config_files
 
+    problem = check_config_files(argv)
+    if problem:
+        raise analyze.InputError(problem)
     p = parser()
     try:
         args = p.parse_args(argv)
