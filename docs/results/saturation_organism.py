@@ -88,8 +88,10 @@ def alarms(roots, kl_schedule=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _at_or_before(series: pd.Series, step: int) -> float:
-    return float(series[series.index <= step].iloc[-1])
+def _at_or_before(series: pd.Series, step: float) -> float:
+    """The value at the last step <= ``step`` (NaN when there is none, e.g. a short run)."""
+    earlier = series[series.index <= step]
+    return float(earlier.iloc[-1]) if len(earlier) else np.nan
 
 
 def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -100,7 +102,7 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append({"run": run.name, "group": group_of(run.name), "seed": init_seed(run), "best": float(val.min()),
                      "best_step": int(val.idxmin()), "final": float(val.iloc[-1]), "rise": float(val.iloc[-1] - val.min()),
                      "final excess": float(val.iloc[-1] - floor),
-                     "val@40% - final": float(val[val.index <= 0.4 * info["max_steps"]].iloc[-1] - val.iloc[-1])})
+                     "val@40% - final": _at_or_before(val, 0.4 * info["max_steps"]) - float(val.iloc[-1])})
     per_run = pd.DataFrame(rows)
     groups = []
     for g, d in per_run.groupby("group"):
