@@ -38,7 +38,8 @@ from ..models.zoo import ModelSpec
 from ..layout import RunLayout
 from .loggers import RunCSVLogger, RunTensorBoardLogger
 from .module import LMModule, NonFiniteLossError, step_tokens
-from .resume import INTERRUPTED, ResumeCheckpoint, finished_step, mark_finished, read_checkpoint_state
+from .resume import INTERRUPTED, ResumeCheckpoint, read_checkpoint_state
+from .run_status import finished_step, mark_finished
 
 
 @dataclass
