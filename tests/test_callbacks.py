@@ -370,3 +370,19 @@ def test_a_resumed_monitor_goes_on_as_if_never_stopped(tmp_path):
         resumed = _monitored_run(run, spectra, val, start=checkpoint + 1)
         assert resumed.events == whole.events, checkpoint
         assert (run / "events.jsonl").read_text() == (tmp_path / "whole" / "events.jsonl").read_text()
+
+
+@pytest.mark.parametrize("window", [2, 4, 8])
+def test_the_monitor_noise_uses_every_successive_difference_it_has(window):
+    """SaturationRule.noise = 1.4826 x median |v_t - v_(t-1)| / sqrt(2) over the last ``window`` differences, and
+    over all of them while fewer have been seen (from the second validation on; 0 before)."""
+    rng = np.random.default_rng(window)
+    vals = rng.normal(3.0, 0.1, 20).tolist()
+    rule = SaturationRule(window=window)
+    for k, v in enumerate(vals):
+        expected = 0.0
+        if k >= 2:  # differences of the k values seen before this validation
+            diffs = np.abs(np.diff(vals[:k]))[-window:]
+            expected = 1.4826 * float(np.median(diffs)) / np.sqrt(2)
+        assert rule.noise() == pytest.approx(expected, rel=1e-12, abs=1e-15), k
+        rule.update(k, v)

@@ -60,7 +60,8 @@ class SaturationRule:
 
     def noise(self) -> float:
         """Robust standard deviation of one validation's loss from the last ``window`` successive differences."""
-        diffs = [abs(b - a) for a, b in zip(self.vals[-self.window - 1 : -1], self.vals[-self.window :])]
+        recent = self.vals[-self.window - 1 :]  # the last window + 1 values (all of them early in a run)
+        diffs = [abs(b - a) for a, b in zip(recent, recent[1:])]
         if not diffs:
             return 0.0
         diffs.sort()
