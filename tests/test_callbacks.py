@@ -386,3 +386,16 @@ def test_the_monitor_noise_uses_every_successive_difference_it_has(window):
             expected = 1.4826 * float(np.median(diffs)) / np.sqrt(2)
         assert rule.noise() == pytest.approx(expected, rel=1e-12, abs=1e-15), k
         rule.update(k, v)
+
+
+def test_the_kl_reference_is_the_head_at_the_loss_minimum_when_measured_less_often():
+    """The head is measured less often than the loss is validated (the default: head at checkpoint steps). A KL
+    that rose *before* the loss minimum is no jump since the minimum: with the latest KL measured at or before
+    the minimum, the loss rising afterwards fires nothing; once a KL measured after the minimum has jumped above
+    the one at the minimum, it fires."""
+    val = {50 * i: 3.0 - 0.1 * i for i in range(13)}  # minimum at step 600
+    val |= {650: 2.9, 700: 2.95, 750: 3.0, 800: 3.05}  # risen by 0.1-0.25 nats, far above the margin
+    kl_before = {0: 0.1, 250: 0.2, 500: 0.3}  # rising before the minimum only
+    assert SaturationRule.replay(val, kl_before, noise_factor=0.0) == []
+    events = SaturationRule.replay(val, kl_before | {800: 0.4}, noise_factor=0.0)
+    assert [(e["step"], e["kl_uniform_reference"]) for e in events] == [(800, 0.3)]

@@ -70,13 +70,15 @@ class SaturationRule:
         return 1.4826 * median / math.sqrt(2)
 
     def kl_reference_value(self) -> float | None:
-        earlier = self.kls[:-1]
-        if not earlier:
+        """What the latest KL is compared with: the running minimum of the earlier KLs (``min``), or the KL at
+        the loss minimum (``best``): the last measured at or before its step, which is the latest KL itself when
+        the head has not been measured since (no jump then); the first KL when all came after it."""
+        if len(self.kls) < 2:
             return None
         if self.kl_reference == "min":
-            return min(k for _, k in earlier)
-        at_best = [k for s, k in earlier if s <= self.best_step]
-        return at_best[-1] if at_best else earlier[0][1]
+            return min(k for _, k in self.kls[:-1])
+        at_best = [k for s, k in self.kls if s <= self.best_step]
+        return at_best[-1] if at_best else self.kls[0][1]
 
     def update(self, step: int, val: float) -> dict | None:
         """Feed the validation loss at ``step`` (after any KL measured at that step); the event, or None."""
