@@ -291,3 +291,111 @@ def test_the_rule_is_the_same_live_and_replayed(tmp_path):
 def test_bad_monitor_settings_are_refused(over, words):
     with pytest.raises(ValueError, match=words):
         HeadRank(**over)
+
+
+@pytest.mark.parametrize("kind", ["plain", "mos"])
+def test_the_live_monitor_reads_the_head_kl_the_tables_show(tmp_path, kind):
+    """The saturation monitor's KL-to-uniform is the head's KL as every offline reader takes it from the table
+    (``catalogue.head_series``: a mixture's is the mean over its component heads), at every measured step. A
+    mixture whose components have different spectra tells the mean from a single component."""
+    from lmdynamics.catalogue import head_series
+    from lmdynamics.models.heads import HeadSpec, build_causal_lm
+
+    config = GPTNeoXConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, vocab_size=32)
+    model = build_causal_lm(config, HeadSpec(kind=kind, components=3))
+    head = model.get_output_embeddings()
+    weights = [h.weight for h in head.heads] if kind == "mos" else [head.weight]
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for k, w in enumerate(weights):  # each head its own spectrum: singular values 1, q, q^2, ... (q = 0.9, 0.6, 0.3)
+            u = torch.linalg.qr(torch.randn(w.shape[0], w.shape[1], generator=g)).Q
+            w.copy_(u @ torch.diag(torch.tensor(0.9 - 0.3 * k) ** torch.arange(w.shape[1])))
+    cb = HeadRank(every=1)
+    table = drive(cb, tmp_path / "run", lambda step: {}, model=model, stop=3)
+    offline = head_series(table, "kl_uniform").set_index("step")["value"]
+    live = dict(cb.rule.kls)
+    assert sorted(live) == sorted(offline.index) == [0, 1, 2, 3]
+    assert [live[s] for s in offline.index] == pytest.approx(offline.tolist(), rel=1e-12)
+    heads = table[(table.metric == "kl_uniform") & (table.layer == -1)]
+    assert heads.component.nunique() == (3 if kind == "mos" else 1)
+    assert kind == "plain" or heads.groupby("step").value.std().min() > 0.1  # the components really differ
+
+
+def _monitored_run(run, spectra, val_losses, start=0, stop=None):
+    """Steps start..stop-1 of a run as the CLI drives HeadRank: the head measured (its rows to the run's table),
+    then the validation loss logged to the table (as the tidy-table logger does) and handed to the monitor."""
+    from lmdynamics.measure import tag_rows
+
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=16, vocab_size=32))
+    cb = HeadRank(every=1)
+    probe = SimpleNamespace(activations=lambda trainer, module, step: {})
+    cb.probe = lambda trainer=None: probe
+    run.mkdir(parents=True, exist_ok=True)
+    trainer = _fake_trainer(run)
+    trainer.max_steps, trainer.global_step, trainer.loggers = len(val_losses), start, []
+    module = SimpleNamespace(model=model, spec=SimpleNamespace(name="m"), tokens_per_step=1)
+    cb.setup(trainer, module, "fit")
+    cb.on_train_start(trainer, module)
+    for step in range(start, len(val_losses) if stop is None else stop):
+        _head_with_spectrum(model, spectra[step])
+        trainer.global_step = step
+        cb._run(trainer, module, step)
+        val = torch.tensor(val_losses[step], dtype=torch.float32)
+        store.append(store.table_path(run), tag_rows([{"layer": -1, "component": "model", "metric": "val_loss",
+                                                       "value": float(val)}], run.name, "m", step, step))
+        trainer.callback_metrics = {"val_loss": val}
+        cb.on_validation_end(trainer, module)
+    return cb
+
+
+def test_a_resumed_monitor_goes_on_as_if_never_stopped(tmp_path):
+    """Killed inside a rise (the monitor holds a running minimum, a noise window and a count of risen
+    validations) after the killed process had written its event, then resumed from the checkpoint before the
+    event (the run's table cut back to it, as the training CLI does): the events, events.jsonl included, are
+    the uninterrupted run's, each once."""
+    rng = np.random.default_rng(0)
+    n_fall, n_rise = 20, 10
+    val = (np.r_[2.0 + np.exp(-np.arange(n_fall) / 4), 2.0 + 0.02 * np.arange(1, n_rise + 1)]
+           + rng.normal(0, 0.005, n_fall + n_rise)).tolist()
+    spectra = [q ** np.arange(8) for q in np.r_[np.full(n_fall, 0.9), np.linspace(0.85, 0.5, n_rise)]]
+    whole = _monitored_run(tmp_path / "whole", spectra, val)
+    assert len(whole.events) == 1
+    fired = whole.events[0]["step"]
+    assert fired - 1 > n_fall + 1  # the checkpoint below falls inside the rise, with risen validations before it
+    for checkpoint in (fired - 1, fired + 2):
+        run = tmp_path / f"resumed{checkpoint}"
+        _monitored_run(run, spectra, val, stop=fired + 4)  # the killed process: past the event and the checkpoint
+        store.rewind(store.table_path(run), run.name, checkpoint)
+        resumed = _monitored_run(run, spectra, val, start=checkpoint + 1)
+        assert resumed.events == whole.events, checkpoint
+        assert (run / "events.jsonl").read_text() == (tmp_path / "whole" / "events.jsonl").read_text()
+
+
+@pytest.mark.parametrize("window", [2, 4, 8])
+def test_the_monitor_noise_uses_every_successive_difference_it_has(window):
+    """SaturationRule.noise = 1.4826 x median |v_t - v_(t-1)| / sqrt(2) over the last ``window`` differences, and
+    over all of them while fewer have been seen (from the second validation on; 0 before)."""
+    rng = np.random.default_rng(window)
+    vals = rng.normal(3.0, 0.1, 20).tolist()
+    rule = SaturationRule(window=window)
+    for k, v in enumerate(vals):
+        expected = 0.0
+        if k >= 2:  # differences of the k values seen before this validation
+            diffs = np.abs(np.diff(vals[:k]))[-window:]
+            expected = 1.4826 * float(np.median(diffs)) / np.sqrt(2)
+        assert rule.noise() == pytest.approx(expected, rel=1e-12, abs=1e-15), k
+        rule.update(k, v)
+
+
+def test_the_kl_reference_is_the_head_at_the_loss_minimum_when_measured_less_often():
+    """The head is measured less often than the loss is validated (the default: head at checkpoint steps). A KL
+    that rose *before* the loss minimum is no jump since the minimum: with the latest KL measured at or before
+    the minimum, the loss rising afterwards fires nothing; once a KL measured after the minimum has jumped above
+    the one at the minimum, it fires."""
+    val = {50 * i: 3.0 - 0.1 * i for i in range(13)}  # minimum at step 600
+    val |= {650: 2.9, 700: 2.95, 750: 3.0, 800: 3.05}  # risen by 0.1-0.25 nats, far above the margin
+    kl_before = {0: 0.1, 250: 0.2, 500: 0.3}  # rising before the minimum only
+    assert SaturationRule.replay(val, kl_before, noise_factor=0.0) == []
+    events = SaturationRule.replay(val, kl_before | {800: 0.4}, noise_factor=0.0)
+    assert [(e["step"], e["kl_uniform_reference"]) for e in events] == [(800, 0.3)]

@@ -171,3 +171,19 @@ def test_analysis_commands_name_an_empty_or_malformed_config_file(tmp_path, caps
         err = last_error(capsys)
         assert f"config file {bad}, line" in err and "malformed YAML" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "empty.yaml"]
+
+
+@pytest.mark.parametrize("command", ["analyze", "report", "convergence", "generate", "saturation"])
+def test_every_command_with_config_files_names_a_bad_one(tmp_path, capsys, command):
+    """Every command whose parser reads ``--config`` files (jsonargparse's) checks them first: an empty file, a
+    list and malformed YAML are each one line naming the file, exit 2, nothing written."""
+    from lmdynamics.cli import main as lmdynamics
+
+    cases = {"empty.yaml": ("", "is empty"), "list.yaml": ("- a\n- b\n", "holds a list"),
+             "bad.yaml": ("models: [a\nsteps: 1\n", "malformed YAML")}
+    for name, (text, words) in cases.items():
+        (tmp_path / name).write_text(text)
+    for name, (_, words) in cases.items():
+        assert lmdynamics([command, "--config", str(tmp_path / name)]) == 2
+        assert f"config file {tmp_path / name}" in (line := last_error(capsys)) and words in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(cases)

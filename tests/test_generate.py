@@ -133,3 +133,22 @@ def test_a_truncated_model_file_is_one_line(run, tmp_path, generate_here):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "model.safetensors" in lines[0], err
     assert "truncated or corrupt" in lines[0]
+
+
+@pytest.mark.parametrize("kind", ["plain", "mos"])
+def test_a_truncated_local_checkpoint_says_how_to_fix_it_once(tmp_path, kind):
+    """A run's own checkpoint cannot be downloaded again: the error names the file, says what is wrong and gives
+    one fix, the local one (not the hub's "download again" appended after it)."""
+    from transformers import GPTNeoXConfig
+
+    from lmdynamics.checkpoints.streaming import CorruptCheckpointError
+
+    config = GPTNeoXConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, vocab_size=32)
+    build_causal_lm(config, HeadSpec(kind=kind, components=2)).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CorruptCheckpointError) as err:
+        load_causal_lm(tmp_path)
+    line = str(err.value)
+    assert str(weights) in line and "truncated or corrupt" in line and "restore" in line, line
+    assert "download" not in line and line.count(";") == 1, line

@@ -57,3 +57,31 @@ def test_runs_of_a_missing_root_is_one_line(tmp_path, capsys):
     assert lmdynamics(["runs", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "nowhere" in err[0]
+
+
+@pytest.mark.slow
+def test_listing_finished_and_running_runs_imports_no_torch(tmp_path):
+    """`lmdynamics runs` answers from run.json, the table and the status markers: for finished and running runs
+    it imports neither torch nor lightning (a cold interpreter, as a user starts it). Only a run from before
+    the finished marker, or an interrupted one, needs its resume checkpoint opened."""
+    import subprocess
+    import sys
+
+    from tests.helpers.cli import cli_env
+
+    for name, marker, content in (("done", "finished.json", {"step": 6}),
+                                  ("going", "running.json", {"pid": os.getpid(), "host": os.uname().nodename})):
+        run = tmp_path / "runs" / name
+        (run / "lightning").mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"run": name, "model": "m", "max_steps": 6}))
+        (run / "lightning" / marker).write_text(json.dumps(content))
+        store.append(store.table_path(run), [{"run": name, "model": "m", "step": s, "tokens": s, "layer": -1,
+                                              "component": "model", "metric": "val_loss", "value": 5.0 - s} for s in (3, 6)])
+    code = ("import json, sys; from lmdynamics.runs import main; main([sys.argv[1], '--json']); "
+            "print(json.dumps(sorted(m for m in ('torch', 'lightning') if m in sys.modules)))")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], capture_output=True, text=True,
+                         env=cli_env(), timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    *rows, imported = res.stdout.strip().splitlines()
+    assert {json.loads(r)["name"]: json.loads(r)["status"] for r in rows} == {"done": "finished", "going": "running"}
+    assert json.loads(imported) == [], imported

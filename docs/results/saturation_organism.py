@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 
 from lmdynamics import store  # noqa: E402
 from lmdynamics.callbacks.head_rank import SaturationRule  # noqa: E402
+from lmdynamics.catalogue import head_series  # noqa: E402
 from lmdynamics.checkpoints.steps import pythia_schedule  # noqa: E402
 
 FIRST_RULE = {"loss_margin": 0.02, "kl_jump": 0.05, "patience": 1, "noise_factor": 0.0, "kl_reference": "min"}
@@ -45,9 +46,8 @@ def series(run: Path):
     info = json.loads((run / "run.json").read_text())
     t = store.read_table(store.table_path(run), metrics=["val_loss", "kl_uniform", "er"])
     val = t[(t.metric == "val_loss") & (t.component == "model")].set_index("step")["value"].sort_index()
-    head = t[t.component.isin(["head", "head_c00"]) & (t.layer == -1)]
-    kl = head[head.metric == "kl_uniform"].groupby("step")["value"].first().sort_index()
-    er = head[head.metric == "er"].groupby("step")["value"].first().sort_index()
+    kl = head_series(t, "kl_uniform").set_index("step")["value"]  # a mixture's: the mean over its heads, as live
+    er = head_series(t, "er").set_index("step")["value"]
     return info, val, kl, er
 
 
@@ -88,8 +88,10 @@ def alarms(roots, kl_schedule=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _at_or_before(series: pd.Series, step: int) -> float:
-    return float(series[series.index <= step].iloc[-1])
+def _at_or_before(series: pd.Series, step: float) -> float:
+    """The value at the last step <= ``step`` (NaN when there is none, e.g. a short run)."""
+    earlier = series[series.index <= step]
+    return float(earlier.iloc[-1]) if len(earlier) else np.nan
 
 
 def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -100,7 +102,7 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append({"run": run.name, "group": group_of(run.name), "seed": init_seed(run), "best": float(val.min()),
                      "best_step": int(val.idxmin()), "final": float(val.iloc[-1]), "rise": float(val.iloc[-1] - val.min()),
                      "final excess": float(val.iloc[-1] - floor),
-                     "val@40% - final": float(val[val.index <= 0.4 * info["max_steps"]].iloc[-1] - val.iloc[-1])})
+                     "val@40% - final": _at_or_before(val, 0.4 * info["max_steps"]) - float(val.iloc[-1])})
     per_run = pd.DataFrame(rows)
     groups = []
     for g, d in per_run.groupby("group"):
@@ -114,7 +116,7 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def heads(roots, optimum: bool = False) -> pd.DataFrame:
     """Section 1: final excess loss and head ER per group (mean, seeds, and a 95% t-interval of the mean)."""
-    from scipy import stats
+    from lmdynamics.verdict import t_interval
 
     rows = []
     for run in runs(roots):
@@ -129,10 +131,9 @@ def heads(roots, optimum: bool = False) -> pd.DataFrame:
     per_run = pd.DataFrame(rows)
     out = []
     for g, d in per_run.groupby("group"):
-        n = len(d)
-        half = stats.t.ppf(0.975, n - 1) * d["excess"].std() / np.sqrt(n) if n > 1 else np.nan
+        mean, low, high, n = t_interval(d["excess"])
         out.append({"group": g, "head": d["head"].iloc[0], "r": d["r"].iloc[0], "K": d["K"].iloc[0], "seeds": n,
-                    "excess mean": d["excess"].mean(), "95% t-interval": f"[{d['excess'].mean() - half:.4f}, {d['excess'].mean() + half:.4f}]",
+                    "excess mean": mean, "95% t-interval": f"[{low:.4f}, {high:.4f}]",
                     "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]), "head ER mean": d["er"].mean(),
                     "tokens": d["tokens"].iloc[0]})
     table = pd.DataFrame(out).sort_values(["head", "r"])
@@ -302,4 +303,4 @@ if __name__ == "__main__":
     elif cmd == "figure":
         figure(args[0], args[1:])
     else:
-        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads or figure")
+        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads, figure, planted or alarm-figure")

@@ -72,6 +72,15 @@ def is_output_head(component: str) -> bool:
     return component == "head" or (component.startswith("head_c") and component[6:].isdigit())
 
 
+def head_series(frame, metric: str):
+    """The output head's ``metric`` per step, from tidy rows (a DataFrame with step, layer, component, metric,
+    value): the head's own value, or a mixture's mean over its component heads (``head_c00``, ...). Columns
+    step, value, sorted by step. The one reading of "the head's value": the live saturation monitor, compare
+    and the saturation analysis all take it from here."""
+    rows = frame[(frame["metric"] == metric) & (frame["layer"] == -1) & frame["component"].map(is_output_head)]
+    return rows.groupby("step", as_index=False)["value"].mean().sort_values("step", ignore_index=True)
+
+
 #: Offline analysis kinds: what one unit of offline work computes (see ``lmdynamics.offline.runner``).
 ANALYSES = ("weights", "activations", "cka_final", "cka_prev", "cka_ref")
 

@@ -20,7 +20,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from .training.run_status import RUNNING_FILE
+from .training.run_status import RUNNING_FILE, finished_step
+
 TRAINING_METRICS = ("train_loss", "val_loss")
 
 
@@ -50,8 +51,6 @@ def _alive(pid: int) -> bool:
 def run_status(run_dir: Path, planned: int | None) -> str:
     """finished, running or interrupted (see the module docstring); a run written before ``finished.json``
     existed is finished when its resume checkpoint is at its last step."""
-    from .training.resume import checkpoint_step, finished_step
-
     if finished_step(run_dir) is not None:
         return "finished"
     try:
@@ -62,6 +61,8 @@ def run_status(run_dir: Path, planned: int | None) -> str:
         return f"running (on {running.get('host')})"
     if running is not None and _alive(int(running.get("pid", -1))):
         return "running"
+    from .training.resume import checkpoint_step  # torch: only for a run without a finished or running marker
+
     saved = checkpoint_step(Path(run_dir) / "lightning" / "last.ckpt")
     return "finished" if planned is not None and saved is not None and saved >= planned else "interrupted"
 

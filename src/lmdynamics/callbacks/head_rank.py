@@ -5,8 +5,9 @@ turn anisotropic as the loss saturates. Recorded: the head's ER, PER, stable ran
 KL-to-uniform of s / sum(s) at every measurement; its full normalised spectrum s / s_max at checkpoint
 steps (``sv_norm`` rows of the head, the singular value's position in ``index``); anisotropy of the last layer's residual
 stream and of the final hidden state on the probe. The monitor writes an event (a ``saturation_event``
-row, a line in ``<run>/events.jsonl`` and a warning) when validation loss rises above its running minimum
-by ``loss_margin`` while KL-to-uniform has jumped ``kl_jump`` (relative) above its own running minimum.
+row, a line in ``<run>/events.jsonl`` and a warning) when validation loss has stayed above its running minimum
+by more than its noise for ``patience`` validations while KL-to-uniform has jumped ``kl_jump`` (relative) above
+its value at the loss minimum (``SaturationRule``). A resumed run replays the rule over its table.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-from ..catalogue import is_output_head
+from ..catalogue import head_series
 from ..measure import anisotropy_rows, head_metric_rows
 from ..distributed import gathered_weight
 from ..layout import RunLayout
@@ -59,7 +60,8 @@ class SaturationRule:
 
     def noise(self) -> float:
         """Robust standard deviation of one validation's loss from the last ``window`` successive differences."""
-        diffs = [abs(b - a) for a, b in zip(self.vals[-self.window - 1 : -1], self.vals[-self.window :])]
+        recent = self.vals[-self.window - 1 :]  # the last window + 1 values (all of them early in a run)
+        diffs = [abs(b - a) for a, b in zip(recent, recent[1:])]
         if not diffs:
             return 0.0
         diffs.sort()
@@ -68,13 +70,15 @@ class SaturationRule:
         return 1.4826 * median / math.sqrt(2)
 
     def kl_reference_value(self) -> float | None:
-        earlier = self.kls[:-1]
-        if not earlier:
+        """What the latest KL is compared with: the running minimum of the earlier KLs (``min``), or the KL at
+        the loss minimum (``best``): the last measured at or before its step, which is the latest KL itself when
+        the head has not been measured since (no jump then); the first KL when all came after it."""
+        if len(self.kls) < 2:
             return None
         if self.kl_reference == "min":
-            return min(k for _, k in earlier)
-        at_best = [k for s, k in earlier if s <= self.best_step]
-        return at_best[-1] if at_best else earlier[0][1]
+            return min(k for _, k in self.kls[:-1])
+        at_best = [k for s, k in self.kls if s <= self.best_step]
+        return at_best[-1] if at_best else self.kls[0][1]
 
     def update(self, step: int, val: float) -> dict | None:
         """Feed the validation loss at ``step`` (after any KL measured at that step); the event, or None."""
@@ -99,6 +103,11 @@ class SaturationRule:
     def replay(cls, val_loss: dict[int, float], kl_uniform: dict[int, float], **rule) -> list[dict]:
         """The events the rule gives on a finished run: ``val_loss`` and ``kl_uniform`` map step -> value (as
         in the run's tidy table); a KL measured at step t is seen before the validation at t, as live."""
+        return cls.replayed(val_loss, kl_uniform, **rule)[1]
+
+    @classmethod
+    def replayed(cls, val_loss: dict[int, float], kl_uniform: dict[int, float], **rule) -> tuple[SaturationRule, list[dict]]:
+        """The rule after ``replay`` (its running state, ready for the next validation) and its events."""
         r = cls(**rule)
         kl_steps = sorted(kl_uniform)
         events, i = [], 0
@@ -109,7 +118,10 @@ class SaturationRule:
             event = r.update(step, val_loss[step])
             if event is not None:
                 events.append(event)
-        return events
+        while i < len(kl_steps):  # measured after the last validation
+            r.add_kl(kl_steps[i], kl_uniform[kl_steps[i]])
+            i += 1
+        return r, events
 
 
 class HeadRank(MeasurementCallback):
@@ -135,8 +147,36 @@ class HeadRank(MeasurementCallback):
         if spectrum not in ("checkpoints", "all", "none"):
             raise ValueError(f"head_rank.spectrum must be 'checkpoints', 'all' or 'none', got {spectrum!r}")
         self.spectrum = spectrum
-        self.rule = SaturationRule(loss_margin, kl_jump, patience, noise_factor, noise_window, kl_reference)
+        self.settings = {"loss_margin": loss_margin, "kl_jump": kl_jump, "patience": patience,
+                         "noise_factor": noise_factor, "window": noise_window, "kl_reference": kl_reference}
+        self.rule = SaturationRule(**self.settings)
         self.events: list[dict] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self.enabled and trainer.global_step > 0 and trainer.is_global_zero:
+            self.resume(RunLayout(trainer.default_root_dir), trainer.global_step)
+
+    def resume(self, layout: RunLayout, step: int) -> None:
+        """A run resumed from its checkpoint at ``step``: the monitor's state (running minimum, noise window,
+        validations risen in a row, events) replayed from the run's table, which the training CLI has cut back
+        to that checkpoint, and ``events.jsonl`` cut back to those events (a killed process may have written
+        later ones, which the resumed run writes again)."""
+        from .. import store
+        from ..atomic import write_text_atomic
+
+        table = store.read_table(layout.table, metrics=["val_loss", "kl_uniform"]) if layout.table.is_dir() else None
+        if table is None or table.empty:
+            return
+        table = table[table["step"] <= step]
+        val = table[(table["metric"] == "val_loss") & (table["component"] == "model")]
+        kl = head_series(table, "kl_uniform")
+        series = [{int(s): float(v) for s, v in zip(f["step"], f["value"])} for f in (val, kl)]
+        self.rule, self.events = SaturationRule.replayed(*series, **self.settings)
+        if self.events:
+            write_text_atomic(layout.events, "".join(json.dumps(e) + "\n" for e in self.events))
+        else:  # written only once the monitor fires
+            layout.events.unlink(missing_ok=True)
 
     def _spectrum_step(self, trainer, step: int) -> bool:
         if self.spectrum != "checkpoints":
@@ -151,8 +191,10 @@ class HeadRank(MeasurementCallback):
             return None
         rows = head_metric_rows(heads, spectrum=self._spectrum_step(trainer, step))
         rows += anisotropy_rows(acts)  # every (layer, component), as the offline analysis
-        kl = next(r["value"] for r in rows if is_output_head(r["component"]) and r["metric"] == "kl_uniform")
-        self.rule.add_kl(step, kl)
+        import pandas as pd
+
+        head_kl = head_series(pd.DataFrame(rows).assign(step=step), "kl_uniform")  # a mixture's: mean of its heads
+        self.rule.add_kl(step, float(head_kl["value"].iloc[0]))
         return rows
 
     def on_validation_end(self, trainer, pl_module) -> None:

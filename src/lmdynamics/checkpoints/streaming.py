@@ -30,8 +30,8 @@ class CorruptCheckpointError(CheckpointError):
 
     GENERIC_FIX = "delete it and download again"
 
-    def __init__(self, problem: str):
-        super().__init__(f"{problem}; {self.GENERIC_FIX}")
+    def __init__(self, problem: str, fix: str | None = None):
+        super().__init__(f"{problem}; {fix or self.GENERIC_FIX}")
         self.problem = problem
 
     def with_fix(self, fix: str) -> str:

@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 
 from lmdynamics import catalogue, store
-from lmdynamics.catalogue import is_output_head
+from lmdynamics.catalogue import head_series
 from lmdynamics.compare import grouping
 
 LOSS, VAL_LOSS, EXCESS = "train_loss", "val_loss", "excess_loss"
@@ -39,7 +39,7 @@ def curve_title(m: catalogue.Measurement) -> str:
 def curve_series(table: pd.DataFrame, m: catalogue.Measurement) -> pd.DataFrame:
     """One run's curve of a compared measurement: step and value, sorted by step."""
     if m.compare == "head":
-        return _head_series(table, m.name)
+        return head_series(table, m.name)
     if m.compare == "layers":
         rows = table[(table["metric"] == m.name) & (table["layer"] >= 0)]
         return rows.groupby("step", as_index=False)["value"].mean()
@@ -104,18 +104,12 @@ def _series(table: pd.DataFrame, metric: str, component: str | None = "model") -
     return rows.sort_values("step")
 
 
-def _head_series(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The head's metric per step: the plain or low-rank head, or the mean over a mixture's component heads."""
-    rows = table[(table["metric"] == metric) & table["component"].map(is_output_head)]
-    return rows.groupby("step", as_index=False)["value"].mean()
-
-
 def summarize(run: Run) -> dict:
     """The final numbers of one run."""
     t = run.table
     val = _series(t, VAL_LOSS)
     excess = _series(t, EXCESS)
-    er, kl = _head_series(t, HEAD_ER), _head_series(t, HEAD_KL)
+    er, kl = head_series(t, HEAD_ER), head_series(t, HEAD_KL)
     seed = lookup(run, "seed_everything")
     row = {"run": run.name, "model": run.info.get("model", ""), "seed": seed if seed is not None else run.info.get("seed"),
            "hidden_size": run.info.get("hidden_size"), "parameters": run.info.get("parameters"),

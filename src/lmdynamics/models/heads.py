@@ -191,9 +191,11 @@ def load_causal_lm(path, revision: str | None = None, **kwargs) -> GPTNeoXForCau
             raise
         from ..checkpoints.streaming import CorruptCheckpointError
 
-        weights = Path(path) / "model.safetensors" if local.is_file() else f"{path}@{revision or 'main'}"
-        raise CorruptCheckpointError(f"{weights} is a truncated or corrupt safetensors file ({err}); restore the "
-                                     "checkpoint from a backup, write it again, or pick another checkpoint") from None
+        problem = "is a truncated or corrupt safetensors file"
+        if local.is_file():  # a run's own checkpoint: nothing to download it from again
+            raise CorruptCheckpointError(f"{Path(path) / 'model.safetensors'} {problem} ({err})", "restore the checkpoint "
+                                         "from a backup, write it again, or pick another checkpoint") from None
+        raise CorruptCheckpointError(f"{path}@{revision or 'main'} {problem} ({err})") from None
 
 
 def head_matrices(model: nn.Module, fetch: Callable[[str], torch.Tensor] | None = None) -> list[tuple[str, torch.Tensor]]:

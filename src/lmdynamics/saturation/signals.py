@@ -26,8 +26,8 @@ import math
 
 import pandas as pd
 
+from lmdynamics.catalogue import head_series, is_output_head
 from lmdynamics.summaries import last_layer_anisotropy, select
-from lmdynamics.catalogue import is_output_head
 
 from .detect import MIN_CHECKPOINTS, Saturation, SeriesError, detect
 
@@ -58,8 +58,7 @@ def signal_series(frame: pd.DataFrame, model: str, signal: str, component: str |
     elif component is not None:
         rows = select(own, signal, component, layer=-1)
     else:
-        rows = select(own, signal, head_components(own, model, signal) or [HEAD], layer=-1)
-        rows = rows.groupby("step", as_index=False)["value"].mean()
+        rows = head_series(own, signal)  # a mixture's: the mean over its component heads
     return rows[["step", "value"]].sort_values("step", ignore_index=True)
 
 

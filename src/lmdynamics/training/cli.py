@@ -27,9 +27,10 @@ from .assembly import build_loggers, trainer_settings, wire_measurements
 from .config_checks import check_config, set_accumulation
 from .dry_run import plan
 from .module import LMModule
-from .resume import mark_finished, read_checkpoint_state
+from .resume import read_checkpoint_state
 from .run_directory import plan_invocation
 from .run_spec import RunSpec
+from .run_status import mark_finished
 
 SUBCOMMANDS = {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
                "validate": {"model", "dataloaders", "datamodule"}}

@@ -32,7 +32,6 @@ from ..atomic import write_json_atomic
 from .run_status import clear_running, mark_running
 
 POSITIONS_FILE = "log_positions.json"
-FINISHED_FILE = "finished.json"  # beside last.ckpt: the step whose end-of-run work (CKA-to-final, report) is done
 KEEP_POSITIONS = 4  # steps whose log positions are kept (the committed checkpoint's among them)
 
 
@@ -224,16 +223,3 @@ def checkpoint_step(path: Path) -> int | None:
     except ValueError:
         return None
     return state["step"] if state else None
-
-
-def mark_finished(run_dir: Path, step: int) -> None:
-    """Record that the run's end-of-run work is complete at ``step`` (its last step)."""
-    write_json_atomic(Path(run_dir) / "lightning" / FINISHED_FILE, {"step": int(step)})
-
-
-def finished_step(run_dir: Path) -> int | None:
-    """The step at which the run's end-of-run work was completed; None if it never was (or was killed during it)."""
-    try:
-        return int(json.loads((Path(run_dir) / "lightning" / FINISHED_FILE).read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

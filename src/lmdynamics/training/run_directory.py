@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..layout import RunLayout
-from .resume import finished_step, mark_finished, read_checkpoint_state
+from .resume import read_checkpoint_state
+from .run_status import finished_step, mark_finished
 from .run_spec import RunSpec
 
 
