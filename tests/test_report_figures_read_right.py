@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from lmdynamics import store
 from lmdynamics.report import figures as P
 from lmdynamics.report import run_report as R
-from lmdynamics.report.figures import common, convergence, rank
+from lmdynamics.report.figures import cka, common, rank
 from lmdynamics.report.figures import loss as loss_plots
 from tests.test_plots_report import synthetic_table
 
@@ -77,7 +77,7 @@ def test_cka_heatmap_columns_span_their_share_of_the_step_axis(tmp_path, capture
     assert ax.get_xscale() == "symlog"
     mesh = ax.collections[0]
     xs = np.unique(np.round(mesh.get_coordinates()[..., 0], 9))
-    edges = convergence.step_edges(np.array(steps))
+    edges = cka.step_edges(np.array(steps))
     assert np.allclose(xs, edges)
     assert all(lo < s < hi or (s == 0 and lo == 0) for s, lo, hi in zip(steps, edges[:-1], edges[1:]))
     widths = np.diff(np.log10(edges + 1))  # on the log axis, steps 100 and 101 share less than 8 and 100

@@ -21,7 +21,7 @@ Which rows each figure needs (layer -1 = model level):
 """
 
 from lmdynamics.report.figures.common import DPI, SkipFigure, cka_label, cka_norm, fmt_count, save, slug
-from lmdynamics.report.figures.convergence import plot_cka_box, plot_cka_heatmap, plot_cka_lines, plot_convergence_fraction
+from lmdynamics.report.figures.cka import plot_cka_box, plot_cka_heatmap, plot_cka_lines, plot_convergence_fraction
 from lmdynamics.report.figures.head import (
     plot_anisotropy_by_layer,
     plot_anisotropy_over_steps,
