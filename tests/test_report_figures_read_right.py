@@ -33,7 +33,7 @@ def captured(monkeypatch):
         figures.append(fig)
         return path
 
-    for module in (convergence, rank, loss_plots):
+    for module in (cka, rank, loss_plots):
         monkeypatch.setattr(module, "save", keep)
     return figures
 
