@@ -3,9 +3,16 @@
     .venv/bin/python docs/results/saturation_organism.py alarms RUN_ROOT...      # monitor: first rule vs the current one
     .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
     .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--figure OUT.png] RUN_ROOT...  # section 1
+    .venv/bin/python docs/results/saturation_organism.py kl RUN_ROOT...         # exact KL per context: state-pooled + spread
     .venv/bin/python docs/results/saturation_organism.py figure OUT.png RUN_ROOT...  # validation loss curves
     .venv/bin/python docs/results/saturation_organism.py planted                 # the rule on planted noise / collapse
     .venv/bin/python docs/results/saturation_organism.py alarm-figure OUT.png RUN [250,64]  # one run's alarms
+
+Excess. ``val_loss - floor`` (the logged ``excess_loss``) carries the validation sample's own deviation from the
+expected floor (256 blocks of the default language: their true loss is 3.1970, the floor 3.1544, +0.0425 nats, the
+same for every run on that language and seed). ``val_loss - val_true_loss`` (run.json) removes it: an unbiased
+estimate of the expected KL(true || model), the quantity the float64 rank-r optimum bounds; ``kl`` computes the KL
+exactly per validation context (a sum over the vocabulary, no sampling of the next symbol).
 
 A run's group is its name without the ``-seed_everythingN`` part (the sweep's naming). "Late rise" is final minus
 best validation loss; the issue's saturation criterion for a group of seeds: rise > 3 x the sample standard
@@ -123,7 +130,8 @@ def heads(roots, optimum: bool = False) -> pd.DataFrame:
         floor = info["synthetic"]["entropy_floor"]
         lang = info["synthetic"]
         rows.append({"group": group_of(run.name), "head": head["kind"], "r": head["rank"] or info["hidden_size"],
-                     "K": head["components"] if head["kind"] == "mos" else 1, "excess": float(val.iloc[-1] - floor),
+                     "K": head["components"] if head["kind"] == "mos" else 1, "excess": float(val.iloc[-1] - lang["val_true_loss"]),
+                     "excess over the expected floor": float(val.iloc[-1] - floor),
                      "best excess": float(val.min() - floor), "er": float(er.iloc[-1]) if len(er) else np.nan,
                      "tokens": info["max_steps"] * info["tokens_per_step"]})
     per_run = pd.DataFrame(rows)
@@ -133,7 +141,8 @@ def heads(roots, optimum: bool = False) -> pd.DataFrame:
         half = stats.t.ppf(0.975, n - 1) * d["excess"].std() / np.sqrt(n) if n > 1 else np.nan
         out.append({"group": g, "head": d["head"].iloc[0], "r": d["r"].iloc[0], "K": d["K"].iloc[0], "seeds": n,
                     "excess mean": d["excess"].mean(), "95% t-interval": f"[{d['excess'].mean() - half:.4f}, {d['excess'].mean() + half:.4f}]",
-                    "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]), "head ER mean": d["er"].mean(),
+                    "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]),
+                    "val - expected floor (mean)": d["excess over the expected floor"].mean(), "head ER mean": d["er"].mean(),
                     "tokens": d["tokens"].iloc[0]})
     table = pd.DataFrame(out).sort_values(["head", "r"])
     if optimum:
@@ -141,9 +150,63 @@ def heads(roots, optimum: bool = False) -> pd.DataFrame:
         table["float64 rank-r optimum"] = table["r"].map(opt)
         table["excess / optimum"] = table["excess mean"] / table["float64 rank-r optimum"]
         full = table.loc[table["head"] == "plain", "excess mean"]
+        plain_r = table[table["head"] == "low_rank"].set_index("r")["excess mean"]
+        mos = table["head"] == "mos"  # share of the plain rank-r head's excess the mixture removes
+        table.loc[mos, "excess removed vs low_rank r"] = 1 - table.loc[mos, "excess mean"] / table.loc[mos, "r"].map(plain_r)
         if len(full) == 1:  # the budget's share: what the full-rank head on the same backbone still lacks
             table["(excess - full-rank excess) / optimum"] = (table["excess mean"] - float(full.iloc[0])) / table["float64 rank-r optimum"]
     return table
+
+
+def context_kl(run: Path, n_blocks: int = 256) -> dict:
+    """Exact KL(true || model) of the run's final checkpoint at every context of the first ``n_blocks`` validation
+    blocks (a sum over the vocabulary), its mean, and the split mean = pooled + spread: pooled, the KL of the
+    per-state geometric mean of the model's predictions (renormalised), what the model would lose if every context
+    of a state got that one prediction (for a rank-r head still a rank-r head's prediction: log-linear in the mean
+    hidden state); spread = -log Z_s >= 0 (Z_s the geometric mean's mass), what it loses because contexts of the same
+    state get different predictions (the backbone does not map a state to one point). Exact on the sample: mean
+    KL = mean pooled + mean spread (Jensen)."""
+    import torch
+
+    from lmdynamics.data.synthetic import SyntheticLanguage, SyntheticSpec
+    from lmdynamics.models.heads import load_causal_lm
+
+    info = json.loads((run / "run.json").read_text())
+    spec = info["synthetic"]
+    keys = ("vocab_size", "rank", "classes", "logit_scale", "seed", "zipf")
+    lang = SyntheticLanguage(SyntheticSpec(lags=tuple(spec["lags"]), **{k: spec[k] for k in keys if k in spec}))
+    ctx = info["context_length"]
+    blocks = lang.blocks(range(n_blocks), ctx, info["seed"], "val")
+    model = load_causal_lm(run / "checkpoints" / f"step{info['max_steps']:08d}").eval()
+    with torch.no_grad():
+        logq = torch.log_softmax(model(input_ids=blocks).logits.double(), dim=-1).numpy()[:, :-1, 1:]  # predicts t = 1..ctx-1
+    x = blocks.numpy()
+    states = np.stack([lang.state(x[:, :t]) for t in range(1, ctx)], axis=1)  # [blocks, ctx - 1]
+    logp = lang.log_probs[states][..., 1:]
+    p = np.exp(logp)
+    kl = (p * (logp - logq)).sum(-1)  # [blocks, ctx - 1]
+    pooled = np.zeros_like(kl)
+    spread = np.zeros_like(kl)
+    for s in np.unique(states):
+        at = states == s
+        log_g = logq[at].mean(axis=0)  # geometric mean of the predictions at this state (unnormalised)
+        log_z = float(np.log(np.exp(log_g).sum()))
+        pooled[at] = float((p[at][0] * (logp[at][0] - log_g + log_z)).sum())
+        spread[at] = -log_z
+    return {"KL (exact, mean)": float(kl.mean()), "pooled": float(pooled.mean()), "spread": float(spread.mean()),
+            "KL at positions 1-2": float(kl[:, :2].mean()), "KL at positions >= 3": float(kl[:, 2:].mean()),
+            "val - val_true_loss": None}
+
+
+def kl_table(roots) -> pd.DataFrame:
+    """``context_kl`` of every finished run, with its logged estimate val_loss - val_true_loss beside it."""
+    rows = []
+    for run in runs(roots):
+        info, val, _, _ = series(run)
+        row = {"run": run.name, **context_kl(run)}
+        row["val - val_true_loss"] = float(val.iloc[-1] - info["synthetic"]["val_true_loss"])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def heads_figure(table: pd.DataFrame, out: str) -> None:
@@ -295,6 +358,8 @@ if __name__ == "__main__":
         print(table.round(4).to_markdown(index=False))
         if out:
             heads_figure(table, out)
+    elif cmd == "kl":
+        print(kl_table(args).round(4).to_markdown(index=False))
     elif cmd == "planted":
         print(planted().to_markdown(index=False))
     elif cmd == "alarm-figure":  # OUT.png RUN [every,log_cap]
