@@ -4,6 +4,7 @@
     .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
     .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--figure OUT.png] RUN_ROOT...  # section 1
     .venv/bin/python docs/results/saturation_organism.py kl RUN_ROOT...         # exact KL per context: state-pooled + spread
+    .venv/bin/python docs/results/saturation_organism.py spectrum RUN...        # a head's singular values: init vs final
     .venv/bin/python docs/results/saturation_organism.py figure OUT.png RUN_ROOT...  # validation loss curves
     .venv/bin/python docs/results/saturation_organism.py planted                 # the rule on planted noise / collapse
     .venv/bin/python docs/results/saturation_organism.py alarm-figure OUT.png RUN [250,64]  # one run's alarms
@@ -107,6 +108,7 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append({"run": run.name, "group": group_of(run.name), "seed": init_seed(run), "best": float(val.min()),
                      "best_step": int(val.idxmin()), "final": float(val.iloc[-1]), "rise": float(val.iloc[-1] - val.min()),
                      "final excess": float(val.iloc[-1] - floor),
+                     "final - val_true_loss": float(val.iloc[-1] - (info.get("synthetic") or {}).get("val_true_loss", np.nan)),
                      "val@40% - final": float(val[val.index <= 0.4 * info["max_steps"]].iloc[-1] - val.iloc[-1])})
     per_run = pd.DataFrame(rows)
     groups = []
@@ -196,6 +198,28 @@ def context_kl(run: Path, n_blocks: int = 256) -> dict:
     return {"KL (exact, mean)": float(kl.mean()), "pooled": float(pooled.mean()), "spread": float(spread.mean()),
             "KL at positions 1-2": float(kl[:, :2].mean()), "KL at positions >= 3": float(kl[:, 2:].mean()),
             "val - val_true_loss": None}
+
+
+def head_spectrum(run: Path, R: int = 32) -> dict:
+    """Singular values of the head matrix at step 0 and at the end: the R directions the language needs against
+    the rest (do the extra directions keep their initial scale?), and the effective rank of each part."""
+    import torch
+
+    from lmdynamics.metrics.spectrum import effective_rank
+    from lmdynamics.models.heads import head_matrices, load_causal_lm
+
+    info = json.loads((run / "run.json").read_text())
+
+    def sv(step):
+        (_, w), *_ = head_matrices(load_causal_lm(run / "checkpoints" / f"step{step:08d}"))
+        return torch.linalg.svdvals(w.double())
+
+    s0, s1 = sv(0), sv(info["max_steps"])
+    return {"run": run.name, "ER init": float(effective_rank(s0)), "ER final": float(effective_rank(s1)),
+            f"sigma_1..{R} final (mean)": float(s1[:R].mean()), f"sigma_{R + 1}.. final (mean)": float(s1[R:].mean()),
+            f"sigma_{R + 1}.. init (mean)": float(s0[R:].mean()),
+            f"energy share of sigma_1..{R} (final)": float((s1[:R] ** 2).sum() / (s1**2).sum()),
+            f"ER of sigma_1..{R} alone (final)": float(effective_rank(s1[:R]))}
 
 
 def kl_table(roots) -> pd.DataFrame:
@@ -358,6 +382,8 @@ if __name__ == "__main__":
         print(table.round(4).to_markdown(index=False))
         if out:
             heads_figure(table, out)
+    elif cmd == "spectrum":
+        print(pd.DataFrame([head_spectrum(Path(r)) for r in args]).round(4).to_markdown(index=False))
     elif cmd == "kl":
         print(kl_table(args).round(4).to_markdown(index=False))
     elif cmd == "planted":
