@@ -5,6 +5,7 @@
     .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--figure OUT.png] RUN_ROOT...  # section 1
     .venv/bin/python docs/results/saturation_organism.py kl RUN_ROOT...         # exact KL per context: state-pooled + spread
     .venv/bin/python docs/results/saturation_organism.py spectrum RUN...        # a head's singular values: init vs final
+    .venv/bin/python docs/results/saturation_organism.py offset                 # validation samples' true loss - floor
     .venv/bin/python docs/results/saturation_organism.py figure OUT.png RUN_ROOT...  # validation loss curves
     .venv/bin/python docs/results/saturation_organism.py planted                 # the rule on planted noise / collapse
     .venv/bin/python docs/results/saturation_organism.py alarm-figure OUT.png RUN [250,64]  # one run's alarms
@@ -222,6 +223,21 @@ def head_spectrum(run: Path, R: int = 32) -> dict:
             f"ER of sigma_1..{R} alone (final)": float(effective_rank(s1[:R]))}
 
 
+def sample_offsets(val_blocks=(64, 256, 1024, 4096), zipfs=(0.0, 1.0), data_seed: int = 1234) -> pd.DataFrame:
+    """The true loss of the first n validation blocks (configs/train/interventions/synthetic.yaml's language and data
+    seed) against the exact expected floor: what ``val_loss - floor`` carries besides the model's KL."""
+    from lmdynamics.data.synthetic import SyntheticLanguage, SyntheticSpec
+
+    rows = []
+    for zipf in zipfs:
+        lang = SyntheticLanguage(SyntheticSpec(vocab_size=256, rank=32, classes=8, lags=(1, 2), logit_scale=2.5, seed=0, zipf=zipf))
+        floor = lang.entropy_floor(32)
+        for n in val_blocks:
+            true = lang.true_loss(lang.blocks(range(n), 32, data_seed, "val"))
+            rows.append({"zipf": zipf, "val blocks": n, "floor": floor, "sample true loss": true, "offset": true - floor})
+    return pd.DataFrame(rows)
+
+
 def kl_table(roots) -> pd.DataFrame:
     """``context_kl`` of every finished run, with its logged estimate val_loss - val_true_loss beside it."""
     rows = []
@@ -384,6 +400,8 @@ if __name__ == "__main__":
             heads_figure(table, out)
     elif cmd == "spectrum":
         print(pd.DataFrame([head_spectrum(Path(r)) for r in args]).round(4).to_markdown(index=False))
+    elif cmd == "offset":
+        print(sample_offsets().round(4).to_markdown(index=False))
     elif cmd == "kl":
         print(kl_table(args).round(4).to_markdown(index=False))
     elif cmd == "planted":
