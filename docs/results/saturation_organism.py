@@ -2,7 +2,7 @@
 
     .venv/bin/python docs/results/saturation_organism.py alarms RUN_ROOT...      # monitor: first rule vs the current one
     .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
-    .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--figure OUT.png] RUN_ROOT...  # section 1
+    .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--exact] [--figure OUT.png] RUN_ROOT...  # section 1
     .venv/bin/python docs/results/saturation_organism.py kl RUN_ROOT...         # exact KL per context: state-pooled + spread
     .venv/bin/python docs/results/saturation_organism.py spectrum RUN...        # a head's singular values: init vs final
     .venv/bin/python docs/results/saturation_organism.py offset                 # validation samples' true loss - floor
@@ -122,8 +122,9 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_run, pd.DataFrame(groups)
 
 
-def heads(roots, optimum: bool = False) -> pd.DataFrame:
-    """Section 1: final excess loss and head ER per group (mean, seeds, and a 95% t-interval of the mean)."""
+def heads(roots, optimum: bool = False, exact: bool = False) -> pd.DataFrame:
+    """Section 1: final excess loss and head ER per group (mean, seeds, and a 95% t-interval of the mean).
+    ``exact``: also the exact KL per validation context of the final checkpoint (``context_kl``), mean over seeds."""
     from scipy import stats
 
     rows = []
@@ -135,6 +136,7 @@ def heads(roots, optimum: bool = False) -> pd.DataFrame:
         rows.append({"group": group_of(run.name), "head": head["kind"], "r": head["rank"] or info["hidden_size"],
                      "K": head["components"] if head["kind"] == "mos" else 1, "excess": float(val.iloc[-1] - lang["val_true_loss"]),
                      "excess over the expected floor": float(val.iloc[-1] - floor),
+                     **({"KL": context_kl(run)["KL (exact, mean)"]} if exact else {}),
                      "best excess": float(val.min() - floor), "er": float(er.iloc[-1]) if len(er) else np.nan,
                      "tokens": info["max_steps"] * info["tokens_per_step"]})
     per_run = pd.DataFrame(rows)
@@ -146,16 +148,20 @@ def heads(roots, optimum: bool = False) -> pd.DataFrame:
                     "excess mean": d["excess"].mean(), "95% t-interval": f"[{d['excess'].mean() - half:.4f}, {d['excess'].mean() + half:.4f}]",
                     "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]),
                     "val - expected floor (mean)": d["excess over the expected floor"].mean(), "head ER mean": d["er"].mean(),
+                    **({"exact KL mean": d["KL"].mean(), "exact KL per seed": " ".join(f"{x:.4f}" for x in d["KL"])} if exact else {}),
                     "tokens": d["tokens"].iloc[0]})
     table = pd.DataFrame(out).sort_values(["head", "r"])
+    col = "exact KL mean" if exact else "excess mean"
+    plain_r = table[table["head"] == "low_rank"].set_index("r")[col]
+    mos = table["head"] == "mos"  # share of the plain rank-r head's excess (exact KL with --exact) the mixture removes
+    table.loc[mos, "share of low_rank r's excess removed"] = 1 - table.loc[mos, col] / table.loc[mos, "r"].map(plain_r)
     if optimum:
         opt = {r: rank_optimum(lang, int(r), info["context_length"]) for r in table["r"].unique()}
         table["float64 rank-r optimum"] = table["r"].map(opt)
         table["excess / optimum"] = table["excess mean"] / table["float64 rank-r optimum"]
+        if exact:
+            table["exact KL / optimum"] = table["exact KL mean"] / table["float64 rank-r optimum"]
         full = table.loc[table["head"] == "plain", "excess mean"]
-        plain_r = table[table["head"] == "low_rank"].set_index("r")["excess mean"]
-        mos = table["head"] == "mos"  # share of the plain rank-r head's excess the mixture removes
-        table.loc[mos, "excess removed vs low_rank r"] = 1 - table.loc[mos, "excess mean"] / table.loc[mos, "r"].map(plain_r)
         if len(full) == 1:  # the budget's share: what the full-rank head on the same backbone still lacks
             table["(excess - full-rank excess) / optimum"] = (table["excess mean"] - float(full.iloc[0])) / table["float64 rank-r optimum"]
     return table
@@ -257,15 +263,22 @@ def heads_figure(table: pd.DataFrame, out: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
-    per_seed = [[float(x) for x in row.split()] for row in table["excess per seed"]]
+    mos = table[table["head"] == "mos"]
+    table = table[table["head"] != "mos"]
+    y, seeds = ("exact KL mean", "exact KL per seed") if "exact KL mean" in table else ("excess mean", "excess per seed")
+    per_seed = [[float(x) for x in row.split()] for row in table[seeds]]
     for r, xs in zip(table["r"], per_seed):
         a.plot([r] * len(xs), xs, "k.", ms=5)
-    a.plot(table["r"], table["excess mean"], "ko-", label="trained (mean, dots: seeds)")
+    a.plot(table["r"], table[y], "ko-", label="low-rank / full head (mean, dots: seeds)")
     a.plot(table["r"], table["float64 rank-r optimum"], "s--", color="tab:red", label="float64 rank-r optimum")
+    for _, row in mos.iterrows():
+        xs = [float(x) for x in row[seeds].split()]
+        a.plot([row["r"]] * len(xs), xs, ".", color="tab:blue", ms=5)
+        a.plot([row["r"]], [row[y]], "*", color="tab:blue", ms=11, label=f"MoS K = {row['K']}, components of rank r")
     a.set_xscale("log", base=2)
     a.set_yscale("log")
     a.set_xlabel("head rank r (64 = full-rank head)")
-    a.set_ylabel("excess loss (nats)")
+    a.set_ylabel("KL to the true distribution (nats)" if y == "exact KL mean" else "excess loss (nats)")
     a.legend(fontsize=7)
     a.grid(alpha=0.3)
     b.plot(table["r"], table["head ER mean"], "ko-", label="head ER")
@@ -391,10 +404,12 @@ if __name__ == "__main__":
         print(per_run.round(4).to_markdown(index=False))
         print()
         print(groups.round(4).to_markdown(index=False))
-    elif cmd == "heads":  # [--optimum]: also the float64 rank-r optimum (about 15 s per r)
+    elif cmd == "heads":  # [--optimum]: also the float64 rank-r optimum (about 15 s per r); [--exact]: context_kl
         out = args[args.index("--figure") + 1] if "--figure" in args else None  # --figure OUT.png (needs --optimum)
         args = [a for i, a in enumerate(args) if a not in ("--optimum", "--figure") and not (i and args[i - 1] == "--figure")]
-        table = heads(args, optimum="--optimum" in sys.argv or out is not None)
+        exact = "--exact" in args
+        args = [a for a in args if a != "--exact"]
+        table = heads(args, optimum="--optimum" in sys.argv or out is not None, exact=exact)
         print(table.round(4).to_markdown(index=False))
         if out:
             heads_figure(table, out)
