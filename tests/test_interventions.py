@@ -93,6 +93,18 @@ def test_mos_of_rank_r_components_saves_its_rank_and_loads(tmp_path):
         assert torch.equal(loaded(input_ids=x).logits, model(input_ids=x).logits)
 
 
+def test_runs_of_mos_heads_with_and_without_component_rank_are_told_apart():
+    """The run grouping of reports (``lmdynamics.grouping``) labels a mixture's component rank as it labels a
+    low-rank head's rank, and ignores rank for a plain head."""
+    from lmdynamics import grouping
+
+    heads = [("mos", 4, 8), ("mos", 4, None), ("low_rank", 4, 8), ("plain", 4, None)]
+    configs = [{"model": {"model": {"head": {"kind": k, "components": c, "rank": r}}}} for k, c, r in heads]
+    keys = grouping.with_kind_parameters(grouping.differing_keys(configs))
+    labels = [grouping.group_of(c, {}, keys).label for c in configs]
+    assert labels == ["head=mos K=4 r=8", "head=mos K=4", "head=low_rank r=8", "head=plain"]
+
+
 def test_tied_head_shares_the_input_embedding():
     model = _model(tie=True)
     assert model.get_output_embeddings().weight is model.gpt_neox.embed_in.weight
