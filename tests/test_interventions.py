@@ -56,6 +56,55 @@ def test_mixture_of_softmaxes_is_the_gated_mixture_and_breaks_the_rank_limit():
     assert [name for name, _ in head_matrices(model)] == ["head_c00", "head_c01", "head_c02"]
 
 
+def test_mixture_of_rank_r_components_is_the_gated_mixture_of_rank_r_softmaxes():
+    """MoS with ``rank: r``: each component W_k = A_k B_k has rank exactly r, the output is the gated mixture
+    computed by hand in float64; one component alone is bounded by r, the mixture of three is not."""
+    r, n = 2, 300
+    model = _model(HeadSpec("mos", components=3, rank=r)).double()
+    mos = model.get_output_embeddings()
+    h = torch.randn(n, D, dtype=torch.float64)
+    gate = torch.softmax(h @ mos.gate.weight.T, dim=1)
+    ctx = torch.tanh(h @ mos.proj.weight.T + mos.proj.bias).reshape(n, 3, D)
+    w = [mos.heads[k].A @ mos.heads[k].B for k in range(3)]
+    by_hand = sum(gate[:, k : k + 1] * torch.softmax(ctx[:, k] @ w[k].T, dim=1) for k in range(3))
+    out = mos(h)
+    assert torch.allclose(out, by_hand.log(), atol=1e-10)
+    assert torch.allclose(out.exp().sum(1), torch.ones(n, dtype=torch.float64), atol=1e-12)
+    matrices = head_matrices(model)
+    assert [name for name, _ in matrices] == ["head_c00", "head_c01", "head_c02"]
+    for (_, m), wk in zip(matrices, w):
+        assert m.shape == (V, D) and torch.allclose(m, wk, atol=1e-12)
+        assert np.linalg.matrix_rank(m.numpy()) == r
+    one = _model(HeadSpec("mos", components=1, rank=r)).double().get_output_embeddings()
+    assert _centred_rank(one(h)) == r  # a single rank-r softmax: the rank-r bound
+    assert _centred_rank(out) > 3 * r + 1  # the mixture of rank-r softmaxes escapes it
+    assert sum(p.numel() for p in mos.heads.parameters()) == 3 * r * (V + D)
+
+
+def test_mos_of_rank_r_components_saves_its_rank_and_loads(tmp_path):
+    model = _model(HeadSpec("mos", components=2, rank=3))
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["lmdynamics_head"] == {"kind": "mos", "components": 2, "rank": 3}
+    assert "each component has rank 3" in (tmp_path / "README.md").read_text()
+    loaded = load_causal_lm(tmp_path).eval()
+    assert loaded.get_output_embeddings().rank == 3
+    x = torch.randint(1, V, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=x).logits, model(input_ids=x).logits)
+
+
+def test_runs_of_mos_heads_with_and_without_component_rank_are_told_apart():
+    """The run grouping of reports (``lmdynamics.compare.grouping``) labels a mixture's component rank as it labels a
+    low-rank head's rank, and ignores rank for a plain head."""
+    from lmdynamics.compare import grouping
+
+    heads = [("mos", 4, 8), ("mos", 4, None), ("low_rank", 4, 8), ("plain", 4, None)]
+    configs = [{"model": {"model": {"head": {"kind": k, "components": c, "rank": r}}}} for k, c, r in heads]
+    keys = grouping.with_kind_parameters(grouping.differing_keys(configs))
+    labels = [grouping.group_of(c, {}, keys).label for c in configs]
+    assert labels == ["head=mos K=4 r=8", "head=mos K=4", "head=low_rank r=8", "head=plain"]
+
+
 def test_tied_head_shares_the_input_embedding():
     model = _model(tie=True)
     assert model.get_output_embeddings().weight is model.gpt_neox.embed_in.weight
@@ -106,6 +155,7 @@ def test_mos_checkpoint_says_so_and_loads_through_our_class(tmp_path):
     (["--model.model.head.kind", "softmax9"], "head.kind 'softmax9' is unknown"),
     (["--model.model.head.kind", "low_rank", "--model.model.head.rank", "33"], "between 1 and the hidden size 32"),
     (["--model.model.head.kind", "mos", "--model.model.tie_embeddings", "true"], "tie_embeddings needs the plain head"),
+    (["--model.model.head.kind", "mos", "--model.model.head.rank", "0"], "each component's rank"),
     (["--model.optim.head_lr_multiplier", "0"], "head_lr_multiplier must be positive"),
 ])
 def test_bad_intervention_is_one_line_and_writes_nothing(tmp_path, capsys, extra, words):

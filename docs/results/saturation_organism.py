@@ -2,10 +2,19 @@
 
     .venv/bin/python docs/results/saturation_organism.py alarms RUN_ROOT...      # monitor: first rule vs the current one
     .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
-    .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--figure OUT.png] RUN_ROOT...  # section 1
+    .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--exact] [--figure OUT.png] RUN_ROOT...  # section 1
+    .venv/bin/python docs/results/saturation_organism.py kl RUN_ROOT...         # exact KL per context: state-pooled + spread
+    .venv/bin/python docs/results/saturation_organism.py spectrum RUN...        # a head's singular values: init vs final
+    .venv/bin/python docs/results/saturation_organism.py offset                 # validation samples' true loss - floor
     .venv/bin/python docs/results/saturation_organism.py figure OUT.png RUN_ROOT...  # validation loss curves
     .venv/bin/python docs/results/saturation_organism.py planted                 # the rule on planted noise / collapse
     .venv/bin/python docs/results/saturation_organism.py alarm-figure OUT.png RUN [250,64]  # one run's alarms
+
+Excess. ``val_loss - floor`` (the logged ``excess_loss``) carries the validation sample's own deviation from the
+expected floor (256 blocks of the default language: their true loss is 3.1970, the floor 3.1544, +0.0425 nats, the
+same for every run on that language and seed). ``val_loss - val_true_loss`` (run.json) removes it: an unbiased
+estimate of the expected KL(true || model), the quantity the float64 rank-r optimum bounds; ``kl`` computes the KL
+exactly per validation context (a sum over the vocabulary, no sampling of the next symbol).
 
 A run's group is its name without the ``-seed_everythingN`` part (the sweep's naming). "Late rise" is final minus
 best validation loss; the issue's saturation criterion for a group of seeds: rise > 3 x the sample standard
@@ -102,6 +111,7 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append({"run": run.name, "group": group_of(run.name), "seed": init_seed(run), "best": float(val.min()),
                      "best_step": int(val.idxmin()), "final": float(val.iloc[-1]), "rise": float(val.iloc[-1] - val.min()),
                      "final excess": float(val.iloc[-1] - floor),
+                     "final - val_true_loss": float(val.iloc[-1] - (info.get("synthetic") or {}).get("val_true_loss", np.nan)),
                      "val@40% - final": _at_or_before(val, 0.4 * info["max_steps"]) - float(val.iloc[-1])})
     per_run = pd.DataFrame(rows)
     groups = []
@@ -114,9 +124,10 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_run, pd.DataFrame(groups)
 
 
-def heads(roots, optimum: bool = False) -> pd.DataFrame:
-    """Section 1: final excess loss and head ER per group (mean, seeds, and a 95% t-interval of the mean)."""
-    from lmdynamics.verdict import t_interval
+def heads(roots, optimum: bool = False, exact: bool = False) -> pd.DataFrame:
+    """Section 1: final excess loss and head ER per group (mean, seeds, and a 95% t-interval of the mean).
+    ``exact``: also the exact KL per validation context of the final checkpoint (``context_kl``), mean over seeds."""
+    from lmdynamics.compare.verdict import t_interval
 
     rows = []
     for run in runs(roots):
@@ -125,7 +136,9 @@ def heads(roots, optimum: bool = False) -> pd.DataFrame:
         floor = info["synthetic"]["entropy_floor"]
         lang = info["synthetic"]
         rows.append({"group": group_of(run.name), "head": head["kind"], "r": head["rank"] or info["hidden_size"],
-                     "K": head["components"] if head["kind"] == "mos" else 1, "excess": float(val.iloc[-1] - floor),
+                     "K": head["components"] if head["kind"] == "mos" else 1, "excess": float(val.iloc[-1] - lang["val_true_loss"]),
+                     "excess over the expected floor": float(val.iloc[-1] - floor),
+                     **({"KL": context_kl(run)["KL (exact, mean)"]} if exact else {}),
                      "best excess": float(val.min() - floor), "er": float(er.iloc[-1]) if len(er) else np.nan,
                      "tokens": info["max_steps"] * info["tokens_per_step"]})
     per_run = pd.DataFrame(rows)
@@ -134,17 +147,113 @@ def heads(roots, optimum: bool = False) -> pd.DataFrame:
         mean, low, high, n = t_interval(d["excess"])
         out.append({"group": g, "head": d["head"].iloc[0], "r": d["r"].iloc[0], "K": d["K"].iloc[0], "seeds": n,
                     "excess mean": mean, "95% t-interval": f"[{low:.4f}, {high:.4f}]",
-                    "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]), "head ER mean": d["er"].mean(),
+                    "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]),
+                    "val - expected floor (mean)": d["excess over the expected floor"].mean(), "head ER mean": d["er"].mean(),
+                    **({"exact KL mean": d["KL"].mean(), "exact KL per seed": " ".join(f"{x:.4f}" for x in d["KL"])} if exact else {}),
                     "tokens": d["tokens"].iloc[0]})
     table = pd.DataFrame(out).sort_values(["head", "r"])
+    col = "exact KL mean" if exact else "excess mean"
+    plain_r = table[table["head"] == "low_rank"].set_index("r")[col]
+    mos = table["head"] == "mos"  # share of the plain rank-r head's excess (exact KL with --exact) the mixture removes
+    table.loc[mos, "share of low_rank r's excess removed"] = 1 - table.loc[mos, col] / table.loc[mos, "r"].map(plain_r)
     if optimum:
         opt = {r: rank_optimum(lang, int(r), info["context_length"]) for r in table["r"].unique()}
         table["float64 rank-r optimum"] = table["r"].map(opt)
         table["excess / optimum"] = table["excess mean"] / table["float64 rank-r optimum"]
+        if exact:
+            table["exact KL / optimum"] = table["exact KL mean"] / table["float64 rank-r optimum"]
         full = table.loc[table["head"] == "plain", "excess mean"]
         if len(full) == 1:  # the budget's share: what the full-rank head on the same backbone still lacks
             table["(excess - full-rank excess) / optimum"] = (table["excess mean"] - float(full.iloc[0])) / table["float64 rank-r optimum"]
     return table
+
+
+def context_kl(run: Path, n_blocks: int = 256) -> dict:
+    """Exact KL(true || model) of the run's final checkpoint at every context of the first ``n_blocks`` validation
+    blocks (a sum over the vocabulary), its mean, and the split mean = pooled + spread: pooled, the KL of the
+    per-state geometric mean of the model's predictions (renormalised), what the model would lose if every context
+    of a state got that one prediction (for a rank-r head still a rank-r head's prediction: log-linear in the mean
+    hidden state); spread = -log Z_s >= 0 (Z_s the geometric mean's mass), what it loses because contexts of the same
+    state get different predictions (the backbone does not map a state to one point). Exact on the sample: mean
+    KL = mean pooled + mean spread (Jensen)."""
+    import torch
+
+    from lmdynamics.data.synthetic import SyntheticLanguage, SyntheticSpec
+    from lmdynamics.models.heads import load_causal_lm
+
+    info = json.loads((run / "run.json").read_text())
+    spec = info["synthetic"]
+    keys = ("vocab_size", "rank", "classes", "logit_scale", "seed", "zipf")
+    lang = SyntheticLanguage(SyntheticSpec(lags=tuple(spec["lags"]), **{k: spec[k] for k in keys if k in spec}))
+    ctx = info["context_length"]
+    blocks = lang.blocks(range(n_blocks), ctx, info["seed"], "val")
+    model = load_causal_lm(run / "checkpoints" / f"step{info['max_steps']:08d}").eval()
+    with torch.no_grad():
+        logq = torch.log_softmax(model(input_ids=blocks).logits.double(), dim=-1).numpy()[:, :-1, 1:]  # predicts t = 1..ctx-1
+    x = blocks.numpy()
+    states = np.stack([lang.state(x[:, :t]) for t in range(1, ctx)], axis=1)  # [blocks, ctx - 1]
+    logp = lang.log_probs[states][..., 1:]
+    p = np.exp(logp)
+    kl = (p * (logp - logq)).sum(-1)  # [blocks, ctx - 1]
+    pooled = np.zeros_like(kl)
+    spread = np.zeros_like(kl)
+    for s in np.unique(states):
+        at = states == s
+        log_g = logq[at].mean(axis=0)  # geometric mean of the predictions at this state (unnormalised)
+        log_z = float(np.log(np.exp(log_g).sum()))
+        pooled[at] = float((p[at][0] * (logp[at][0] - log_g + log_z)).sum())
+        spread[at] = -log_z
+    return {"KL (exact, mean)": float(kl.mean()), "pooled": float(pooled.mean()), "spread": float(spread.mean()),
+            "KL at positions 1-2": float(kl[:, :2].mean()), "KL at positions >= 3": float(kl[:, 2:].mean()),
+            "val - val_true_loss": None}
+
+
+def head_spectrum(run: Path, R: int = 32) -> dict:
+    """Singular values of the head matrix at step 0 and at the end: the R directions the language needs against
+    the rest (do the extra directions keep their initial scale?), and the effective rank of each part."""
+    import torch
+
+    from lmdynamics.metrics.spectrum import effective_rank
+    from lmdynamics.models.heads import head_matrices, load_causal_lm
+
+    info = json.loads((run / "run.json").read_text())
+
+    def sv(step):
+        (_, w), *_ = head_matrices(load_causal_lm(run / "checkpoints" / f"step{step:08d}"))
+        return torch.linalg.svdvals(w.double())
+
+    s0, s1 = sv(0), sv(info["max_steps"])
+    return {"run": run.name, "ER init": float(effective_rank(s0)), "ER final": float(effective_rank(s1)),
+            f"sigma_1..{R} final (mean)": float(s1[:R].mean()), f"sigma_{R + 1}.. final (mean)": float(s1[R:].mean()),
+            f"sigma_{R + 1}.. init (mean)": float(s0[R:].mean()),
+            f"energy share of sigma_1..{R} (final)": float((s1[:R] ** 2).sum() / (s1**2).sum()),
+            f"ER of sigma_1..{R} alone (final)": float(effective_rank(s1[:R]))}
+
+
+def sample_offsets(val_blocks=(64, 256, 1024, 4096), zipfs=(0.0, 1.0), data_seed: int = 1234) -> pd.DataFrame:
+    """The true loss of the first n validation blocks (configs/train/interventions/synthetic.yaml's language and data
+    seed) against the exact expected floor: what ``val_loss - floor`` carries besides the model's KL."""
+    from lmdynamics.data.synthetic import SyntheticLanguage, SyntheticSpec
+
+    rows = []
+    for zipf in zipfs:
+        lang = SyntheticLanguage(SyntheticSpec(vocab_size=256, rank=32, classes=8, lags=(1, 2), logit_scale=2.5, seed=0, zipf=zipf))
+        floor = lang.entropy_floor(32)
+        for n in val_blocks:
+            true = lang.true_loss(lang.blocks(range(n), 32, data_seed, "val"))
+            rows.append({"zipf": zipf, "val blocks": n, "floor": floor, "sample true loss": true, "offset": true - floor})
+    return pd.DataFrame(rows)
+
+
+def kl_table(roots) -> pd.DataFrame:
+    """``context_kl`` of every finished run, with its logged estimate val_loss - val_true_loss beside it."""
+    rows = []
+    for run in runs(roots):
+        info, val, _, _ = series(run)
+        row = {"run": run.name, **context_kl(run)}
+        row["val - val_true_loss"] = float(val.iloc[-1] - info["synthetic"]["val_true_loss"])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def heads_figure(table: pd.DataFrame, out: str) -> None:
@@ -155,15 +264,22 @@ def heads_figure(table: pd.DataFrame, out: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
-    per_seed = [[float(x) for x in row.split()] for row in table["excess per seed"]]
+    mos = table[table["head"] == "mos"]
+    table = table[table["head"] != "mos"]
+    y, seeds = ("exact KL mean", "exact KL per seed") if "exact KL mean" in table else ("excess mean", "excess per seed")
+    per_seed = [[float(x) for x in row.split()] for row in table[seeds]]
     for r, xs in zip(table["r"], per_seed):
         a.plot([r] * len(xs), xs, "k.", ms=5)
-    a.plot(table["r"], table["excess mean"], "ko-", label="trained (mean, dots: seeds)")
+    a.plot(table["r"], table[y], "ko-", label="low-rank / full head (mean, dots: seeds)")
     a.plot(table["r"], table["float64 rank-r optimum"], "s--", color="tab:red", label="float64 rank-r optimum")
+    for _, row in mos.iterrows():
+        xs = [float(x) for x in row[seeds].split()]
+        a.plot([row["r"]] * len(xs), xs, ".", color="tab:blue", ms=5)
+        a.plot([row["r"]], [row[y]], "*", color="tab:blue", ms=11, label=f"MoS K = {row['K']}, components of rank r")
     a.set_xscale("log", base=2)
     a.set_yscale("log")
     a.set_xlabel("head rank r (64 = full-rank head)")
-    a.set_ylabel("excess loss (nats)")
+    a.set_ylabel("KL to the true distribution (nats)" if y == "exact KL mean" else "excess loss (nats)")
     a.legend(fontsize=7)
     a.grid(alpha=0.3)
     b.plot(table["r"], table["head ER mean"], "ko-", label="head ER")
@@ -289,13 +405,21 @@ if __name__ == "__main__":
         print(per_run.round(4).to_markdown(index=False))
         print()
         print(groups.round(4).to_markdown(index=False))
-    elif cmd == "heads":  # [--optimum]: also the float64 rank-r optimum (about 15 s per r)
+    elif cmd == "heads":  # [--optimum]: also the float64 rank-r optimum (about 15 s per r); [--exact]: context_kl
         out = args[args.index("--figure") + 1] if "--figure" in args else None  # --figure OUT.png (needs --optimum)
         args = [a for i, a in enumerate(args) if a not in ("--optimum", "--figure") and not (i and args[i - 1] == "--figure")]
-        table = heads(args, optimum="--optimum" in sys.argv or out is not None)
+        exact = "--exact" in args
+        args = [a for a in args if a != "--exact"]
+        table = heads(args, optimum="--optimum" in sys.argv or out is not None, exact=exact)
         print(table.round(4).to_markdown(index=False))
         if out:
             heads_figure(table, out)
+    elif cmd == "spectrum":
+        print(pd.DataFrame([head_spectrum(Path(r)) for r in args]).round(4).to_markdown(index=False))
+    elif cmd == "offset":
+        print(sample_offsets().round(4).to_markdown(index=False))
+    elif cmd == "kl":
+        print(kl_table(args).round(4).to_markdown(index=False))
     elif cmd == "planted":
         print(planted().to_markdown(index=False))
     elif cmd == "alarm-figure":  # OUT.png RUN [every,log_cap]

@@ -24,7 +24,7 @@ SHORT = {"hidden_size": "d", "num_layers": "L", "num_heads": "heads", "head.kind
          "head.rank": "r", "max_steps": "steps", "optim.lr": "lr", "data.source": "data", "tie_embeddings": "tied",
          "context_length": "ctx", "batch_size": "batch"}
 #: A head parameter and the head kind that uses it.
-HEAD_PARAMETERS = {"components": "mos", "rank": "low_rank"}
+HEAD_PARAMETERS = {"components": ("mos",), "rank": ("low_rank", "mos")}  # head parameter -> the kinds that use it
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
@@ -71,7 +71,7 @@ def _relevant_somewhere(key: str, flats: list[dict]) -> bool:
     parent, _, leaf = key.rpartition(".")
     if leaf not in HEAD_PARAMETERS or not parent.endswith("head"):
         return True
-    return any(f.get(f"{parent}.kind") == HEAD_PARAMETERS[leaf] for f in flats)
+    return any(f.get(f"{parent}.kind") in HEAD_PARAMETERS[leaf] for f in flats)
 
 
 def resolve(key: str, configs: list[dict], infos: list[dict], option: str) -> str:
@@ -150,7 +150,7 @@ def group_of(config: dict, info: dict, keys: list[str]) -> Group:
     for key in sorted(keys, key=_order):
         parent, _, leaf = key.rpartition(".")
         value = lookup(config, info, key)
-        if leaf in HEAD_PARAMETERS and parent.endswith("head") and lookup(config, info, f"{parent}.kind") != HEAD_PARAMETERS[leaf]:
+        if leaf in HEAD_PARAMETERS and parent.endswith("head") and lookup(config, info, f"{parent}.kind") not in HEAD_PARAMETERS[leaf]:
             value = None
         values.append((key, None if value is None else _text(value)))
     return Group(tuple(values), label(values))

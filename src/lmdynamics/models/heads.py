@@ -11,7 +11,9 @@
   matrix across components; here each component has its own W_k (V x d), so that each component's head is
   a matrix whose spectrum the head measures apply to. Its "logits" are log-probabilities (cross-entropy on
   them is the mixture's negative log-likelihood). Not GPT-NeoX form: the checkpoint carries a model card
-  saying so and loads through ``load_causal_lm``.
+  saying so and loads through ``load_causal_lm``. With ``rank: r`` each component's matrix is low-rank,
+  W_k = A_k B_k (A_k: V x r, B_k: r x d): every component alone is bounded by rank r, the mixture is not
+  (the test bed's "MoS at r = R/4" against the plain rank-r head).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class HeadSpec:
 
     Args:
         kind: ``plain`` (linear, GPT-NeoX), ``low_rank`` (W = A B) or ``mos`` (mixture of softmaxes).
-        rank: r of a low-rank head (1 <= r <= hidden size).
+        rank: r of a low-rank head (1 <= r <= hidden size); for a mixture of softmaxes, optional: the rank of
+            each component's matrix W_k = A_k B_k (empty: full V x d matrices).
         components: K of a mixture of softmaxes (>= 1).
     """
 
@@ -51,6 +54,8 @@ class HeadSpec:
             raise ValueError(f"model.model.head.kind {self.kind!r} is unknown; choose one of {', '.join(HEAD_KINDS)}")
         if self.kind == "low_rank" and (self.rank is None or not 1 <= self.rank <= hidden_size):
             raise ValueError(f"model.model.head.rank must be between 1 and the hidden size {hidden_size} for a low_rank head, got {self.rank}")
+        if self.kind == "mos" and self.rank is not None and not 1 <= self.rank <= hidden_size:
+            raise ValueError(f"model.model.head.rank of a mos head (each component's rank) must be empty or between 1 and the hidden size {hidden_size}, got {self.rank}")
         if self.kind == "mos" and self.components < 1:
             raise ValueError(f"model.model.head.components must be at least 1 for a mos head, got {self.components}")
         if tie_embeddings and self.kind != "plain":
@@ -58,8 +63,9 @@ class HeadSpec:
 
     @property
     def label(self) -> str:
-        """Short name used in model names: ``low_rank8``, ``mos4`` ("" for plain)."""
-        return {"plain": "", "low_rank": f"low_rank{self.rank}", "mos": f"mos{self.components}"}[self.kind]
+        """Short name used in model names: ``low_rank8``, ``mos4``, ``mos4_rank8`` ("" for plain)."""
+        mos = f"mos{self.components}" + (f"_rank{self.rank}" if self.rank is not None else "")
+        return {"plain": "", "low_rank": f"low_rank{self.rank}", "mos": mos}[self.kind]
 
 
 def as_head_spec(value) -> HeadSpec:
@@ -90,15 +96,19 @@ class LowRankHead(nn.Module):
 
 
 class MixtureOfSoftmaxes(nn.Module):
-    """log sum_k softmax(G h)_k softmax(W_k tanh(P_k h)) (Yang et al. 2018, eq. 4; per-component W_k, see module doc)."""
+    """log sum_k softmax(G h)_k softmax(W_k tanh(P_k h)) (Yang et al. 2018, eq. 4; per-component W_k, see module doc).
+    ``rank``: each W_k = A_k B_k of rank ``rank`` (a ``LowRankHead``); None: full V x d matrices."""
 
-    def __init__(self, hidden_size: int, vocab_size: int, components: int, std: float = 0.02):
+    def __init__(self, hidden_size: int, vocab_size: int, components: int, std: float = 0.02, rank: int | None = None):
         super().__init__()
-        self.in_features, self.out_features, self.components = hidden_size, vocab_size, components
+        self.in_features, self.out_features, self.components, self.rank = hidden_size, vocab_size, components, rank
         self.gate = nn.Linear(hidden_size, components, bias=False)
         self.proj = nn.Linear(hidden_size, components * hidden_size)
-        self.heads = nn.ModuleList(nn.Linear(hidden_size, vocab_size, bias=False) for _ in range(components))
-        for lin in (self.gate, self.proj, *self.heads):
+        if rank is None:
+            self.heads = nn.ModuleList(nn.Linear(hidden_size, vocab_size, bias=False) for _ in range(components))
+        else:
+            self.heads = nn.ModuleList(LowRankHead(hidden_size, vocab_size, rank, std) for _ in range(components))
+        for lin in (self.gate, self.proj, *(self.heads if rank is None else ())):
             nn.init.normal_(lin.weight, std=std)
         nn.init.zeros_(self.proj.bias)
 
@@ -136,22 +146,26 @@ class LowRankHeadLM(GPTNeoXForCausalLM):
 class MoSHeadLM(GPTNeoXForCausalLM):
     """GPT-NeoX with a mixture-of-softmaxes head; its checkpoints load through this class (``load_causal_lm``)."""
 
-    def __init__(self, config: GPTNeoXConfig, components: int | None = None):
+    def __init__(self, config: GPTNeoXConfig, components: int | None = None, rank: int | None = None):
         super().__init__(config)
-        if components is None:
-            components = int(getattr(config, CONFIG_KEY)["components"])
-        setattr(config, CONFIG_KEY, {"kind": "mos", "components": components})
-        self.lm_head = MixtureOfSoftmaxes(config.hidden_size, config.vocab_size, components, config.initializer_range)
+        if components is None:  # loading a checkpoint: the head spec is in its config
+            saved = getattr(config, CONFIG_KEY)
+            components, rank = int(saved["components"]), saved.get("rank")
+        setattr(config, CONFIG_KEY, {"kind": "mos", "components": components, "rank": rank})
+        self.lm_head = MixtureOfSoftmaxes(config.hidden_size, config.vocab_size, components, config.initializer_range, rank)
 
     def get_output_embeddings(self):
         return self.lm_head
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         out = super().save_pretrained(save_directory, *args, **kwargs)
+        rank = self.lm_head.rank
+        matrix = ("`lm_head.heads.k.weight` (V x d)" if rank is None else
+                  f"`lm_head.heads.k.A @ lm_head.heads.k.B` (V x {rank} times {rank} x d: each component has rank {rank})")
         _write_card(save_directory, f"Output head: a mixture of {self.lm_head.components} softmaxes (Yang et al. 2018), "
                     "NOT the GPT-NeoX linear head: `GPTNeoXForCausalLM.from_pretrained` would load the backbone and a "
                     "random `lm_head`. Load it with `lmdynamics.models.heads.load_causal_lm(path)`. Component k's head "
-                    "matrix is `lm_head.heads.k.weight` (V x d).")
+                    f"matrix is {matrix}.")
         return out
 
 
@@ -166,7 +180,7 @@ def build_causal_lm(config: GPTNeoXConfig, head: HeadSpec) -> GPTNeoXForCausalLM
     if head.kind == "low_rank":
         return LowRankHeadLM(config, head.rank)
     if head.kind == "mos":
-        return MoSHeadLM(config, head.components)
+        return MoSHeadLM(config, head.components, head.rank)
     return GPTNeoXForCausalLM(config)
 
 
@@ -210,6 +224,9 @@ def head_matrices(model: nn.Module, fetch: Callable[[str], torch.Tensor] | None 
     prefix = next(n for n, m in model.named_modules() if m is head)
     if isinstance(head, LowRankHead):
         return [("head", fetch(f"{prefix}.A").double() @ fetch(f"{prefix}.B").double())]
+    if isinstance(head, MixtureOfSoftmaxes) and head.rank is not None:
+        return [(head_component(k), fetch(f"{prefix}.heads.{k}.A").double() @ fetch(f"{prefix}.heads.{k}.B").double())
+                for k in range(head.components)]
     if isinstance(head, MixtureOfSoftmaxes):
         return [(head_component(k), fetch(f"{prefix}.heads.{k}.weight")) for k in range(head.components)]
     name = next(n for n, p in model.named_parameters() if p is head.weight)  # tied: the input embedding's name
