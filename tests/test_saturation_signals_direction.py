@@ -153,13 +153,42 @@ def test_spectra_of_other_components_do_not_enter_the_head_signals():
     assert verdict["kl_uniform"]["moved"] is False and verdict["er"]["moved"] is False
 
 
+def test_only_the_heads_rows_at_layer_minus_one_enter_plain_or_mixture():
+    """The head signals are the output head's spectrum (layer -1): rows of the same head components at another
+    layer, moving the other way, change no verdict, for the plain head and for each mixture component."""
+    for heads in (["head"], ["head_c00", "head_c01"]):
+        frame = []
+        for signal in ("kl_uniform", "er"):
+            for comp in heads:
+                frame += rows("m", signal, moving(signal, 400, degrade=True), component=comp)
+                frame += rows("m", signal, moving(signal, 400, degrade=False, per_step=3.0), layer=2, component=comp)
+        verdicts = moved_first(pd.DataFrame(frame), "m", curve())
+        judged = [name for name in verdicts if name != "anisotropy"]
+        assert judged == (["kl_uniform", "er"] if heads == ["head"] else
+                          ["kl_uniform", "er"] + [f"{s}[{c}]" for s in ("kl_uniform", "er") for c in heads])
+        for name in judged:
+            assert verdicts[name]["moved"] is True and verdicts[name]["onset_step"] == 400, (heads, name)
+
+
+def test_the_plain_head_is_the_head_signal_when_a_table_also_has_mixture_components():
+    """``head`` and ``head_cNN`` rows of one model (e.g. two tables concatenated): the head signal is ``head``'s
+    own series, not the mean with the components, and no component gets its own verdict."""
+    frame = []
+    for signal in ("kl_uniform", "er"):
+        frame += rows("m", signal, moving(signal, 400, degrade=True))
+        frame += rows("m", signal, moving(signal, 400, degrade=False, per_step=3.0), component="head_c00")
+    verdicts = moved_first(pd.DataFrame(frame), "m", curve())
+    assert sorted(verdicts) == ["anisotropy", "er", "kl_uniform"]
+    assert verdicts["kl_uniform"]["moved"] is True and verdicts["er"]["moved"] is True
+
+
 def test_a_signal_of_three_checkpoints_gets_a_verdict_and_of_two_none():
     three = [dict(model="m", step=s, tokens=s, layer=-1, component="head", metric="kl_uniform", index=-1, value=v)
              for s, v in ((0, 1.0), (500, 1.0), (1000, 2.0))]
     verdict = moved_first(pd.DataFrame(three), "m", curve())["kl_uniform"]
     assert verdict["moved"] is True and verdict["onset_step"] == 500 and verdict["first"] is True
     verdict = moved_first(pd.DataFrame(three[1:]), "m", curve())["kl_uniform"]
-    assert verdict["moved"] is None and verdict["first"] is None
+    assert verdict["moved"] is None and verdict["first"] is None and math.isnan(verdict["onset_step"])
 
 
 def test_a_signal_with_a_nan_value_gets_no_verdict_and_the_others_still_do(tmp_path):
