@@ -346,3 +346,18 @@ def test_shape_errors_name_the_function_called(call):
     name = call.__code__.co_names[0]
     with pytest.raises(ValueError, match=rf"^{name}: values must be \(N, T\)"):
         call(np.ones((2, 4)), np.arange(1, 6))
+
+
+@pytest.mark.parametrize("variance_condition", [False, True])
+def test_each_token_is_classified_on_its_own(variance_condition):
+    """A token's label, slope and p-value do not depend on which other tokens share the batch (the variance
+    condition included: each token's window variance against its own geometric mean)."""
+    rng = np.random.default_rng(15)
+    scale = np.exp(rng.uniform(0, 7, size=(300, 1)))  # perplexities from 1 to ~1100
+    values = scale * np.exp(rng.normal(0, 0.02, size=(300, 13)) + rng.normal(0, 0.002, size=(300, 1)) * np.arange(13))
+    batch = classify_trends(values, STEPS, variance_condition=variance_condition, regressor="step")
+    one_by_one = [classify_trends(v, STEPS, variance_condition=variance_condition, regressor="step") for v in values]
+    np.testing.assert_array_equal(batch.labels, [c.labels[0] for c in one_by_one])
+    np.testing.assert_allclose(batch.slope, [c.slope[0] for c in one_by_one], rtol=1e-12)  # a matmul's rounding
+    np.testing.assert_allclose(batch.p_value, [c.p_value[0] for c in one_by_one], rtol=1e-9)
+    assert len(set(batch.labels)) >= 3  # the batch mixes labels
