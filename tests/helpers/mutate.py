@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # module under src/lmdynamics -> the fast test modules that cover it (mutmut then runs, per mutant, those of
 # their tests that called the mutated function). Chosen by what each test module imports and exercises; a test
 # module that only reaches a module through a training run or a subprocess is not listed (it would be slow per
-# mutant and is marked slow anyway).
+# mutant and is marked slow anyway). ``test_x::test_y`` names one test.
 COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "metrics/anisotropy.py": ("test_metrics_anisotropy", "test_metrics_edges", "test_properties"),
     "metrics/cka.py": ("test_metrics_cka", "test_metrics_edges", "test_properties"),
@@ -43,7 +43,9 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "saturation/analyze.py": ("test_saturation_signals_direction", "test_saturation_detect", "test_saturation_heads",
                               "test_saturation_cli"),
     "saturation/detect.py": ("test_saturation_detect", "test_saturation_heads"),
-    "saturation/rows.py": ("test_saturation_rows",),
+    # the commands' round trips train heads (~10 s a mutant): the rows' own fast tests only
+    "saturation/rows.py": ("test_saturation_rows::test_checkpoint_identity_from_run_json_or_the_directory",
+                           "test_saturation_rows::test_werror_and_lowrank_rows_read_back_as_written"),
     "saturation/scaling.py": ("test_saturation_scaling",),
     "saturation/werror.py": ("test_saturation_werror",),
     "saturation/lowrank_head.py": ("test_saturation_lowrank",),
@@ -52,7 +54,8 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "trajectories/classify.py": ("test_trajectories_classify", "test_trajectory_values"),
     "trajectories/compare.py": ("test_trajectories_compare",),
     "trajectories/contrastive.py": ("test_trajectories_contrastive",),
-    "trajectories/counts.py": ("test_trajectories_counts",),
+    # the corpus tests build a data module per call (~30 s a mutant): the counts file's fast test only
+    "trajectories/counts.py": ("test_trajectories_counts::test_a_counts_file_as_npy_or_json_gives_one_count_per_id",),
     "trajectories/offline.py": ("test_trajectory_values", "test_interventions"),
     "trajectories/record.py": ("test_trajectories_storage", "test_trajectory_values"),
     "trajectories/scoring.py": ("test_trajectories_contrastive",),
@@ -69,10 +72,16 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
 COPIED = ("src", "tests", "configs", "analysis", "train", "pyproject.toml")
 
 
+def test_path(name: str) -> str:
+    """``test_x`` -> ``tests/test_x.py``; ``test_x::test_y`` -> ``tests/test_x.py::test_y`` (one test)."""
+    file, sep, test = name.partition("::")
+    return f"tests/{file}.py{sep}{test}"
+
+
 def mutmut_block(module: str) -> str:
     """The ``[tool.mutmut]`` table of one module's scratch copy: the project's shared settings plus the module
     and its tests."""
-    tests = ", ".join(f'"tests/{name}.py"' for name in COVERING_TESTS[module])
+    tests = ", ".join(f'"{test_path(name)}"' for name in COVERING_TESTS[module])
     return (f'only_mutate = ["src/lmdynamics/{module}"]\n'
             f'pytest_add_cli_args_test_selection = [{tests}, "-p", "no:cacheprovider", "-m", "not slow"]\n')
 
