@@ -150,3 +150,17 @@ def test_alpha_and_regressor_reach_every_share():
             assert dd["per_token_down_up_down"] == pytest.approx(float(per_token))
             verdicts.add((tuple(got.to_numpy()), dd["per_token_down_up_down"]))
     assert len(verdicts) == 4  # each (regressor, alpha) gives other counts: the case discriminates
+
+
+def test_the_variance_condition_reaches_the_class_shares():
+    # flat tokens at perplexity ~10^4 with 2% noise: inside the band, but var (~4e4) > geometric mean (~1e4)
+    rng = np.random.default_rng(22)
+    traj = _trajectories(1e4 * np.exp(rng.normal(0, 0.02, size=(50, len(STEPS)))))
+    ppl = np.exp(traj.losses.astype(np.float64))
+    counts = {}
+    for condition in (False, True):
+        got = class_shares(traj, (0.2,), variance_condition=condition).set_index("label")["count"]
+        direct = classify_trends(ppl, STEPS, 0.2, variance_condition=condition).labels
+        assert int(got["stagnated"]) == int((direct == "stagnated").sum())
+        counts[condition] = int(got["stagnated"])
+    assert counts[False] > 40 and counts[True] == 0
