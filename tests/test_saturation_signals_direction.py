@@ -207,3 +207,43 @@ def test_a_signal_with_a_nan_value_gets_no_verdict_and_the_others_still_do(tmp_p
     for signal in ("er", "anisotropy"):
         assert csv[f"{signal}_moved"] and csv[f"{signal}_moved_first"] and csv[f"{signal}_onset_step"] == 400, signal
     assert "(not in the table: kl_uniform)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_report_table_says_what_saturation_csv_says(tmp_path):
+    """Through ``lmdynamics saturation``: each model's row of report.md's table carries the CSV's numbers and
+    verdicts: saturated yes/no, each head signal's "moved first" yes / no / n/a (no verdict: the curve is not
+    saturated, or the signal is not in the table)."""
+    from lmdynamics.cli import main as cli_main
+    directory = table(tmp_path)
+    extra = []
+    for model, loss in (("flat", np.linspace(5, 3, len(STEPS))), ("bare", LOSS)):  # not saturated; no head rows
+        extra += [dict(run=model, model=model, step=int(s), tokens=int(s) * 10, layer=-1, component="model",
+                       metric="val_loss", index=-1, value=float(v)) for s, v in zip(STEPS, loss)]
+    extra += rows("flat", "er", moving("er", 400, degrade=True))
+    store.append(store.table_path(directory), extra)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert cli_main(["saturation", "--table", str(directory), "--metric", "val_loss", "--out", str(tmp_path / "o")]) == 0
+    csv = pd.read_csv(tmp_path / "o" / "saturation.csv").set_index("model")
+    lines = (tmp_path / "o" / "report.md").read_text().splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("| model |"))
+    columns = [c.strip() for c in lines[header].strip("|").split("|")]
+    cells = {}
+    for ln in lines[header + 2:]:
+        if not ln.startswith("|"):
+            break
+        values = [c.strip() for c in ln.strip("|").split("|")]
+        cells[values[0]] = dict(zip(columns, values))
+    assert set(cells) == {"small", "lucky", "flat", "bare"}
+
+    def word(value):
+        return "n/a" if pd.isna(value) else ("yes" if value else "no")
+
+    for model, row in cells.items():
+        r = csv.loc[model]
+        assert row["saturated"] == word(r.saturated) and row["best step"] == str(r.best_step), model
+        assert row["final step"] == str(r.final_step) and row["gap"] == f"{r.gap:+.1%}", model
+        for signal in DEGRADES_UP:
+            assert row[f"{signal} moved first"] == word(r[f"{signal}_moved_first"]), (model, signal)
+    assert cells["small"]["er moved first"] == "yes" and cells["lucky"]["er moved first"] == "no"
+    assert cells["flat"]["saturated"] == "no" and cells["flat"]["er moved first"] == "n/a"  # curve not saturated
+    assert cells["bare"]["saturated"] == "yes" and cells["bare"]["kl_uniform moved first"] == "n/a"  # no head rows
