@@ -41,7 +41,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "analysis/summaries.py": ("test_summaries",),
     "saturation/signals.py": ("test_saturation_signals_direction", "test_saturation_detect", "test_saturation_heads"),
     "saturation/analyze.py": ("test_saturation_signals_direction", "test_saturation_detect", "test_saturation_heads",
-                              "test_saturation_cli"),
+                              "test_saturation_inputs", "test_saturation_cli"),
     "saturation/detect.py": ("test_saturation_detect", "test_saturation_heads"),
     # the commands' round trips train heads (~10 s a mutant): the rows' own fast tests only
     "saturation/rows.py": ("test_saturation_rows::test_checkpoint_identity_from_run_json_or_the_directory",

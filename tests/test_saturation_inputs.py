@@ -1,0 +1,45 @@
+"""Where the saturation analysis reads its series and head signals (``saturation.analyze``): a tidy table's
+model-level rows of ``metric`` (or ``<task>/<metric>``), one row per model and step; ``--measures``' head signals
+joined by model name, with or without the hub organisation, never replacing the analysed metric."""
+
+import numpy as np
+import pytest
+
+from lmdynamics import store
+from lmdynamics.saturation.analyze import InputError, detect_all, from_table, with_measures
+
+STEPS = np.arange(0, 11) * 100
+LOSS = np.r_[np.linspace(5, 3, 6), 3.0 * np.array([1.0, 1.0, 1.1, 1.2, 1.3])]  # saturates, onset 700
+
+
+def rows(model, metric, values, run=None, layer=-1, component="model"):
+    return [dict(run=run or model, model=model, step=int(s), tokens=int(s) * 10, layer=layer, component=component,
+                 metric=metric, index=-1, value=float(v)) for s, v in zip(STEPS, values)]
+
+
+def test_head_signals_from_measures_join_by_name_without_the_organisation(tmp_path):
+    store.append(store.table_path(tmp_path / "run"), rows("pythia-160m", "val_loss", LOSS))
+    er = 2.0 / (1 + 0.3 * np.clip((STEPS - 400) // 100, 0, None))  # the head's effective rank falls from step 400
+    measures = rows("EleutherAI/pythia-160m", "er", er, component="head")
+    measures += rows("EleutherAI/pythia-160m", "val_loss", LOSS * 10)  # the analysed metric: never taken from here
+    store.append(store.table_path(tmp_path / "measures"), measures)
+    series = with_measures(from_table(tmp_path / "run", "val_loss"), tmp_path / "measures")
+    assert series.source.endswith(f"with measures from {tmp_path / 'measures'}")
+    result = detect_all(series).set_index("model").loc["pythia-160m"]
+    assert result.final_value == pytest.approx(LOSS[-1]) and result.onset_step == 700
+    assert result.er_moved and result.er_onset_step == 400 and result.er_moved_first
+    assert result.kl_uniform_moved is None  # not in either table
+    store.append(store.table_path(tmp_path / "strangers"), rows("EleutherAI/pythia-999m", "er", er, component="head"))
+    with pytest.raises(InputError, match="none of its models"):
+        with_measures(from_table(tmp_path / "run", "val_loss"), tmp_path / "strangers")
+
+
+def test_a_task_names_the_metric_and_one_row_per_model_and_step_is_required(tmp_path):
+    store.append(store.table_path(tmp_path / "run"), rows("m", "lambada/acc", 1 / LOSS) + rows("m", "acc", LOSS))
+    series = from_table(tmp_path / "run", "acc", task="lambada")
+    assert series.metric == "lambada/acc" and np.allclose(series.rows.sort_values("step").value, 1 / LOSS)
+    assert from_table(tmp_path / "run", "acc").metric == "acc"
+    # the same model from two runs in one table: refused, naming the model and the step
+    store.append(store.table_path(tmp_path / "two"), rows("m", "val_loss", LOSS, run="a") + rows("m", "val_loss", LOSS * 1.01, run="b"))
+    with pytest.raises(InputError, match="val_loss of model m has several rows at step 0"):
+        from_table(tmp_path / "two", "val_loss")
