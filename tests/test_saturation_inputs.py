@@ -43,3 +43,36 @@ def test_a_task_names_the_metric_and_one_row_per_model_and_step_is_required(tmp_
     store.append(store.table_path(tmp_path / "two"), rows("m", "val_loss", LOSS, run="a") + rows("m", "val_loss", LOSS * 1.01, run="b"))
     with pytest.raises(InputError, match="val_loss of model m has several rows at step 0"):
         from_table(tmp_path / "two", "val_loss")
+
+
+def _eval_files(directory, values, flip_direction):
+    """lm-eval 0.4 result files of model ``m`` at STEPS, demo_lastword/perplexity = ``values``; the files' own
+    direction map says higher is better when ``flip_direction`` (a name guess would say lower)."""
+    import json
+    from pathlib import Path
+    base = json.loads((Path(__file__).parent / "data" / "lm_eval" / "lm-eval-0.4_demo_step600.json").read_text())
+    for step, value in zip(STEPS, values):
+        data = json.loads(json.dumps(base))
+        data["results"]["demo_lastword"]["perplexity,none"] = float(value)
+        data["higher_is_better"]["demo_lastword"]["perplexity"] = bool(flip_direction)
+        (directory / "m").mkdir(parents=True, exist_ok=True)
+        (directory / "m" / f"demo_step{int(step)}.json").write_text(json.dumps(data))
+    return directory
+
+
+def test_eval_results_carry_their_tokens_and_their_own_directions(tmp_path):
+    from lmdynamics.saturation.analyze import from_evals
+    rising = 10 + STEPS / 100  # worse and worse if lower is better, better and better otherwise
+    series = from_evals(_eval_files(tmp_path / "a", rising, False), "demo_lastword", "perplexity", tokens_per_step=256)
+    assert series.ingested and series.metric == "demo_lastword/perplexity"
+    assert (series.rows.tokens == series.rows.step * 256).all()
+    assert detect_all(series).iloc[0].saturated  # lower is better (the name's guess, and these files' map)
+    # the same values in files that declare higher-is-better: the end is the best, nothing saturates
+    flipped = from_evals(_eval_files(tmp_path / "b", rising, True), "demo_lastword", "perplexity")
+    assert flipped.directions["demo_lastword/perplexity"] is True
+    result = detect_all(flipped).iloc[0]
+    assert bool(result.higher_is_better) and not result.saturated and result.best_step == 1000
+    with pytest.raises(InputError, match="task 'nope' is in no result file"):
+        from_evals(tmp_path / "a", "nope", "perplexity")
+    with pytest.raises(InputError, match="available: acc, acc_stderr, perplexity, perplexity_stderr"):
+        from_evals(tmp_path / "a", "demo_lastword", "bleu")
