@@ -234,6 +234,7 @@ def test_the_report_table_says_what_saturation_csv_says(tmp_path):
         values = [c.strip() for c in ln.strip("|").split("|")]
         cells[values[0]] = dict(zip(columns, values))
     assert set(cells) == {"small", "lucky", "flat", "bare"}
+    assert lines[header + 1] == "|---" * len(columns) + "|"  # a markdown table: one separator per column
 
     def word(value):
         return "n/a" if pd.isna(value) else ("yes" if value else "no")
@@ -242,8 +243,14 @@ def test_the_report_table_says_what_saturation_csv_says(tmp_path):
         r = csv.loc[model]
         assert row["saturated"] == word(r.saturated) and row["best step"] == str(r.best_step), model
         assert row["final step"] == str(r.final_step) and row["gap"] == f"{r.gap:+.1%}", model
+        assert row["onset"] == ("—" if pd.isna(r.onset_step) else str(int(r.onset_step))), model
         for signal in DEGRADES_UP:
             assert row[f"{signal} moved first"] == word(r[f"{signal}_moved_first"]), (model, signal)
     assert cells["small"]["er moved first"] == "yes" and cells["lucky"]["er moved first"] == "no"
     assert cells["flat"]["saturated"] == "no" and cells["flat"]["er moved first"] == "n/a"  # curve not saturated
     assert cells["bare"]["saturated"] == "yes" and cells["bare"]["kl_uniform moved first"] == "n/a"  # no head rows
+    per_model = {ln.split("**")[1]: ln for ln in lines if ln.startswith("- **")}
+    assert "no head signal in the table" in per_model["bare"]
+    assert ("head signals that moved first: head KL-to-uniform of s/sum(s), head effective rank, last-layer anisotropy"
+            in per_model["small"])
+    assert "no head signal moved first" in per_model["lucky"]
