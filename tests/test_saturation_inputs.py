@@ -72,6 +72,9 @@ def test_eval_results_carry_their_tokens_and_their_own_directions(tmp_path):
     assert flipped.directions["demo_lastword/perplexity"] is True
     result = detect_all(flipped).iloc[0]
     assert bool(result.higher_is_better) and not result.saturated and result.best_step == 1000
+    # a direction given explicitly (the command's --higher-is-better) wins over the files' map, both ways
+    assert detect_all(flipped, higher_is_better=False).iloc[0].saturated
+    assert not detect_all(series, higher_is_better=True).iloc[0].saturated
     with pytest.raises(InputError, match="task 'nope' is in no result file"):
         from_evals(tmp_path / "a", "nope", "perplexity")
     with pytest.raises(InputError, match="available: acc, acc_stderr, perplexity, perplexity_stderr"):

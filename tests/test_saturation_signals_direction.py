@@ -224,6 +224,7 @@ def test_the_report_table_says_what_saturation_csv_says(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         assert cli_main(["saturation", "--table", str(directory), "--metric", "val_loss", "--out", str(tmp_path / "o")]) == 0
     csv = pd.read_csv(tmp_path / "o" / "saturation.csv").set_index("model")
+    assert list(csv.index) == ["bare", "flat", "lucky", "small"]  # one row per model, by name
     lines = (tmp_path / "o" / "report.md").read_text().splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("| model |"))
     columns = [c.strip() for c in lines[header].strip("|").split("|")]
