@@ -79,3 +79,24 @@ def test_eval_results_carry_their_tokens_and_their_own_directions(tmp_path):
         from_evals(tmp_path / "a", "nope", "perplexity")
     with pytest.raises(InputError, match="available: acc, acc_stderr, perplexity, perplexity_stderr"):
         from_evals(tmp_path / "a", "demo_lastword", "bleu")
+
+
+def test_min_fraction_and_margin_reach_the_curves_verdict(tmp_path):
+    """The curve's own best checkpoint and verdict follow min_fraction and margin (the head signals' are checked
+    in test_saturation_signals_direction.py)."""
+    lucky = LOSS.copy()
+    lucky[0] = 1.0  # step 0 far better than anything later: the best only when min_fraction is 0
+    store.append(store.table_path(tmp_path / "run"), rows("m", "val_loss", lucky))
+    series = from_table(tmp_path / "run", "val_loss")
+    default = detect_all(series).iloc[0]
+    assert default.best_step == 500 and default.saturated and default.gap == pytest.approx(0.3)
+    from_start = detect_all(series, min_fraction=0.0).iloc[0]
+    assert from_start.best_step == 0 and from_start.gap == pytest.approx(LOSS[-1] / 1.0 - 1)
+    assert not detect_all(series, margin=0.35).iloc[0].saturated  # a 30% rise under a 35% margin
+    assert detect_all(series, margin=0.25).iloc[0].saturated
+
+
+def test_a_series_too_short_is_refused_naming_metric_model_and_source(tmp_path):
+    store.append(store.table_path(tmp_path / "run"), rows("m", "val_loss", LOSS)[:2])
+    with pytest.raises(InputError, match=r"^val_loss of m: 2 checkpoint\(s\).*\(from tidy table "):
+        detect_all(from_table(tmp_path / "run", "val_loss"))
