@@ -209,3 +209,19 @@ def test_bad_language_option_on_the_cli_is_one_line_and_writes_nothing(tmp_path,
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
     assert len(lines) == 1 and "train_blocks" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_no_block_indices_give_no_blocks():
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=64, rank=4))
+    for split in ("train", "val"):
+        empty = lang.blocks([], 16, seed=3, split=split)
+        assert tuple(empty.shape) == (0, 16) and empty.dtype == torch.int64
+
+
+def test_identity_tokenizer_maps_symbol_i_to_id_i_and_back():
+    from lmdynamics.data.synthetic import identity_tokenizer
+    tok = identity_tokenizer(12)
+    assert len(tok) == 12 and tok.eos_token_id == 0 and tok.bos_token_id == 0
+    assert tok.convert_ids_to_tokens([0, 5, 11, 1]) == [tok.eos_token, "s5", "s11", "s1"]
+    assert tok("s3 s10", add_special_tokens=False)["input_ids"] == [3, 10]
+    assert tok("s12", add_special_tokens=False)["input_ids"] == [0]  # outside the vocabulary: unknown = id 0
