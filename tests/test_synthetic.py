@@ -65,8 +65,9 @@ def test_entropy_floor_equals_brute_force_enumeration():
     assert lang.entropy_floor(T) == pytest.approx(np.mean(expected), abs=1e-12)
 
 
-def test_sampled_blocks_follow_the_true_distribution():
-    lang = SyntheticLanguage(SyntheticSpec(**SMALL))
+@pytest.mark.parametrize("lags", [(1, 2), (1, 3)])  # (1, 3): a class history deeper than two symbols
+def test_sampled_blocks_follow_the_true_distribution(lags):
+    lang = SyntheticLanguage(SyntheticSpec(**SMALL, lags=lags))
     blocks = lang.blocks(range(3000), 16, seed=11, split="val")
     assert blocks[:, 0].eq(0).all() and blocks[:, 1:].ne(0).all() and blocks.max() < 64
     # the true model's loss on the sample matches the exact floor to sampling error
