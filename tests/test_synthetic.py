@@ -165,6 +165,8 @@ def test_zipf_frequencies_follow_the_law_and_the_floor_is_exact():
     freq = lang.state_marginals(32).mean(axis=0) @ lang.probs[:, 1:]
     slope = np.polyfit(np.log(order), np.log(freq), 1)[0]
     assert -1.6 < slope < -0.6  # the law's exponent -1.1, blurred by the context-dependent part
+    half = SyntheticLanguage(SyntheticSpec(**{**ZIPF, "zipf": 0.5}))  # an exponent below 1 biases as well
+    assert sorted(np.round(np.exp(-half.zipf_bias / 0.5)).astype(int)) == list(range(1, 64))
     zero = SyntheticLanguage(SyntheticSpec(**{**ZIPF, "zipf": 0.0}))
     assert abs(np.polyfit(np.log(order), np.log(zero.state_marginals(32).mean(axis=0) @ zero.probs[:, 1:]), 1)[0]) < 0.3
     small = SyntheticLanguage(SyntheticSpec(vocab_size=5, rank=2, classes=2, lags=(1, 2), seed=3, zipf=1.5))
