@@ -228,3 +228,14 @@ def test_identity_tokenizer_maps_symbol_i_to_id_i_and_back():
     assert tok.convert_ids_to_tokens([0, 5, 11, 1]) == [tok.eos_token, "s5", "s11", "s1"]
     assert tok("s3 s10", add_special_tokens=False)["input_ids"] == [3, 10]
     assert tok("s12", add_special_tokens=False)["input_ids"] == [0]  # outside the vocabulary: unknown = id 0
+
+
+@pytest.mark.parametrize("lags", [(1, 2), (1, 3)])  # (1, 3): more class histories than states
+def test_state_marginals_are_the_state_frequencies_of_sampled_blocks(lags):
+    lang = SyntheticLanguage(SyntheticSpec(**SMALL, lags=lags))
+    exact = lang.state_marginals(8)  # [positions 1..7, state]
+    np.testing.assert_allclose(exact.sum(axis=1), 1.0, rtol=1e-12)
+    x = lang.blocks(range(4000), 8, seed=5, split="val").numpy()
+    for t in (1, 2, 5):
+        seen = np.bincount(lang.state(x[:, :t]), minlength=lang.num_states) / len(x)
+        assert np.abs(seen - exact[t - 1]).max() < 4 * np.sqrt(exact[t - 1].max() / len(x)), t
