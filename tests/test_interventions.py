@@ -1,6 +1,7 @@
 """Head interventions as configuration: each builds the intended function, saves, loads and trains via the CLI."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -215,3 +216,13 @@ def test_low_rank_head_starts_at_the_plain_heads_scale(rank):
     config.initializer_range = 0.1
     lm = LowRankHeadLM(config, rank)
     assert lm.lm_head.merged().detach().std().item() == pytest.approx(0.1, rel=0.2)
+
+
+def test_load_causal_lm_passes_options_on_and_names_a_truncated_file(tmp_path):
+    from lmdynamics.checkpoints.streaming import CorruptCheckpointError
+    _model().save_pretrained(tmp_path)
+    assert next(load_causal_lm(tmp_path, torch_dtype=torch.float64).parameters()).dtype == torch.float64
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CorruptCheckpointError, match=rf"^{re.escape(str(weights))} is a truncated or corrupt safetensors"):
+        load_causal_lm(tmp_path)
