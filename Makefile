@@ -53,19 +53,16 @@ test-fast: $(STAMP)  ## the fast inner loop (< 3 min here): every test not marke
 
 # Mutation testing, not part of `make test`: the modules that compute what a user sees (metrics/, training/module.py
 # and resume.py, store.py, summaries.py, saturation/, trajectories/, data/synthetic.py, models/heads.py,
-# compare/, sweep.py, generate.py, the live trajectory and head callbacks; [tool.mutmut] in pyproject.toml) mutated
-# one change at a time (mutmut), each mutant run against the fast tests that call the mutated function; prints the
-# surviving mutants and the score per module. MUTATE_JOBS workers (the machine's cores); MUTANTS="glob ..." runs
-# only those mutants (e.g. MUTANTS='lmdynamics.saturation.signals.*'), after the one covering run of the tests.
+# compare/, sweep.py, generate.py, the live trajectory and head callbacks) mutated one change at a time (mutmut),
+# one module at a time, each mutant run against the module's covering fast tests that call the mutated function
+# (tests/helpers/mutate.py: COVERING_TESTS); prints the score per module and keeps each module's survivors in
+# mutants/<module>/report.txt. MODULES="saturation/signals.py ..." runs those modules; MUTANTS="glob ..." only
+# those mutants of them (e.g. MUTANTS='lmdynamics.compare.runs.x_summarize*'); MUTATE_JOBS workers.
 MUTATE_JOBS ?= 2
 MUTANTS ?=
-mutate: $(STAMP)  ## mutation testing of the measured modules (long: MUTANTS=glob runs a few)
-	rm -rf mutants && mkdir -p mutants
-	@start=$$(date +%s); \
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS) > mutants/run.log 2>&1 \
-		|| { tail -c 3000 mutants/run.log; exit 1; }; \
-	$(PY) tests/helpers/mutation_report.py; \
-	echo "make mutate: $$(( $$(date +%s) - start )) s (log: mutants/run.log)"
+MODULES ?=
+mutate: $(STAMP)  ## mutation testing, module by module (long: MODULES=... runs a few; durations in the note of issue 27)
+	$(PY) tests/helpers/mutate.py --jobs $(MUTATE_JOBS) $(foreach m,$(MUTANTS),--mutants '$(m)') $(MODULES)
 
 bench: $(STAMP)  ## benchmarks, printed side by side
 	$(PY) bench/run.py $(ARGS)

@@ -1,6 +1,7 @@
 """Head interventions as configuration: each builds the intended function, saves, loads and trains via the CLI."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -238,3 +239,40 @@ def test_every_command_that_loads_a_checkpoint_gets_the_mixture_head(tmp_path):
     loaded = load_model(SimpleNamespace(path=tmp_path))
     torch.testing.assert_close(token_losses(loaded, blocks), token_losses(model, blocks))
     assert corpus_loss(loaded, blocks) == pytest.approx(float(token_losses(model, blocks).double().mean()), rel=1e-12)
+
+
+@pytest.mark.parametrize("head, tie", [(HeadSpec(), False), (HeadSpec(), True), (HeadSpec("low_rank", rank=4), False)])
+def test_load_causal_lm_gives_gpt_neox_form_checkpoints_back_as_plain_gpt_neox(tmp_path, head, tie):
+    from lmdynamics.models.heads import MoSHeadLM
+    model = _model(head, tie)
+    model.save_pretrained(tmp_path)
+    loaded = load_causal_lm(tmp_path).eval()
+    assert type(loaded) is GPTNeoXForCausalLM and not isinstance(loaded, MoSHeadLM)
+    x = torch.randint(1, V, (2, 8))
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=x).logits, model(input_ids=x).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [4, 16, 64])
+def test_low_rank_head_starts_at_the_plain_heads_scale(rank):
+    """Entries of W = A B have standard deviation ``std`` at initialisation whatever the rank (A, B entries
+    N(0, std / sqrt(r)): var(W_ij) = r (std / sqrt(r))^2 = std^2); the model passes its initializer_range."""
+    from lmdynamics.models.heads import LowRankHead, LowRankHeadLM
+    torch.manual_seed(1)
+    w = LowRankHead(256, 1024, rank, std=0.05).merged().detach()
+    assert w.std().item() == pytest.approx(0.05, rel=0.05)
+    assert LowRankHead(256, 1024, rank).merged().detach().std().item() == pytest.approx(0.02, rel=0.05)  # default
+    config = _model().config
+    config.initializer_range = 0.1
+    lm = LowRankHeadLM(config, rank)
+    assert lm.lm_head.merged().detach().std().item() == pytest.approx(0.1, rel=0.2)
+
+
+def test_load_causal_lm_passes_options_on_and_names_a_truncated_file(tmp_path):
+    from lmdynamics.checkpoints.streaming import CorruptCheckpointError
+    _model().save_pretrained(tmp_path)
+    assert next(load_causal_lm(tmp_path, torch_dtype=torch.float64).parameters()).dtype == torch.float64
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CorruptCheckpointError, match=rf"^{re.escape(str(weights))} is a truncated or corrupt safetensors"):
+        load_causal_lm(tmp_path)

@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 
 from lmdynamics.metrics import classify_trend, classify_trends, double_descent
+from lmdynamics.metrics.trends import TooFewCheckpoints, double_descent_windows
 
 STEPS = np.arange(0, 1300, 100)  # 13 checkpoints; start_fraction 0.1 -> window from step 200 (11 points)
 
@@ -256,3 +257,107 @@ def test_one_default_regressor_log_step_everywhere():
     by_step = classify_trends(values, steps, start_fraction=0.0, regressor="step")
     by_log = classify_trends(values, steps, start_fraction=0.0)
     assert by_log.p_value[0] < by_step.p_value[0]
+
+
+# --- per-token double descent: the three windows the docstring describes ----------------------------------------
+
+
+def _windows_by_hand(steps, start_fraction, regressor, splits):
+    """The three windows of ``double_descent_windows`` written from its docstring: from the first checkpoint at or
+    after start_fraction of the last step (the first positive step on the log axis), cut at thirds of that
+    checkpoint list by count (or at the first checkpoint reaching each split), sharing their boundaries."""
+    first = next(i for i, s in enumerate(steps) if s >= start_fraction * steps[-1])
+    if regressor == "log_step" and steps[first] <= 0:
+        first += 1
+    n = len(steps) - first
+    if splits is None:
+        cuts = [first + round(k * (n - 1) / 3) for k in (1, 2)]
+    else:
+        cuts = [next(i for i, s in enumerate(steps) if s >= f * steps[-1]) for f in splits]
+    return [(first, cuts[0]), (cuts[0], cuts[1]), (cuts[1], len(steps) - 1)]
+
+
+@pytest.mark.parametrize("steps, start_fraction, regressor, alpha, splits", [
+    (np.arange(0, 10), 0.0, "step", 0.05, None),  # window from step 0 on the linear axis
+    (np.arange(0, 13), 0.0, "log_step", 0.05, None),  # step 0 has no log: from step 1
+    (np.arange(1, 11), 0.0, "log_step", 0.05, None),  # step 1 (log 0) is a valid start
+    (np.arange(0, 1400, 100), 0.3, "step", 0.2, None),  # a later start and another alpha
+    (np.arange(0, 1400, 100), 0.0, "log_step", 0.05, (0.3, 0.6)),
+])
+def test_double_descent_windows_are_the_documented_three_slope_tests(steps, start_fraction, regressor, alpha, splits):
+    # Noisy down-up-down shapes turning within a checkpoint of the windows' cuts: many tokens sit near a window's
+    # edge or alpha, so a window one checkpoint off, or another alpha, changes some verdicts.
+    rng = np.random.default_rng(11)
+    bounds = _windows_by_hand(list(steps), start_fraction, regressor, splits)
+    i = np.arange(len(steps))
+    a = bounds[0][1] + rng.integers(-1, 2, size=(600, 1))
+    b = bounds[1][1] + rng.integers(-1, 2, size=(600, 1))
+    shape = -np.minimum(i, a) + np.clip(i - a, 0, b - a) - np.maximum(i - b, 0)  # down to a, up to b, down
+    values = np.exp(0.2 * shape + rng.normal(0, 0.06, size=shape.shape) + 3)
+    expected = np.ones(len(values), dtype=bool)
+    for (lo, hi), want in zip(bounds, ("downward", "upward", "downward")):
+        labels = classify_trends(values[:, lo:hi + 1], steps[lo:hi + 1], 0.0, alpha, regressor=regressor).labels
+        expected &= labels == want
+    got = double_descent_windows(values, steps, start_fraction, alpha, regressor=regressor, splits=splits)
+    assert 20 < expected.sum() < 580  # the case discriminates
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_noise_is_not_double_descent_at_the_default_alpha():
+    # Three significant slopes in a row happen by chance at most about (alpha/2)^3 of the time on pure noise; a
+    # default alpha near 1 would flag about one token in eight.
+    rng = np.random.default_rng(12)
+    values = np.exp(rng.normal(0, 0.1, size=(4000, 13)) + 3)
+    flagged = double_descent_windows(values, STEPS, regressor="step")
+    assert flagged.mean() < 0.002
+    np.testing.assert_array_equal(flagged, double_descent_windows(values, STEPS, alpha=0.05, regressor="step"))
+
+
+@pytest.mark.parametrize("splits, window", [((2 / 12, 3 / 12), "middle"), ((0.5, 11 / 12), "last"),
+                                             ((1 / 12, 0.5), "first")])
+def test_a_two_checkpoint_window_is_too_few_and_three_are_enough(splits, window):
+    # STEPS has 13 checkpoints (0..1200 by 100); each split lands on the checkpoint at that fraction of 1200.
+    values = np.exp(np.random.default_rng(13).normal(0, 0.1, size=(5, 13)) + 3)
+    with pytest.raises(TooFewCheckpoints, match="only 2 checkpoint"):
+        double_descent_windows(values, STEPS, regressor="step", splits=splits)
+    # widened by one checkpoint, the same window holds three and gets its slope test
+    wider = {"middle": (2 / 12, 4 / 12), "last": (0.5, 10 / 12), "first": (2 / 12, 0.5)}[window]
+    assert double_descent_windows(values, STEPS, regressor="step", splits=wider).shape == (5,)
+
+
+def test_splits_must_lie_in_order_inside_the_window():
+    values = np.exp(np.random.default_rng(14).normal(0, 0.1, size=(3, 13)) + 3)
+    assert double_descent_windows(values, STEPS, 0.25, regressor="step", splits=(0.45, 0.7)).shape == (3,)
+    for bad in [(0.5, 0.5), (0.3, 1.0), (0.3, 1.5), (0.2, 0.6)]:
+        with pytest.raises(ValueError, match="splits must satisfy"):
+            double_descent_windows(values, STEPS, 0.25, regressor="step", splits=bad)
+
+
+def test_start_fraction_one_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"start_fraction must be in \[0, 1\)"):
+        classify_trends(np.ones(13), STEPS, start_fraction=1.0, regressor="step")
+    with pytest.raises(ValueError, match="start_fraction"):
+        classify_trends(np.ones(13), STEPS, start_fraction=1.5, regressor="step")
+
+
+@pytest.mark.parametrize("call", [
+    lambda v, s: classify_trends(v, s), lambda v, s: double_descent_windows(v, s)])
+def test_shape_errors_name_the_function_called(call):
+    name = call.__code__.co_names[0]
+    with pytest.raises(ValueError, match=rf"^{name}: values must be \(N, T\)"):
+        call(np.ones((2, 4)), np.arange(1, 6))
+
+
+@pytest.mark.parametrize("variance_condition", [False, True])
+def test_each_token_is_classified_on_its_own(variance_condition):
+    """A token's label, slope and p-value do not depend on which other tokens share the batch (the variance
+    condition included: each token's window variance against its own geometric mean)."""
+    rng = np.random.default_rng(15)
+    scale = np.exp(rng.uniform(0, 7, size=(300, 1)))  # perplexities from 1 to ~1100
+    values = scale * np.exp(rng.normal(0, 0.02, size=(300, 13)) + rng.normal(0, 0.002, size=(300, 1)) * np.arange(13))
+    batch = classify_trends(values, STEPS, variance_condition=variance_condition, regressor="step")
+    one_by_one = [classify_trends(v, STEPS, variance_condition=variance_condition, regressor="step") for v in values]
+    np.testing.assert_array_equal(batch.labels, [c.labels[0] for c in one_by_one])
+    np.testing.assert_allclose(batch.slope, [c.slope[0] for c in one_by_one], rtol=1e-12)  # a matmul's rounding
+    np.testing.assert_allclose(batch.p_value, [c.p_value[0] for c in one_by_one], rtol=1e-9)
+    assert len(set(batch.labels)) >= 3  # the batch mixes labels

@@ -69,3 +69,48 @@ def test_lowrank_head_results_round_trip_through_the_table(checkpoint, tmp_path,
     assert result["ranks"] == dict(zip(by_rank.r, by_rank.loss)) and result["full_trained"] == csv.loss.iloc[-1]
     write_report(out, tmp_path / "report")
     assert len(list((tmp_path / "report" / "figures").glob("lowrank_head__*.png"))) == 1
+
+
+# --- fast: the rows themselves, without running the commands -------------------------------------------------
+
+
+def test_checkpoint_identity_from_run_json_or_the_directory(tmp_path):
+    import json
+
+    from lmdynamics.layout import step_name
+    from lmdynamics.saturation.rows import checkpoint_identity
+    run = tmp_path / "myrun"
+    ckpt = run / "checkpoints" / step_name(20)
+    ckpt.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"run": "r1", "model": "m70", "tokens_per_step": 512}))
+    assert checkpoint_identity(ckpt) == {"run": "r1", "model": "m70", "step": 20, "tokens": 20 * 512}
+    # run.json without names: the run directory's name, for the model too; no tokens_per_step: 0 tokens
+    (run / "run.json").write_text(json.dumps({}))
+    assert checkpoint_identity(ckpt) == {"run": "myrun", "model": "myrun", "step": 20, "tokens": 0}
+    # a stepN directory that is not under checkpoints/ is named by itself, even with a run.json two levels up
+    other = run / "elsewhere" / step_name(30)
+    other.mkdir(parents=True)
+    assert checkpoint_identity(other) == {"run": step_name(30), "model": step_name(30), "step": 30, "tokens": 0}
+    plain = tmp_path / "exported"
+    plain.mkdir()
+    assert checkpoint_identity(plain) == {"run": "exported", "model": "exported", "step": 0, "tokens": 0}
+
+
+def test_werror_and_lowrank_rows_read_back_as_written(tmp_path):
+    from lmdynamics.saturation.rows import lowrank_rows, werror_rows, write_rows
+    curve = {64: 0.31, 8: 0.9, 16: 0.62}
+    rows = werror_rows(curve, "wiki", 3, 2)
+    assert {(r["run"], r["model"], r["step"], r["layer"], r["component"], r["metric"]) for r in rows} == {
+        ("wiki", "3-gram, min count 2", 0, -1, "corpus", "w_error")}
+    (tmp_path / "ck").mkdir()
+    result = {"ranks": {16: 3.5, 8: 4.25}, "full": 3.0, "full_trained": 3.125}
+    table = store.read_table(write_rows(tmp_path / "out", rows + lowrank_rows(result, tmp_path / "ck")))
+    assert werror_curves(table) == {("wiki", "3-gram, min count 2"): {8: 0.9, 16: 0.62, 64: 0.31}}
+    assert list(werror_curves(table)[("wiki", "3-gram, min count 2")]) == [8, 16, 64]  # by d
+    assert lowrank_results(table) == {("ck", "ck", 0): {"ranks": {8: 4.25, 16: 3.5}, "full": 3.0, "full_trained": 3.125}}
+    assert list(lowrank_results(table)[("ck", "ck", 0)]["ranks"]) == [8, 16]
+    without = [r for r in lowrank_rows({"ranks": {8: 4.0}, "full": 3.0}, tmp_path / "ck")]
+    assert lowrank_results(pd.DataFrame(without)) == {("ck", "ck", 0): {"ranks": {8: 4.0}, "full": 3.0}}
+    # a rerun with the same keys replaces the old rows
+    table = store.read_table(write_rows(tmp_path / "out", werror_rows({8: 0.5}, "wiki", 3, 2)))
+    assert werror_curves(table)[("wiki", "3-gram, min count 2")] == {8: 0.5, 16: 0.62, 64: 0.31}

@@ -153,13 +153,42 @@ def test_spectra_of_other_components_do_not_enter_the_head_signals():
     assert verdict["kl_uniform"]["moved"] is False and verdict["er"]["moved"] is False
 
 
+def test_only_the_heads_rows_at_layer_minus_one_enter_plain_or_mixture():
+    """The head signals are the output head's spectrum (layer -1): rows of the same head components at another
+    layer, moving the other way, change no verdict, for the plain head and for each mixture component."""
+    for heads in (["head"], ["head_c00", "head_c01"]):
+        frame = []
+        for signal in ("kl_uniform", "er"):
+            for comp in heads:
+                frame += rows("m", signal, moving(signal, 400, degrade=True), component=comp)
+                frame += rows("m", signal, moving(signal, 400, degrade=False, per_step=3.0), layer=2, component=comp)
+        verdicts = moved_first(pd.DataFrame(frame), "m", curve())
+        judged = [name for name in verdicts if name != "anisotropy"]
+        assert judged == (["kl_uniform", "er"] if heads == ["head"] else
+                          ["kl_uniform", "er"] + [f"{s}[{c}]" for s in ("kl_uniform", "er") for c in heads])
+        for name in judged:
+            assert verdicts[name]["moved"] is True and verdicts[name]["onset_step"] == 400, (heads, name)
+
+
+def test_the_plain_head_is_the_head_signal_when_a_table_also_has_mixture_components():
+    """``head`` and ``head_cNN`` rows of one model (e.g. two tables concatenated): the head signal is ``head``'s
+    own series, not the mean with the components, and no component gets its own verdict."""
+    frame = []
+    for signal in ("kl_uniform", "er"):
+        frame += rows("m", signal, moving(signal, 400, degrade=True))
+        frame += rows("m", signal, moving(signal, 400, degrade=False, per_step=3.0), component="head_c00")
+    verdicts = moved_first(pd.DataFrame(frame), "m", curve())
+    assert sorted(verdicts) == ["anisotropy", "er", "kl_uniform"]
+    assert verdicts["kl_uniform"]["moved"] is True and verdicts["er"]["moved"] is True
+
+
 def test_a_signal_of_three_checkpoints_gets_a_verdict_and_of_two_none():
     three = [dict(model="m", step=s, tokens=s, layer=-1, component="head", metric="kl_uniform", index=-1, value=v)
              for s, v in ((0, 1.0), (500, 1.0), (1000, 2.0))]
     verdict = moved_first(pd.DataFrame(three), "m", curve())["kl_uniform"]
     assert verdict["moved"] is True and verdict["onset_step"] == 500 and verdict["first"] is True
     verdict = moved_first(pd.DataFrame(three[1:]), "m", curve())["kl_uniform"]
-    assert verdict["moved"] is None and verdict["first"] is None
+    assert verdict["moved"] is None and verdict["first"] is None and math.isnan(verdict["onset_step"])
 
 
 def test_a_signal_with_a_nan_value_gets_no_verdict_and_the_others_still_do(tmp_path):
@@ -178,3 +207,51 @@ def test_a_signal_with_a_nan_value_gets_no_verdict_and_the_others_still_do(tmp_p
     for signal in ("er", "anisotropy"):
         assert csv[f"{signal}_moved"] and csv[f"{signal}_moved_first"] and csv[f"{signal}_onset_step"] == 400, signal
     assert "(not in the table: kl_uniform)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_report_table_says_what_saturation_csv_says(tmp_path):
+    """Through ``lmdynamics saturation``: each model's row of report.md's table carries the CSV's numbers and
+    verdicts: saturated yes/no, each head signal's "moved first" yes / no / n/a (no verdict: the curve is not
+    saturated, or the signal is not in the table)."""
+    from lmdynamics.cli import main as cli_main
+    directory = table(tmp_path)
+    extra = []
+    for model, loss in (("flat", np.linspace(5, 3, len(STEPS))), ("bare", LOSS)):  # not saturated; no head rows
+        extra += [dict(run=model, model=model, step=int(s), tokens=int(s) * 10, layer=-1, component="model",
+                       metric="val_loss", index=-1, value=float(v)) for s, v in zip(STEPS, loss)]
+    extra += rows("flat", "er", moving("er", 400, degrade=True))
+    store.append(store.table_path(directory), extra)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert cli_main(["saturation", "--table", str(directory), "--metric", "val_loss", "--out", str(tmp_path / "o")]) == 0
+    csv = pd.read_csv(tmp_path / "o" / "saturation.csv").set_index("model")
+    assert list(csv.index) == ["bare", "flat", "lucky", "small"]  # one row per model, by name
+    lines = (tmp_path / "o" / "report.md").read_text().splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("| model |"))
+    columns = [c.strip() for c in lines[header].strip("|").split("|")]
+    cells = {}
+    for ln in lines[header + 2:]:
+        if not ln.startswith("|"):
+            break
+        values = [c.strip() for c in ln.strip("|").split("|")]
+        cells[values[0]] = dict(zip(columns, values))
+    assert set(cells) == {"small", "lucky", "flat", "bare"}
+    assert lines[header + 1] == "|---" * len(columns) + "|"  # a markdown table: one separator per column
+
+    def word(value):
+        return "n/a" if pd.isna(value) else ("yes" if value else "no")
+
+    for model, row in cells.items():
+        r = csv.loc[model]
+        assert row["saturated"] == word(r.saturated) and row["best step"] == str(r.best_step), model
+        assert row["final step"] == str(r.final_step) and row["gap"] == f"{r.gap:+.1%}", model
+        assert row["onset"] == ("—" if pd.isna(r.onset_step) else str(int(r.onset_step))), model
+        for signal in DEGRADES_UP:
+            assert row[f"{signal} moved first"] == word(r[f"{signal}_moved_first"]), (model, signal)
+    assert cells["small"]["er moved first"] == "yes" and cells["lucky"]["er moved first"] == "no"
+    assert cells["flat"]["saturated"] == "no" and cells["flat"]["er moved first"] == "n/a"  # curve not saturated
+    assert cells["bare"]["saturated"] == "yes" and cells["bare"]["kl_uniform moved first"] == "n/a"  # no head rows
+    per_model = {ln.split("**")[1]: ln for ln in lines if ln.startswith("- **")}
+    assert "no head signal in the table" in per_model["bare"]
+    assert ("head signals that moved first: head KL-to-uniform of s/sum(s), head effective rank, last-layer anisotropy"
+            in per_model["small"])
+    assert "no head signal moved first" in per_model["lucky"]

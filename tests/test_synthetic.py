@@ -65,8 +65,9 @@ def test_entropy_floor_equals_brute_force_enumeration():
     assert lang.entropy_floor(T) == pytest.approx(np.mean(expected), abs=1e-12)
 
 
-def test_sampled_blocks_follow_the_true_distribution():
-    lang = SyntheticLanguage(SyntheticSpec(**SMALL))
+@pytest.mark.parametrize("lags", [(1, 2), (1, 3)])  # (1, 3): a class history deeper than two symbols
+def test_sampled_blocks_follow_the_true_distribution(lags):
+    lang = SyntheticLanguage(SyntheticSpec(**SMALL, lags=lags))
     blocks = lang.blocks(range(3000), 16, seed=11, split="val")
     assert blocks[:, 0].eq(0).all() and blocks[:, 1:].ne(0).all() and blocks.max() < 64
     # the true model's loss on the sample matches the exact floor to sampling error
@@ -164,6 +165,8 @@ def test_zipf_frequencies_follow_the_law_and_the_floor_is_exact():
     freq = lang.state_marginals(32).mean(axis=0) @ lang.probs[:, 1:]
     slope = np.polyfit(np.log(order), np.log(freq), 1)[0]
     assert -1.6 < slope < -0.6  # the law's exponent -1.1, blurred by the context-dependent part
+    half = SyntheticLanguage(SyntheticSpec(**{**ZIPF, "zipf": 0.5}))  # an exponent below 1 biases as well
+    assert sorted(np.round(np.exp(-half.zipf_bias / 0.5)).astype(int)) == list(range(1, 64))
     zero = SyntheticLanguage(SyntheticSpec(**{**ZIPF, "zipf": 0.0}))
     assert abs(np.polyfit(np.log(order), np.log(zero.state_marginals(32).mean(axis=0) @ zero.probs[:, 1:]), 1)[0]) < 0.3
     small = SyntheticLanguage(SyntheticSpec(vocab_size=5, rank=2, classes=2, lags=(1, 2), seed=3, zipf=1.5))
@@ -209,3 +212,30 @@ def test_bad_language_option_on_the_cli_is_one_line_and_writes_nothing(tmp_path,
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
     assert len(lines) == 1 and "train_blocks" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_no_block_indices_give_no_blocks():
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=64, rank=4))
+    for split in ("train", "val"):
+        empty = lang.blocks([], 16, seed=3, split=split)
+        assert tuple(empty.shape) == (0, 16) and empty.dtype == torch.int64
+
+
+def test_identity_tokenizer_maps_symbol_i_to_id_i_and_back():
+    from lmdynamics.data.synthetic import identity_tokenizer
+    tok = identity_tokenizer(12)
+    assert len(tok) == 12 and tok.eos_token_id == 0 and tok.bos_token_id == 0
+    assert tok.convert_ids_to_tokens([0, 5, 11, 1]) == [tok.eos_token, "s5", "s11", "s1"]
+    assert tok("s3 s10", add_special_tokens=False)["input_ids"] == [3, 10]
+    assert tok("s12", add_special_tokens=False)["input_ids"] == [0]  # outside the vocabulary: unknown = id 0
+
+
+@pytest.mark.parametrize("lags", [(1, 2), (1, 3)])  # (1, 3): more class histories than states
+def test_state_marginals_are_the_state_frequencies_of_sampled_blocks(lags):
+    lang = SyntheticLanguage(SyntheticSpec(**SMALL, lags=lags))
+    exact = lang.state_marginals(8)  # [positions 1..7, state]
+    np.testing.assert_allclose(exact.sum(axis=1), 1.0, rtol=1e-12)
+    x = lang.blocks(range(4000), 8, seed=5, split="val").numpy()
+    for t in (1, 2, 5):
+        seen = np.bincount(lang.state(x[:, :t]), minlength=lang.num_states) / len(x)
+        assert np.abs(seen - exact[t - 1]).max() < 4 * np.sqrt(exact[t - 1].max() / len(x)), t

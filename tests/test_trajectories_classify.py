@@ -124,3 +124,43 @@ def test_shares_count_the_planted_classes_and_sum_to_one(regressor):
     assert (b["downward"], b["stagnated"]) == (2, 2)
     dd = double_descent_shares(traj, regressor=regressor)
     assert dd["group_upward_after_20pct"] == pytest.approx(0.5) and dd["per_token_down_up_down"] == 0.0
+
+
+def test_alpha_and_regressor_reach_every_share():
+    """``alpha`` and ``regressor`` given to the shares are the ones their labels use: on noisy trajectories (where
+    both change verdicts) each share equals the trend classification made directly from exp(loss) with them."""
+    rng = np.random.default_rng(21)
+    n = 400
+    drift = rng.normal(0, 0.02, size=(n, 1)) * np.log1p(STEPS)[None] + rng.normal(0, 0.01, size=(n, 1)) * STEPS[None] / 1e4
+    values = 10 * np.exp(drift + rng.normal(0, 0.05, size=(n, len(STEPS))))
+    traj = _trajectories(values)
+    ppl = np.exp(traj.losses.astype(np.float64))
+    verdicts = set()
+    for regressor in REGRESSORS:
+        for alpha in (0.05, 0.3):
+            frame = class_shares(traj, (0.2,), regressor=regressor, alpha=alpha)
+            labels = classify_trends(ppl, STEPS, 0.2, alpha, regressor=regressor).labels
+            got = frame.set_index("label")["count"]
+            assert set(frame["group"]) == {"all"} and set(frame["breakdown"]) == {"all"}
+            assert {lab: int(got[lab]) for lab in got.index} == {lab: int((labels == lab).sum()) for lab in got.index}
+            dd = double_descent_shares(traj, regressor=regressor, alpha=alpha)
+            assert dd["model"] == "m"
+            assert dd["group_upward_after_20pct"] == pytest.approx(float((labels == "upward").mean()))
+            per_token = double_descent_windows(ppl, STEPS, 0.0, alpha, regressor=regressor).mean()
+            assert dd["per_token_down_up_down"] == pytest.approx(float(per_token))
+            verdicts.add((tuple(got.to_numpy()), dd["per_token_down_up_down"]))
+    assert len(verdicts) == 4  # each (regressor, alpha) gives other counts: the case discriminates
+
+
+def test_the_variance_condition_reaches_the_class_shares():
+    # flat tokens at perplexity ~10^4 with 2% noise: inside the band, but var (~4e4) > geometric mean (~1e4)
+    rng = np.random.default_rng(22)
+    traj = _trajectories(1e4 * np.exp(rng.normal(0, 0.02, size=(50, len(STEPS)))))
+    ppl = np.exp(traj.losses.astype(np.float64))
+    counts = {}
+    for condition in (False, True):
+        got = class_shares(traj, (0.2,), variance_condition=condition).set_index("label")["count"]
+        direct = classify_trends(ppl, STEPS, 0.2, variance_condition=condition).labels
+        assert int(got["stagnated"]) == int((direct == "stagnated").sum())
+        counts[condition] = int(got["stagnated"])
+    assert counts[False] > 40 and counts[True] == 0

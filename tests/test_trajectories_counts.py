@@ -94,3 +94,21 @@ def test_a_run_whose_corpus_changed_is_refused_in_one_line(recorded, tmp_path, c
     assert main(["report", "--store", str(store), "--out", str(out), "--corpus", str(changed)]) == 2
     err = capsys.readouterr().err.strip()
     assert "changed since training" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_a_counts_file_as_npy_or_json_gives_one_count_per_id(tmp_path):
+    """``--counts``: a .npy of counts is read as is; a .json {id: count} fills the ids it names, every other id
+    of the vocabulary counts zero; anything else is refused naming the two formats."""
+    from lmdynamics.trajectories.counts import counts_file
+    counts = np.array([0, 7, 0, 3, 12, 0], dtype=np.int32)
+    np.save(tmp_path / "c.npy", counts)
+    (tmp_path / "c.json").write_text(json.dumps({"1": 7, "3": 3, "4": 12.0}))
+    from_npy, from_json = counts_file(tmp_path / "c.npy", 6), counts_file(str(tmp_path / "c.json"), 6)
+    assert from_npy.dtype == np.int64 and from_json.dtype == np.int64
+    np.testing.assert_array_equal(from_npy, counts)
+    np.testing.assert_array_equal(from_json, counts)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        counts_file(tmp_path / "missing.npy", 6)
+    (tmp_path / "c.txt").write_text("1 7\n")
+    with pytest.raises(ValueError, match=r"give a \.npy .* or a \.json"):
+        counts_file(tmp_path / "c.txt", 6)

@@ -110,6 +110,9 @@ def test_corpus_perplexity_is_exp_of_the_token_mean_loss():
     expected = math.exp(math.fsum(float(v) for v in losses.ravel()) / losses.size)
     assert corpus_perplexity(losses) == pytest.approx(expected, rel=1e-12)
     assert corpus_perplexity(losses) < float(np.exp(losses.astype(np.float64)).mean())  # not a mean of perplexities
+    assert corpus_perplexity([2.5]) == pytest.approx(math.exp(2.5), rel=1e-15)  # one token is enough
+    with pytest.raises(ValueError, match="no tokens"):
+        corpus_perplexity([])
 
 
 # ------------------------------------------------------------------------------------ live = offline

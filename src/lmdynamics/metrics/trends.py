@@ -47,7 +47,7 @@ class TrendClassification(NamedTuple):
     start: int
 
 
-def _array(x, name: str) -> np.ndarray:
+def _array(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=np.float64)
@@ -55,8 +55,8 @@ def _array(x, name: str) -> np.ndarray:
 
 def _trajectories(values, steps, caller: str) -> tuple[np.ndarray, np.ndarray]:
     """values as (N, T) and steps as (T,), float64, or a ValueError naming the caller."""
-    v = _array(values, "values")
-    st = _array(steps, "steps")
+    v = _array(values)
+    st = _array(steps)
     if v.ndim == 1:
         v = v[None]
     if v.ndim != 2 or st.ndim != 1 or v.shape[1] != st.shape[0]:
@@ -130,7 +130,7 @@ def classify_trends(values, steps, start_fraction: float = 0.1, alpha: float = 0
 def classify_trend(values, steps, start_fraction: float = 0.1, alpha: float = 0.05, band=(0.95, 1.05),
                    regressor: str = DEFAULT_TRAJECTORY_REGRESSOR, variance_condition: bool = False) -> str:
     """Label of one trajectory values (T,) over steps (T,): "upward", "downward", "stagnated" or "other"."""
-    v = _array(values, "values")
+    v = _array(values)
     if v.ndim != 1:
         raise ValueError(f"classify_trend takes one trajectory (T,), got shape {v.shape}; use classify_trends")
     return str(classify_trends(v[None], steps, start_fraction, alpha, band, regressor, variance_condition).labels[0])
@@ -142,7 +142,7 @@ def double_descent(values, rise: float = 0.05):
 
     Xia et al. (2023) report the share of such tokens (~9.4%) without a numeric rule; ``rise`` is ours.
     """
-    v = _array(values, "values")
+    v = _array(values)
     single = v.ndim == 1
     if single:
         v = v[None]

@@ -23,13 +23,10 @@ training; the thresholds below are ours and every one is a parameter):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import pandas as pd
-
-from .harness import higher_is_better as guess_direction
 
 MIN_CHECKPOINTS = 3
 MIN_FRACTION = 0.1
@@ -100,21 +97,3 @@ def detect(steps: Sequence[int], values: Sequence[float], higher_is_better: bool
         onset = float(steps_a[within[-1]]) if within else float(steps_a[best_i])
     return Saturation(higher_is_better, int(steps_a[best_i]), float(vals[best_i]), final_step, float(vals[-1]),
                       float(gap), onset, saturated, len(vals))
-
-
-def detect_frame(rows: pd.DataFrame, metric: str, directions: Mapping[str, bool] | None = None,
-                 higher_is_better: bool | None = None, **kwargs) -> pd.DataFrame:
-    """One row of saturation fields per model for ``metric`` in tidy-table rows.
-
-    The direction is ``higher_is_better`` if given, else the metric's entry in ``directions`` (e.g. from the
-    result files), else ``harness.higher_is_better``'s guess from its name.
-    """
-    up = higher_is_better if higher_is_better is not None else guess_direction(metric, directions)
-    sel = rows[rows.metric == metric]
-    out = []
-    for model, series in sel.groupby("model", sort=True):
-        series = series.sort_values("step")
-        fields = detect(series.step.to_numpy(), series.value.to_numpy(), up, what=f"{model} {metric}", **kwargs)
-        task, _, name = metric.rpartition("/")
-        out.append({"model": model, "task": task, "metric": name, **fields.as_dict()})
-    return pd.DataFrame(out)

@@ -80,17 +80,17 @@ def moved_first(frame: pd.DataFrame, model: str, eval_fields: Saturation, **kwar
     for name, signal, component in head_signals(frame, model):
         up = SIGNALS[signal][1]
         series = signal_series(frame, model, signal, component)
+        no_verdict = {"moved": None, "onset_step": math.nan, "first": None}
         if len(series) < MIN_CHECKPOINTS:
-            out[name] = {"moved": None, "onset_step": math.nan, "first": None, "rows": len(series)}
+            out[name] = no_verdict
             continue
         try:
             fields = detect(series.step.to_numpy(), series.value.to_numpy(), up, what=f"{model} {name}", **kwargs)
         except SeriesError:  # e.g. a NaN value (an all-zero head): no verdict rather than no report
-            out[name] = {"moved": None, "onset_step": math.nan, "first": None, "rows": len(series)}
+            out[name] = no_verdict
             continue
         first = None
         if eval_fields.saturated:
             first = bool(fields.saturated and fields.onset_step <= eval_fields.onset_step)
-        out[name] = {"moved": fields.saturated, "onset_step": fields.onset_step, "first": first,
-                       "rows": len(series)}
+        out[name] = {"moved": fields.saturated, "onset_step": fields.onset_step, "first": first}
     return out

@@ -1,0 +1,153 @@
+"""``make mutate``: mutation testing one module at a time, each against its own covering fast tests.
+
+mutmut collects, once per run, which tests call each function (a traced run of the whole selection) and then runs
+each mutant against the selected tests that called the mutated function. Over the whole suite that costs a traced
+run of several hundred tests before the first mutant, and every mutant of a function that an end-to-end test
+happens to call pays for that test. Here each module gets a scratch copy of the checkout
+(``mutants/<module>/``) whose ``[tool.mutmut]`` mutates that module only and selects only the fast tests named
+for it in ``COVERING_TESTS``; the per-module score and every survivor are printed by
+``tests/helpers/mutation_report.py`` and kept in ``mutants/<module>/report.txt``.
+
+Usage: ``python tests/helpers/mutate.py [--jobs N] [--mutants GLOB]... [MODULE ...]`` (modules as the keys of
+``COVERING_TESTS``, e.g. ``saturation/signals.py``; none = all). ``--mutants`` takes mutmut's mutant-name globs,
+e.g. ``'lmdynamics.compare.runs.x_summarize*'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# module under src/lmdynamics -> the fast test modules that cover it (mutmut then runs, per mutant, those of
+# their tests that called the mutated function). Chosen by what each test module imports and exercises; a test
+# module that only reaches a module through a training run or a subprocess is not listed (it would be slow per
+# mutant and is marked slow anyway). ``test_x::test_y`` names one test.
+COVERING_TESTS: dict[str, tuple[str, ...]] = {
+    "metrics/anisotropy.py": ("test_metrics_anisotropy", "test_metrics_edges", "test_properties"),
+    "metrics/cka.py": ("test_metrics_cka", "test_metrics_edges", "test_properties"),
+    "metrics/ov.py": ("test_metrics_ov", "test_metrics_edges", "test_properties"),
+    "metrics/spectrum.py": ("test_metrics_spectrum", "test_metrics_edges", "test_properties"),
+    "metrics/trends.py": ("test_metrics_trends", "test_trajectories_classify"),
+    "training/module.py": ("test_recipe",),
+    "training/resume.py": ("test_resume_pruning", "test_resume"),
+    "store.py": ("test_store",),
+    "summaries.py": ("test_summaries",),
+    "saturation/signals.py": ("test_saturation_signals_direction", "test_saturation_detect", "test_saturation_heads"),
+    "saturation/analyze.py": ("test_saturation_signals_direction", "test_saturation_detect", "test_saturation_heads",
+                              "test_saturation_inputs", "test_saturation_cli"),
+    "saturation/detect.py": ("test_saturation_detect", "test_saturation_heads"),
+    # the commands' round trips train heads (~10 s a mutant): the rows' own fast tests only
+    "saturation/rows.py": ("test_saturation_rows::test_checkpoint_identity_from_run_json_or_the_directory",
+                           "test_saturation_rows::test_werror_and_lowrank_rows_read_back_as_written"),
+    "saturation/scaling.py": ("test_saturation_scaling",),
+    "saturation/werror.py": ("test_saturation_werror",),
+    "saturation/lowrank_head.py": ("test_saturation_lowrank",),
+    "saturation/harness.py": ("test_saturation_harness",),
+    "commands/saturation.py": ("test_saturation_cli", "test_saturation_signals_direction"),
+    "trajectories/classify.py": ("test_trajectories_classify", "test_trajectory_values"),
+    "trajectories/compare.py": ("test_trajectories_compare",),
+    "trajectories/contrastive.py": ("test_trajectories_contrastive",),
+    # the corpus tests build a data module per call (~30 s a mutant): the counts file's fast test only
+    "trajectories/counts.py": ("test_trajectories_counts::test_a_counts_file_as_npy_or_json_gives_one_count_per_id",),
+    "trajectories/offline.py": ("test_trajectory_values", "test_interventions"),
+    "trajectories/record.py": ("test_trajectories_storage", "test_trajectory_values"),
+    "trajectories/scoring.py": ("test_trajectories_contrastive",),
+    "trajectories/storage.py": ("test_trajectories_storage",),
+    "trajectories/tokens.py": ("test_trajectories_storage", "test_trajectories_counts", "test_trajectory_values"),
+    "data/synthetic.py": ("test_synthetic",),
+    "models/heads.py": ("test_interventions", "test_generate", "test_saturation_heads"),
+    "compare/runs.py": ("test_compare",),
+    "compare/statistics.py": ("test_compare",),
+    "compare/groups.py": ("test_compare",),
+    "compare/grouping.py": ("test_compare", "test_interventions"),
+    "compare/verdict.py": ("test_compare",),
+    "sweep.py": ("test_sweep",),
+    "callbacks/trajectories.py": ("test_trajectories_live",),
+    "callbacks/head_rank.py": ("test_callbacks",),
+    "generate.py": ("test_generate",),
+}
+COPIED = ("src", "tests", "configs", "analysis", "train", "pyproject.toml")
+
+
+def test_path(name: str) -> str:
+    """``test_x`` -> ``tests/test_x.py``; ``test_x::test_y`` -> ``tests/test_x.py::test_y`` (one test)."""
+    file, sep, test = name.partition("::")
+    return f"tests/{file}.py{sep}{test}"
+
+
+def mutmut_block(module: str) -> str:
+    """The ``[tool.mutmut]`` table of one module's scratch copy: the project's shared settings plus the module
+    and its tests."""
+    tests = ", ".join(f'"{test_path(name)}"' for name in COVERING_TESTS[module])
+    return (f'only_mutate = ["src/lmdynamics/{module}"]\n'
+            f'pytest_add_cli_args_test_selection = [{tests}, "-p", "no:cacheprovider", "-m", "not slow"]\n')
+
+
+def scratch_copy(module: str, work: Path) -> None:
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(source, work / name)
+    text = (work / "pyproject.toml").read_text()
+    marker = "[tool.mutmut]\n"
+    if marker not in text:
+        raise SystemExit("mutate: pyproject.toml has no [tool.mutmut] table")
+    (work / "pyproject.toml").write_text(text.replace(marker, marker + mutmut_block(module), 1))
+
+
+def run_module(module: str, jobs: int, mutants: list[str]) -> tuple[float, str]:
+    """Mutation-test one module; returns (seconds of ``mutmut run``, the report's score line)."""
+    work = ROOT / "mutants" / module.removesuffix(".py").replace("/", ".")
+    scratch_copy(module, work)
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE",
+           "OMP_NUM_THREADS": "1"}
+    mutmut = str(Path(sys.executable).parent / "mutmut")
+    start = time.monotonic()
+    with open(work / "run.log", "w") as log:
+        done = subprocess.run([mutmut, "run", "--max-children", str(jobs), *mutants], cwd=work, env=env,
+                              stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - start
+    if done.returncode != 0:
+        tail = (work / "run.log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"mutate: mutmut failed on {module} (log: {work / 'run.log'}):\n{tail}")
+    report = subprocess.run([sys.executable, str(ROOT / "tests/helpers/mutation_report.py")], cwd=work, env=env,
+                            capture_output=True, text=True, check=True).stdout
+    (work / "report.txt").write_text(report + f"mutmut run: {seconds:.0f} s\n")
+    score = next((ln for ln in report.splitlines() if ln.startswith("mutation score")), "no score")
+    return seconds, score
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help="modules under src/lmdynamics (default: all measured)")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants run at once")
+    parser.add_argument("--mutants", action="append", default=[],
+                        help="a mutmut mutant-name glob (repeatable; default: every mutant of the modules)")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in COVERING_TESTS]
+    if unknown:
+        parser.error(f"not a measured module: {', '.join(unknown)} (choose from {', '.join(COVERING_TESTS)})")
+    total = 0.0
+    for module in args.modules or list(COVERING_TESTS):
+        seconds, score = run_module(module, args.jobs, args.mutants)
+        total += seconds
+        print(f"{module}: {score} ({seconds:.0f} s; report: mutants/{module.removesuffix('.py').replace('/', '.')}"
+              f"/report.txt)", flush=True)
+    print(f"make mutate: {total:.0f} s of mutmut runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""``make mutate``'s module table (tests/helpers/mutate.py): every module and every covering test it names exists,
+so a renamed file or test cannot silently leave a module's mutants without tests; the per-module table it writes
+is valid TOML with the project's shared settings."""
+
+import importlib.util
+import re
+import tomllib
+
+from tests.helpers.cli import ROOT
+
+
+def _mutate():
+    spec = importlib.util.spec_from_file_location("mutate_helper", ROOT / "tests" / "helpers" / "mutate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_module_and_covering_test_exists():
+    mutate = _mutate()
+    for module, tests in mutate.COVERING_TESTS.items():
+        assert (ROOT / "src" / "lmdynamics" / module).is_file(), module
+        assert tests, module
+        for name in tests:
+            file, _, test = mutate.test_path(name).partition("::")
+            assert (ROOT / file).is_file(), (module, name)
+            if test:
+                assert re.search(rf"^def {re.escape(test)}\(", (ROOT / file).read_text(), re.M), (module, name)
+
+
+def test_the_table_of_one_module_is_the_shared_one_plus_the_module_and_its_tests():
+    mutate = _mutate()
+    text = (ROOT / "pyproject.toml").read_text()
+    block = mutate.mutmut_block("saturation/rows.py")
+    table = tomllib.loads(text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + block, 1))["tool"]["mutmut"]
+    assert table["only_mutate"] == ["src/lmdynamics/saturation/rows.py"]
+    selection = table["pytest_add_cli_args_test_selection"]
+    assert selection[:2] == [mutate.test_path(t) for t in mutate.COVERING_TESTS["saturation/rows.py"]]
+    assert selection[-2:] == ["-m", "not slow"]
+    shared = tomllib.loads(text)["tool"]["mutmut"]
+    assert "only_mutate" not in shared and {k: table[k] for k in shared} == shared
