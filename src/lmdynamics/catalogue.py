@@ -78,6 +78,8 @@ def head_series(frame, metric: str):
     step, value, sorted by step. The one reading of "the head's value": the live saturation monitor, compare
     and the saturation analysis all take it from here."""
     rows = frame[(frame["metric"] == metric) & (frame["layer"] == -1) & frame["component"].map(is_output_head)]
+    if (rows["component"] == "head").any():  # a head of its own (tables of two models concatenated): that one
+        rows = rows[rows["component"] == "head"]
     return rows.groupby("step", as_index=False)["value"].mean().sort_values("step", ignore_index=True)
 
 
