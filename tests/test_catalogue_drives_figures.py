@@ -92,3 +92,14 @@ def test_the_metrics_command_lists_a_declared_measurement(monkeypatch, capsys):
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(NAME + " "))
     assert "spectrum (matrices)" in line and "family rank (report figures), compare layers" in line
     assert line.rstrip().endswith("largest singular value: s_max of the matrix")
+
+
+def test_every_figure_the_catalogue_names_is_drawn_by_the_report():
+    """A kind or combined figure named in ``catalogue.FAMILIES`` has its drawing function in the report, and the
+    report draws nothing the catalogue does not name (its registries hold exactly the names the families use)."""
+    from lmdynamics.report.run_report import COMBINED_FIGURES, FIGURE_KINDS
+
+    kinds = {k for f in catalogue.FAMILIES.values() for k in f.kinds}
+    combined = [c for f in catalogue.FAMILIES.values() for c in f.combined]
+    assert kinds == set(FIGURE_KINDS) and sorted(combined) == sorted(COMBINED_FIGURES)
+    assert {m.family for m in catalogue.CATALOGUE.values() if m.figures} <= set(catalogue.FAMILIES)

@@ -112,26 +112,33 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Family:
-    """A figure family: the run report's section for it and the figure kinds (drawn by ``lmdynamics.report``)
-    that each of its measurements with ``figures=True`` gets; ``required`` is the measurement whose absence
-    the report lists under "Not drawn"."""
+    """A figure family: the run report's section for it, the figure kinds (drawn by ``lmdynamics.report``) that
+    each of its measurements with ``figures=True`` gets, and its combined figures (one each, drawing several of
+    its measurements together); ``required`` is the measurement whose absence the report lists under "Not drawn"."""
 
     section: str
     kinds: tuple[str, ...] = ()
     required: str | None = None
+    combined: tuple[str, ...] = ()
 
 
 #: Figure families in report order. Kinds: ``over_steps`` (per model, every layer's matrices over steps, and the
 #: same of the gradient for spectrum measurements), ``by_layer`` (per layer at each model's last step), ``lines``
 #: and ``heatmap`` (per model, a CKA measurement per layer over steps), ``box`` (per model, the spread over layers
 #: at a fraction of training), ``convergence`` (per layer, the fraction of training until it stays >= threshold).
+#: Combined figures: ``losses`` (every loss of the table over steps), ``training_health`` (learning rate and
+#: gradient norm), ``per_vs_convergence`` (each layer's PER against its CKA convergence), ``head_spectrum`` (per
+#: model, sv_norm per step and kl_uniform), ``kl_across_models``, ``anisotropy_over_steps`` (last layer),
+#: ``anisotropy_by_layer`` (first and last step), ``werror`` and ``lowrank_head`` (the softmax bottleneck's curves).
 FAMILIES: dict[str, Family] = {
-    "loss": Family("Loss"),
+    "loss": Family("Loss", combined=("losses", "training_health")),
     "cka": Family("Layer convergence", ("lines", "heatmap", "box", "convergence"), required="cka_final"),
     "cka_reference": Family("Layer convergence", ("heatmap",)),
-    "rank": Family("Effective rank of the weights", ("over_steps", "by_layer"), required="per"),
-    "head": Family("Output head and anisotropy"),
-    "anisotropy": Family("Output head and anisotropy"),
+    "rank": Family("Effective rank of the weights", ("over_steps", "by_layer"), required="per",
+                   combined=("per_vs_convergence",)),
+    "head": Family("Output head and anisotropy", combined=("head_spectrum", "kl_across_models")),
+    "anisotropy": Family("Output head and anisotropy", combined=("anisotropy_over_steps", "anisotropy_by_layer")),
+    "bottleneck": Family("Softmax bottleneck", combined=("werror", "lowrank_head")),
 }
 
 
@@ -188,13 +195,13 @@ CATALOGUE: dict[str, Measurement] = {m.name: m for m in [
                 family="cka", description="written at the end of a run by lmdynamics.cka_to_final"),
     Measurement("saturation_event", "scalar", "saturation event", "", family="head"),
     # -- the softmax bottleneck offline (lmdynamics.saturation.rows): index = d or r
-    Measurement("w_error", "scalar", "W-error(d) = ||s_{d+1:}|| / ||s||", "", family="head",
+    Measurement("w_error", "scalar", "W-error(d) = ||s_{d+1:}|| / ||s||", "", family="bottleneck",
                 description="of a corpus's empirical next-token matrix, index = d (Godey et al. 2024)"),
-    Measurement("lowrank_head_loss", "scalar", "loss with a rank-r head W = A B", "nats/token", family="head",
+    Measurement("lowrank_head_loss", "scalar", "loss with a rank-r head W = A B", "nats/token", family="bottleneck",
                 description="frozen backbone, head trained at rank r = index"),
-    Measurement("full_head_loss", "scalar", "loss with the checkpoint's own head", "nats/token", family="head"),
+    Measurement("full_head_loss", "scalar", "loss with the checkpoint's own head", "nats/token", family="bottleneck"),
     Measurement("full_head_trained_loss", "scalar", "loss with a full-rank head trained like the rank-r ones",
-                "nats/token", family="head"),
+                "nats/token", family="bottleneck"),
 ]}
 
 

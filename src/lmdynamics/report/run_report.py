@@ -94,23 +94,6 @@ def correlation_markdown(table: pd.DataFrame, threshold: float, cka_metric: str)
     return "\n".join(lines)
 
 
-def _draw_bottleneck(frame: pd.DataFrame, figdir: Path, entries: list) -> None:
-    """W-error curves and rank-constrained-head sweeps in the table (``saturation.rows``), one figure each."""
-    from lmdynamics.report.figures.bottleneck import plot_lowrank_head, plot_werror
-    from lmdynamics.saturation.rows import lowrank_results, werror_curves
-
-    section = "Softmax bottleneck"
-    for (run, model), curve in werror_curves(frame).items():
-        path = plot_werror(curve, figdir / f"werror__{P.slug(f'{run}_{model}')}.png", title=f"W-error of {run} ({model})")
-        entries.append(_Entry(section, path, f"W-error(d) of the next-token matrix of {run}'s {model} contexts: the share "
-                                             "of it (relative Frobenius error) no rank-d head can represent."))
-    for (run, model, step), result in lowrank_results(frame).items():
-        path = plot_lowrank_head(result, figdir / f"lowrank_head__{P.slug(f'{run}_{step}')}.png",
-                                 f"{S.short_name(model)} at step {step}: head W = A B of rank r")
-        entries.append(_Entry(section, path, f"{S.short_name(model)} at step {step}: loss with the backbone frozen and a "
-                                             "head of rank r trained, against the full-rank head (dashed)."))
-
-
 def resolution_note(frame: pd.DataFrame, threshold: float, cka_metric: str) -> str:
     """One sentence on how finely the measured steps resolve the convergence fractions ('' without crossings)."""
     conv = S.convergence_steps(frame, threshold, cka_metric)
@@ -148,15 +131,11 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
     def per_model(metric_rows: pd.DataFrame) -> list[str]:
         return [m for m in models if m in set(metric_rows["model"])]
 
-    section = catalogue.FAMILIES["loss"].section
-    draw(section, P.plot_loss, "loss", P.loss_caption(frame))
-    if frame["metric"].isin(["lr", "grad_norm"]).any():  # a training run's table (an offline analysis has none)
-        draw(section, P.plot_training_health, "training_health", P.training_health_caption(frame))
-
     present = set(frame["metric"])
     # the CKA-to-final variant behind the convergence summaries: biased if measured, else the debiased one
     cka_metric = "cka_final" if "cka_final" in present else "cka_final_debiased"
-    for family_name, family in catalogue.FAMILIES.items():
+    ctx = _Context(frame, draw, per_model, skipped, figdir, entries, threshold, at_fraction, many, cka_metric)
+    for family_name, family in catalogue.FAMILIES.items():  # the catalogue says what is drawn, in this order
         for measurement in catalogue.figured(family_name):
             variants = [measurement.name] + ([f"grad_{measurement.name}"] if measurement.reads == "spectrum" else [])
             for metric in variants:
@@ -167,31 +146,8 @@ def write_report(table: pd.DataFrame | str | os.PathLike, out_dir: str | os.Path
                 for kind in family.kinds:
                     FIGURE_KINDS[kind](draw, per_model, frame, family.section, measurement, metric,
                                        threshold=threshold, at_fraction=at_fraction, many=many)
-    section = catalogue.FAMILIES["rank"].section
-    draw(section, P.plot_per_vs_convergence, "per_vs_convergence",
-         f"Each layer's PER (mean over its weight matrices) against the fraction of training it needs to stay "
-         f"≥ {threshold} in {P.cka_label(cka_metric)}; Pearson and Spearman correlations in the title.",
-         threshold=threshold, cka_metric=cka_metric)
-
-    section = catalogue.FAMILIES["head"].section
-    rows = pd.concat([S.select(frame, "sv_norm", "head", layer=-1), S.select(frame, "kl_uniform", "head", layer=-1)])
-    if rows.empty:
-        skipped.append("head figures: no 'sv_norm' or 'kl_uniform' rows of the head")
-    for m in per_model(rows):
-        draw(section, P.plot_head_spectrum, f"head_spectrum__{P.slug(m)}",
-             f"{S.short_name(m)}: the head's singular values divided by the largest, one curve per measured step "
-             f"(colour = step), and KL(s / Σs ‖ uniform) over training; a collapse of the tail and a jump of "
-             f"the KL mark the softmax bottleneck.", model=m)
-    if many:
-        draw(section, P.plot_kl_uniform, "kl_uniform",
-             "KL-to-uniform of the head's normalised singular values over training, per model.")
-    draw(section, P.plot_anisotropy_over_steps, "anisotropy_steps",
-         "Anisotropy (mean pairwise cosine similarity) of the last layer's representations of the probe over "
-         "training.")
-    draw(section, P.plot_anisotropy_by_layer, "anisotropy_layers",
-         "Anisotropy per layer at the first (dotted) and last (solid) measured step.")
-
-    _draw_bottleneck(frame, figdir, entries)
+        for name in family.combined:
+            COMBINED_FIGURES[name](ctx, family.section)
 
     runs = ", ".join(map(str, pd.unique(frame["run"])))
     intro = (f"Models: {', '.join(S.short_name(m) for m in models)}. Runs: {runs}. {len(frame):,} rows. "
@@ -293,3 +249,96 @@ def _convergence(draw, per_model, frame, section, m, metric, threshold=0.95, **_
 #: Figure kind (``catalogue.FAMILIES``) -> the function that draws it for one metric of the table.
 FIGURE_KINDS: dict[str, Callable] = {"over_steps": _over_steps, "by_layer": _by_layer, "lines": _lines,
                                      "heatmap": _heatmap, "box": _box, "convergence": _convergence}
+
+
+# ------------------------------------------------------------------ the families' combined figures
+@dataclass
+class _Context:
+    """What a combined figure needs of the report being written."""
+
+    frame: pd.DataFrame
+    draw: Callable
+    per_model: Callable
+    skipped: list
+    figdir: Path
+    entries: list
+    threshold: float
+    at_fraction: float
+    many: bool
+    cka_metric: str
+
+
+def _losses(c: _Context, section: str) -> None:
+    c.draw(section, P.plot_loss, "loss", P.loss_caption(c.frame))
+
+
+def _training_health(c: _Context, section: str) -> None:
+    if c.frame["metric"].isin(["lr", "grad_norm"]).any():  # a training run's table (an offline analysis has none)
+        c.draw(section, P.plot_training_health, "training_health", P.training_health_caption(c.frame))
+
+
+def _per_vs_convergence(c: _Context, section: str) -> None:
+    c.draw(section, P.plot_per_vs_convergence, "per_vs_convergence",
+           f"Each layer's PER (mean over its weight matrices) against the fraction of training it needs to stay "
+           f"≥ {c.threshold} in {P.cka_label(c.cka_metric)}; Pearson and Spearman correlations in the title.",
+           threshold=c.threshold, cka_metric=c.cka_metric)
+
+
+def _head_spectrum(c: _Context, section: str) -> None:
+    rows = pd.concat([S.select(c.frame, "sv_norm", "head", layer=-1), S.select(c.frame, "kl_uniform", "head", layer=-1)])
+    if rows.empty:
+        c.skipped.append("head figures: no 'sv_norm' or 'kl_uniform' rows of the head")
+    for m in c.per_model(rows):
+        c.draw(section, P.plot_head_spectrum, f"head_spectrum__{P.slug(m)}",
+               f"{S.short_name(m)}: the head's singular values divided by the largest, one curve per measured step "
+               f"(colour = step), and KL(s / Σs ‖ uniform) over training; a collapse of the tail and a jump of "
+               f"the KL mark the softmax bottleneck.", model=m)
+
+
+def _kl_across_models(c: _Context, section: str) -> None:
+    if c.many:
+        c.draw(section, P.plot_kl_uniform, "kl_uniform",
+               "KL-to-uniform of the head's normalised singular values over training, per model.")
+
+
+def _anisotropy_over_steps(c: _Context, section: str) -> None:
+    c.draw(section, P.plot_anisotropy_over_steps, "anisotropy_steps",
+           "Anisotropy (mean pairwise cosine similarity) of the last layer's representations of the probe over "
+           "training.")
+
+
+def _anisotropy_by_layer(c: _Context, section: str) -> None:
+    c.draw(section, P.plot_anisotropy_by_layer, "anisotropy_layers",
+           "Anisotropy per layer at the first (dotted) and last (solid) measured step.")
+
+
+def _werror(c: _Context, section: str) -> None:
+    """W-error curves in the table (``saturation.rows``), one figure each."""
+    from lmdynamics.report.figures.bottleneck import plot_werror
+    from lmdynamics.saturation.rows import werror_curves
+
+    for (run, model), curve in werror_curves(c.frame).items():
+        path = plot_werror(curve, c.figdir / f"werror__{P.slug(f'{run}_{model}')}.png", title=f"W-error of {run} ({model})")
+        c.entries.append(_Entry(section, path, f"W-error(d) of the next-token matrix of {run}'s {model} contexts: the "
+                                               "share of it (relative Frobenius error) no rank-d head can represent."))
+
+
+def _lowrank_head(c: _Context, section: str) -> None:
+    """Rank-constrained-head sweeps in the table (``saturation.rows``), one figure each."""
+    from lmdynamics.report.figures.bottleneck import plot_lowrank_head
+    from lmdynamics.saturation.rows import lowrank_results
+
+    for (run, model, step), result in lowrank_results(c.frame).items():
+        path = plot_lowrank_head(result, c.figdir / f"lowrank_head__{P.slug(f'{run}_{step}')}.png",
+                                 f"{S.short_name(model)} at step {step}: head W = A B of rank r")
+        c.entries.append(_Entry(section, path, f"{S.short_name(model)} at step {step}: loss with the backbone frozen "
+                                               "and a head of rank r trained, against the full-rank head (dashed)."))
+
+
+#: Combined figure (``catalogue.FAMILIES``) -> the function that draws it into the report being written.
+COMBINED_FIGURES: dict[str, Callable] = {
+    "losses": _losses, "training_health": _training_health, "per_vs_convergence": _per_vs_convergence,
+    "head_spectrum": _head_spectrum, "kl_across_models": _kl_across_models,
+    "anisotropy_over_steps": _anisotropy_over_steps, "anisotropy_by_layer": _anisotropy_by_layer,
+    "werror": _werror, "lowrank_head": _lowrank_head,
+}
