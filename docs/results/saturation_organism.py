@@ -434,4 +434,4 @@ if __name__ == "__main__":
     elif cmd == "figure":
         figure(args[0], args[1:])
     else:
-        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads or figure")
+        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads, kl, spectrum, offset, planted, figure or alarm-figure")
