@@ -103,6 +103,13 @@ def _at_or_before(series: pd.Series, step: float) -> float:
     return float(earlier.iloc[-1]) if len(earlier) else np.nan
 
 
+def _robust_noise(val: pd.Series) -> float:
+    """Robust sd of the validation loss's step-to-step noise: 1.4826 x median |successive difference| / sqrt 2
+    (as SaturationRule's noise estimate, here over the whole stretch given)."""
+    diffs = np.diff(val.to_numpy())
+    return float(1.4826 * np.median(np.abs(diffs)) / np.sqrt(2)) if len(diffs) else np.nan
+
+
 def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = []
     for run in runs(roots):
@@ -112,7 +119,8 @@ def late(roots) -> tuple[pd.DataFrame, pd.DataFrame]:
                      "best_step": int(val.idxmin()), "final": float(val.iloc[-1]), "rise": float(val.iloc[-1] - val.min()),
                      "final excess": float(val.iloc[-1] - floor),
                      "final - val_true_loss": float(val.iloc[-1] - (info.get("synthetic") or {}).get("val_true_loss", np.nan)),
-                     "val@40% - final": _at_or_before(val, 0.4 * info["max_steps"]) - float(val.iloc[-1])})
+                     "val@40% - final": _at_or_before(val, 0.4 * info["max_steps"]) - float(val.iloc[-1]),
+                     "noise sd after 40%": _robust_noise(val[val.index >= 0.4 * info["max_steps"]])})
     per_run = pd.DataFrame(rows)
     groups = []
     for g, d in per_run.groupby("group"):
@@ -427,4 +435,4 @@ if __name__ == "__main__":
     elif cmd == "figure":
         figure(args[0], args[1:])
     else:
-        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads, figure, planted or alarm-figure")
+        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads, kl, spectrum, offset, planted, figure or alarm-figure")
