@@ -226,3 +226,24 @@ def test_load_causal_lm_passes_options_on_and_names_a_truncated_file(tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(CorruptCheckpointError, match=rf"^{re.escape(str(weights))} is a truncated or corrupt safetensors"):
         load_causal_lm(tmp_path)
+
+
+def test_mixture_of_softmaxes_is_the_documented_mixture_at_every_position():
+    """log sum_k softmax(G h)_k softmax(W_k tanh(P_k h)) (Yang et al. 2018, eq. 4), recomputed here in float64
+    component by component on [batch, time, d] states (time != d), is the head's output at every position."""
+    from lmdynamics.models.heads import MixtureOfSoftmaxes
+    torch.manual_seed(3)
+    d, vocab, k = 6, 11, 3
+    head = MixtureOfSoftmaxes(d, vocab, k, std=0.5).double()
+    with torch.no_grad():
+        head.proj.bias.normal_()
+    h = torch.randn(2, 5, d, dtype=torch.float64)
+    with torch.no_grad():
+        out = head(h)
+        gate = torch.softmax(h @ head.gate.weight.T, dim=-1)  # [2, 5, K]
+        ctx = torch.tanh(h @ head.proj.weight.T + head.proj.bias)  # [2, 5, K * d]
+        probs = sum(gate[..., j:j + 1] * torch.softmax(ctx[..., j * d:(j + 1) * d] @ head.heads[j].weight.T, dim=-1)
+                    for j in range(k))
+    assert out.shape == (2, 5, vocab)
+    torch.testing.assert_close(out, probs.log(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 5, dtype=torch.float64), rtol=1e-12, atol=1e-12)
