@@ -276,3 +276,71 @@ def test_load_causal_lm_passes_options_on_and_names_a_truncated_file(tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(CorruptCheckpointError, match=rf"^{re.escape(str(weights))} is a truncated or corrupt safetensors"):
         load_causal_lm(tmp_path)
+
+
+def test_mixture_of_softmaxes_is_the_documented_mixture_at_every_position():
+    """log sum_k softmax(G h)_k softmax(W_k tanh(P_k h)) (Yang et al. 2018, eq. 4), recomputed here in float64
+    component by component on [batch, time, d] states (time != d), is the head's output at every position."""
+    from lmdynamics.models.heads import MixtureOfSoftmaxes
+    torch.manual_seed(3)
+    d, vocab, k = 6, 11, 3
+    head = MixtureOfSoftmaxes(d, vocab, k, std=0.5).double()
+    with torch.no_grad():
+        head.proj.bias.normal_()
+    h = torch.randn(2, 5, d, dtype=torch.float64)
+    with torch.no_grad():
+        out = head(h)
+        gate = torch.softmax(h @ head.gate.weight.T, dim=-1)  # [2, 5, K]
+        ctx = torch.tanh(h @ head.proj.weight.T + head.proj.bias)  # [2, 5, K * d]
+        probs = sum(gate[..., j:j + 1] * torch.softmax(ctx[..., j * d:(j + 1) * d] @ head.heads[j].weight.T, dim=-1)
+                    for j in range(k))
+    assert out.shape == (2, 5, vocab)
+    torch.testing.assert_close(out, probs.log(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 5, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
+
+def test_head_specs_from_any_form_and_their_bounds():
+    from types import SimpleNamespace
+
+    from lmdynamics.models.heads import as_head_spec
+    assert as_head_spec(None) == HeadSpec()
+    spec = HeadSpec("low_rank", rank=8)
+    assert as_head_spec(spec) is spec
+    assert as_head_spec({"kind": "mos", "components": 3}) == HeadSpec("mos", components=3)
+    assert as_head_spec(SimpleNamespace(kind="low_rank", rank=5, _private="x")) == HeadSpec("low_rank", rank=5)
+    for ok in (HeadSpec("low_rank", rank=1), HeadSpec("low_rank", rank=16), HeadSpec("mos", components=1),
+               HeadSpec("plain", components=0)):
+        ok.check(16, False)  # the edges are allowed; components matter only to a mixture
+    for bad, words in ((HeadSpec("low_rank", rank=0), "rank must be between 1"), (HeadSpec("low_rank", rank=17), "rank"),
+                       (HeadSpec("mos", components=0), "components must be at least 1")):
+        with pytest.raises(ValueError, match=words):
+            bad.check(16, False)
+
+
+def test_mixture_heads_start_at_the_configured_scale_and_compute_in_fp32_under_bf16():
+    from lmdynamics.models.heads import MixtureOfSoftmaxes, MoSHeadLM
+    torch.manual_seed(4)
+    head = MixtureOfSoftmaxes(64, 512, 2, std=0.05)
+    for lin in (head.gate, head.proj, *head.heads):
+        assert lin.weight.std().item() == pytest.approx(0.05, rel=0.15)
+    assert MixtureOfSoftmaxes(64, 512, 2).heads[0].weight.std().item() == pytest.approx(0.02, rel=0.1)  # default
+    config = _model().config
+    config.initializer_range = 0.1
+    assert MoSHeadLM(config, 2).lm_head.heads[0].weight.std().item() == pytest.approx(0.1, rel=0.2)
+    out = head.to(torch.bfloat16)(torch.randn(3, 64, dtype=torch.bfloat16))
+    assert out.dtype == torch.float32  # softmax arithmetic promoted to fp32 under bf16
+
+
+@pytest.mark.parametrize("head", [HeadSpec("low_rank", rank=4), HeadSpec("mos", components=2)])
+def test_save_pretrained_passes_options_and_a_given_state_dict(tmp_path, head):
+    model = _model(head)
+    model.save_pretrained(tmp_path / "shards", max_shard_size="1KB")  # an option of from/save_pretrained
+    assert (tmp_path / "shards" / "model.safetensors.index.json").is_file()
+    assert not (tmp_path / "shards" / "model.safetensors").exists()
+    if head.kind == "low_rank":
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        state["lm_head.A"] = state["lm_head.A"] * 2
+        model.save_pretrained(tmp_path / "given", state_dict=state)
+        saved = GPTNeoXForCausalLM.from_pretrained(tmp_path / "given").lm_head.weight
+        torch.testing.assert_close(saved, (state["lm_head.A"] @ state["lm_head.B"]).float())
+        assert saved.dtype == torch.float32

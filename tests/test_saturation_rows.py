@@ -114,3 +114,34 @@ def test_werror_and_lowrank_rows_read_back_as_written(tmp_path):
     # a rerun with the same keys replaces the old rows
     table = store.read_table(write_rows(tmp_path / "out", werror_rows({8: 0.5}, "wiki", 3, 2)))
     assert werror_curves(table)[("wiki", "3-gram, min count 2")] == {8: 0.5, 16: 0.62, 64: 0.31}
+
+
+def test_rows_sit_at_layer_minus_one_with_their_documented_index_step_and_tokens(tmp_path):
+    import json
+
+    from lmdynamics.saturation.rows import checkpoint_identity, lowrank_rows, werror_rows
+    rows = werror_rows({8: 0.9}, "wiki", 3, 2) + lowrank_rows({"ranks": {8: 4.0}, "full": 3.0, "full_trained": 3.1},
+                                                             tmp_path)
+    assert {r["layer"] for r in rows} == {-1}
+    assert {(r["metric"], r["index"]) for r in rows} == {("w_error", 8), ("lowrank_head_loss", 8),
+                                                        ("full_head_loss", store.NO_INDEX),
+                                                        ("full_head_trained_loss", store.NO_INDEX)}
+    assert [(r["step"], r["tokens"]) for r in rows if r["metric"] == "w_error"] == [(0, 0)]  # a corpus has no step
+    final = tmp_path / "run" / "checkpoints" / "final"  # under checkpoints/ but not a stepN name: step 0
+    final.mkdir(parents=True)
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"run": "r", "tokens_per_step": 512}))
+    assert checkpoint_identity(final) == {"run": "r", "model": "r", "step": 0, "tokens": 0}
+
+
+def test_lowrank_results_skip_a_checkpoint_without_its_full_head_and_keep_the_others(tmp_path):
+    from lmdynamics.layout import step_name
+    from lmdynamics.saturation.rows import lowrank_results, lowrank_rows
+    rows = []
+    for step, with_full in ((10, False), (20, True)):
+        ck = tmp_path / step_name(step)
+        ck.mkdir()
+        part = lowrank_rows({"ranks": {8: 4.0 + step}, "full": 3.0}, ck)
+        rows += [r for r in part if with_full or r["metric"] != "full_head_loss"]
+    results = lowrank_results(pd.DataFrame(rows))
+    assert list(results) == [(step_name(20), step_name(20), 20)]
+    assert results[(step_name(20), step_name(20), 20)] == {"ranks": {8: 24.0}, "full": 3.0}

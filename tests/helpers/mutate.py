@@ -45,7 +45,9 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "saturation/detect.py": ("test_saturation_detect", "test_saturation_heads"),
     # the commands' round trips train heads (~10 s a mutant): the rows' own fast tests only
     "saturation/rows.py": ("test_saturation_rows::test_checkpoint_identity_from_run_json_or_the_directory",
-                           "test_saturation_rows::test_werror_and_lowrank_rows_read_back_as_written"),
+                           "test_saturation_rows::test_werror_and_lowrank_rows_read_back_as_written",
+                           "test_saturation_rows::test_rows_sit_at_layer_minus_one_with_their_documented_index_step_and_tokens",
+                           "test_saturation_rows::test_lowrank_results_skip_a_checkpoint_without_its_full_head_and_keep_the_others"),
     "saturation/scaling.py": ("test_saturation_scaling",),
     "saturation/werror.py": ("test_saturation_werror",),
     "saturation/lowrank_head.py": ("test_saturation_lowrank",),
