@@ -77,7 +77,7 @@ def test_listing_finished_and_running_runs_imports_no_torch(tmp_path):
         (run / "lightning" / marker).write_text(json.dumps(content))
         store.append(store.table_path(run), [{"run": name, "model": "m", "step": s, "tokens": s, "layer": -1,
                                               "component": "model", "metric": "val_loss", "value": 5.0 - s} for s in (3, 6)])
-    code = ("import json, sys; from lmdynamics.runs import main; main([sys.argv[1], '--json']); "
+    code = ("import json, sys; from lmdynamics.cli import main; main(['runs', sys.argv[1], '--json']); "
             "print(json.dumps(sorted(m for m in ('torch', 'lightning') if m in sys.modules)))")
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "runs")], capture_output=True, text=True,
                          env=cli_env(), timeout=300)

@@ -287,7 +287,7 @@ def summary_row(sweep: Sweep, run: PlannedRun, status: str, seconds: float | Non
     ``event`` when the live head monitor flagged one, ``late rise`` when the final validation loss is above its
     best by more than ``compare.RISE_MARGIN``, else ``no``."""
     from . import store
-    from .compare import _load, summarize
+    from .compare.runs import _load, summarize
 
     row = {"run": run.name, "status": status, "seconds": None if seconds is None else round(seconds, 1),
            "log": str(sweep.log(run)), "overrides": "; ".join(f"{k}={_cli_value(v)}" for k, v in sweep.overrides.items())}
