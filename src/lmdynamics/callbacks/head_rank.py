@@ -1,8 +1,8 @@
 """HeadRank: the output head's singular spectrum, last-layer anisotropy, and a saturation monitor.
 
 Godey et al. (2024): in small models the head's spectrum collapses and the last layer's representations
-turn anisotropic as the loss saturates. Recorded: the head's ER, PER, stable rank, condition number and
-KL-to-uniform of s / sum(s) at every measurement; its full normalised spectrum s / s_max at checkpoint
+turn anisotropic as the loss saturates. Recorded: the catalogue's spectrum measurements of the head (ER, PER,
+..., KL-to-uniform of s / sum(s); ``lmdynamics metrics``) at every measurement; its full normalised spectrum s / s_max at checkpoint
 steps (``sv_norm`` rows of the head, the singular value's position in ``index``); anisotropy of the last layer's residual
 stream and of the final hidden state on the probe. The monitor writes an event (a ``saturation_event``
 row, a line in ``<run>/events.jsonl`` and a warning) when validation loss has stayed above its running minimum

@@ -1,4 +1,5 @@
-"""WeightRank: effective rank, PER, stable rank and condition number of every weight matrix while training.
+"""WeightRank: every spectrum measurement of the catalogue (ER, PER, ...; ``lmdynamics metrics`` lists them) of
+every weight matrix while training.
 
 Matrices: per layer QKV, attention dense, MLP in and out, and OV per head (W_O^h W_V^h); the input
 embedding. (The output head belongs to ``HeadRank``.) With ``gradients`` the same metrics, prefixed
