@@ -18,7 +18,7 @@ SECTIONS = json.loads(fit_keys.KEYS_FILE.read_text())
 
 
 def test_the_key_file_is_the_parsers():
-    """Stale after a setting was added or renamed: regenerate with `python -m lmdynamics.training.fit_keys`."""
+    """Stale after a setting was added or renamed: regenerate with `.venv/bin/python -m lmdynamics.training.fit_keys`."""
     assert fit_keys.parser_sections() == SECTIONS
 
 

@@ -85,3 +85,23 @@ def test_listing_finished_and_running_runs_imports_no_torch(tmp_path):
     *rows, imported = res.stdout.strip().splitlines()
     assert {json.loads(r)["name"]: json.loads(r)["status"] for r in rows} == {"done": "finished", "going": "running"}
     assert json.loads(imported) == [], imported
+
+
+def test_final_and_best_validation_loss_are_compares_reading(tmp_path):
+    """`lmdynamics runs` and `compare` read final and best validation loss the same way (compare.runs.final_and_best):
+    by step whatever the row order, the model-level curve only (a head-component row of the same metric ignored)."""
+    import math
+
+    from lmdynamics import runs, store
+    from lmdynamics.compare.runs import Run, summarize
+
+    run = tmp_path / "r"
+    rows = [{"run": "r", "model": "m", "step": s, "tokens": s, "layer": -1, "component": c, "metric": "val_loss",
+             "value": v} for s, v, c in ((30, 2.0, "model"), (10, 3.0, "model"), (20, 1.5, "model"), (40, 0.1, "head"))]
+    store.append(store.table_path(run), rows)
+    (run / "run.json").write_text(json.dumps({"run": "r", "model": "m", "max_steps": 30}))
+    line = runs.summarize(run)
+    assert (line.final_val_loss, line.best_val_loss, line.best_val_step) == (2.0, 1.5, 20)
+    ours = summarize(Run("r", run, {}, {}, store.read_table(store.table_path(run))))
+    assert (ours["final_val_loss"], ours["best_val_loss"], ours["best_step"]) == (2.0, 1.5, 20)
+    assert not math.isnan(line.final_val_loss)

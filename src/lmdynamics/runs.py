@@ -81,18 +81,16 @@ def size_on_disk(directory: Path) -> int:
 def summarize(run_dir: Path) -> RunSummary:
     """One run's line, from ``run.json`` and its tidy table (training and validation rows only)."""
     from . import store
+    from .compare.runs import final_and_best
 
     info = json.loads((run_dir / "run.json").read_text())
     table = store.read_table(store.table_path(run_dir), metrics=TRAINING_METRICS)
-    val = table[table.metric == "val_loss"].sort_values("step")
     steps = int(table.step.max()) if len(table) else 0
-    best = val.loc[val.value.idxmin()] if len(val) else None
+    final, best, best_step = final_and_best(table) or (math.nan, math.nan, None)
     return RunSummary(
         name=run_dir.name, model=str(info.get("model", "?")), steps_done=steps,
         steps_planned=info.get("max_steps"), status=run_status(run_dir, info.get("max_steps")),
-        final_val_loss=float(val.value.iloc[-1]) if len(val) else math.nan,
-        best_val_loss=float(best.value) if best is not None else math.nan,
-        best_val_step=int(best.step) if best is not None else None, bytes_on_disk=size_on_disk(run_dir))
+        final_val_loss=final, best_val_loss=best, best_val_step=best_step, bytes_on_disk=size_on_disk(run_dir))
 
 
 def find_runs(root: Path) -> list[Path]:

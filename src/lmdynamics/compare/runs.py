@@ -20,15 +20,10 @@ LOSS, VAL_LOSS, EXCESS = "train_loss", "val_loss", "excess_loss"
 HEAD_ER, HEAD_KL, CKA_FINAL, SATURATION = "er", "kl_uniform", "cka_final", "saturation_event"
 
 
-def curve_metrics() -> list[catalogue.Measurement]:
-    """The measurements drawn over tokens, one figure each: the catalogue's entries with ``compare`` set."""
-    return catalogue.compared()
-
-
 def metrics_read() -> tuple[str, ...]:
     """The metrics the comparison reads from each table: its numbers' and its curves'."""
     return tuple(dict.fromkeys((VAL_LOSS, EXCESS, HEAD_ER, HEAD_KL, CKA_FINAL, SATURATION,
-                                *(m.name for m in curve_metrics()))))
+                                *(m.name for m in catalogue.compared()))))
 
 
 def curve_title(m: catalogue.Measurement) -> str:
@@ -104,20 +99,29 @@ def _series(table: pd.DataFrame, metric: str, component: str | None = "model") -
     return rows.sort_values("step")
 
 
+def final_and_best(table: pd.DataFrame, metric: str = VAL_LOSS) -> tuple[float, float, int] | None:
+    """(final value, best value, step of the best) of a model-level curve (component ``model``), by step; None
+    without rows. The one reading of "final" and "best" for ``compare``, ``sweep``'s summary and ``lmdynamics runs``."""
+    rows = _series(table, metric)
+    if rows.empty:
+        return None
+    best = rows.loc[rows["value"].idxmin()]
+    return float(rows["value"].iloc[-1]), float(best["value"]), int(best["step"])
+
+
 def summarize(run: Run) -> dict:
     """The final numbers of one run."""
     t = run.table
-    val = _series(t, VAL_LOSS)
     excess = _series(t, EXCESS)
     er, kl = head_series(t, HEAD_ER), head_series(t, HEAD_KL)
     seed = lookup(run, "seed_everything")
     row = {"run": run.name, "model": run.info.get("model", ""), "seed": seed if seed is not None else run.info.get("seed"),
            "hidden_size": run.info.get("hidden_size"), "parameters": run.info.get("parameters"),
            "steps": int(t["step"].max()) if len(t) else 0}
-    if len(val):
-        best = val.loc[val["value"].idxmin()]
-        row.update(final_val_loss=float(val["value"].iloc[-1]), best_val_loss=float(best["value"]), best_step=int(best["step"]),
-                   late_rise=bool(val["value"].iloc[-1] > best["value"] + RISE_MARGIN))
+    curve = final_and_best(t)
+    if curve is not None:
+        final, best, best_step = curve
+        row.update(final_val_loss=final, best_val_loss=best, best_step=best_step, late_rise=bool(final > best + RISE_MARGIN))
     floor = (run.info.get("synthetic") or {}).get("entropy_floor")
     row["entropy_floor"] = floor
     if len(excess):

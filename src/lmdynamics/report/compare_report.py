@@ -32,10 +32,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from lmdynamics import catalogue
 from lmdynamics.compare import grouping
 from lmdynamics.compare.grouping import natural
 from lmdynamics.compare.groups import Grouping, plan_groups
-from lmdynamics.compare.runs import RISE_MARGIN, Run, cka_curves, convergence_fractions, curve_metrics, curve_title, summarize
+from lmdynamics.compare.runs import RISE_MARGIN, Run, cka_curves, convergence_fractions, curve_title, summarize
 from lmdynamics.compare.statistics import cka_at_fractions, convergence_by_group, group_stats, numeric_groups, trend_per_doubling
 from lmdynamics.compare.verdict import CI_LEVEL, means_table, verdict_table
 from lmdynamics.report.figures import compare as F
@@ -136,7 +137,7 @@ def write_report(runs: list[Run], out: Path, group_by: list[str] | str | None = 
         figures = stage / "figures"
         figures.mkdir()
         drawn = {curve_title(m): F.curves(runs, summary, style, m, figures / f"{m.compare + '_' if m.compare != 'model' else ''}{m.name}.png")
-                 for m in curve_metrics()}
+                 for m in catalogue.compared()}
         drawn["final vs best validation loss"] = F.final_vs_best(summary, style, figures / "final_vs_best.png")
         drawn[f"convergence fraction per layer (CKA-to-final >= {threshold:g})"] = F.convergence(conv, summary, style, figures / "convergence_fraction.png")
         drawn["CKA-to-final over training per layer (line: mean of the group's runs; band: their range)"] = \

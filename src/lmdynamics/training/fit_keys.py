@@ -3,7 +3,7 @@ option answers in a fraction of a second instead of after LightningCLI has built
 
 ``fit_keys.json`` holds every section of the training config (``trainer``, ``model.model``, ``data.synthetic``,
 ...) with the names inside it, as LightningCLI's ``--print_config`` shows them; regenerate it with
-``python -m lmdynamics.training.fit_keys`` after adding a setting (``tests/test_fit_keys.py`` fails while it is
+``.venv/bin/python -m lmdynamics.training.fit_keys`` after adding a setting (``tests/test_fit_keys.py`` fails while it is
 stale). A key is refused here only where the answer is certain: a name that is not in a section the file knows.
 A key under a setting (``trainer.strategy.class_path``, a dict-valued or optional option) is left to the parser.
 """
