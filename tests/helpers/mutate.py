@@ -48,7 +48,9 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
                            "test_saturation_rows::test_werror_and_lowrank_rows_read_back_as_written",
                            "test_saturation_rows::test_rows_sit_at_layer_minus_one_with_their_documented_index_step_and_tokens",
                            "test_saturation_rows::test_lowrank_results_skip_a_checkpoint_without_its_full_head_and_keep_the_others"),
-    "saturation/scaling.py": ("test_saturation_scaling",),
+    # the report's text and scaling-law section (moved out of saturation/analyze.py)
+    "report/saturation_report.py": ("test_saturation_report", "test_saturation_signals_direction"),
+    "saturation/scaling.py": ("test_saturation_scaling", "test_saturation_report"),
     "saturation/werror.py": ("test_saturation_werror",),
     "saturation/lowrank_head.py": ("test_saturation_lowrank",),
     "saturation/harness.py": ("test_saturation_harness",),
