@@ -56,11 +56,14 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "saturation/harness.py": ("test_saturation_harness",),
     "commands/saturation.py": ("test_saturation_cli", "test_saturation_signals_direction"),
     "trajectories/classify.py": ("test_trajectories_classify", "test_trajectory_values"),
-    "trajectories/compare.py": ("test_trajectories_compare",),
+    # the record/report CLI test takes ~20 s a mutant: compare's own fast tests only
+    "trajectories/compare.py": ("test_trajectories_compare::test_group_perplexity_is_exp_of_the_mean_loss_not_a_mean_of_perplexities",
+                                "test_trajectories_compare::test_curves_that_are_one_function_of_validation_perplexity_overlap_exactly",
+                                "test_trajectories_compare::test_different_evaluation_tokens_are_refused"),
     "trajectories/contrastive.py": ("test_trajectories_contrastive",),
     # the corpus tests build a data module per call (~30 s a mutant): the counts file's fast test only
     "trajectories/counts.py": ("test_trajectories_counts::test_a_counts_file_as_npy_or_json_gives_one_count_per_id",),
-    "trajectories/offline.py": ("test_trajectory_values", "test_interventions"),
+    "trajectories/offline.py": ("test_trajectories_offline", "test_trajectory_values", "test_interventions"),
     "trajectories/record.py": ("test_trajectories_storage", "test_trajectory_values"),
     "trajectories/scoring.py": ("test_trajectories_contrastive",),
     "trajectories/storage.py": ("test_trajectories_storage",),

@@ -1,0 +1,120 @@
+"""Offline trajectory recording (``trajectories.offline.record_source``) on a tiny synthetic run, fast.
+
+Every stored loss is -log p(token | prefix) of the checkpoint at that step, recomputed here in float64 from the
+model's logits; the validation perplexity is exp(mean loss) over the validation blocks when they are given
+(else over the evaluation blocks); tokens = step x tokens_per_step of run.json; N = all parameters but the
+input embedding (an untied head counts, ``models.sizes.matmul_parameters``); a rerun records only the steps not
+stored yet; a text tokenised for another vocabulary is refused before anything is written.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPTNeoXForCausalLM
+
+from lmdynamics.checkpoints.synthetic import tiny_config, write_synthetic_run
+from lmdynamics.data.tokenizer import train_bpe
+from lmdynamics.trajectories.offline import (EvaluationText, TokenizerMismatch, evaluation_text, non_embedding_parameters,
+                                             record_source, record_sources, stored_text)
+from lmdynamics.trajectories.storage import TrajectoryStore
+
+TOKENS_PER_STEP = 96
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, local_text):
+    root = tmp_path_factory.mktemp("offline")
+    words = local_text.read_text()
+    tok = train_bpe([words[:30_000]], 300, root / "tokenizer.json")
+    (root / "eval.txt").write_text(words[:4000])
+    (root / "val.txt").write_text(words[50_000:54_000])
+    cfg = tiny_config(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    run_dir = write_synthetic_run(root / "run", [0, 5, 10], cfg, tok, run="tiny", tokens_per_step=TOKENS_PER_STEP)
+    return root, run_dir, tok
+
+
+def reference_losses(checkpoint, blocks: torch.Tensor) -> np.ndarray:
+    """(N, T - 1) float64 next-token losses of a checkpoint, one block at a time."""
+    model = GPTNeoXForCausalLM.from_pretrained(checkpoint).double().eval()
+    with torch.no_grad():
+        rows = []
+        for block in blocks:
+            logp = torch.log_softmax(model(input_ids=block[None]).logits[0, :-1], dim=-1)
+            rows.append(-logp.gather(-1, block[1:, None]).squeeze(-1).numpy())
+    return np.stack(rows)
+
+
+def checkpoint_of(run_dir, step):
+    return next(p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step") and int(p.name[4:]) == step)
+
+
+def test_recorded_losses_perplexity_tokens_and_parameters_are_the_checkpoints(run, tmp_path):
+    root, run_dir, tok = run
+    text = evaluation_text(tok, root / "eval.txt", 3, 12, val_text=root / "val.txt", val_blocks=2)
+    assert text.blocks.shape == (3, 12) and text.val_blocks.shape == (2, 12)
+    logged = []
+    store = record_source(run_dir, text, tmp_path / "out", steps="0,10", log=logged.append)
+    got = store.read()
+    assert list(got.steps) == [0, 10] and list(got.tokens) == [0, 10 * TOKENS_PER_STEP]
+    table = got.token_table
+    for j, step in enumerate(got.steps):
+        ckpt = checkpoint_of(run_dir, step)
+        ref = reference_losses(ckpt, text.blocks)[table.block, table.position - 1]
+        np.testing.assert_allclose(got.losses[:, j], ref, rtol=2.0 ** -10, atol=1e-4)  # stored as float16
+        val = reference_losses(ckpt, text.val_blocks)
+        assert got.val_ppl[j] == pytest.approx(np.exp(val.mean()), rel=1e-5)  # the validation text, token-weighted
+        assert got.val_ppl[j] != pytest.approx(np.exp(reference_losses(ckpt, text.blocks).mean()), rel=1e-4)
+        assert f"step {step}: validation perplexity {np.exp(val.mean()):.3f}" in logged[j]
+    np.testing.assert_array_equal(table.ids, text.blocks.numpy()[table.block, table.position])
+    model = GPTNeoXForCausalLM.from_pretrained(checkpoint_of(run_dir, 0))
+    embedding = model.get_input_embeddings().weight.numel()
+    n = sum(p.numel() for p in model.parameters()) - embedding
+    assert got.meta["parameters"] == n == non_embedding_parameters(model)
+    assert got.meta["model"] == "tiny" and got.meta["tokens_per_step"] == TOKENS_PER_STEP
+    assert got.meta["val_ppl_on"] == "validation text" and got.meta["block_tokens"] == 12
+    assert got.meta["source"] == str(run_dir) and got.meta["tokenizer"] == text.tokenizer_fp
+    assert store.dir == tmp_path / "out" / "tiny"
+
+    # a rerun over every step records step 5 only; the stored steps keep their values
+    logged.clear()
+    again = record_source(run_dir, text, tmp_path / "out", steps="all", log=logged.append).read()
+    assert list(again.steps) == [0, 5, 10] and len(logged) == 1 and "step 5:" in logged[0]
+    np.testing.assert_array_equal(again.losses[:, [0, 2]], got.losses)
+    np.testing.assert_array_equal(again.val_ppl[[0, 2]], got.val_ppl)
+    assert again.tokens[1] == 5 * TOKENS_PER_STEP
+
+
+def test_without_validation_text_the_perplexity_is_over_the_evaluation_blocks(run, tmp_path):
+    root, run_dir, tok = run
+    text = evaluation_text(tok, root / "eval.txt", 2, 10)
+    assert text.val_blocks is None
+    got = record_source(run_dir, text, tmp_path / "out", steps=[5], log=lambda _: None).read()
+    ref = reference_losses(checkpoint_of(run_dir, 5), text.blocks)
+    assert got.val_ppl[0] == pytest.approx(np.exp(ref.mean()), rel=1e-5)
+    assert got.meta["val_ppl_on"] == "evaluation text"
+    # the kept blocks read back as an evaluation text of their own: the same values again
+    back = stored_text(tmp_path / "out" / "tiny")
+    assert torch.equal(back.blocks, text.blocks) and back.tokenizer_fp == text.tokenizer_fp
+    again = record_source(run_dir, back, tmp_path / "again", steps=[5], log=lambda _: None).read()
+    np.testing.assert_array_equal(again.losses, got.losses)
+
+
+def test_a_text_of_another_vocabulary_is_refused_before_anything_is_written(run, tmp_path):
+    root, run_dir, tok = run
+    text = evaluation_text(tok, root / "eval.txt", 2, 10)
+    ids = text.blocks.clone()
+    ids[1, 3] = 300  # one id past the model's last (the vocabulary is 0..299)
+    wide = EvaluationText(ids, text.table, text.tokenizer_fp)
+    with pytest.raises(TokenizerMismatch, match=r"tiny@step0: token id 300 >= the model's vocabulary \(300\)"):
+        record_source(run_dir, wide, tmp_path / "out", steps=[0, 5], log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+    other = EvaluationText(text.blocks, text.table, "another tokenizer")
+    with pytest.raises(TokenizerMismatch, match="differs from the evaluation text's tokenizer"):
+        record_sources([str(run_dir)], other, tmp_path / "out", steps="all", log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="no checkpoint for step 7"):
+        record_source(run_dir, text, tmp_path / "out", steps=[7], log=lambda _: None)
+    assert not (tmp_path / "out").exists()
+    json.loads((run_dir / "run.json").read_text())  # the run itself untouched
