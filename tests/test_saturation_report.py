@@ -18,9 +18,9 @@ from lmdynamics.saturation import scaling
 from lmdynamics.saturation.analyze import InputError, Series
 
 FIXED = {"B": 410.7, "beta": 0.28, "E": 1.69}  # Godey et al.'s fixed values (docs/science.md section 3)
-SIZES = {"big-a": 1.0e9, "big-b": 2.8e9, "big-c": 6.9e9, "small": 1.6e8}
+SIZES = {"small": 1.6e8, "big-c": 6.9e9, "big-a": 1.0e9, "big-b": 2.8e9}  # rows in this (unsorted) order
 LARGE = ["big-a", "big-b", "big-c"]
-STEPS = np.array([0, 1000, 13000, 33000, 73000, 113000, 143000])
+STEPS = np.array([0, 1, 1000, 13000, 33000, 73000, 113000, 146000])  # 73000 = 0.5 x the last step exactly
 TOKENS_PER_STEP = 2_097_152
 
 
@@ -28,7 +28,7 @@ def law_loss(a, alpha, n, t, fixed=FIXED):
     return a / n**alpha + fixed["B"] / t ** fixed["beta"] + fixed["E"]
 
 
-def loss_rows(seed: int = 0, noise: float = 0.004, tail=(1.0, 1.0, 1.0, 1.03, 1.12, 1.15, 1.2)) -> pd.DataFrame:
+def loss_rows(seed: int = 0, noise: float = 0.004, tail=(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.12, 1.2)) -> pd.DataFrame:
     """Losses on a law (A = 300, alpha = 0.31) with multiplicative noise; ``small`` gets a rising tail."""
     rng = np.random.default_rng(seed)
     out = []
@@ -93,7 +93,7 @@ def check_section(text: str, rows: pd.DataFrame, min_fraction: float, fixed=FIXE
     assert fitted_on == LARGE
     assert f"B = {fixed['B']:g}, beta = {fixed['beta']:g}, E = {fixed['E']:g} fixed" in text
     expected = reference_gaps(rows, a_ref, alpha_ref, min_fraction, fixed)
-    assert list(table) == sorted(SIZES)
+    assert list(table) == sorted(SIZES)  # by model name, as saturation.csv
     for model, want in expected.items():
         got = table[model]
         assert got["large"] == (model in LARGE), model
@@ -103,7 +103,7 @@ def check_section(text: str, rows: pd.DataFrame, min_fraction: float, fixed=FIXE
             assert got[key] == pytest.approx(want[key], abs=0.00051), (model, key)
 
 
-@pytest.mark.parametrize("min_fraction", [0.1, 0.5])
+@pytest.mark.parametrize("min_fraction", [0.0, 0.1, 0.5])
 def test_scaling_section_is_the_float64_fit_and_its_gaps(min_fraction):
     rows = loss_rows()
     law, table = scaling.gaps(rows, "val_loss", LARGE, SIZES, None, min_fraction)

@@ -56,3 +56,57 @@ def test_perplexity_is_fitted_as_its_log_and_pythia_names_give_parameter_counts(
     assert pythia_parameters("my-model") is None
     step0 = pd.DataFrame([{"model": m, "step": 0, "tokens": 0, "value": 1e4} for m in sizes])
     assert gaps(pd.concat([step0, rows]), "lambada_openai/ppl", large=list(sizes))[0].alpha == pytest.approx(0.28, rel=1e-6)
+
+
+def test_a_perplexity_is_told_by_the_metric_name_after_the_task():
+    """ln of a metric whose own name says ppl/perplexity; a task's name alone does not make a loss a perplexity."""
+    from lmdynamics.saturation.scaling import as_loss
+
+    values = pd.Series([2.0, 5.0])
+    for metric in ("ppl_suite/loss", "suite/ppl_task/loss", "perplexity_set/acc_norm", "val_loss"):
+        pd.testing.assert_series_equal(as_loss(metric, values), values, check_names=False)
+    for metric in ("lambada_openai/ppl", "suite/task/word_perplexity", "ppl"):
+        np.testing.assert_allclose(as_loss(metric, values), np.log(values.to_numpy()))
+
+
+@pytest.mark.parametrize("below", [0.0, 0.01])
+def test_losses_at_or_below_the_fixed_part_of_the_law_are_refused(below):
+    """rest = L - E - B/T^beta must be > 0 for the log-linear start: at or below it, one ScalingError."""
+    from lmdynamics.saturation.scaling import ScalingError
+
+    n = [1e9, 1e9, 3e9, 3e9]
+    t = [1e10, 2e10, 1e10, 2e10]
+    fixed = dict(B=410.7, beta=0.28, E=1.69)
+    loss = [float(Law(A=100.0, alpha=0.3)(a, b)) for a, b in zip(n, t)]
+    loss[2] = fixed["E"] + fixed["B"] / t[2] ** fixed["beta"] - below
+    with pytest.raises(ScalingError, match="at or below E"):
+        fit(n, t, loss, **fixed)
+    # exactly at E (with B = 0 the fixed part is E itself, no rounding)
+    loss = [float(Law(A=100.0, alpha=0.3, B=0.0)(a, b)) for a, b in zip(n, t)]
+    loss[1] = 1.69 - below
+    with pytest.raises(ScalingError, match="at or below E"):
+        fit(n, t, loss, B=0.0, beta=0.28, E=1.69)
+
+
+def test_a_large_model_without_rows_and_rows_without_tokens_are_refused():
+    from lmdynamics.saturation.scaling import ScalingError
+
+    planted = Law(A=119.09, alpha=0.246)
+    sizes = {"a": 1e9, "b": 3e9}
+    rows = _rows(planted, sizes)
+    with pytest.raises(ScalingError, match=r"large model\(s\) \['c'\] have no rows"):
+        gaps(rows, "val_loss", large=["a", "b", "c"], params=sizes)
+    no_tokens = rows.assign(tokens=np.where(rows.step == 13000, 0, rows.tokens))
+    with pytest.raises(ScalingError, match="tokens <= 0 at step > 0"):
+        gaps(no_tokens, "val_loss", large=["a", "b"], params=sizes)
+
+
+def test_one_token_per_step_is_a_valid_token_count():
+    """T = 1 at step 1 is inside the law (only T <= 0 is refused): the planted law comes back."""
+    planted = Law(A=119.09, alpha=0.246)
+    sizes = {"a": 1e9, "b": 3e9}
+    rows = pd.DataFrame([{"model": m, "step": s, "tokens": s, "value": float(planted(n, s))}
+                         for m, n in sizes.items() for s in (1, 10, 100, 1000)])
+    law, table = gaps(rows, "val_loss", large=["a", "b"], params=sizes, min_fraction=0.0)
+    assert law.A == pytest.approx(119.09, rel=1e-6) and law.alpha == pytest.approx(0.246, rel=1e-6)
+    assert set(table.best_step) == {1000} and np.allclose(table.final_gap, 0.0, atol=1e-9)
