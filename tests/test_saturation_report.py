@@ -73,16 +73,35 @@ def reference_gaps(rows: pd.DataFrame, a: float, alpha: float, min_fraction: flo
     return out
 
 
+def markdown_table(lines: list[str], first: str) -> list[dict]:
+    """The Markdown table whose header starts with column ``first``, as one dict a row keyed by the header's
+    names; it must be a table a renderer shows: a blank line before it, a ``|---|`` separator of as many
+    columns as the header, every row as wide."""
+    split = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"| {first} |"))
+    header = split(lines[at])
+    assert lines[at - 1] == "" and lines[at + 1] == "|---" * len(header) + "|", lines[at - 1: at + 2]
+    rows = []
+    for line in lines[at + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = split(line)
+        assert len(cells) == len(header), line
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
 def parse_section(text: str) -> tuple[float, float, list[str], dict]:
+    lines = text.splitlines()
+    at = lines.index("## Scaling-law gap")  # a heading of its own, between blank lines
+    assert lines[at - 1] == "" and lines[at + 1] == ""
     head = re.search(r"A = ([0-9.e+-]+), alpha = ([0-9.e+-]+) fitted on (.+?) \(", text)
     rows = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[1][:1].isdigit():
-            name, large = re.fullmatch(r"(\S+)( \(large\))?", cells[0]).groups()
-            rows[name] = dict(large=large is not None, N=float(cells[1]), final_step=int(cells[2]),
-                              final_gap=float(cells[3].rstrip("%")) / 100, best_step=int(cells[4]),
-                              best_gap=float(cells[5].rstrip("%")) / 100)
+    for cells in markdown_table(lines[at:], "model"):
+        name, large = re.fullmatch(r"(\S+)( \(large\))?", cells["model"]).groups()
+        rows[name] = dict(large=large is not None, N=float(cells["N"]), final_step=int(cells["final step"]),
+                          final_gap=float(cells["final gap"].rstrip("%")) / 100, best_step=int(cells["best step"]),
+                          best_gap=float(cells["best gap"].rstrip("%")) / 100)
     return float(head.group(1)), float(head.group(2)), head.group(3).split(", "), rows
 
 
@@ -130,7 +149,7 @@ def test_write_reports_the_scaling_section_and_scaling_csv_of_the_fit(tmp_path):
     rows = loss_rows(seed=1)
     report = write(tmp_path / "out", series_of(rows), min_fraction=0.2, large=LARGE, params=SIZES)
     text = report.read_text()
-    section = text[text.index("## Scaling-law gap"):]
+    section = text[text.index("\n## Scaling-law gap"):]  # from the blank line before the heading
     check_section(section, rows, 0.2)
     assert "![scaling_law](figures/scaling_law.png)" in section
     assert (tmp_path / "out" / "figures" / "scaling_law.png").is_file()
