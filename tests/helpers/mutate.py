@@ -51,7 +51,16 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     # the report's text and scaling-law section (moved out of saturation/analyze.py)
     "report/saturation_report.py": ("test_saturation_report", "test_saturation_signals_direction"),
     "saturation/scaling.py": ("test_saturation_scaling", "test_saturation_report"),
-    "saturation/werror.py": ("test_saturation_werror",),
+    # the command's test tokenises a corpus (~8 s a mutant): the fast tests; corpus_tokens is left to it
+    "saturation/werror.py": ("test_saturation_werror::test_ngram_matrix_counts_by_hand",
+                             "test_saturation_werror::test_curve_equals_dense_svd_and_is_zero_at_and_past_the_rank",
+                             "test_saturation_werror::test_corpus_matrix_from_a_token_stream_matches_dense",
+                             "test_saturation_werror::test_ngram_matrix_is_the_counted_next_token_distribution_of_every_context",
+                             "test_saturation_werror::test_ngram_matrix_limits",
+                             "test_saturation_werror::test_default_dims_are_powers_of_two_up_to_the_rank_bound_plus_the_hidden_sizes",
+                             "test_saturation_werror::test_top_singular_values_are_the_dense_ones_for_any_k",
+                             "test_saturation_werror::test_dims_must_be_non_negative",
+                             "test_saturation_werror::test_write_gives_the_dense_curve_in_csv_and_table_rows"),
     "saturation/lowrank_head.py": ("test_saturation_lowrank",),
     "saturation/harness.py": ("test_saturation_harness",),
     "commands/saturation.py": ("test_saturation_cli", "test_saturation_signals_direction"),
