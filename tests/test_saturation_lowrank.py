@@ -166,3 +166,105 @@ def test_sweep_reports_each_rank_the_own_head_and_the_full_trained_head():
     assert any("15/15 head steps | head 3/3 (full)" in line for line in lines) and "done in" in lines[-1]
     no_full = sweep(train, held, [2], train_full=False, **kwargs)
     assert set(no_full) == {"ranks", "full"}
+
+
+def test_progress_lines_give_units_elapsed_and_the_phase_eta(monkeypatch):
+    """A line when a phase starts, then one every ``every_seconds``; ETA = the phase's units left x its seconds
+    per unit so far; each finished phase's wall time is kept; ``done`` prints the total elapsed time."""
+    import io
+
+    from lmdynamics.saturation import lowrank_head
+
+    now = [100.0]
+    monkeypatch.setattr(lowrank_head.time, "monotonic", lambda: now[0])
+    stream = io.StringIO()
+    p = lowrank_head.Progress(stream=stream, every_seconds=10.0, label="lr")
+    p.phase("loading")
+    now[0] += 5
+    p.phase("heads", 1000, "steps")
+    now[0] += 4
+    p.advance(100)  # 4 s after the last line: no line
+    now[0] += 6
+    p.advance(150)  # 250 done in 10 s: 750 left at 0.04 s each = 30 s
+    p.detail = "head 1/2"
+    now[0] += 3700
+    p.advance(250)  # 500 done in 3710 s: 500 left = 3710 s
+    assert p.eta() == pytest.approx(3710.0)
+    now[0] += 1
+    p.done()
+    lines = stream.getvalue().splitlines()
+    assert lines == ["[lmdynamics] lr: loading | elapsed 0:00:00",
+                     "[lmdynamics] lr: heads 0/1,000 steps | elapsed 0:00:05 | ETA ?",
+                     "[lmdynamics] lr: heads 250/1,000 steps | elapsed 0:00:15 | ETA 0:00:30",
+                     "[lmdynamics] lr: heads 500/1,000 steps | head 1/2 | elapsed 1:01:55 | ETA 1:01:50",
+                     "[lmdynamics] lr: done in 1:01:56"]
+    assert p.seconds == {"loading": 5.0, "heads": 3711.0}
+    quiet = lowrank_head.Progress(stream=None)
+    quiet.phase("x", 3, "u")
+    quiet.advance()
+    quiet.done()
+    assert "x" in quiet.seconds
+
+
+@pytest.fixture(scope="module")
+def checkpoint_and_text(tmp_path_factory, local_text):
+    from lmdynamics.checkpoints.synthetic import tiny_config, write_synthetic_run
+    from lmdynamics.data.tokenizer import train_bpe
+
+    root = tmp_path_factory.mktemp("lowrank")
+    text = root / "text.txt"
+    text.write_text("\n\n".join(local_text.read_text().split("\n\n")[:40]))
+    tok = train_bpe([text.read_text()], 300, root / "tokenizer.json")
+    cfg = tiny_config(vocab_size=300, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    run = write_synthetic_run(root / "run", [0, 4], cfg, tok, run="lr-run", tokens_per_step=10)
+    return run / "checkpoints" / "step00000004", text, root
+
+
+def test_run_writes_the_sweep_of_a_checkpoint_on_its_own_tokenised_corpus(checkpoint_and_text, tmp_path):
+    """``run``: csv rows = the sweep's result, ``full`` = the checkpoint's own loss on the held-out blocks (the
+    model's own forward), token counts of the blocks used, the same rows in the run's table."""
+    import pandas as pd
+
+    from lmdynamics import store
+    from lmdynamics.data.datamodule import TextDataModule
+    from lmdynamics.saturation.lowrank_head import Progress, run
+
+    ckpt, text, root = checkpoint_and_text
+    path, result = run(ckpt, tmp_path / "out", source=str(text), ranks=[8, 1, 4, 8], train_blocks=6, eval_blocks=3,
+                       context_length=16, cache_dir=str(root / "cache"), progress=Progress(stream=None),
+                       steps=3, lr=0.01, batch=32)
+    csv = pd.read_csv(path)
+    assert list(csv.r) == [1, 4, 8, 8, 8] and list(csv.reference.fillna("")) == ["", "", "", "full", "full_trained"]
+    assert list(csv.loss) == pytest.approx([result["ranks"][1], result["ranks"][4], result["ranks"][8], result["full"],
+                                            result["full_trained"]])  # rank d = 8, the hidden size, is allowed
+    assert (csv.train_tokens == 6 * 15).all() and (csv.eval_tokens == 3 * 15).all()
+    dm = TextDataModule(source=str(text), tokenizer=str(ckpt / "tokenizer.json"), context_length=16, val_blocks=None,
+                        cache_dir=str(root / "cache"))
+    dm.prepare()
+    model = GPTNeoXForCausalLM.from_pretrained(ckpt).double().eval()
+    held = dm.val_all[:3]
+    with torch.no_grad():
+        own = float(model(input_ids=held, labels=held).loss)
+    assert result["full"] == pytest.approx(own, rel=1e-5)
+    rows = store.read_table(store.table_path(tmp_path / "out"))
+    assert set(rows.step) == {4} and set(rows.tokens) == {40} and set(rows.run) == {"lr-run"}
+    ranks = rows[rows.metric == "lowrank_head_loss"].sort_values("index")
+    assert list(ranks["index"]) == [1, 4, 8] and list(ranks.value) == pytest.approx([result["ranks"][r] for r in (1, 4, 8)])
+    with pytest.raises(ValueError, match=r"ranks must lie in 1\.\.8"):
+        run(ckpt, tmp_path / "bad", source=str(text), ranks=[9], train_blocks=2, eval_blocks=1, context_length=16,
+            cache_dir=str(root / "cache"), progress=Progress(stream=None), steps=1)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_run_refuses_a_directory_without_weights_config_or_tokenizer(checkpoint_and_text, tmp_path):
+    from lmdynamics.saturation.lowrank_head import run
+
+    ckpt, text, _ = checkpoint_and_text
+    with pytest.raises(FileNotFoundError, match="not a Hugging Face checkpoint directory"):
+        run(tmp_path, tmp_path / "out", source=str(text))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text((ckpt / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json beside the weights"):
+        run(bare, tmp_path / "out", source=str(text))
+    assert not (tmp_path / "out").exists()
