@@ -144,3 +144,63 @@ def test_hub_revisions_record_the_same_values_as_the_run_directory(two_runs, tmp
     np.testing.assert_array_equal(a.losses, b.losses)
     np.testing.assert_array_equal(a.val_ppl, b.val_ppl)
     assert b.model == "org/small" and list(b.steps) == steps
+
+
+def test_x_axes_are_step_tokens_six_n_t_and_validation_perplexity():
+    steps = np.array([0, 10, 20])
+    t = Trajectories(np.ones((2, 3), np.float32), steps, np.array([0, 1000, 2500]), np.array([50.0, 20.0, 12.5]),
+                     TokenTable(np.arange(2), np.ones(2), np.zeros(2), np.zeros(2)), {"model": "m", "parameters": 7})
+    for axis, want in (("step", [0, 10, 20]), ("tokens", [0, 1000, 2500]), ("flops", [0, 6 * 7 * 1000, 6 * 7 * 2500]),
+                       ("val_ppl", [50.0, 20.0, 12.5])):
+        got = x_values(t, axis)
+        assert got.dtype == np.float64 and list(got) == want, axis
+    with pytest.raises(ValueError, match="unknown x-axis 'loss'; choose from step, tokens, flops, val_ppl"):
+        x_values(t, "loss")
+
+
+def test_spread_is_the_mean_across_model_std_of_log_group_perplexity_on_the_common_log_range():
+    """Reference: the curves on 50 points spread evenly in log x over the range both cover, interpolated
+    linearly in log x; std across models (ddof 0) at each point, averaged. Checkpoints at x <= 0 and groups
+    without tokens (NaN) are left out; fewer than two models, or no common range, give NaN."""
+    from lmdynamics.trajectories.compare import spread
+
+    rows = []
+    curves = {"a": ([0, 10, 100, 1000], [9.0, 5.0, 4.0, 3.0]), "b": ([0, 30, 300, 3000, 30000], [9.0, 6.0, 4.5, 3.5, 3.0])}
+    for model, (xs, ppl) in curves.items():
+        rows += [{"model": model, "group": "g", "step": x, "group_ppl": p} for x, p in zip(xs, ppl)]
+    rows += [{"model": "b", "group": "g", "step": 50, "group_ppl": np.nan}]  # a group without tokens at a checkpoint
+    rows += [{"model": "c", "group": "other", "step": 10, "group_ppl": 2.0}]
+    frame = pd.DataFrame(rows)
+    grid = np.linspace(np.log(30), np.log(1000), 50)
+    ys = [np.interp(grid, np.log(np.array(xs[1:], float)), np.log(ppl[1:])) for xs, ppl in curves.values()]
+    want = float(np.mean(np.abs(ys[0] - ys[1]) / 2))  # std of two values = half their distance
+    assert spread(frame, "g", "step") == pytest.approx(want, rel=1e-12)
+    assert spread(frame, "g", "step", points=7) != pytest.approx(want, rel=1e-6)
+    assert np.isnan(spread(frame, "other", "step"))  # one model
+    apart = pd.DataFrame([{"model": m, "group": "g", "step": x, "group_ppl": 2.0} for m, xs in (("a", [1, 2]), ("b", [3, 4]))
+                          for x in xs])
+    assert np.isnan(spread(apart, "g", "step"))  # no common range
+    touching = pd.DataFrame([{"model": m, "group": "g", "step": x, "group_ppl": 2.0} for m, xs in (("a", [1, 2]), ("b", [2, 4]))
+                             for x in xs])
+    assert np.isnan(spread(touching, "g", "step"))  # a single common point is no range
+
+
+def test_overlap_ratio_is_nan_when_the_spread_at_equal_step_is_zero():
+    rows = [{"model": m, "group": "g", **{a: float(x) for a in ("step", "tokens", "flops")}, "val_ppl": v, "group_ppl": 3.0}
+            for m, vs in (("a", [9.0, 5.0]), ("b", [8.0, 4.0])) for x, v in zip([10, 20], vs)]
+    table = overlap_table(pd.DataFrame(rows)).set_index("group")
+    assert table.loc["g", "spread_step"] == 0.0 and np.isnan(table.loc["g", "ratio_val_ppl_over_step"])
+    assert list(table.columns) == ["spread_step", "spread_tokens", "spread_flops", "spread_val_ppl", "ratio_val_ppl_over_step"]
+
+
+def test_traced_rows_carry_every_axis_the_group_perplexity_and_its_token_count():
+    steps = np.array([0, 4, 8])
+    losses = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [0.5, 0.5, 0.5]])
+    t = _traj("m", steps, losses, np.array([1.0, 1.5, 2.0]), 5, tokens_per_step=10)
+    traced = trace_groups([t], {"first": np.array([True, False, False]), "two": np.array([True, True, False])})
+    two = traced[traced.group == "two"].sort_values("step")
+    assert list(two.step) == [0, 4, 8] and list(two.tokens) == [0, 40, 80] and list(two.flops) == [0, 6 * 5 * 40, 6 * 5 * 80]
+    np.testing.assert_allclose(two.val_ppl, np.exp([1.0, 1.5, 2.0]))
+    np.testing.assert_allclose(two.group_ppl, np.exp([2.0, 2.0, 2.0]))
+    assert set(two.n_tokens) == {2} and set(traced[traced.group == "first"].n_tokens) == {1}
+    assert set(traced.model) == {"m"}

@@ -68,7 +68,11 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     # the record/report CLI test takes ~20 s a mutant: compare's own fast tests only
     "trajectories/compare.py": ("test_trajectories_compare::test_group_perplexity_is_exp_of_the_mean_loss_not_a_mean_of_perplexities",
                                 "test_trajectories_compare::test_curves_that_are_one_function_of_validation_perplexity_overlap_exactly",
-                                "test_trajectories_compare::test_different_evaluation_tokens_are_refused"),
+                                "test_trajectories_compare::test_different_evaluation_tokens_are_refused",
+                                "test_trajectories_compare::test_x_axes_are_step_tokens_six_n_t_and_validation_perplexity",
+                                "test_trajectories_compare::test_spread_is_the_mean_across_model_std_of_log_group_perplexity_on_the_common_log_range",
+                                "test_trajectories_compare::test_overlap_ratio_is_nan_when_the_spread_at_equal_step_is_zero",
+                                "test_trajectories_compare::test_traced_rows_carry_every_axis_the_group_perplexity_and_its_token_count"),
     "trajectories/contrastive.py": ("test_trajectories_contrastive",),
     # the corpus tests build a data module per call (~30 s a mutant): the counts file's fast test only
     "trajectories/counts.py": ("test_trajectories_counts::test_a_counts_file_as_npy_or_json_gives_one_count_per_id",),
