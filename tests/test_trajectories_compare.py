@@ -169,7 +169,7 @@ def test_spread_is_the_mean_across_model_std_of_log_group_perplexity_on_the_comm
     for model, (xs, ppl) in curves.items():
         rows += [{"model": model, "group": "g", "step": x, "group_ppl": p} for x, p in zip(xs, ppl)]
     rows += [{"model": "b", "group": "g", "step": 50, "group_ppl": np.nan}]  # a group without tokens at a checkpoint
-    rows += [{"model": "c", "group": "other", "step": 10, "group_ppl": 2.0}]
+    rows += [{"model": "c", "group": "other", "step": x, "group_ppl": p} for x, p in ((10, 3.0), (20, 2.0))]
     frame = pd.DataFrame(rows)
     grid = np.linspace(np.log(30), np.log(1000), 50)
     ys = [np.interp(grid, np.log(np.array(xs[1:], float)), np.log(ppl[1:])) for xs, ppl in curves.values()]
