@@ -239,3 +239,46 @@ def test_state_marginals_are_the_state_frequencies_of_sampled_blocks(lags):
     for t in (1, 2, 5):
         seen = np.bincount(lang.state(x[:, :t]), minlength=lang.num_states) / len(x)
         assert np.abs(seen - exact[t - 1]).max() < 4 * np.sqrt(exact[t - 1].max() / len(x)), t
+
+
+def _accepted(**over) -> bool:
+    try:
+        SyntheticSpec(**over).check()
+    except ValueError:
+        return False
+    return True
+
+
+def test_accepted_specs_end_exactly_at_the_documented_limits():
+    """Each documented bound (``SyntheticSpec`` and its check's messages) holds at its edge and fails one past it:
+    V >= 3; 1 <= R <= V - 2; 1 <= C <= V - 1; lags distinct and >= 1; zipf >= 0, zipf > 0 needs R >= 2;
+    train_blocks >= 1 or empty; at most 200,000 class histories (C + 1)^max(lags)."""
+    base = dict(vocab_size=10, rank=1, classes=2, lags=(1,))
+    assert _accepted(**{**base, "vocab_size": 3}) and not _accepted(**{**base, "vocab_size": 2})
+    assert _accepted(**{**base, "rank": 8}) and not _accepted(**{**base, "rank": 9}) and not _accepted(**{**base, "rank": 0})
+    assert _accepted(**{**base, "classes": 9}) and not _accepted(**{**base, "classes": 10})
+    assert _accepted(**{**base, "classes": 1}) and not _accepted(**{**base, "classes": 0})
+    assert _accepted(**{**base, "lags": (1, 4)}) and not _accepted(**{**base, "lags": (0, 1)})
+    assert not _accepted(**{**base, "lags": ()}) and not _accepted(**{**base, "lags": (2, 2)})
+    assert _accepted(**{**base, "zipf": 0.0}) and not _accepted(**{**base, "zipf": -0.1})
+    assert not _accepted(**{**base, "zipf": 0.5}) and _accepted(**{**base, "zipf": 0.5, "rank": 2})
+    assert _accepted(**{**base, "train_blocks": 1}) and _accepted(**{**base, "train_blocks": None})
+    assert not _accepted(**{**base, "train_blocks": 0})
+    wide = dict(vocab_size=300_000, rank=1, lags=(1,))
+    assert _accepted(**wide, classes=199_999) and not _accepted(**wide, classes=200_000)  # 200,000 histories exactly
+    assert _accepted(vocab_size=500, rank=1, classes=446, lags=(1, 2))  # 447^2 = 199,809
+    assert not _accepted(vocab_size=500, rank=1, classes=447, lags=(1, 2))  # 448^2 = 200,704
+
+
+@pytest.mark.parametrize("lags", [(1,), (1, 2), (2,)])
+def test_the_rank_may_equal_the_number_of_reachable_states_and_not_exceed_it(lags):
+    """R is bounded by the reachable states (``SyntheticSpec``): R = their number builds a language of rank
+    exactly R; R + 1 is refused naming both numbers."""
+    n = len(SyntheticLanguage(SyntheticSpec(vocab_size=12, rank=1, classes=2, lags=lags)).reachable_states())
+    assert n + 1 <= 10  # R + 1 is still within V - 2, so only the state bound can refuse it
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=12, rank=n, classes=2, lags=lags))
+    logp = lang.log_probs[lang.reachable_states()][:, 1:]
+    centred = logp - logp.mean(axis=1, keepdims=True)
+    assert np.linalg.matrix_rank(centred, tol=1e-8) == n
+    with pytest.raises(ValueError, match=f"rank {n + 1} needs at least {n + 1} reachable states, the language has {n}"):
+        SyntheticLanguage(SyntheticSpec(vocab_size=12, rank=n + 1, classes=2, lags=lags))
