@@ -282,3 +282,17 @@ def test_the_rank_may_equal_the_number_of_reachable_states_and_not_exceed_it(lag
     assert np.linalg.matrix_rank(centred, tol=1e-8) == n
     with pytest.raises(ValueError, match=f"rank {n + 1} needs at least {n + 1} reachable states, the language has {n}"):
         SyntheticLanguage(SyntheticSpec(vocab_size=12, rank=n + 1, classes=2, lags=lags))
+
+
+@pytest.mark.parametrize("zipf, rank", [(1.0, 3), (1.0, 5), (0.0, 2), (0.0, 4)])
+def test_the_random_part_of_the_true_logits_has_standard_deviation_logit_scale(zipf, rank):
+    """``logit_scale``: the standard deviation of the true logits' random part (with zipf > 0: once the Zipf bias
+    -s log pi(v) is taken off). Each state's log-probabilities are its logits up to a constant, so the spread of
+    the row-centred log-probabilities estimates it (960 states x 1499 symbols, two languages)."""
+    var = []
+    for seed in (0, 1):
+        lang = SyntheticLanguage(SyntheticSpec(vocab_size=1500, rank=rank, classes=30, lags=(1, 2), logit_scale=2.0,
+                                               zipf=zipf, seed=seed))
+        part = lang.log_probs[:, 1:] - (lang.zipf_bias[None, :] if zipf else 0.0)
+        var.append((part - part.mean(axis=1, keepdims=True)).var())
+    assert np.sqrt(np.mean(var)) == pytest.approx(2.0, rel=0.06)
