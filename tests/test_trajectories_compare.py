@@ -204,3 +204,12 @@ def test_traced_rows_carry_every_axis_the_group_perplexity_and_its_token_count()
     np.testing.assert_allclose(two.group_ppl, np.exp([2.0, 2.0, 2.0]))
     assert set(two.n_tokens) == {2} and set(traced[traced.group == "first"].n_tokens) == {1}
     assert set(traced.model) == {"m"}
+
+
+def test_overlap_ratio_is_the_spread_at_equal_perplexity_over_the_spread_at_equal_step():
+    rows = [{"model": m, "group": "g", "step": x, "tokens": x, "flops": x, "val_ppl": x * f, "group_ppl": p}
+            for m, f, ps in (("a", 1.0, [9.0, 5.0, 4.0]), ("b", 2.0, [8.0, 6.0, 3.0])) for x, p in zip([10.0, 20.0, 40.0], ps)]
+    table = overlap_table(pd.DataFrame(rows)).set_index("group")
+    s_step, s_ppl = table.loc["g", "spread_step"], table.loc["g", "spread_val_ppl"]
+    assert s_step > 0.05 and s_ppl > 0.05 and s_step != pytest.approx(s_ppl, rel=0.05)
+    assert table.loc["g", "ratio_val_ppl_over_step"] == pytest.approx(s_ppl / s_step, rel=1e-12)

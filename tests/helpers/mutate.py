@@ -72,7 +72,8 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
                                 "test_trajectories_compare::test_x_axes_are_step_tokens_six_n_t_and_validation_perplexity",
                                 "test_trajectories_compare::test_spread_is_the_mean_across_model_std_of_log_group_perplexity_on_the_common_log_range",
                                 "test_trajectories_compare::test_overlap_ratio_is_nan_when_the_spread_at_equal_step_is_zero",
-                                "test_trajectories_compare::test_traced_rows_carry_every_axis_the_group_perplexity_and_its_token_count"),
+                                "test_trajectories_compare::test_traced_rows_carry_every_axis_the_group_perplexity_and_its_token_count",
+                                "test_trajectories_compare::test_overlap_ratio_is_the_spread_at_equal_perplexity_over_the_spread_at_equal_step"),
     "trajectories/contrastive.py": ("test_trajectories_contrastive",),
     # the corpus tests build a data module per call (~30 s a mutant): the counts file's fast test only
     "trajectories/counts.py": ("test_trajectories_counts::test_a_counts_file_as_npy_or_json_gives_one_count_per_id",),
