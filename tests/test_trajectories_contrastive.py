@@ -179,3 +179,38 @@ def test_cli_stops_each_prompt_at_the_tokenizers_end_of_text(runs, tmp_path):
     assert len(gens) == 2
     assert all(g["ids"] == [0] and g["finished"] == "eos" and g["text"] == "" for g in gens)
     assert json.loads((out / "generation.json").read_text())["eos_id"] == 0
+
+
+def test_weights_and_top_p_are_accepted_exactly_on_their_documented_ranges():
+    """Weights in [-1, 1], not both 0; top_p in (0, 1] (ignored when greedy); a prompt of at least one token."""
+    from lmdynamics.trajectories.contrastive import check_weights
+
+    for ws in ((1.0, -1.0), (-1.0, 1.0), (0.0, 1.0), (1.0, 0.0)):
+        check_weights(*ws)
+    for ws, words in (((1.01, 0.0), "small model's weight 1.01"), ((0.0, -1.01), "large model's weight -1.01"),
+                      ((0.0, 0.0), "both weights are 0")):
+        with pytest.raises(ValueError, match=words):
+            check_weights(*ws)
+    small, large = _models()
+    assert len(contrastive_generate(small, large, [4], 1.0, -1.0, 2, top_p=1.0, generator=torch.Generator().manual_seed(0))["ids"]) == 2
+    for top_p in (0.0, 1.01):
+        with pytest.raises(ValueError, match="top_p must be in"):
+            contrastive_generate(small, large, [4], 1.0, -1.0, 2, top_p=top_p)
+    assert len(contrastive_generate(small, large, [4], 1.0, -1.0, 2, greedy=True, top_p=0.0)["ids"]) == 2
+    with pytest.raises(ValueError, match="empty prompt"):
+        contrastive_generate(small, large, [], 1.0, -1.0, 2, greedy=True)
+
+
+@pytest.mark.parametrize("top_p, kept", [(0.49, [0]), (0.79, [0, 1]), (0.81, [0, 1, 2]), (1.0, [0, 1, 2, 3])])
+def test_nucleus_draws_from_the_smallest_set_that_reaches_top_p_renormalised(top_p, kept):
+    from lmdynamics.trajectories.contrastive import _nucleus
+
+    q = torch.tensor([0.15, 0.5, 0.05, 0.3], dtype=torch.float64)
+    ids_by_mass = [1, 3, 0, 2]  # 0.5, 0.3, 0.15, 0.05
+    g = torch.Generator().manual_seed(0)
+    draws = np.array([_nucleus(q, top_p, g) for _ in range(4000)])
+    allowed = [ids_by_mass[k] for k in kept]
+    assert set(draws.tolist()) == set(allowed)
+    mass = q[allowed].sum().item()
+    for i in allowed:
+        assert np.mean(draws == i) == pytest.approx(q[i].item() / mass, abs=0.025), i
