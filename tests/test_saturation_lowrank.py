@@ -191,14 +191,17 @@ def test_progress_lines_give_units_elapsed_and_the_phase_eta(monkeypatch):
     p.advance(250)  # 500 done in 3710 s: 500 left = 3710 s
     assert p.eta() == pytest.approx(3710.0)
     now[0] += 1
+    p.phase("loading")  # a phase entered again adds to its time
+    now[0] += 2
     p.done()
     lines = stream.getvalue().splitlines()
     assert lines == ["[lmdynamics] lr: loading | elapsed 0:00:00",
                      "[lmdynamics] lr: heads 0/1,000 steps | elapsed 0:00:05 | ETA ?",
                      "[lmdynamics] lr: heads 250/1,000 steps | elapsed 0:00:15 | ETA 0:00:30",
                      "[lmdynamics] lr: heads 500/1,000 steps | head 1/2 | elapsed 1:01:55 | ETA 1:01:50",
-                     "[lmdynamics] lr: done in 1:01:56"]
-    assert p.seconds == {"loading": 5.0, "heads": 3711.0}
+                     "[lmdynamics] lr: loading | elapsed 1:01:56",
+                     "[lmdynamics] lr: done in 1:01:58"]
+    assert p.seconds == {"loading": 7.0, "heads": 3711.0}
     quiet = lowrank_head.Progress(stream=None)
     quiet.phase("x", 3, "u")
     quiet.advance()
