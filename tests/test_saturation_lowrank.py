@@ -164,8 +164,13 @@ def test_sweep_reports_each_rank_the_own_head_and_the_full_trained_head():
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("[lmdynamics] lowrank-head: training heads 0/15 head steps")  # 3 heads x 5 steps
     assert any("15/15 head steps | head 3/3 (full)" in line for line in lines) and "done in" in lines[-1]
-    no_full = sweep(train, held, [2], train_full=False, **kwargs)
+    stream = io.StringIO()  # the default budget (train_head's 300 steps) and no full head: 300 head steps, rank 2's
+    no_full = sweep(train, held, [2], train_full=False, progress=Progress(stream=stream, every_seconds=0.0), lr=0.02)
     assert set(no_full) == {"ranks", "full"}
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[lmdynamics] lowrank-head: training heads 0/300 head steps")
+    assert any("300/300 head steps | head 1/1 (rank 2)" in line for line in lines)
+    assert not any("(full)" in line for line in lines)
 
 
 def test_progress_lines_give_units_elapsed_and_the_phase_eta(monkeypatch):
