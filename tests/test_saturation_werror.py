@@ -135,6 +135,8 @@ def test_dims_must_be_non_negative():
         with pytest.raises(ValueError, match="non-negative"):
             w_error_curve(w, dims)
     assert w_error_curve(w, [0]) == {0: 1.0}  # d = 0: nothing kept, the whole norm is the error
+    with pytest.raises(ValueError, match="method must be auto, gram or arpack"):  # the method reaches the decomposition
+        w_error_curve(w, [1], "svd")
 
 
 def test_write_gives_the_dense_curve_in_csv_and_table_rows(tmp_path):
@@ -150,6 +152,10 @@ def test_write_gives_the_dense_curve_in_csv_and_table_rows(tmp_path):
     import pandas as pd
 
     csv = pd.read_csv(path)
+    assert list(csv.columns[:2]) == ["d", "w_error"] and not any(c.startswith("Unnamed") for c in csv.columns)
+    with pytest.raises(ValueError, match="method must be auto, gram or arpack"):
+        write(tmp_path / "bad", tokens, 20, n=2, method="svd")
+    assert not (tmp_path / "bad").exists()
     w = dense_ngram(tokens.tolist(), 2, 2, 20)
     dense = np.stack([w[c] for c in sorted(w)])
     top = min(dense.shape)
