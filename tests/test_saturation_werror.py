@@ -168,3 +168,21 @@ def test_write_gives_the_dense_curve_in_csv_and_table_rows(tmp_path):
     rows = rows[rows.metric == "w_error"].sort_values("index")
     assert list(rows["index"]) == list(csv.d) and np.allclose(rows.value, csv.w_error)
     assert set(rows.run) == {"toy-corpus"} and set(rows.model) == {"2-gram, min count 2"}
+
+
+def test_auto_takes_gram_up_to_gram_max_ids_and_arpack_beyond(monkeypatch):
+    """The module docstring: ``auto`` decomposes the Gram matrix when the smaller side is at most ``GRAM_MAX``
+    and runs ARPACK beyond (the dense Gram would not fit); either way the values are the dense ones."""
+    from lmdynamics.saturation import werror
+
+    calls = []
+    real = werror.eigsh
+    monkeypatch.setattr(werror, "GRAM_MAX", 6)
+    monkeypatch.setattr(werror, "eigsh", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    rng = np.random.default_rng(5)
+    for small, arpack in ((6, False), (7, True)):
+        w = sp.random(20, small, density=0.5, random_state=rng, format="csr")
+        calls.clear()
+        got = werror.top_singular_values(w, 3, "auto")
+        assert bool(calls) == arpack, small
+        np.testing.assert_allclose(got, np.linalg.svd(w.toarray(), compute_uv=False)[:3], atol=1e-9)
