@@ -118,3 +118,21 @@ def test_a_text_of_another_vocabulary_is_refused_before_anything_is_written(run,
         record_source(run_dir, text, tmp_path / "out", steps=[7], log=lambda _: None)
     assert not (tmp_path / "out").exists()
     json.loads((run_dir / "run.json").read_text())  # the run itself untouched
+
+
+def test_several_sources_record_like_one_and_a_tied_head_counts_in_n(run, tmp_path):
+    """``record_sources`` gives each source the store ``record_source`` gives it; N of a tied model counts the shared
+    matrix once, as the head's matmul (all parameters but the input embedding, the head being that same matrix)."""
+    root, run_dir, tok = run
+    text = evaluation_text(tok, root / "eval.txt", 2, 10)
+    one = record_source(run_dir, text, tmp_path / "one", steps="0,5", batch_size=1, log=lambda _: None).read()
+    logged = []
+    (many,) = record_sources([str(run_dir)], text, tmp_path / "many", steps="0,5", batch_size=2, log=logged.append)
+    got = many.read()
+    assert many.dir == tmp_path / "many" / "tiny" and list(got.steps) == [0, 5] and len(logged) == 2
+    np.testing.assert_array_equal(got.losses, one.losses)
+    np.testing.assert_array_equal(got.val_ppl, one.val_ppl)
+    tied = GPTNeoXForCausalLM(tiny_config(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=32, tie_word_embeddings=True))
+    assert tied.get_output_embeddings().weight is tied.get_input_embeddings().weight
+    assert non_embedding_parameters(tied) == sum(p.numel() for p in tied.parameters())
