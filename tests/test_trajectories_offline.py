@@ -75,6 +75,7 @@ def test_recorded_losses_perplexity_tokens_and_parameters_are_the_checkpoints(ru
     assert got.meta["model"] == "tiny" and got.meta["tokens_per_step"] == TOKENS_PER_STEP
     assert got.meta["val_ppl_on"] == "validation text" and got.meta["block_tokens"] == 12
     assert got.meta["source"] == str(run_dir) and got.meta["tokenizer"] == text.tokenizer_fp
+    assert got.meta["text"] == str(root / "eval.txt")
     assert store.dir == tmp_path / "out" / "tiny"
 
     # a rerun over every step records step 5 only; the stored steps keep their values
@@ -99,6 +100,9 @@ def test_without_validation_text_the_perplexity_is_over_the_evaluation_blocks(ru
     assert torch.equal(back.blocks, text.blocks) and back.tokenizer_fp == text.tokenizer_fp
     again = record_source(run_dir, back, tmp_path / "again", steps=[5], log=lambda _: None).read()
     np.testing.assert_array_equal(again.losses, got.losses)
+    # a rerun over every step: 0 before the stored 5 and 10 after it are both recorded
+    full = record_source(run_dir, text, tmp_path / "out", steps="all", log=lambda _: None).read()
+    assert list(full.steps) == [0, 5, 10] and np.array_equal(full.losses[:, 1], got.losses[:, 0])
 
 
 def test_a_text_of_another_vocabulary_is_refused_before_anything_is_written(run, tmp_path):
