@@ -65,7 +65,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "trajectories/tokens.py": ("test_trajectories_storage", "test_trajectories_counts", "test_trajectory_values"),
     "data/synthetic.py": ("test_synthetic",),
     "models/heads.py": ("test_interventions", "test_generate", "test_saturation_heads"),
-    "compare/runs.py": ("test_compare",),
+    "compare/runs.py": ("test_compare_runs",),  # the report tests: ~7 s a mutant
     "compare/statistics.py": ("test_compare_statistics",),  # the report tests: ~7 s a mutant
     "compare/groups.py": ("test_compare",),
     "compare/grouping.py": ("test_compare", "test_interventions"),
