@@ -67,8 +67,9 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "models/heads.py": ("test_interventions", "test_generate", "test_saturation_heads"),
     "compare/runs.py": ("test_compare_runs",),  # the report tests: ~7 s a mutant
     "compare/statistics.py": ("test_compare_statistics",),  # the report tests: ~7 s a mutant
-    "compare/groups.py": ("test_compare",),
-    "compare/grouping.py": ("test_compare", "test_interventions"),
+    "compare/groups.py": ("test_compare_grouping",),  # the report tests: ~7 s a mutant
+    "compare/grouping.py": ("test_compare_grouping", "test_compare_verdict",
+                            "test_interventions::test_runs_of_mos_heads_with_and_without_component_rank_are_told_apart"),
     # the report tests run the whole command with figures (~7 s a mutant): the verdict's own fast tests
     "compare/verdict.py": ("test_compare_verdict",),
     "sweep.py": ("test_sweep",),
