@@ -288,10 +288,33 @@ def test_the_rule_is_the_same_live_and_replayed(tmp_path):
 
 
 @pytest.mark.parametrize("over, words", [({"patience": 0}, "patience"), ({"noise_factor": -1.0}, "noise_factor"),
-                                         ({"kl_reference": "first"}, "kl_reference")])
+                                         ({"loss_margin": -0.01}, "loss_margin"), ({"kl_jump": -0.01}, "kl_jump"),
+                                         ({"noise_window": 1}, "noise_window"), ({"kl_reference": "first"}, "kl_reference")])
 def test_bad_monitor_settings_are_refused(over, words):
     with pytest.raises(ValueError, match=words):
         HeadRank(**over)
+
+
+def test_the_edges_of_the_monitor_settings_are_allowed():
+    """Zero margin, jump and noise factor, patience 1 and a window of 2 differences: the first rule's settings."""
+    HeadRank(loss_margin=0.0, kl_jump=0.0, noise_factor=0.0, patience=1, noise_window=2, kl_reference="min")
+
+
+@pytest.mark.parametrize("kl_reference", ["best", "min"])
+def test_a_replayed_rule_is_the_live_rule_ready_for_the_next_validation(kl_reference):
+    """The rule replayed from a run's tables holds exactly the state of the live rule that saw the same values,
+    KLs measured after the last validation (the head measured more often than the loss) included."""
+    rng = np.random.default_rng(5)
+    val = {s: 2.0 + 1.0 / (1 + s) + rng.normal(0, 0.01) for s in range(0, 40, 4)}
+    kl = {s: 0.1 + 0.002 * s + rng.normal(0, 0.001) for s in range(0, 47, 2)}  # also at 38..46, after the last loss
+    live = SaturationRule(kl_reference=kl_reference, patience=1, noise_factor=1.0)
+    for step in range(47):
+        if step in kl:
+            live.add_kl(step, kl[step])
+        if step in val:
+            live.update(step, val[step])
+    replayed, _ = SaturationRule.replayed(val, kl, kl_reference=kl_reference, patience=1, noise_factor=1.0)
+    assert vars(replayed) == vars(live)
 
 
 @pytest.mark.parametrize("kind", ["plain", "mos"])
@@ -327,6 +350,7 @@ def _monitored_run(run, spectra, val_losses, start=0, stop=None, **rule):
     then the validation loss logged to the table (as the tidy-table logger does) and handed to the monitor."""
     from lmdynamics.measure import tag_rows
 
+    torch.manual_seed(0)  # the same initial head (measured at train start) in the whole, killed and resumed runs
     model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                              intermediate_size=16, vocab_size=32))
     cb = HeadRank(every=1, **rule)
