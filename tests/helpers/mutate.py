@@ -72,7 +72,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
                             "test_interventions::test_runs_of_mos_heads_with_and_without_component_rank_are_told_apart"),
     # the report tests run the whole command with figures (~7 s a mutant): the verdict's own fast tests
     "compare/verdict.py": ("test_compare_verdict",),
-    "sweep.py": ("test_sweep",),
+    "sweep.py": ("test_sweep", "test_sweep_summary"),
     "callbacks/trajectories.py": ("test_trajectories_live",),
     "callbacks/head_rank.py": ("test_callbacks",),
     "generate.py": ("test_generate",),
