@@ -75,7 +75,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "sweep.py": ("test_sweep", "test_sweep_summary"),
     "callbacks/trajectories.py": ("test_trajectories_live",),
     "callbacks/head_rank.py": ("test_callbacks",),
-    "generate.py": ("test_generate",),
+    "generate.py": ("test_generate", "test_generate_sampling"),
 }
 COPIED = ("src", "tests", "configs", "analysis", "train", "pyproject.toml")
 
