@@ -5,13 +5,14 @@ the log positions of each committed step; the end-to-end kill tests are tests/te
 
 import os
 import signal
+import threading
 
 import lightning.pytorch as pl
 import pytest
 import torch
 
-from lmdynamics.training.resume import (POSITIONS_FILE, STOP, ResumeCheckpoint, StopOnSignal, load_positions,
-                                       read_checkpoint_state)
+from lmdynamics.training.resume import (INTERRUPTED, POSITIONS_FILE, STOP, ResumeCheckpoint, StopOnSignal, load_positions,
+                                       read_checkpoint_state, resume_command)
 from lmdynamics.training.run_status import RUNNING_FILE
 
 
@@ -71,7 +72,7 @@ def _fit(tmp_path, max_steps, every, accumulate=1, ckpt_path=None):
     return ckpt, watch
 
 
-@pytest.mark.parametrize("max_steps, every, accumulate", [(7, 3, 1), (5, 2, 3)])
+@pytest.mark.parametrize("max_steps, every, accumulate", [(7, 3, 1), (5, 2, 3), (3, 1, 1)])
 def test_the_checkpoint_is_committed_every_few_steps_and_at_the_last_one(tmp_path, max_steps, every, accumulate):
     ckpt, watch = _fit(tmp_path, max_steps, every, accumulate)
     committed = sorted(set(watch.seen))
@@ -95,22 +96,88 @@ def test_a_run_resumed_over_its_checkpoint_leaves_one_checkpoint_of_the_last_ste
 
 
 def test_a_signal_asks_for_a_stop_and_a_second_one_stops_at_once():
-    previous = signal.getsignal(signal.SIGTERM)
-    handler = StopOnSignal()
-    handler.install()
+    received = []
+
+    def previous(signum, frame):  # the handler before training (records instead of ending the test process)
+        received.append(signum)
+
+    before = signal.signal(signal.SIGTERM, previous)
     try:
+        STOP["requested"] = signal.SIGINT  # left by an earlier fit in this process
+        handler = StopOnSignal()
+        handler.install()
+        handler.install()  # installed twice: the handlers from before training are still the ones restored
         assert handler.requested is None and STOP["requested"] is None
         os.kill(os.getpid(), signal.SIGTERM)
-        assert handler.requested == signal.SIGTERM and STOP["requested"] == signal.SIGTERM
+        assert handler.requested == signal.SIGTERM and STOP["requested"] == signal.SIGTERM and received == []
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGTERM)
         assert signal.getsignal(signal.SIGTERM) is previous  # the previous handlers are back
-    finally:
-        handler.restore()
-        STOP["requested"] = None
-    handler.install()  # installed again (a second fit in the process): the earlier request is forgotten
-    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert received == [signal.SIGTERM]
+        handler.install()  # installed again (a second fit in the process): the earlier request is forgotten
         assert handler.requested is None and signal.getsignal(signal.SIGINT) == handler._handle
-    finally:
         handler.restore()
-    assert signal.getsignal(signal.SIGTERM) is previous
+        assert signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        STOP["requested"] = None
+
+
+def test_a_signal_during_training_stops_after_the_step_with_its_checkpoint_and_says_how_to_resume(tmp_path, capsys):
+    class Signal(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    ckpt = ResumeCheckpoint(tmp_path / "lightning", every=100)
+    trainer = pl.Trainer(max_steps=20, callbacks=[Signal(), ckpt], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", default_root_dir=str(tmp_path))
+    try:
+        with pytest.raises(SystemExit):  # Lightning's graceful shutdown after KeyboardInterrupt
+            trainer.fit(Tiny())
+        assert trainer.global_step == 3 and read_checkpoint_state(ckpt.path)["step"] == 3
+        assert INTERRUPTED["signal"] == signal.SIGTERM
+        assert INTERRUPTED["hint"] == f"interrupted at step 3; resume from step 3 with: {resume_command(tmp_path)}"
+        assert resume_command(tmp_path).endswith(f"--config {tmp_path.absolute() / 'config.yaml'} --ckpt_path last")
+        assert f"[lmdynamics] {INTERRUPTED['hint']}" in capsys.readouterr().err
+        assert not (tmp_path / "lightning" / RUNNING_FILE).exists()
+    finally:
+        INTERRUPTED.update(hint=None, signal=None)
+        STOP["requested"] = None
+
+
+def test_a_fit_outside_the_main_thread_runs_to_its_end(tmp_path):
+    """No signal handlers can be installed there (a notebook's worker thread): training is not stopped."""
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(zip(("ckpt", "watch"), _fit(tmp_path, 4, 2))))
+    worker.start()
+    worker.join()
+    assert read_checkpoint_state(out["ckpt"].path)["step"] == 4
+
+
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"global_step": 5, "payload": RunsCode(str(marker))}, tmp_path / "evil.ckpt")
+    with pytest.raises(ValueError, match="is not a readable Lightning checkpoint"):
+        read_checkpoint_state(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+
+
+class RunsCode:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_load_error_without_a_message_is_named_by_its_type(tmp_path, monkeypatch):
+    torch.save({"global_step": 1}, tmp_path / "a.ckpt")
+
+    def fails(*args, **kwargs):
+        raise EOFError()
+
+    monkeypatch.setattr(torch, "load", fails)
+    with pytest.raises(ValueError, match=r"a.ckpt is not a readable Lightning checkpoint \(EOFError\)"):
+        read_checkpoint_state(tmp_path / "a.ckpt")
