@@ -39,7 +39,8 @@ def test_convergence_per_group_and_layer_is_the_t_interval_of_its_runs_fractions
     ({"a": "8", "b": "wide"}, None),  # not a number
     ({"a": 8, "b": None}, None),
     ({"a": 0, "b": 8}, None), ({"a": -8, "b": 8}, None),  # log2 needs positive values
-    ({"a": 8, "b": 8.0}, None)])  # one value: no trend
+    ({"a": 8, "b": 8.0}, None),  # one value: no trend
+    ({"a": "0.001", "b": 0.0003}, {"a": 0.001, "b": 0.0003})])  # learning rates: below 1 is fine
 def test_a_grouping_key_is_numeric_when_every_run_has_a_distinct_positive_number(values, expected):
     assert numeric_groups(values) == expected
 
@@ -53,12 +54,18 @@ def test_the_trend_per_doubling_is_the_least_squares_slope_per_layer_with_its_in
         frames.append(pd.DataFrame({"run": runs, "layer": layer,
                                     "fraction": 0.6 + slope * np.log2(d) + rng.normal(0, 0.02, d.size)}))
     conv = pd.concat(frames + [pd.DataFrame({"run": ["r0"], "layer": [1], "fraction": [0.5]}),  # one run: no slope
-                               pd.DataFrame({"run": runs[:2], "layer": 3, "fraction": [0.1, 0.2]})])  # one size
+                               pd.DataFrame({"run": ["r0", "r2"], "layer": 4, "fraction": [0.1, 0.3]}),  # 2 runs: none
+                               pd.DataFrame({"run": ["r0", "r2", "r4"], "layer": 5, "fraction": [0.1, 0.3, 0.2]}),  # 3: one
+                               pd.DataFrame({"run": ["s0", "s1", "s2"], "layer": 3, "fraction": [0.1, 0.2, 0.3]})])
     conv.loc[(conv["layer"] == 2) & (conv["run"] == "r7"), "fraction"] = math.nan  # never converged: left out
     values = {r: float(v) for r, v in zip(runs, d)}
+    values.update(s0=8.0, s1=8.0, s2=8.0)  # layer 3's three runs have one size: no slope
     table = trend_per_doubling(conv, values)
-    assert table["layer"].tolist() == [0, 2]
-    for (_, got), keep in zip(table.iterrows(), (slice(None), slice(0, 7))):
+    assert table["layer"].tolist() == [0, 2, 5]
+    three = table.iloc[2]
+    ref = stats.linregress(np.log2([8, 16, 32]), [0.1, 0.3, 0.2])  # r0, r2, r4: sizes 8, 16, 32
+    assert three["runs"] == 3 and three["slope_per_doubling"] == pytest.approx(ref.slope, abs=1e-12)
+    for (_, got), keep in zip(table.iloc[:2].iterrows(), (slice(None), slice(0, 7))):
         rows = conv[conv["layer"] == got["layer"]]
         x, y = np.log2(d[keep]), rows["fraction"].to_numpy()[keep]
         ref = stats.linregress(x, y)
@@ -88,14 +95,29 @@ def test_cka_at_a_fraction_is_each_runs_nearest_measurement_averaged_then_the_gr
 
 
 def test_group_stats_are_each_groups_mean_and_sample_deviation_in_natural_order():
-    summary = pd.DataFrame({"group": ["d=16", "d=8", "d=16", "d=8", "d=8"], "run": list("abcde"),
+    columns = ["final_val_loss", "best_val_loss", "final_excess_loss", "final_head_er", "final_head_kl_uniform"]
+    summary = pd.DataFrame({"group": ["d=16", "d=8", "d=16", "d=8", "d=8"], "run": list("abcde"), "seed": [1, 2, 3, 4, 5],
                             "final_val_loss": [2.0, 3.0, 2.4, 3.2, 3.7], "final_head_er": [5.0, 6.0, 7.0, 8.0, 9.0]})
+    for i, c in enumerate(columns[1:]):
+        if c != "final_head_er":
+            summary[c] = summary["final_val_loss"] + i
     table = group_stats(summary)
     assert table["group"].tolist() == ["d=8", "d=16"] and table["runs"].tolist() == [3, 2]
-    assert list(table.columns) == ["group", "runs", "final_val_loss_mean", "final_val_loss_std",
-                                   "final_head_er_mean", "final_head_er_std"]
+    assert list(table.columns) == ["group", "runs", *[f"{c}_{s}" for c in columns for s in ("mean", "std")]]
+    for c in columns:
+        for (_, row), g in zip(table.iterrows(), ("d=8", "d=16")):
+            values = summary.loc[summary["group"] == g, c]
+            assert (row[f"{c}_mean"], row[f"{c}_std"]) == pytest.approx((values.mean(), values.std(ddof=1)), abs=1e-12)
     d8 = table.iloc[0]
     assert (d8["final_val_loss_mean"], d8["final_val_loss_std"]) == pytest.approx(
         (np.mean([3.0, 3.2, 3.7]), np.std([3.0, 3.2, 3.7], ddof=1)), abs=1e-12)
     assert (table.iloc[1]["final_head_er_mean"], table.iloc[1]["final_head_er_std"]) == pytest.approx(
         (6.0, np.std([5.0, 7.0], ddof=1)), abs=1e-12)
+
+
+def test_tables_without_rows_keep_their_columns():
+    conv = pd.DataFrame({"run": ["a"], "layer": [0], "fraction": [math.nan]})
+    assert list(trend_per_doubling(conv, {"a": 8.0}).columns) == ["layer", "runs", "slope_per_doubling", "ci_low", "ci_high"]
+    assert list(convergence_by_group(conv.iloc[:0], {}).columns) == ["group", "layer", "runs", "mean", "ci_low", "ci_high"]
+    curves = pd.DataFrame({"run": [], "layer": [], "fraction": [], "value": []})
+    assert list(cka_at_fractions(curves, {}).columns) == ["group", "fraction", "runs", "mean", "ci_low", "ci_high"]

@@ -107,12 +107,16 @@ def _summary(runs):
 def test_each_group_is_compared_with_the_baseline_of_its_own_size_for_every_loss_present():
     runs = [(d, kind, 4, seed, 3.0 + 0.1 * seed - (0.3 if kind == "mos" else 0) - d / 100, 2.9 + 0.05 * seed - d / 100)
             for d in (16, 8) for kind in ("plain", "mos") for seed in (1, 2, 3)]
-    runs += [(32, "mos", 4, 1, 2.0, 2.0)]  # no plain run at d = 32
+    runs += [(4, "mos", 4, 1, 2.0, 2.0)]  # no plain run at d = 4 (first in order: the groups after it still count)
     summary, groups = _summary(runs)
+    summary["final_excess_loss"] = math.nan  # runs on real text: no excess loss, which must not unpair the others
     table = verdict_table(summary, groups, KEYS, "model.head.kind", "plain")
-    assert list(table["group"].unique()) == ["d=8 · head=mos K=4", "d=16 · head=mos K=4", "d=32 · head=mos K=4"]
-    assert table[table["group"] == "d=32 · head=mos K=4"]["verdict"].tolist() == [
-        "no baseline run at the same model.hidden_size"]
+    assert list(table.columns) == ["group", "baseline", "metric", "difference", "ci_low", "ci_high", "n", "pairing",
+                                   "verdict"]
+    assert list(table["group"].unique()) == ["d=4 · head=mos K=4", "d=8 · head=mos K=4", "d=16 · head=mos K=4"]
+    lone = table[table["group"] == "d=4 · head=mos K=4"].iloc[0]
+    assert (lone["verdict"], lone["baseline"], lone["metric"]) == ("no baseline run at the same model.hidden_size", "", "")
+    assert (table["pairing"].iloc[1:] == "by seed").all() and (table["n"].iloc[1:] == "3 pairs").all()
     for d in (8, 16):
         rows = table[table["group"] == f"d={d} · head=mos K=4"]
         assert rows["baseline"].tolist() == [f"d={d} · head=plain"] * 2
@@ -124,6 +128,25 @@ def test_each_group_is_compared_with_the_baseline_of_its_own_size_for_every_loss
             assert row["verdict"] == word(ref["ci_low"], ref["ci_high"])
         final = rows.iloc[0]
         assert final["difference"] == pytest.approx(-0.3) and final["verdict"] == "better"
+
+
+def test_no_baseline_names_every_key_the_baseline_would_share():
+    keys = KEYS + ["optim.lr"]
+    groups, rows = {}, []
+    for d, kind, lr in ((8, "plain", 0.1), (8, "mos", 0.2)):
+        g = group_of({"model": {"hidden_size": d, "head": {"kind": kind, "components": 4}}, "optim": {"lr": lr}}, {}, keys)
+        groups[g.label] = g
+        rows.append({"group": g.label, "seed": 1, "final_val_loss": 1.0})
+    table = verdict_table(pd.DataFrame(rows), groups, keys, "model.head.kind", "plain")
+    assert table["verdict"].tolist() == ["no baseline run at the same model.hidden_size, optim.lr"]
+
+
+def test_tables_without_rows_keep_their_columns():
+    summary = pd.DataFrame({"group": ["a", "b"], "seed": [1, 1], "final_val_loss": [math.nan, math.nan]})
+    assert list(means_table(summary).columns) == ["group", "metric", "mean", "ci_low", "ci_high", "n"]
+    groups = {g: group_of({"model": {"head": {"kind": k}}}, {}, ["model.head.kind"]) for g, k in (("a", "plain"),)}
+    assert list(verdict_table(summary.iloc[:1], groups, ["model.head.kind"], "model.head.kind", "plain").columns) == [
+        "group", "baseline", "metric", "difference", "ci_low", "ci_high", "n", "pairing", "verdict"]
 
 
 def test_a_loss_no_run_has_gets_no_verdict_row():
