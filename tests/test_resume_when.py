@@ -4,6 +4,7 @@
 the log positions of each committed step; the end-to-end kill tests are tests/test_resume.py (slow)."""
 
 import os
+from pathlib import Path
 import signal
 import threading
 
@@ -181,3 +182,19 @@ def test_a_load_error_without_a_message_is_named_by_its_type(tmp_path, monkeypat
     monkeypatch.setattr(torch, "load", fails)
     with pytest.raises(ValueError, match=r"a.ckpt is not a readable Lightning checkpoint \(EOFError\)"):
         read_checkpoint_state(tmp_path / "a.ckpt")
+
+
+def test_a_pending_directory_left_by_a_killed_save_is_replaced_whole(tmp_path):
+    """DeepSpeed writes directories: a save killed half-way leaves a partial pending one; the next save starts clean."""
+    from types import SimpleNamespace
+
+    def save_checkpoint(path, weights_only=False):
+        Path(path).mkdir()
+        (Path(path) / "new_shard").write_text("new")
+
+    ckpt = ResumeCheckpoint(tmp_path / "lightning", every=1)
+    ckpt.pending.mkdir(parents=True)
+    (ckpt.pending / "partial_shard").write_text("old")
+    trainer = SimpleNamespace(is_global_zero=True, global_step=4, loggers=[], save_checkpoint=save_checkpoint)
+    ckpt._save_checkpoint(trainer, str(ckpt.path))
+    assert sorted(p.name for p in ckpt.pending.iterdir()) == ["new_shard"]
