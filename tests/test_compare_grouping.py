@@ -97,6 +97,7 @@ def test_labels_name_keys_shortly_section_by_section():
 def test_natural_order_sorts_numbers_by_value():
     labels = ["d=16 · K=2", "d=8 · K=10", "d=8 · K=2", "d=128", "d=16.5", "d=8"]
     assert sorted(labels, key=grouping.natural) == ["d=8", "d=8 · K=2", "d=8 · K=10", "d=16 · K=2", "d=16.5", "d=128"]
+    assert sorted(["x", "10", "9"], key=grouping.natural) == ["9", "10", "x"]  # numbers before words
 
 
 def test_each_group_keeps_one_style_and_twenty_groups_differ_in_colour_or_line():
@@ -105,8 +106,37 @@ def test_each_group_keeps_one_style_and_twenty_groups_differ_in_colour_or_line()
     assert len({(s["color"], s["ls"]) for s in styles.values()}) == 20
     assert grouping.styles(list(reversed(labels)) + labels[:3]) == styles  # the same label, the same style
     assert styles["d=2"]["color"] != styles["d=1"]["color"] and styles["d=2"]["marker"] != styles["d=1"]["marker"]
+    assert grouping.styles(["d=16", "d=8"])["d=8"] == styles["d=1"]  # the legend's order: the first style first
 
 
 def test_flatten_keeps_lists_as_values():
     assert grouping.flatten({"a": {"b": 1, "c": [1, {"d": 2}]}, "e": None}) == {"a.b": 1, "a.c": [1, {"d": 2}], "e": None}
     assert grouping.flatten(3) == {}
+
+
+def test_only_a_keys_last_part_names_a_seed_and_keys_after_it_still_differ():
+    configs = [{"data": {"seed": s, "seeding": {"kind": k}}, "zeta": z} for s, k, z in ((1, "a", 1), (2, "b", 2))]
+    assert grouping.differing_keys(configs) == ["data.seeding.kind", "zeta"]
+
+
+def test_list_values_with_mappings_in_any_key_order_are_one_value():
+    a = grouping.group_of({"m": {"blocks": [{"x": 1, "y": 2}]}}, {}, ["m.blocks"])
+    b = grouping.group_of({"m": {"blocks": [{"y": 2, "x": 1}]}}, {}, ["m.blocks"])
+    assert a == b and a.label == 'blocks=[{"x": 1, "y": 2}]'
+
+
+def test_a_kind_brings_its_parameters_only_for_a_head():
+    assert grouping.with_kind_parameters(["data.kind"]) == ["data.kind"]
+    assert grouping.with_kind_parameters(["model.head.components"]) == ["model.head.components"]
+    assert grouping.with_kind_parameters(["model.head.kind"]) == ["model.head.kind", "model.head.components", "model.head.rank"]
+
+
+def test_an_unknown_key_lists_at_most_sixty_existing_keys():
+    configs = [{"k": {f"key{i:02d}": i for i in range(61)}}]
+    with pytest.raises(grouping.GroupKeyError) as err:
+        grouping.resolve("nothing", configs, [{}], "--group_by")
+    listing = str(err.value).split("keys that exist: ")[1]
+    assert listing == ", ".join(f"k.key{i:02d}" for i in range(60)) + ", ... (61 in all)"
+    with pytest.raises(grouping.GroupKeyError) as err:
+        grouping.resolve("nothing", [{"k": {f"key{i:02d}": i for i in range(60)}}], [{}], "--group_by")
+    assert str(err.value).split("keys that exist: ")[1] == ", ".join(f"k.key{i:02d}" for i in range(60))
