@@ -140,3 +140,24 @@ def test_an_unknown_key_lists_at_most_sixty_existing_keys():
     with pytest.raises(grouping.GroupKeyError) as err:
         grouping.resolve("nothing", [{"k": {f"key{i:02d}": i for i in range(60)}}], [{}], "--group_by")
     assert str(err.value).split("keys that exist: ")[1] == ", ".join(f"k.key{i:02d}" for i in range(60))
+
+
+def test_the_baseline_value_may_hold_an_equals_sign_and_its_errors_name_the_option():
+    runs = [_run(n, config={"m": {"tag": t, "d": d}}) for n, t, d in (("a", "x=1", 8), ("b", "y", 16), ("c", "z", 8))]
+    assert plan_groups(runs, ["m.d"], "m.tag=x=1").baseline == ("m.tag", "x=1")
+    with pytest.raises(CompareError, match=r"^--baseline tags: no run has this config key"):
+        plan_groups(runs, ["m.d"], "tags=y")
+    with pytest.raises(CompareError, match=r"values of m.d: 8, 16$"):
+        plan_groups(runs, ["m.d"], "m.d=4")
+
+
+def test_a_run_without_the_keys_is_its_own_group_also_with_a_baseline():
+    runs = [_run("a", config={"m": {"d": 8}}), _run("b", config={"m": {"d": 16}}), _run("bare", info={}, config={})]
+    plan = plan_groups(runs, None, "m.d=8")
+    assert plan.of_run["bare"] == "bare" and plan.groups["bare"].value("m.d") is None
+
+
+def test_a_head_key_that_is_no_parameter_must_be_in_every_run():
+    runs = [_run("a", config={"m": {"head": {"kind": "mos"}}}), _run("b", config={"m": {"head": {"components": 2}}})]
+    with pytest.raises(CompareError, match="--group_by m.head.kind: not in the config or run.json of b"):
+        plan_groups(runs, ["m.head.kind"], None)
