@@ -3,6 +3,9 @@ summary's numbers read from each run's table; the runs' processes are replaced b
 run writes. The real runs: tests/test_sweep.py (slow)."""
 
 import json
+import os
+import shlex
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -51,6 +54,10 @@ def test_a_run_that_did_not_finish_shows_its_logs_last_line_and_no_numbers_witho
     row = sweep.summary_row(plan, run, "FAILED (exit 1)", 1.0)
     assert row["last_log_line"] == "ValueError: bad thing" and "final_val_loss" not in row and "saturation" not in row
     assert "last_log_line" not in sweep.summary_row(plan, run, "done", 1.0)
+    plan.log(run).write_bytes(b"ok\n\xff\xfe broken bytes\n")  # not UTF-8: replaced, not an error
+    assert sweep.summary_row(plan, run, "FAILED (exit 1)", 1.0)["last_log_line"] == "\ufffd\ufffd broken bytes"
+    plan.log(run).write_text("\n  \n")
+    assert sweep.summary_row(plan, run, "FAILED (exit 1)", 1.0)["last_log_line"] == ""
     assert sweep.summary_row(plan, plan.runs[1], "FAILED (exit 1)", 1.0)["last_log_line"] == ""  # no log yet
 
 
@@ -74,10 +81,17 @@ def test_run_all_runs_new_and_started_runs_resuming_the_started_and_summarises_a
     _table(plan.root / done.name, done.name, {10: 2.0})
     (plan.root / started.name / "lightning").mkdir(parents=True)  # training had begun: resume it
     calls = []
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads = str(max(1, (os.cpu_count() or 1) // 1))
 
     def fake_run(command, stdout, stderr, env, cwd):
         calls.append(command)
         name = command[command.index("--run.name") + 1]
+        # the run's output goes to its log, after the command line; one thread share each; run from here
+        assert stdout.name == str(plan.root / name / "sweep.log") and stderr == sweep.subprocess.STDOUT
+        assert env["OMP_NUM_THREADS"] == threads and env["PATH"] == os.environ["PATH"] and cwd == os.getcwd()
+        stdout.flush()
+        assert Path(stdout.name).read_text().splitlines()[-1] == "$ " + shlex.join(command)
         if name == new.name:
             return type("Done", (), {"returncode": 3})()
         _table(plan.root / name, name, {10: 2.5})
@@ -88,6 +102,8 @@ def test_run_all_runs_new_and_started_runs_resuming_the_started_and_summarises_a
     assert [c[c.index("--run.name") + 1] for c in calls] == [started.name, new.name]
     assert calls[0][-2:] == ["--ckpt_path", "last"] and "--ckpt_path" not in calls[1]
     assert plan.marker(started).is_file() and not plan.marker(new).exists()
+    marker = json.loads(plan.marker(started).read_text())
+    assert marker["settings"] == started.settings and 0 <= marker["seconds"] < 60
     summary = pd.read_csv(plan.root / sweep.SUMMARY)
     assert list(summary.columns) == sweep.SUMMARY_COLUMNS
     assert summary["status"].tolist() == ["done (earlier)", "done", "FAILED (exit 3)"]
