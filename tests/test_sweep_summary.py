@@ -108,11 +108,16 @@ def test_run_all_runs_new_and_started_runs_resuming_the_started_and_summarises_a
     assert list(summary.columns) == sweep.SUMMARY_COLUMNS
     assert summary["status"].tolist() == ["done (earlier)", "done", "FAILED (exit 3)"]
     assert summary["final_val_loss"].tolist()[:2] == [2.0, 2.5] and summary["seconds"].iloc[0] == 7.0
-    err = capsys.readouterr().err
-    assert f"{new.name} failed" in err and "1 run(s) failed" in err
+    assert summary["seconds"].notna().all()  # the runs done now carry their time too
+    out = capsys.readouterr()
+    assert f"{new.name} failed" in out.err and "1 run(s) failed" in out.err
+    assert "3 runs under" in out.out and "1 already done, 2 to run with 1 worker(s)" in out.out
+    assert f"{started.name}: done in" in out.out and f"{new.name}: FAILED (exit 3, log {plan.log(new)})" in out.out
     calls.clear()
     assert sweep.run_all(plan, workers=1) == 1  # again: only the failed run runs (it never started: from scratch)
     assert [c[c.index("--run.name") + 1] for c in calls] == [new.name] and "--ckpt_path" not in calls[0]
+    monkeypatch.setattr(sweep.subprocess, "run", lambda command, **kw: type("Done", (), {"returncode": 0})())
+    assert sweep.run_all(plan, workers=1) == 0  # every run done: exit 0
 
 
 def test_printed_commands_comment_out_finished_runs_and_resume_started_ones(tmp_path):
