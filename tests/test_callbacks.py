@@ -11,6 +11,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from lmdynamics import store
 from lmdynamics.callbacks.head_rank import HeadRank, SaturationRule
+from lmdynamics.layout import RunLayout
 from lmdynamics.measure import activation_metric_rows, weight_metric_rows
 from lmdynamics.probes import ProbeSet, capture, load_activations
 from lmdynamics.commands.fit import main
@@ -287,10 +288,33 @@ def test_the_rule_is_the_same_live_and_replayed(tmp_path):
 
 
 @pytest.mark.parametrize("over, words", [({"patience": 0}, "patience"), ({"noise_factor": -1.0}, "noise_factor"),
-                                         ({"kl_reference": "first"}, "kl_reference")])
+                                         ({"loss_margin": -0.01}, "loss_margin"), ({"kl_jump": -0.01}, "kl_jump"),
+                                         ({"noise_window": 1}, "noise_window"), ({"kl_reference": "first"}, "kl_reference")])
 def test_bad_monitor_settings_are_refused(over, words):
     with pytest.raises(ValueError, match=words):
         HeadRank(**over)
+
+
+def test_the_edges_of_the_monitor_settings_are_allowed():
+    """Zero margin, jump and noise factor, patience 1 and a window of 2 differences: the first rule's settings."""
+    HeadRank(loss_margin=0.0, kl_jump=0.0, noise_factor=0.0, patience=1, noise_window=2, kl_reference="min")
+
+
+@pytest.mark.parametrize("kl_reference", ["best", "min"])
+def test_a_replayed_rule_is_the_live_rule_ready_for_the_next_validation(kl_reference):
+    """The rule replayed from a run's tables holds exactly the state of the live rule that saw the same values,
+    KLs measured after the last validation (the head measured more often than the loss) included."""
+    rng = np.random.default_rng(5)
+    val = {s: 2.0 + 1.0 / (1 + s) + rng.normal(0, 0.01) for s in range(0, 40, 4)}
+    kl = {s: 0.1 + 0.002 * s + rng.normal(0, 0.001) for s in range(0, 47, 2)}  # also at 38..46, after the last loss
+    live = SaturationRule(kl_reference=kl_reference, patience=1, noise_factor=1.0)
+    for step in range(47):
+        if step in kl:
+            live.add_kl(step, kl[step])
+        if step in val:
+            live.update(step, val[step])
+    replayed, _ = SaturationRule.replayed(val, kl, kl_reference=kl_reference, patience=1, noise_factor=1.0)
+    assert vars(replayed) == vars(live)
 
 
 @pytest.mark.parametrize("kind", ["plain", "mos"])
@@ -321,19 +345,22 @@ def test_the_live_monitor_reads_the_head_kl_the_tables_show(tmp_path, kind):
     assert kind == "plain" or heads.groupby("step").value.std().min() > 0.1  # the components really differ
 
 
-def _monitored_run(run, spectra, val_losses, start=0, stop=None):
+def _monitored_run(run, spectra, val_losses, start=0, stop=None, **rule):
     """Steps start..stop-1 of a run as the CLI drives HeadRank: the head measured (its rows to the run's table),
     then the validation loss logged to the table (as the tidy-table logger does) and handed to the monitor."""
     from lmdynamics.measure import tag_rows
 
+    torch.manual_seed(0)  # the same initial head (measured at train start) in the whole, killed and resumed runs
     model = GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                              intermediate_size=16, vocab_size=32))
-    cb = HeadRank(every=1)
+    cb = HeadRank(every=1, **rule)
     probe = SimpleNamespace(activations=lambda trainer, module, step: {})
     cb.probe = lambda trainer=None: probe
     run.mkdir(parents=True, exist_ok=True)
     trainer = _fake_trainer(run)
-    trainer.max_steps, trainer.global_step, trainer.loggers = len(val_losses), start, []
+    # resumed from the checkpoint of step start - 1: Lightning's global_step is that step at on_train_start, and
+    # that step's validation is in the table (the checkpoint is committed once its step's validation is logged)
+    trainer.max_steps, trainer.global_step, trainer.loggers = len(val_losses), max(start - 1, 0), []
     module = SimpleNamespace(model=model, spec=SimpleNamespace(name="m"), tokens_per_step=1)
     cb.setup(trainer, module, "fit")
     cb.on_train_start(trainer, module)
@@ -370,6 +397,34 @@ def test_a_resumed_monitor_goes_on_as_if_never_stopped(tmp_path):
         resumed = _monitored_run(run, spectra, val, start=checkpoint + 1)
         assert resumed.events == whole.events, checkpoint
         assert (run / "events.jsonl").read_text() == (tmp_path / "whole" / "events.jsonl").read_text()
+
+
+def test_a_resumed_monitor_keeps_its_settings_and_every_event(tmp_path):
+    """Non-default monitor settings (patience 2, no noise term, the running-minimum KL reference) and two
+    excursions, each firing: resumed between the events and after both, the events and events.jsonl are the
+    uninterrupted run's (the replay applies the run's own rule, and rewrites every earlier event)."""
+    rule = {"patience": 2, "noise_factor": 0.0, "loss_margin": 0.01, "kl_reference": "min"}
+    val = [3.0, 2.8, 2.6, 2.5, 2.55, 2.6, 2.65, 2.4, 2.3, 2.35, 2.4, 2.45, 2.5]
+    q = [0.9, 0.9, 0.9, 0.9, 0.8, 0.7, 0.65, 0.6, 0.6, 0.55, 0.5, 0.5, 0.5]
+    spectra = [x ** np.arange(8) for x in q]
+    whole = _monitored_run(tmp_path / "whole", spectra, val, **rule)
+    assert [e["step"] for e in whole.events] == [5, 10]
+    for checkpoint in (8, 11):
+        run = tmp_path / f"resumed{checkpoint}"
+        _monitored_run(run, spectra, val, **rule)  # the killed process
+        store.rewind(store.table_path(run), run.name, checkpoint)
+        resumed = _monitored_run(run, spectra, val, start=checkpoint + 1, **rule)
+        assert resumed.events == whole.events, checkpoint
+        assert (run / "events.jsonl").read_text() == (tmp_path / "whole" / "events.jsonl").read_text()
+
+
+def test_a_monitor_resumed_before_anything_was_written_starts_fresh(tmp_path):
+    """A run resumed at a step before its first measurement or validation reached the table (no table yet):
+    the monitor starts as a new run's, and its first rising excursion fires as it would there."""
+    cb = HeadRank(every=1)
+    cb.resume(RunLayout(tmp_path), 5)
+    fresh = SaturationRule(**cb.settings)
+    assert cb.events == [] and vars(cb.rule) == vars(fresh) and not (tmp_path / "events.jsonl").exists()
 
 
 @pytest.mark.parametrize("window", [2, 4, 8])

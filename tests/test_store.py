@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 
 from lmdynamics import store
@@ -134,3 +135,74 @@ def test_a_table_of_the_layout_before_the_index_column_reads_in_todays_layout(tm
         rest = got[got.metric == "er"].sort_values("layer")
         assert rest.layer.tolist() == [-1, 2] and rest.component.tolist() == ["head", "mlp"]
         assert rest["index"].tolist() == [store.NO_INDEX] * 2 and rest.value.tolist() == [9.0, 7.0]
+
+
+def _rows(n, metric="m", run="r", index=None):
+    return [{"run": run, "model": "x", "step": s, "tokens": 10 * s, "layer": -1, "component": "head", "metric": metric,
+             "value": float(s), **({} if index is None else {"index": index})} for s in range(n)]
+
+
+def test_reading_some_metrics_gives_exactly_their_rows(tmp_path):
+    path = store.table_path(tmp_path)
+    store.append(path, _rows(3, "a") + _rows(2, "b") + _rows(4, "c"))
+    store.append(path, _rows(2, "a"))  # a second part
+    whole = store.read_table(path)
+    for metrics in (["a"], ["b", "c"]):
+        got = store.read_table(path, metrics=metrics)
+        want = whole[whole["metric"].isin(metrics)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), want)
+
+
+def test_rows_from_a_filtered_frame_or_dicts_read_back_exactly_by_any_parquet_reader(tmp_path):
+    path = store.table_path(tmp_path)
+    frame = pd.DataFrame(_rows(6, index=2))
+    store.append(path, frame[frame["step"] > 2])  # a frame whose index does not start at 0
+    store.append(path, _rows(2, "n") + [{**_rows(1, "n")[0], "step": 9, "index": 4}])  # index given for some rows only
+    plain = pd.read_parquet(path)  # what the module says any reader gets
+    assert list(plain.columns) == list(store.COLUMNS) and isinstance(plain.index, pd.RangeIndex)
+    table = store.read_table(path).sort_values(["metric", "step"]).reset_index(drop=True)
+    assert table["step"].tolist() == [3, 4, 5, 0, 1, 9] and table["index"].tolist() == [2, 2, 2, -1, -1, 4]
+    store.rewrite(path)
+    plain = pd.read_parquet(path)
+    assert list(plain.columns) == list(store.COLUMNS) and isinstance(plain.index, pd.RangeIndex) and len(plain) == 6
+
+
+def test_an_empty_frame_has_the_tables_columns_and_types_and_rows_lacking_a_column_are_refused():
+    empty = store.to_frame([])
+    assert list(empty.columns) == list(store.COLUMNS)
+    assert [str(t) for t in empty.dtypes] == ["object", "object", "int64", "int64", "int64", "object", "object", "int64",
+                                              "float64"]
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['tokens'\]"):
+        store.to_frame([{k: v for k, v in _rows(1)[0].items() if k != "tokens"}])
+
+
+def test_a_rewrite_sorts_after_every_part_it_replaces_and_returns_none_when_nothing_is_left(tmp_path):
+    path = store.table_path(tmp_path)
+    for i in range(3):
+        store.append(path, _rows(2, f"m{i}"))
+    names = [p.name for p in store.parts(path)]
+    target = store.rewrite(path)
+    assert target.name > max(names) and store.parts(path) == [target]
+    later = store.append(path, _rows(1, "later"))
+    assert store.parts(path) == [target, later]  # a part written afterwards sorts after it
+    assert store.rewrite(path, keep=lambda frame: frame["step"] < 0) is None and store.parts(path) == []
+
+
+def test_load_table_takes_a_frame_a_run_directory_or_the_table_itself(tmp_path):
+    run = tmp_path / "run"
+    store.append(store.table_path(run), _rows(2))
+    for source in (run, store.table_path(run), str(run)):
+        assert store.load_table(source)["step"].tolist() == [0, 1]
+    assert store.resolve_table(run) == store.table_path(run)
+    other = tmp_path / "parts_elsewhere"  # a table directory by another name, holding parts
+    store.append(other, _rows(1))
+    assert store.resolve_table(other) == other and len(store.load_table(other)) == 1
+    assert store.load_table(pd.DataFrame(_rows(3)))["index"].tolist() == [-1, -1, -1]
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(FileNotFoundError, match="no tidy table at"):
+        store.resolve_table(tmp_path / "bare")
+    (tmp_path / "bare" / store.TABLE_NAME).mkdir()
+    with pytest.raises(ValueError, match=f"the tidy table {tmp_path / 'bare' / store.TABLE_NAME} has no rows yet"):
+        store.load_table(tmp_path / "bare")
+    with pytest.raises(ValueError, match="the DataFrame given has no rows yet"):
+        store.load_table(pd.DataFrame(columns=list(store.COLUMNS)))

@@ -36,7 +36,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "metrics/spectrum.py": ("test_metrics_spectrum", "test_metrics_edges", "test_properties"),
     "metrics/trends.py": ("test_metrics_trends", "test_trajectories_classify"),
     "training/module.py": ("test_recipe",),
-    "training/resume.py": ("test_resume_pruning", "test_resume"),
+    "training/resume.py": ("test_resume_pruning", "test_resume_when"),  # test_resume is all slow (kill tests)
     "store.py": ("test_store",),
     "summaries.py": ("test_summaries",),
     "saturation/signals.py": ("test_saturation_signals_direction", "test_saturation_detect", "test_saturation_heads"),
@@ -85,15 +85,17 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "trajectories/tokens.py": ("test_trajectories_storage", "test_trajectories_counts", "test_trajectory_values"),
     "data/synthetic.py": ("test_synthetic",),
     "models/heads.py": ("test_interventions", "test_generate", "test_saturation_heads"),
-    "compare/runs.py": ("test_compare",),
-    "compare/statistics.py": ("test_compare",),
-    "compare/groups.py": ("test_compare",),
-    "compare/grouping.py": ("test_compare", "test_interventions"),
-    "compare/verdict.py": ("test_compare",),
-    "sweep.py": ("test_sweep",),
+    "compare/runs.py": ("test_compare_runs",),  # the report tests: ~7 s a mutant
+    "compare/statistics.py": ("test_compare_statistics",),  # the report tests: ~7 s a mutant
+    "compare/groups.py": ("test_compare_grouping",),  # the report tests: ~7 s a mutant
+    "compare/grouping.py": ("test_compare_grouping", "test_compare_verdict",
+                            "test_interventions::test_runs_of_mos_heads_with_and_without_component_rank_are_told_apart"),
+    # the report tests run the whole command with figures (~7 s a mutant): the verdict's own fast tests
+    "compare/verdict.py": ("test_compare_verdict",),
+    "sweep.py": ("test_sweep", "test_sweep_summary"),
     "callbacks/trajectories.py": ("test_trajectories_live",),
     "callbacks/head_rank.py": ("test_callbacks",),
-    "generate.py": ("test_generate",),
+    "generate.py": ("test_generate", "test_generate_sampling"),
 }
 COPIED = ("src", "tests", "configs", "analysis", "train", "pyproject.toml")
 
