@@ -40,3 +40,34 @@ def test_late_rise_of_a_run_without_a_validation_before_40_percent(tmp_path, val
     row = per_run.iloc[0]
     assert (row["best"], row["final"], row["rise"], row["final excess"]) == pytest.approx((2.5, 2.5, 0.0, 0.5))
     assert row["val@40% - final"] == pytest.approx(at_40, nan_ok=True)
+
+
+def _head_run(root: Path, name: str, head: dict, val: float, true_loss: float = 2.0) -> Path:
+    """A finished section-1 run (saturation_organism.py heads): its head, final validation loss and head ER."""
+    run = _run(root, name, 10, {10: val})
+    (run / "run.json").write_text(json.dumps({
+        "run": name, "max_steps": 10, "tokens_per_step": 4, "hidden_size": 64, "context_length": 8,
+        "architecture": {"head": {"kind": head["kind"], "rank": head.get("rank"), "components": head.get("components")}},
+        "synthetic": {"entropy_floor": 1.9, "val_true_loss": true_loss}}))
+    store.append(store.table_path(run), [{"run": name, "model": "m", "step": 10, "tokens": 40, "layer": -1,
+                                          "component": "head", "metric": "er", "value": 3.0}])
+    return run
+
+
+def test_heads_compares_each_sweep_with_its_own_low_rank_and_full_heads(tmp_path, monkeypatch):
+    """saturation_organism.py heads over two run roots that both hold a rank-16 and a plain head (e.g. with and
+    without weight decay on the head): the mixture's share is taken against the rank-r head of its own root, and
+    the full-rank excess each row subtracts is its own root's plain head (the old code stopped on the repeated r)."""
+    module = _script("saturation_organism")
+    monkeypatch.setattr(module, "rank_optimum", lambda spec, r, ctx: 0.5 if r == 16 else 0.1)
+    a, b = tmp_path / "a", tmp_path / "b"
+    _head_run(a, "a-r16", {"kind": "low_rank", "rank": 16}, 2.5)
+    _head_run(a, "a-mos4r16", {"kind": "mos", "rank": 16, "components": 4}, 2.1)
+    _head_run(a, "a-plain", {"kind": "plain"}, 2.05)
+    _head_run(b, "b-r16", {"kind": "low_rank", "rank": 16}, 2.4)
+    _head_run(b, "b-plain", {"kind": "plain"}, 2.02)
+    table = module.heads([a, b], optimum=True).set_index("group")
+    assert table.loc["a-mos4r16", "share of low_rank r's excess removed"] == pytest.approx(1 - 0.1 / 0.5)
+    full = table["(excess - full-rank excess) / optimum"]
+    assert full["a-r16"] == pytest.approx((0.5 - 0.05) / 0.5) and full["b-r16"] == pytest.approx((0.4 - 0.02) / 0.5)
+    assert full["a-plain"] == pytest.approx(0.0) and full["b-plain"] == pytest.approx(0.0)

@@ -143,7 +143,7 @@ def heads(roots, optimum: bool = False, exact: bool = False) -> pd.DataFrame:
         head = info["architecture"]["head"]
         floor = info["synthetic"]["entropy_floor"]
         lang = info["synthetic"]
-        rows.append({"group": group_of(run.name), "head": head["kind"], "r": head["rank"] or info["hidden_size"],
+        rows.append({"group": group_of(run.name), "root": str(run.parent), "head": head["kind"], "r": head["rank"] or info["hidden_size"],
                      "K": head["components"] if head["kind"] == "mos" else 1, "excess": float(val.iloc[-1] - lang["val_true_loss"]),
                      "excess over the expected floor": float(val.iloc[-1] - floor),
                      **({"KL": context_kl(run)["KL (exact, mean)"]} if exact else {}),
@@ -153,7 +153,7 @@ def heads(roots, optimum: bool = False, exact: bool = False) -> pd.DataFrame:
     out = []
     for g, d in per_run.groupby("group"):
         mean, low, high, n = t_interval(d["excess"])
-        out.append({"group": g, "head": d["head"].iloc[0], "r": d["r"].iloc[0], "K": d["K"].iloc[0], "seeds": n,
+        out.append({"group": g, "root": d["root"].iloc[0], "head": d["head"].iloc[0], "r": d["r"].iloc[0], "K": d["K"].iloc[0], "seeds": n,
                     "excess mean": mean, "95% t-interval": f"[{low:.4f}, {high:.4f}]",
                     "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]),
                     "val - expected floor (mean)": d["excess over the expected floor"].mean(), "head ER mean": d["er"].mean(),
@@ -161,19 +161,23 @@ def heads(roots, optimum: bool = False, exact: bool = False) -> pd.DataFrame:
                     "tokens": d["tokens"].iloc[0]})
     table = pd.DataFrame(out).sort_values(["head", "r"])
     col = "exact KL mean" if exact else "excess mean"
-    plain_r = table[table["head"] == "low_rank"].set_index("r")[col]
+    # each run root is one sweep (one setting): a row is compared with the heads of its own root only
+    plain_r = table[table["head"] == "low_rank"].set_index(["root", "r"])[col]
     mos = table["head"] == "mos"  # share of the plain rank-r head's excess (exact KL with --exact) the mixture removes
-    table.loc[mos, "share of low_rank r's excess removed"] = 1 - table.loc[mos, col] / table.loc[mos, "r"].map(plain_r)
+    low_rank_of = pd.MultiIndex.from_frame(table.loc[mos, ["root", "r"]])
+    table.loc[mos, "share of low_rank r's excess removed"] = 1 - table.loc[mos, col].to_numpy() / plain_r.reindex(low_rank_of).to_numpy()
     if optimum:
         opt = {r: rank_optimum(lang, int(r), info["context_length"]) for r in table["r"].unique()}
         table["float64 rank-r optimum"] = table["r"].map(opt)
         table["excess / optimum"] = table["excess mean"] / table["float64 rank-r optimum"]
         if exact:
             table["exact KL / optimum"] = table["exact KL mean"] / table["float64 rank-r optimum"]
-        full = table.loc[table["head"] == "plain", "excess mean"]
-        if len(full) == 1:  # the budget's share: what the full-rank head on the same backbone still lacks
-            table["(excess - full-rank excess) / optimum"] = (table["excess mean"] - float(full.iloc[0])) / table["float64 rank-r optimum"]
-    return table
+        # the budget's share: what the full-rank head on the same backbone (the root's one plain head) still lacks
+        plain = table[table["head"] == "plain"].groupby("root")["excess mean"]
+        full = plain.first()[plain.size() == 1]
+        if len(full):
+            table["(excess - full-rank excess) / optimum"] = (table["excess mean"] - table["root"].map(full)) / table["float64 rank-r optimum"]
+    return table.drop(columns="root")
 
 
 def context_kl(run: Path, n_blocks: int = 256) -> dict:
