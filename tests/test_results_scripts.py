@@ -71,3 +71,31 @@ def test_heads_compares_each_sweep_with_its_own_low_rank_and_full_heads(tmp_path
     full = table["(excess - full-rank excess) / optimum"]
     assert full["a-r16"] == pytest.approx((0.5 - 0.05) / 0.5) and full["b-r16"] == pytest.approx((0.4 - 0.02) / 0.5)
     assert full["a-plain"] == pytest.approx(0.0) and full["b-plain"] == pytest.approx(0.0)
+
+
+def test_head_spectrum_reads_the_head_through_the_final_layer_norm_gain(tmp_path):
+    """saturation_organism.py spectrum: a weight decay on the head can be undone by the final LayerNorm's gain
+    (a vector, not decayed), since logits = (g * normalised h) W^T. Halving W and doubling g leaves the effective
+    head W diag(g) (and so every prediction) unchanged: its singular values must not move while W's halve."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32, max_position_embeddings=8))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"max_steps": 10}))
+    model.save_pretrained(run / "checkpoints" / "step00000000")
+    with torch.no_grad():
+        model.gpt_neox.final_layer_norm.weight.uniform_(0.5, 1.5)
+        model.save_pretrained(run / "checkpoints" / "step00000010")  # as trained: some gain g
+        model.get_output_embeddings().weight.mul_(0.5)
+        model.gpt_neox.final_layer_norm.weight.mul_(2.0)
+    before = _script("saturation_organism").head_spectrum(run, R=8)
+    model.save_pretrained(run / "checkpoints" / "step00000010")  # W / 2, g x 2: the same predictions
+    after = _script("saturation_organism").head_spectrum(run, R=8)
+    assert after["sigma_1..8 final (mean)"] == pytest.approx(before["sigma_1..8 final (mean)"] / 2)
+    assert after["mean |final LayerNorm gain| (final)"] == pytest.approx(2 * before["mean |final LayerNorm gain| (final)"])
+    assert after["sigma_1..8 of W diag(g) final (mean)"] == pytest.approx(before["sigma_1..8 of W diag(g) final (mean)"])
+    assert after["sigma_1..8 of W diag(g) final (mean)"] != pytest.approx(after["sigma_1..8 final (mean)"])

@@ -230,16 +230,24 @@ def head_spectrum(run: Path, R: int = 32) -> dict:
 
     info = json.loads((run / "run.json").read_text())
 
-    def sv(step):
-        (_, w), *_ = head_matrices(load_causal_lm(run / "checkpoints" / f"step{step:08d}"))
-        return torch.linalg.svdvals(w.double())
+    def head_and_gain(step):
+        model = load_causal_lm(run / "checkpoints" / f"step{step:08d}")
+        (_, w), *_ = head_matrices(model)
+        return w.double(), model.gpt_neox.final_layer_norm.weight.detach().double()
 
-    s0, s1 = sv(0), sv(info["max_steps"])
+    (w0, _), (w1, g1) = head_and_gain(0), head_and_gain(info["max_steps"])
+    s0, s1 = torch.linalg.svdvals(w0), torch.linalg.svdvals(w1)
+    # logits = (g * normalised h) W^T: the head the normalised state sees is W diag(g); the gain (a vector) is not
+    # decayed, so a weight decay on W can move scale from W into g without changing any prediction
+    s_eff = torch.linalg.svdvals(w1 * g1)
     return {"run": run.name, "ER init": float(effective_rank(s0)), "ER final": float(effective_rank(s1)),
             f"sigma_1..{R} final (mean)": float(s1[:R].mean()), f"sigma_{R + 1}.. final (mean)": float(s1[R:].mean()),
             f"sigma_{R + 1}.. init (mean)": float(s0[R:].mean()),
             f"energy share of sigma_1..{R} (final)": float((s1[:R] ** 2).sum() / (s1**2).sum()),
-            f"ER of sigma_1..{R} alone (final)": float(effective_rank(s1[:R]))}
+            f"ER of sigma_1..{R} alone (final)": float(effective_rank(s1[:R])),
+            "mean |final LayerNorm gain| (final)": float(g1.abs().mean()),
+            f"sigma_1..{R} of W diag(g) final (mean)": float(s_eff[:R].mean()),
+            f"sigma_{R + 1}.. of W diag(g) final (mean)": float(s_eff[R:].mean()), "ER of W diag(g) final": float(effective_rank(s_eff))}
 
 
 def sample_offsets(val_blocks=(64, 256, 1024, 4096), zipfs=(0.0, 1.0), data_seed: int = 1234) -> pd.DataFrame:
