@@ -99,3 +99,35 @@ def test_head_spectrum_reads_the_head_through_the_final_layer_norm_gain(tmp_path
     assert after["mean |final LayerNorm gain| (final)"] == pytest.approx(2 * before["mean |final LayerNorm gain| (final)"])
     assert after["sigma_1..8 of W diag(g) final (mean)"] == pytest.approx(before["sigma_1..8 of W diag(g) final (mean)"])
     assert after["sigma_1..8 of W diag(g) final (mean)"] != pytest.approx(after["sigma_1..8 final (mean)"])
+
+
+def _monitored_run(root: Path, name: str, val: dict[int, float], kl: dict[int, float], live_steps=()) -> Path:
+    """A finished run with the head's KL-to-uniform and ER logged and the live monitor's events written."""
+    run = _run(root, name, max(val), val)
+    store.append(store.table_path(run), [{"run": name, "model": "m", "step": s, "tokens": s, "layer": -1, "component": "head",
+                                          "metric": metric, "value": v} for s, k in kl.items() for metric, v in (("kl_uniform", k), ("er", 8.0))])
+    (run / "events.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in live_steps))
+    return run
+
+
+def test_alarm_counts_per_run_set_and_the_recorded_copy(tmp_path):
+    """saturation_organism.py alarms: per run set (run root), the runs each rule fired in and its events; a planted
+    climb with a head-KL jump fires the current rule, a plateau with noise 1e-3 fires nothing; the recorded
+    runs.csv's final loss and event count sit next to the rerun's, matched by run name."""
+    module = _script("saturation_organism")
+    steps = range(100, 1500, 100)
+    plateau = {s: 2.0 + 0.001 * (i % 2) for i, s in enumerate(steps)}
+    climb = {**{s: v for s, v in plateau.items() if s <= 1000}, 1100: 2.05, 1200: 2.10, 1300: 2.15, 1400: 2.20}
+    _monitored_run(tmp_path / "a", "collapse", climb, {s: 0.5 if s <= 1000 else 1.0 for s in steps}, live_steps=[1300])
+    _monitored_run(tmp_path / "b", "quiet", plateau, {s: 0.5 for s in steps})
+    import pandas as pd
+    pd.DataFrame({"run": ["quiet"], "final_val_loss": [2.0011], "saturation_events": [0]}).to_csv(tmp_path / "runs.csv", index=False)
+    table = module.alarms([tmp_path / "a", tmp_path / "b"], recorded=tmp_path / "runs.csv")
+    counts = module.alarm_counts(table).set_index("run set")
+    a, b = counts.loc[str(tmp_path / "a")], counts.loc[str(tmp_path / "b")]
+    assert (a["runs"], a["live: runs with events"], a["live: events"], a["current rule: runs with events"]) == (1, 1, 1, 1)
+    assert a["current rule: events"] >= 1 and a["first rule: runs with events"] == 1
+    assert b["runs"] == 1 and all(b[f"{rule}: events"] == 0 for rule in module.ALARM_COUNTS)
+    quiet = table.set_index("run").loc["quiet"]
+    assert (quiet["recorded final"], quiet["recorded events"]) == (pytest.approx(2.0011), 0)
+    assert math.isnan(table.set_index("run").loc["collapse", "recorded final"])

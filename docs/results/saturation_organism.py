@@ -1,6 +1,6 @@
 """Numbers and figures for docs/results/saturation-organism.md, recomputed from the runs' tidy tables.
 
-    .venv/bin/python docs/results/saturation_organism.py alarms RUN_ROOT...      # monitor: first rule vs the current one
+    .venv/bin/python docs/results/saturation_organism.py alarms [--kl-schedule E,C] [--recorded runs.csv] RUN_ROOT...  # monitor: first rule vs the current one; counts per run set
     .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
     .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--exact] [--figure OUT.png] RUN_ROOT...  # section 1
     .venv/bin/python docs/results/saturation_organism.py kl RUN_ROOT...         # exact KL per context: state-pooled + spread
@@ -71,10 +71,13 @@ def group_of(name: str) -> str:
     return re.sub(r"-seed_everything\d+", "", name)
 
 
-def alarms(roots, kl_schedule=None) -> pd.DataFrame:
+def alarms(roots, kl_schedule=None, recorded=None) -> pd.DataFrame:
     """Per run: the validation minimum, the late rise, and the events of the first and the current rule.
     ``kl_schedule`` = (every, log_cap): replay the first rule with KL only at the steps the run's live monitor
-    saw (its checkpoint schedule), when the run was re-measured at a finer cadence."""
+    saw (its checkpoint schedule), when the run was re-measured at a finer cadence. ``recorded``: a ``runs.csv``
+    of an earlier copy of these runs (a results folder): its final validation loss and live event count, by run
+    name, next to ours (is the rerun the same run?)."""
+    before = pd.read_csv(recorded).set_index("run") if recorded else None
     rows = []
     for run in runs(roots):
         info, val, kl, er = series(run)
@@ -93,8 +96,29 @@ def alarms(roots, kl_schedule=None) -> pd.DataFrame:
                      "current rule": " ".join(str(e["step"]) for e in current) or "-",
                      "current loss test alone": " ".join(str(e["step"]) for e in loss_alone) or "-",
                      "head KL at best -> final": f"{_at_or_before(kl, int(val.idxmin())):.3f} -> {kl.iloc[-1]:.3f}",
-                     "head ER at best -> final": f"{_at_or_before(er, int(val.idxmin())):.1f} -> {er.iloc[-1]:.1f}"})
+                     "head ER at best -> final": f"{_at_or_before(er, int(val.idxmin())):.1f} -> {er.iloc[-1]:.1f}",
+                     **({"final": float(val.iloc[-1]),
+                         "recorded final": before["final_val_loss"].get(run.name, np.nan),
+                         "recorded events": before["saturation_events"].get(run.name, np.nan)} if before is not None else {}),
+                     "root": str(run.parent), "n live": len(live), "n first": len(first), "n current": len(current),
+                     "n loss alone": len(loss_alone)})
     return pd.DataFrame(rows)
+
+
+ALARM_COUNTS = {"live": "n live", "first rule": "n first", "current rule": "n current", "current loss test alone": "n loss alone"}
+
+
+def alarm_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run root (one labelled run set) of an ``alarms`` table: runs, and for each rule the runs it fired in
+    (false alarms, on runs labelled non-saturating) and its events in all."""
+    out = []
+    for root, d in table.groupby("root", sort=False):
+        row = {"run set": root, "runs": len(d)}
+        for name, col in ALARM_COUNTS.items():
+            row[f"{name}: runs with events"] = int((d[col] > 0).sum())
+            row[f"{name}: events"] = int(d[col].sum())
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def _at_or_before(series: pd.Series, step: float) -> float:
@@ -417,9 +441,17 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "alarms":
         kl_schedule = None
-        if args and args[0] == "--kl-schedule":
-            kl_schedule, args = tuple(int(a) for a in args[1].split(",")), args[2:]
-        print(alarms(args, kl_schedule).round(4).to_markdown(index=False))
+        recorded = None
+        while args and args[0] in ("--kl-schedule", "--recorded"):  # [--kl-schedule E,C] [--recorded runs.csv]
+            if args[0] == "--kl-schedule":
+                kl_schedule = tuple(int(a) for a in args[1].split(","))
+            else:
+                recorded = args[1]
+            args = args[2:]
+        table = alarms(args, kl_schedule, recorded)
+        print(table.drop(columns=["root", *ALARM_COUNTS.values()]).round(4).to_markdown(index=False))
+        print()
+        print(alarm_counts(table).to_markdown(index=False))
     elif cmd == "late":
         per_run, groups = late(args)
         print(per_run.round(4).to_markdown(index=False))
