@@ -40,3 +40,94 @@ def test_late_rise_of_a_run_without_a_validation_before_40_percent(tmp_path, val
     row = per_run.iloc[0]
     assert (row["best"], row["final"], row["rise"], row["final excess"]) == pytest.approx((2.5, 2.5, 0.0, 0.5))
     assert row["val@40% - final"] == pytest.approx(at_40, nan_ok=True)
+
+
+def _head_run(root: Path, name: str, head: dict, val: float, true_loss: float = 2.0) -> Path:
+    """A finished section-1 run (saturation_organism.py heads): its head, final validation loss and head ER."""
+    run = _run(root, name, 10, {10: val})
+    (run / "run.json").write_text(json.dumps({
+        "run": name, "max_steps": 10, "tokens_per_step": 4, "hidden_size": 64, "context_length": 8,
+        "architecture": {"head": {"kind": head["kind"], "rank": head.get("rank"), "components": head.get("components")}},
+        "synthetic": {"entropy_floor": 1.9, "val_true_loss": true_loss}}))
+    store.append(store.table_path(run), [{"run": name, "model": "m", "step": 10, "tokens": 40, "layer": -1,
+                                          "component": "head", "metric": "er", "value": 3.0}])
+    return run
+
+
+def test_heads_compares_each_sweep_with_its_own_low_rank_and_full_heads(tmp_path, monkeypatch):
+    """saturation_organism.py heads over two run roots that both hold a rank-16 and a plain head (e.g. with and
+    without weight decay on the head): the mixture's share is taken against the rank-r head of its own root, and
+    the full-rank excess each row subtracts is its own root's plain head (the old code stopped on the repeated r)."""
+    module = _script("saturation_organism")
+    monkeypatch.setattr(module, "rank_optimum", lambda spec, r, ctx: 0.5 if r == 16 else 0.1)
+    a, b = tmp_path / "a", tmp_path / "b"
+    _head_run(a, "a-r16", {"kind": "low_rank", "rank": 16}, 2.5)
+    _head_run(a, "a-mos4r16", {"kind": "mos", "rank": 16, "components": 4}, 2.1)
+    _head_run(a, "a-plain", {"kind": "plain"}, 2.05)
+    _head_run(b, "b-r16", {"kind": "low_rank", "rank": 16}, 2.4)
+    _head_run(b, "b-plain", {"kind": "plain"}, 2.02)
+    table = module.heads([a, b], optimum=True).set_index("group")
+    assert table.loc["a-mos4r16", "share of low_rank r's excess removed"] == pytest.approx(1 - 0.1 / 0.5)
+    full = table["(excess - full-rank excess) / optimum"]
+    assert full["a-r16"] == pytest.approx((0.5 - 0.05) / 0.5) and full["b-r16"] == pytest.approx((0.4 - 0.02) / 0.5)
+    assert full["a-plain"] == pytest.approx(0.0) and full["b-plain"] == pytest.approx(0.0)
+
+
+def test_head_spectrum_reads_the_head_through_the_final_layer_norm_gain(tmp_path):
+    """saturation_organism.py spectrum: a weight decay on the head can be undone by the final LayerNorm's gain
+    (a vector, not decayed), since logits = (g * normalised h) W^T. Halving W and doubling g leaves the effective
+    head W diag(g) (and so every prediction) unchanged: its singular values must not move while W's halve."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32, max_position_embeddings=8))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"max_steps": 10}))
+    model.save_pretrained(run / "checkpoints" / "step00000000")
+    with torch.no_grad():
+        model.gpt_neox.final_layer_norm.weight.uniform_(0.5, 1.5)
+        model.save_pretrained(run / "checkpoints" / "step00000010")  # as trained: some gain g
+        model.get_output_embeddings().weight.mul_(0.5)
+        model.gpt_neox.final_layer_norm.weight.mul_(2.0)
+    before = _script("saturation_organism").head_spectrum(run, R=8)
+    model.save_pretrained(run / "checkpoints" / "step00000010")  # W / 2, g x 2: the same predictions
+    after = _script("saturation_organism").head_spectrum(run, R=8)
+    assert after["sigma_1..8 final (mean)"] == pytest.approx(before["sigma_1..8 final (mean)"] / 2)
+    assert after["mean |final LayerNorm gain| (final)"] == pytest.approx(2 * before["mean |final LayerNorm gain| (final)"])
+    assert after["sigma_1..8 of W diag(g) final (mean)"] == pytest.approx(before["sigma_1..8 of W diag(g) final (mean)"])
+    assert after["sigma_1..8 of W diag(g) final (mean)"] != pytest.approx(after["sigma_1..8 final (mean)"])
+
+
+def _monitored_run(root: Path, name: str, val: dict[int, float], kl: dict[int, float], live_steps=()) -> Path:
+    """A finished run with the head's KL-to-uniform and ER logged and the live monitor's events written."""
+    run = _run(root, name, max(val), val)
+    store.append(store.table_path(run), [{"run": name, "model": "m", "step": s, "tokens": s, "layer": -1, "component": "head",
+                                          "metric": metric, "value": v} for s, k in kl.items() for metric, v in (("kl_uniform", k), ("er", 8.0))])
+    (run / "events.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in live_steps))
+    return run
+
+
+def test_alarm_counts_per_run_set_and_the_recorded_copy(tmp_path):
+    """saturation_organism.py alarms: per run set (run root), the runs each rule fired in and its events; a planted
+    climb with a head-KL jump fires the current rule, a plateau with noise 1e-3 fires nothing; the recorded
+    runs.csv's final loss and event count sit next to the rerun's, matched by run name."""
+    module = _script("saturation_organism")
+    steps = range(100, 1500, 100)
+    plateau = {s: 2.0 + 0.001 * (i % 2) for i, s in enumerate(steps)}
+    climb = {**{s: v for s, v in plateau.items() if s <= 1000}, 1100: 2.05, 1200: 2.10, 1300: 2.15, 1400: 2.20}
+    _monitored_run(tmp_path / "a", "collapse", climb, {s: 0.5 if s <= 1000 else 1.0 for s in steps}, live_steps=[1300])
+    _monitored_run(tmp_path / "b", "quiet", plateau, {s: 0.5 for s in steps})
+    import pandas as pd
+    pd.DataFrame({"run": ["quiet"], "final_val_loss": [2.0011], "saturation_events": [0]}).to_csv(tmp_path / "runs.csv", index=False)
+    table = module.alarms([tmp_path / "a", tmp_path / "b"], recorded=tmp_path / "runs.csv")
+    counts = module.alarm_counts(table).set_index("run set")
+    a, b = counts.loc[str(tmp_path / "a")], counts.loc[str(tmp_path / "b")]
+    assert (a["runs"], a["live: runs with events"], a["live: events"], a["current rule: runs with events"]) == (1, 1, 1, 1)
+    assert a["current rule: events"] >= 1 and a["first rule: runs with events"] == 1
+    assert b["runs"] == 1 and all(b[f"{rule}: events"] == 0 for rule in module.ALARM_COUNTS)
+    quiet = table.set_index("run").loc["quiet"]
+    assert (quiet["recorded final"], quiet["recorded events"]) == (pytest.approx(2.0011), 0)
+    assert math.isnan(table.set_index("run").loc["collapse", "recorded final"])

@@ -1,6 +1,6 @@
 """Numbers and figures for docs/results/saturation-organism.md, recomputed from the runs' tidy tables.
 
-    .venv/bin/python docs/results/saturation_organism.py alarms RUN_ROOT...      # monitor: first rule vs the current one
+    .venv/bin/python docs/results/saturation_organism.py alarms [--kl-schedule E,C] [--recorded runs.csv] RUN_ROOT...  # monitor: first rule vs the current one; counts per run set
     .venv/bin/python docs/results/saturation_organism.py late RUN_ROOT...        # late rise per run, criterion per group
     .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--exact] [--figure OUT.png] RUN_ROOT...  # section 1
     .venv/bin/python docs/results/saturation_organism.py kl RUN_ROOT...         # exact KL per context: state-pooled + spread
@@ -71,10 +71,13 @@ def group_of(name: str) -> str:
     return re.sub(r"-seed_everything\d+", "", name)
 
 
-def alarms(roots, kl_schedule=None) -> pd.DataFrame:
+def alarms(roots, kl_schedule=None, recorded=None) -> pd.DataFrame:
     """Per run: the validation minimum, the late rise, and the events of the first and the current rule.
     ``kl_schedule`` = (every, log_cap): replay the first rule with KL only at the steps the run's live monitor
-    saw (its checkpoint schedule), when the run was re-measured at a finer cadence."""
+    saw (its checkpoint schedule), when the run was re-measured at a finer cadence. ``recorded``: a ``runs.csv``
+    of an earlier copy of these runs (a results folder): its final validation loss and live event count, by run
+    name, next to ours (is the rerun the same run?)."""
+    before = pd.read_csv(recorded).set_index("run") if recorded else None
     rows = []
     for run in runs(roots):
         info, val, kl, er = series(run)
@@ -93,8 +96,29 @@ def alarms(roots, kl_schedule=None) -> pd.DataFrame:
                      "current rule": " ".join(str(e["step"]) for e in current) or "-",
                      "current loss test alone": " ".join(str(e["step"]) for e in loss_alone) or "-",
                      "head KL at best -> final": f"{_at_or_before(kl, int(val.idxmin())):.3f} -> {kl.iloc[-1]:.3f}",
-                     "head ER at best -> final": f"{_at_or_before(er, int(val.idxmin())):.1f} -> {er.iloc[-1]:.1f}"})
+                     "head ER at best -> final": f"{_at_or_before(er, int(val.idxmin())):.1f} -> {er.iloc[-1]:.1f}",
+                     **({"final": float(val.iloc[-1]),
+                         "recorded final": before["final_val_loss"].get(run.name, np.nan),
+                         "recorded events": before["saturation_events"].get(run.name, np.nan)} if before is not None else {}),
+                     "root": str(run.parent), "n live": len(live), "n first": len(first), "n current": len(current),
+                     "n loss alone": len(loss_alone)})
     return pd.DataFrame(rows)
+
+
+ALARM_COUNTS = {"live": "n live", "first rule": "n first", "current rule": "n current", "current loss test alone": "n loss alone"}
+
+
+def alarm_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run root (one labelled run set) of an ``alarms`` table: runs, and for each rule the runs it fired in
+    (false alarms, on runs labelled non-saturating) and its events in all."""
+    out = []
+    for root, d in table.groupby("root", sort=False):
+        row = {"run set": root, "runs": len(d)}
+        for name, col in ALARM_COUNTS.items():
+            row[f"{name}: runs with events"] = int((d[col] > 0).sum())
+            row[f"{name}: events"] = int(d[col].sum())
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def _at_or_before(series: pd.Series, step: float) -> float:
@@ -143,7 +167,7 @@ def heads(roots, optimum: bool = False, exact: bool = False) -> pd.DataFrame:
         head = info["architecture"]["head"]
         floor = info["synthetic"]["entropy_floor"]
         lang = info["synthetic"]
-        rows.append({"group": group_of(run.name), "head": head["kind"], "r": head["rank"] or info["hidden_size"],
+        rows.append({"group": group_of(run.name), "root": str(run.parent), "head": head["kind"], "r": head["rank"] or info["hidden_size"],
                      "K": head["components"] if head["kind"] == "mos" else 1, "excess": float(val.iloc[-1] - lang["val_true_loss"]),
                      "excess over the expected floor": float(val.iloc[-1] - floor),
                      **({"KL": context_kl(run)["KL (exact, mean)"]} if exact else {}),
@@ -153,7 +177,7 @@ def heads(roots, optimum: bool = False, exact: bool = False) -> pd.DataFrame:
     out = []
     for g, d in per_run.groupby("group"):
         mean, low, high, n = t_interval(d["excess"])
-        out.append({"group": g, "head": d["head"].iloc[0], "r": d["r"].iloc[0], "K": d["K"].iloc[0], "seeds": n,
+        out.append({"group": g, "root": d["root"].iloc[0], "head": d["head"].iloc[0], "r": d["r"].iloc[0], "K": d["K"].iloc[0], "seeds": n,
                     "excess mean": mean, "95% t-interval": f"[{low:.4f}, {high:.4f}]",
                     "excess per seed": " ".join(f"{x:.4f}" for x in d["excess"]),
                     "val - expected floor (mean)": d["excess over the expected floor"].mean(), "head ER mean": d["er"].mean(),
@@ -161,19 +185,23 @@ def heads(roots, optimum: bool = False, exact: bool = False) -> pd.DataFrame:
                     "tokens": d["tokens"].iloc[0]})
     table = pd.DataFrame(out).sort_values(["head", "r"])
     col = "exact KL mean" if exact else "excess mean"
-    plain_r = table[table["head"] == "low_rank"].set_index("r")[col]
+    # each run root is one sweep (one setting): a row is compared with the heads of its own root only
+    plain_r = table[table["head"] == "low_rank"].set_index(["root", "r"])[col]
     mos = table["head"] == "mos"  # share of the plain rank-r head's excess (exact KL with --exact) the mixture removes
-    table.loc[mos, "share of low_rank r's excess removed"] = 1 - table.loc[mos, col] / table.loc[mos, "r"].map(plain_r)
+    low_rank_of = pd.MultiIndex.from_frame(table.loc[mos, ["root", "r"]])
+    table.loc[mos, "share of low_rank r's excess removed"] = 1 - table.loc[mos, col].to_numpy() / plain_r.reindex(low_rank_of).to_numpy()
     if optimum:
         opt = {r: rank_optimum(lang, int(r), info["context_length"]) for r in table["r"].unique()}
         table["float64 rank-r optimum"] = table["r"].map(opt)
         table["excess / optimum"] = table["excess mean"] / table["float64 rank-r optimum"]
         if exact:
             table["exact KL / optimum"] = table["exact KL mean"] / table["float64 rank-r optimum"]
-        full = table.loc[table["head"] == "plain", "excess mean"]
-        if len(full) == 1:  # the budget's share: what the full-rank head on the same backbone still lacks
-            table["(excess - full-rank excess) / optimum"] = (table["excess mean"] - float(full.iloc[0])) / table["float64 rank-r optimum"]
-    return table
+        # the budget's share: what the full-rank head on the same backbone (the root's one plain head) still lacks
+        plain = table[table["head"] == "plain"].groupby("root")["excess mean"]
+        full = plain.first()[plain.size() == 1]
+        if len(full):
+            table["(excess - full-rank excess) / optimum"] = (table["excess mean"] - table["root"].map(full)) / table["float64 rank-r optimum"]
+    return table.drop(columns="root")
 
 
 def context_kl(run: Path, n_blocks: int = 256) -> dict:
@@ -226,16 +254,24 @@ def head_spectrum(run: Path, R: int = 32) -> dict:
 
     info = json.loads((run / "run.json").read_text())
 
-    def sv(step):
-        (_, w), *_ = head_matrices(load_causal_lm(run / "checkpoints" / f"step{step:08d}"))
-        return torch.linalg.svdvals(w.double())
+    def head_and_gain(step):
+        model = load_causal_lm(run / "checkpoints" / f"step{step:08d}")
+        (_, w), *_ = head_matrices(model)
+        return w.double(), model.gpt_neox.final_layer_norm.weight.detach().double()
 
-    s0, s1 = sv(0), sv(info["max_steps"])
+    (w0, _), (w1, g1) = head_and_gain(0), head_and_gain(info["max_steps"])
+    s0, s1 = torch.linalg.svdvals(w0), torch.linalg.svdvals(w1)
+    # logits = (g * normalised h) W^T: the head the normalised state sees is W diag(g); the gain (a vector) is not
+    # decayed, so a weight decay on W can move scale from W into g without changing any prediction
+    s_eff = torch.linalg.svdvals(w1 * g1)
     return {"run": run.name, "ER init": float(effective_rank(s0)), "ER final": float(effective_rank(s1)),
             f"sigma_1..{R} final (mean)": float(s1[:R].mean()), f"sigma_{R + 1}.. final (mean)": float(s1[R:].mean()),
             f"sigma_{R + 1}.. init (mean)": float(s0[R:].mean()),
             f"energy share of sigma_1..{R} (final)": float((s1[:R] ** 2).sum() / (s1**2).sum()),
-            f"ER of sigma_1..{R} alone (final)": float(effective_rank(s1[:R]))}
+            f"ER of sigma_1..{R} alone (final)": float(effective_rank(s1[:R])),
+            "mean |final LayerNorm gain| (final)": float(g1.abs().mean()),
+            f"sigma_1..{R} of W diag(g) final (mean)": float(s_eff[:R].mean()),
+            f"sigma_{R + 1}.. of W diag(g) final (mean)": float(s_eff[R:].mean()), "ER of W diag(g) final": float(effective_rank(s_eff))}
 
 
 def sample_offsets(val_blocks=(64, 256, 1024, 4096), zipfs=(0.0, 1.0), data_seed: int = 1234) -> pd.DataFrame:
@@ -405,9 +441,17 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "alarms":
         kl_schedule = None
-        if args and args[0] == "--kl-schedule":
-            kl_schedule, args = tuple(int(a) for a in args[1].split(",")), args[2:]
-        print(alarms(args, kl_schedule).round(4).to_markdown(index=False))
+        recorded = None
+        while args and args[0] in ("--kl-schedule", "--recorded"):  # [--kl-schedule E,C] [--recorded runs.csv]
+            if args[0] == "--kl-schedule":
+                kl_schedule = tuple(int(a) for a in args[1].split(","))
+            else:
+                recorded = args[1]
+            args = args[2:]
+        table = alarms(args, kl_schedule, recorded)
+        print(table.drop(columns=["root", *ALARM_COUNTS.values()]).round(4).to_markdown(index=False))
+        print()
+        print(alarm_counts(table).to_markdown(index=False))
     elif cmd == "late":
         per_run, groups = late(args)
         print(per_run.round(4).to_markdown(index=False))
