@@ -131,3 +131,32 @@ def test_alarm_counts_per_run_set_and_the_recorded_copy(tmp_path):
     quiet = table.set_index("run").loc["quiet"]
     assert (quiet["recorded final"], quiet["recorded events"]) == (pytest.approx(2.0011), 0)
     assert math.isnan(table.set_index("run").loc["collapse", "recorded final"])
+
+
+@pytest.mark.slow  # a subprocess per case
+@pytest.mark.parametrize("argv", [["--help"], ["heads", "--help"], [], ["nosuchcommand"]])
+def test_saturation_organism_script_answers_help_and_unknown_commands_with_its_usage(argv):
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, str(ROOT / "docs" / "results" / "saturation_organism.py"), *argv],
+                         capture_output=True, text=True, timeout=120)
+    helped = "--help" in argv
+    assert out.returncode == (0 if helped else 2), out.stderr
+    assert "Traceback" not in out.stderr
+    if helped:
+        assert "saturation_organism.py heads" in out.stdout
+    else:
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and "heads" in lines[0], out.stderr
+
+
+@pytest.mark.slow  # a subprocess
+def test_saturation_organism_script_names_a_missing_run_directory_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    missing = tmp_path / "no-such-root"
+    out = subprocess.run([sys.executable, str(ROOT / "docs" / "results" / "saturation_organism.py"), "heads", str(missing)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(missing) in lines[0], out.stderr

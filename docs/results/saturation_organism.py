@@ -438,45 +438,58 @@ def figure(out: str, roots) -> None:
 if __name__ == "__main__":
     pd.set_option("display.width", 250)
     pd.set_option("display.max_colwidth", 60)
+    usage = __doc__.split("\n\n")[1]
+    if "--help" in sys.argv or "-h" in sys.argv:
+        print(usage)
+        sys.exit(0)
+    if len(sys.argv) < 2 or sys.argv[1] not in ('alarms', 'late', 'heads', 'spectrum', 'offset', 'kl', 'planted', 'alarm-figure', 'figure'):
+        commands = ", ".join(('alarms', 'late', 'heads', 'spectrum', 'offset', 'kl', 'planted', 'alarm-figure', 'figure'))
+        print(f"error: unknown command {sys.argv[1] if len(sys.argv) > 1 else '(none)'}; give one of {commands} "
+              "(--help shows each)", file=sys.stderr)
+        sys.exit(2)
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "alarms":
-        kl_schedule = None
-        recorded = None
-        while args and args[0] in ("--kl-schedule", "--recorded"):  # [--kl-schedule E,C] [--recorded runs.csv]
-            if args[0] == "--kl-schedule":
-                kl_schedule = tuple(int(a) for a in args[1].split(","))
-            else:
-                recorded = args[1]
-            args = args[2:]
-        table = alarms(args, kl_schedule, recorded)
-        print(table.drop(columns=["root", *ALARM_COUNTS.values()]).round(4).to_markdown(index=False))
-        print()
-        print(alarm_counts(table).to_markdown(index=False))
-    elif cmd == "late":
-        per_run, groups = late(args)
-        print(per_run.round(4).to_markdown(index=False))
-        print()
-        print(groups.round(4).to_markdown(index=False))
-    elif cmd == "heads":  # [--optimum]: also the float64 rank-r optimum (about 15 s per r); [--exact]: context_kl
-        out = args[args.index("--figure") + 1] if "--figure" in args else None  # --figure OUT.png (needs --optimum)
-        args = [a for i, a in enumerate(args) if a not in ("--optimum", "--figure") and not (i and args[i - 1] == "--figure")]
-        exact = "--exact" in args
-        args = [a for a in args if a != "--exact"]
-        table = heads(args, optimum="--optimum" in sys.argv or out is not None, exact=exact)
-        print(table.round(4).to_markdown(index=False))
-        if out:
-            heads_figure(table, out)
-    elif cmd == "spectrum":
-        print(pd.DataFrame([head_spectrum(Path(r)) for r in args]).round(4).to_markdown(index=False))
-    elif cmd == "offset":
-        print(sample_offsets().round(4).to_markdown(index=False))
-    elif cmd == "kl":
-        print(kl_table(args).round(4).to_markdown(index=False))
-    elif cmd == "planted":
-        print(planted().to_markdown(index=False))
-    elif cmd == "alarm-figure":  # OUT.png RUN [every,log_cap]
-        alarm_figure(args[0], args[1], tuple(int(a) for a in args[2].split(",")) if len(args) > 2 else None)
-    elif cmd == "figure":
-        figure(args[0], args[1:])
-    else:
-        raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads, kl, spectrum, offset, planted, figure or alarm-figure")
+    try:
+        if cmd == "alarms":
+            kl_schedule = None
+            recorded = None
+            while args and args[0] in ("--kl-schedule", "--recorded"):  # [--kl-schedule E,C] [--recorded runs.csv]
+                if args[0] == "--kl-schedule":
+                    kl_schedule = tuple(int(a) for a in args[1].split(","))
+                else:
+                    recorded = args[1]
+                args = args[2:]
+            table = alarms(args, kl_schedule, recorded)
+            print(table.drop(columns=["root", *ALARM_COUNTS.values()]).round(4).to_markdown(index=False))
+            print()
+            print(alarm_counts(table).to_markdown(index=False))
+        elif cmd == "late":
+            per_run, groups = late(args)
+            print(per_run.round(4).to_markdown(index=False))
+            print()
+            print(groups.round(4).to_markdown(index=False))
+        elif cmd == "heads":  # [--optimum]: also the float64 rank-r optimum (about 15 s per r); [--exact]: context_kl
+            out = args[args.index("--figure") + 1] if "--figure" in args else None  # --figure OUT.png (needs --optimum)
+            args = [a for i, a in enumerate(args) if a not in ("--optimum", "--figure") and not (i and args[i - 1] == "--figure")]
+            exact = "--exact" in args
+            args = [a for a in args if a != "--exact"]
+            table = heads(args, optimum="--optimum" in sys.argv or out is not None, exact=exact)
+            print(table.round(4).to_markdown(index=False))
+            if out:
+                heads_figure(table, out)
+        elif cmd == "spectrum":
+            print(pd.DataFrame([head_spectrum(Path(r)) for r in args]).round(4).to_markdown(index=False))
+        elif cmd == "offset":
+            print(sample_offsets().round(4).to_markdown(index=False))
+        elif cmd == "kl":
+            print(kl_table(args).round(4).to_markdown(index=False))
+        elif cmd == "planted":
+            print(planted().to_markdown(index=False))
+        elif cmd == "alarm-figure":  # OUT.png RUN [every,log_cap]
+            alarm_figure(args[0], args[1], tuple(int(a) for a in args[2].split(",")) if len(args) > 2 else None)
+        elif cmd == "figure":
+            figure(args[0], args[1:])
+        else:
+            raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads, kl, spectrum, offset, planted, figure or alarm-figure")
+    except FileNotFoundError as e:  # a run root or run directory that does not exist: one line, nothing written
+        print(f"error: {e.filename or e} does not exist; give run roots or run directories (see --help)", file=sys.stderr)
+        sys.exit(2)
