@@ -41,8 +41,10 @@ sweep: $(STAMP)  ## run a grid of runs: CONFIG=configs/sweeps/X.yaml (resumable;
 	$(if $(filter command line,$(origin CONFIG)),,$(error make sweep needs CONFIG=configs/sweeps/X.yaml (a sweep file)))
 	$(LMDYNAMICS) sweep --config $(CONFIG) $(ARGS)
 
-test: $(STAMP)  ## run the whole test suite (~15 min here; GPU-marked tests skip without CUDA)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15 $(ARGS)
+# The whole suite in TEST_JOBS pytest-xdist workers (default 2; TEST_JOBS=0: one process), a test file per worker
+# (--dist loadfile: a module's shared fixtures are built once).
+test: $(STAMP)  ## run the whole test suite (2 workers; GPU-marked tests skip without CUDA)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=15 $(ARGS)
 
 # The inner loop: unit and property tests only. Tests that start a process or train end to end carry the `slow`
 # marker; an unmarked test that starts a process fails in this run, saying so (tests/conftest.py).

@@ -160,3 +160,63 @@ def test_saturation_organism_script_names_a_missing_run_directory_in_one_line(tm
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and str(missing) in lines[0], out.stderr
+
+
+def _synthetic_run(root: Path, head_seed: int) -> Path:
+    """A finished run of a tiny GPT-NeoX on a tiny synthetic language: run.json as training writes the fields the
+    head-optimiser comparison reads, a step-0 checkpoint (initial head drawn with ``head_seed``) and a final one."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    synthetic = {"vocab_size": 24, "rank": 4, "classes": 3, "lags": [1], "logit_scale": 2.5, "seed": 0, "zipf": 0.0}
+    info = {"max_steps": 20, "context_length": 8, "seed": 1234, "tokens_per_step": 32, "synthetic": synthetic,
+            "optimizer": {"betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.1, "head_weight_decay": None},
+            "schedule": {"max_steps": 20, "warmup_steps": 1, "min_lr_ratio": 0.1, "peak_lr": 0.01}}
+    run = root / f"run{head_seed}"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps(info))
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=24, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=16, max_position_embeddings=8))
+    with torch.no_grad():  # a trained final LayerNorm has a bias: the features span all d directions
+        model.gpt_neox.final_layer_norm.bias.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+    model.save_pretrained(run / "checkpoints" / "step00000020")  # the "trained" model
+    with torch.no_grad():
+        model.get_output_embeddings().weight.copy_(torch.randn(24, 8, generator=torch.Generator().manual_seed(head_seed)) * 0.02)
+    model.save_pretrained(run / "checkpoints" / "step00000000")
+    return run
+
+
+def test_true_log_probs_align_with_the_language_own_true_loss():
+    """saturation_organism.true_log_probs[:, t - 1] is log p(x_t | x_<t): at the sampled symbols its mean is the
+    sample's true loss computed by the language itself (SyntheticLanguage.true_loss, a separate code path)."""
+    import torch
+
+    from lmdynamics.data.synthetic import SyntheticLanguage, SyntheticSpec
+
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=24, rank=4, classes=3, lags=(1, 2)))
+    blocks = lang.blocks(range(40), 9, 7, "val")
+    logp, states = _script("saturation_organism").true_log_probs(lang, blocks)
+    at_symbols = torch.from_numpy(logp).gather(-1, blocks[:, 1:, None]).squeeze(-1)
+    assert states.shape == (40, 8)
+    assert float(-at_symbols.mean()) == pytest.approx(lang.true_loss(blocks), rel=1e-12)
+
+
+def test_head_optimisers_trained_row_and_a_minimiser_that_does_not_depend_on_the_start(tmp_path):
+    """saturation_organism.py optimisers: the run's own head, read through the cached features, has the exact KL
+    the full model's forward pass gives (context_kl, another code path); the float64 minimiser of the expected loss
+    is unique up to the vocabulary-mean direction, so two different initial heads give the same minimiser (KL and
+    the ER of its centred matrix), with a vanishing gradient; every retrained row is a finite KL."""
+    module = _script("saturation_organism")
+    a, b = _synthetic_run(tmp_path, head_seed=1), _synthetic_run(tmp_path, head_seed=2)
+    rows_a = module.head_optimisers(a, n_exact=48, n_val=32, sgd_lrs=(0.5,), R=4).set_index("head")
+    rows_b = module.head_optimisers(b, n_exact=48, n_val=32, sgd_lrs=(0.5,), R=4).set_index("head")
+    trained = "trained (the run's own head)"
+    assert rows_a.loc[trained, "exact KL"] == pytest.approx(module.context_kl(a, n_blocks=32)["KL (exact, mean)"], rel=1e-4)
+    full = "float64 minimiser of the expected loss (L-BFGS)"
+    assert rows_a.loc[full, "gradient norm"] < 1e-6
+    for column in ("exact KL", "ER (vocabulary mean removed)"):
+        assert rows_a.loc[full, column] == pytest.approx(rows_b.loc[full, column], rel=1e-4)
+    assert rows_a.loc[full, "ER"] != pytest.approx(rows_b.loc[full, "ER"], rel=1e-4)  # the start's mean direction stays
+    assert rows_a["exact KL"].between(0, 10).all() and len(rows_a) == 7
+    assert rows_a.loc["the true distribution (rank 4)", "ER of the logits"] <= 4 + 1e-9  # ER <= rank

@@ -5,6 +5,7 @@
     .venv/bin/python docs/results/saturation_organism.py heads [--optimum] [--exact] [--figure OUT.png] RUN_ROOT...  # section 1
     .venv/bin/python docs/results/saturation_organism.py kl RUN_ROOT...         # exact KL per context: state-pooled + spread
     .venv/bin/python docs/results/saturation_organism.py spectrum RUN...        # a head's singular values: init vs final
+    .venv/bin/python docs/results/saturation_organism.py optimisers RUN...      # the head retrained alone: AdamW vs SGD vs optimum
     .venv/bin/python docs/results/saturation_organism.py offset                 # validation samples' true loss - floor
     .venv/bin/python docs/results/saturation_organism.py figure OUT.png RUN_ROOT...  # validation loss curves
     .venv/bin/python docs/results/saturation_organism.py planted                 # the rule on planted noise / collapse
@@ -204,6 +205,22 @@ def heads(roots, optimum: bool = False, exact: bool = False) -> pd.DataFrame:
     return table.drop(columns="root")
 
 
+def language(info: dict):
+    """The run's synthetic language, rebuilt from its run.json."""
+    from lmdynamics.data.synthetic import SyntheticLanguage, SyntheticSpec
+
+    spec = info["synthetic"]
+    keys = ("vocab_size", "rank", "classes", "logit_scale", "seed", "zipf")
+    return SyntheticLanguage(SyntheticSpec(lags=tuple(spec["lags"]), **{k: spec[k] for k in keys if k in spec}))
+
+
+def true_log_probs(lang, blocks) -> tuple[np.ndarray, np.ndarray]:
+    """log p(x_t = v | x_<t) [blocks, ctx - 1, V] for t = 1..ctx-1 (what position t - 1 predicts) and the states."""
+    x = blocks.numpy()
+    states = np.stack([lang.state(x[:, :t]) for t in range(1, x.shape[1])], axis=1)  # [blocks, ctx - 1]
+    return lang.log_probs[states], states
+
+
 def context_kl(run: Path, n_blocks: int = 256) -> dict:
     """Exact KL(true || model) of the run's final checkpoint at every context of the first ``n_blocks`` validation
     blocks (a sum over the vocabulary), its mean, and the split mean = pooled + spread: pooled, the KL of the
@@ -214,21 +231,16 @@ def context_kl(run: Path, n_blocks: int = 256) -> dict:
     KL = mean pooled + mean spread (Jensen)."""
     import torch
 
-    from lmdynamics.data.synthetic import SyntheticLanguage, SyntheticSpec
     from lmdynamics.models.heads import load_causal_lm
 
     info = json.loads((run / "run.json").read_text())
-    spec = info["synthetic"]
-    keys = ("vocab_size", "rank", "classes", "logit_scale", "seed", "zipf")
-    lang = SyntheticLanguage(SyntheticSpec(lags=tuple(spec["lags"]), **{k: spec[k] for k in keys if k in spec}))
-    ctx = info["context_length"]
-    blocks = lang.blocks(range(n_blocks), ctx, info["seed"], "val")
+    lang = language(info)
+    blocks = lang.blocks(range(n_blocks), info["context_length"], info["seed"], "val")
     model = load_causal_lm(run / "checkpoints" / f"step{info['max_steps']:08d}").eval()
     with torch.no_grad():
         logq = torch.log_softmax(model(input_ids=blocks).logits.double(), dim=-1).numpy()[:, :-1, 1:]  # predicts t = 1..ctx-1
-    x = blocks.numpy()
-    states = np.stack([lang.state(x[:, :t]) for t in range(1, ctx)], axis=1)  # [blocks, ctx - 1]
-    logp = lang.log_probs[states][..., 1:]
+    logp, states = true_log_probs(lang, blocks)
+    logp = logp[..., 1:]
     p = np.exp(logp)
     kl = (p * (logp - logq)).sum(-1)  # [blocks, ctx - 1]
     pooled = np.zeros_like(kl)
@@ -272,6 +284,126 @@ def head_spectrum(run: Path, R: int = 32) -> dict:
             "mean |final LayerNorm gain| (final)": float(g1.abs().mean()),
             f"sigma_1..{R} of W diag(g) final (mean)": float(s_eff[:R].mean()),
             f"sigma_{R + 1}.. of W diag(g) final (mean)": float(s_eff[R:].mean()), "ER of W diag(g) final": float(effective_rank(s_eff))}
+
+
+def minimise(loss_fn, params, tolerance: float = 1e-8, rounds: int = 10) -> float:
+    """L-BFGS (strong Wolfe line search) on ``loss_fn()`` over ``params`` in rounds of 500 iterations until the
+    gradient's norm is under ``tolerance`` or ``rounds`` ran; returns the final gradient norm (the row reports it)."""
+    import torch
+
+    lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=500, history_size=50, tolerance_grad=tolerance / 10,
+                              tolerance_change=1e-15, line_search_fn="strong_wolfe")
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    for _ in range(rounds):
+        lbfgs.step(closure)
+        closure()
+        norm = float(torch.cat([q.grad.flatten() for q in params]).norm())
+        if norm < tolerance:
+            break
+    return norm
+
+
+def head_optimisers(run: Path, n_exact: int = 1024, n_val: int = 256, sgd_lrs=(0.1, 0.5, 2.5), R: int = 32,
+                    steps: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Is the full head's effective rank the optimiser's doing? The run's final backbone frozen, only its head
+    retrained on its final hidden states (after the final LayerNorm, gain included: what the head reads), from the
+    run's own initial head (step 0), for the run's number of updates (or ``steps``), each on fresh training blocks
+    (the run's tokens per step; one pass, as the run trained), on the run's schedule (linear warmup, cosine to
+    lr x min_lr_ratio), with: AdamW as trained (its betas, eps, the head's weight decay), AdamW without decay, and
+    SGD (momentum 0.9, no decay) at each peak rate of ``sgd_lrs``; every optimiser sees the same batches. Beside
+    them the run's own trained head and the float64 minimiser of the exact expected loss on the features of
+    ``n_exact`` training blocks (soft targets p(. | context), full batch, L-BFGS from the initial head; unique up
+    to the vocabulary-mean direction when the features span d). Each row: the exact KL(true || head) on ``n_val``
+    validation blocks (a sum over the vocabulary), the ER of W (what the live monitor logs) and of W with its mean
+    over the vocabulary removed (the direction softmax cannot see), the ER of its centred validation logits (what
+    the predictions use: W's components in directions the features hardly reach change no prediction), and the
+    mean singular value of the first ``R`` and of the rest; the first row, the true log-probabilities' ER. No gradient clipping (the run clips the whole model's gradient norm at 1.0)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lmdynamics.metrics.spectrum import effective_rank
+    from lmdynamics.models.heads import load_causal_lm
+    from lmdynamics.saturation.lowrank_head import features
+    from lmdynamics.training.module import lr_multiplier
+
+    info = json.loads((run / "run.json").read_text())
+    lang, ctx, opt, sched = language(info), info["context_length"], info["optimizer"], info["schedule"]
+    model = load_causal_lm(run / "checkpoints" / f"step{info['max_steps']:08d}").eval()
+    w_init = load_causal_lm(run / "checkpoints" / "step00000000").get_output_embeddings().weight.detach().double()
+    steps, warm, min_ratio = steps or sched["max_steps"], sched["warmup_steps"], sched["min_lr_ratio"]
+    per_step = info["tokens_per_step"] // ctx  # blocks per update
+    train = features(model, lang.blocks(range(steps * per_step), ctx, info["seed"], "train"), batch=256)
+    val_blocks = lang.blocks(range(n_val), ctx, info["seed"], "val")
+    val = features(model, val_blocks)
+    logp_val = torch.from_numpy(true_log_probs(lang, val_blocks)[0][..., 1:].reshape(-1, lang.V - 1))
+    h_val = val.h.double()
+
+    def row(name: str, w: torch.Tensor) -> dict:
+        w = w.detach().double()
+        with torch.no_grad():
+            logq = torch.log_softmax(h_val @ w.T, dim=-1)[:, 1:]
+            kl = float((logp_val.exp() * (logp_val - logq)).sum(-1).mean())
+            logits = (h_val @ w.T)[:, 1:]
+        s, s_c = torch.linalg.svdvals(w), torch.linalg.svdvals(w - w.mean(dim=0))
+        return {"head": name, "exact KL": kl, "ER": float(effective_rank(s)), "ER (vocabulary mean removed)": float(effective_rank(s_c)),
+                "ER of the logits": centred_logit_er(logits), f"sigma_1..{R} (mean)": float(s[:R].mean()),
+                f"sigma_{R + 1}.. (mean)": float(s[R:].mean())}
+
+    def centred_logit_er(logits: torch.Tensor) -> float:
+        """ER of the validation contexts' logits over the emitted symbols, each context's mean removed (the shift
+        softmax cannot see): the rank the predictions use, whatever W does in directions the features do not reach."""
+        return float(effective_rank(torch.linalg.svdvals(logits - logits.mean(dim=1, keepdim=True))))
+
+    batch = per_step * (ctx - 1)  # the positions of one update's blocks
+    head_decay = opt["weight_decay"] if opt.get("head_weight_decay") is None else opt["head_weight_decay"]
+
+    def retrain(make_optimiser) -> torch.Tensor:
+        w = w_init.float().clone().requires_grad_()
+        optimiser = make_optimiser([w])
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda k: lr_multiplier(k + 1, steps, warm, min_ratio))
+        torch.manual_seed(seed)
+        for k in range(steps):
+            at = slice(k * batch, (k + 1) * batch)
+            loss = F.cross_entropy(train.h[at] @ w.T, train.y[at])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        return w
+
+    adamw = lambda decay: lambda p: torch.optim.AdamW(p, lr=sched["peak_lr"], betas=tuple(opt["betas"]), eps=opt["eps"], weight_decay=decay)  # noqa: E731
+    true_row = {"head": f"the true distribution (rank {lang.spec.rank})", "exact KL": 0.0,
+                "ER of the logits": centred_logit_er(logp_val)}
+    rows = [true_row, row("trained (the run's own head)", model.get_output_embeddings().weight),
+            row(f"AdamW, decay {head_decay:g} (as trained)", retrain(adamw(head_decay))),
+            row("AdamW, no decay", retrain(adamw(0.0)))]
+    for lr in sgd_lrs:
+        rows.append(row(f"SGD momentum 0.9, peak lr {lr:g}", retrain(lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9))))
+    # the float64 minimiser of the expected loss on these features: soft targets, full batch, over the emitted
+    # symbols 1..V-1 (the start symbol's probability is 0, so its logit has no finite minimiser: its row stays the
+    # run's trained one, as in every other row up to training)
+    exact_blocks = lang.blocks(range(n_exact), ctx, info["seed"], "train")
+    h = features(model, exact_blocks).h.double()
+    p = torch.from_numpy(true_log_probs(lang, exact_blocks)[0][..., 1:].reshape(-1, lang.V - 1)).exp()
+    start_row = model.get_output_embeddings().weight.detach().double()[:1]
+    expected_loss = lambda w: -(p * torch.log_softmax(h @ w.T, dim=-1)).sum(-1).mean()  # noqa: E731
+    w = w_init[1:].clone().requires_grad_()
+    norm = minimise(lambda: expected_loss(w), [w])
+    rows.append({**row("float64 minimiser of the expected loss (L-BFGS)", torch.cat([start_row, w])), "gradient norm": norm})
+    # the same with W = A B of rank R (from the full minimiser's Eckart-Young truncation): what the directions past
+    # R buy on these features
+    u, sv, vt = torch.linalg.svd((w - w.mean(dim=0)).detach(), full_matrices=False)
+    a = (u[:, :R] * sv[:R].sqrt()).contiguous().requires_grad_()
+    b = (sv[:R].sqrt()[:, None] * vt[:R]).contiguous().requires_grad_()
+    norm = minimise(lambda: expected_loss(a @ b), [a, b])
+    rows.append({**row(f"float64 minimiser of rank {R} (L-BFGS on A B)", torch.cat([start_row, a @ b])), "gradient norm": norm})
+    return pd.DataFrame(rows).assign(run=run.name)
 
 
 def sample_offsets(val_blocks=(64, 256, 1024, 4096), zipfs=(0.0, 1.0), data_seed: int = 1234) -> pd.DataFrame:
@@ -442,8 +574,8 @@ if __name__ == "__main__":
     if "--help" in sys.argv or "-h" in sys.argv:
         print(usage)
         sys.exit(0)
-    if len(sys.argv) < 2 or sys.argv[1] not in ('alarms', 'late', 'heads', 'spectrum', 'offset', 'kl', 'planted', 'alarm-figure', 'figure'):
-        commands = ", ".join(('alarms', 'late', 'heads', 'spectrum', 'offset', 'kl', 'planted', 'alarm-figure', 'figure'))
+    if len(sys.argv) < 2 or sys.argv[1] not in ('alarms', 'late', 'heads', 'spectrum', 'optimisers', 'offset', 'kl', 'planted', 'alarm-figure', 'figure'):
+        commands = ", ".join(('alarms', 'late', 'heads', 'spectrum', 'optimisers', 'offset', 'kl', 'planted', 'alarm-figure', 'figure'))
         print(f"error: unknown command {sys.argv[1] if len(sys.argv) > 1 else '(none)'}; give one of {commands} "
               "(--help shows each)", file=sys.stderr)
         sys.exit(2)
@@ -478,6 +610,8 @@ if __name__ == "__main__":
                 heads_figure(table, out)
         elif cmd == "spectrum":
             print(pd.DataFrame([head_spectrum(Path(r)) for r in args]).round(4).to_markdown(index=False))
+        elif cmd == "optimisers":
+            print(pd.concat([head_optimisers(Path(r)) for r in args]).round(4).to_markdown(index=False))
         elif cmd == "offset":
             print(sample_offsets().round(4).to_markdown(index=False))
         elif cmd == "kl":
@@ -489,7 +623,7 @@ if __name__ == "__main__":
         elif cmd == "figure":
             figure(args[0], args[1:])
         else:
-            raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads, kl, spectrum, offset, planted, figure or alarm-figure")
+            raise SystemExit(f"unknown command {cmd!r}: alarms, late, heads, kl, spectrum, optimisers, offset, planted, figure or alarm-figure")
     except FileNotFoundError as e:  # a run root or run directory that does not exist: one line, nothing written
         print(f"error: {e.filename or e} does not exist; give run roots or run directories (see --help)", file=sys.stderr)
         sys.exit(2)
