@@ -94,7 +94,20 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "compare/verdict.py": ("test_compare_verdict",),
     "sweep.py": ("test_sweep", "test_sweep_summary"),
     "callbacks/trajectories.py": ("test_trajectories_live",),
-    "callbacks/head_rank.py": ("test_callbacks",),
+    # test_callbacks' monitored runs (the planted collapse over 45 runs: ~9 s; the resumed runs: 1-2 s) and its CLI
+    # tests: left out; the hooks' own fast tests and the rule's
+    "callbacks/head_rank.py": ("test_head_rank_live",
+                               "test_callbacks::test_saturation_monitor_needs_both_signals",
+                               "test_callbacks::test_head_rank_values_on_a_designed_head_and_probe",
+                               "test_callbacks::test_saturation_thresholds_are_strict",
+                               "test_callbacks::test_the_rule_is_the_same_live_and_replayed",
+                               "test_callbacks::test_bad_monitor_settings_are_refused",
+                               "test_callbacks::test_the_edges_of_the_monitor_settings_are_allowed",
+                               "test_callbacks::test_a_replayed_rule_is_the_live_rule_ready_for_the_next_validation",
+                               "test_callbacks::test_the_live_monitor_reads_the_head_kl_the_tables_show",
+                               "test_callbacks::test_a_monitor_resumed_before_anything_was_written_starts_fresh",
+                               "test_callbacks::test_the_monitor_noise_uses_every_successive_difference_it_has",
+                               "test_callbacks::test_the_kl_reference_is_the_head_at_the_loss_minimum_when_measured_less_often"),
     "generate.py": ("test_generate", "test_generate_sampling"),
 }
 COPIED = ("src", "tests", "configs", "analysis", "train", "pyproject.toml")
