@@ -137,6 +137,34 @@ def test_logged_anisotropy_is_the_mean_pairwise_cosine_of_every_probe_activation
         assert aniso[key] == pytest.approx(mean_cosine(x), rel=1e-5), key
 
 
+def test_live_anisotropy_through_the_run_probe_is_that_of_the_model_activations_captured_offline(tmp_path):
+    """With the run's own ``Probe`` callback (its probe set of validation blocks), the logged anisotropy of each
+    captured (layer, component) is that of the activations ``probes.capture`` gives offline for the same model
+    and probe (float64 mean pairwise cosine), and the probe's forward pass runs once per step."""
+    from lmdynamics.callbacks.probe import Probe
+    from lmdynamics.probes import ProbeSet, capture
+
+    model = tiny_model().eval()
+    g = torch.Generator().manual_seed(2)
+    probe = Probe(num_sequences=6, positions=2, batch_size=4, components=["resid", "final"])
+    probe.probe = ProbeSet.from_sequences(torch.randint(0, 32, (10, 12), generator=g), num_sequences=6, positions=2)
+    cb = HeadRank(every=1)
+    cb.attach(probe)
+    rows = cb.measure(trainer_for(tmp_path), module_for(model), 1)
+    offline = capture(model, probe.probe, batch_size=4, components=("resid", "final"))
+    aniso = {(r["layer"], r["component"]): r["value"] for r in rows if r["metric"] == "anisotropy"}
+    assert set(aniso) == set(offline) and len(aniso) == 2  # the last layer's residual stream and the final state
+
+    def mean_cosine(x):
+        u = x.double().numpy()
+        u = u / np.linalg.norm(u, axis=1, keepdims=True)
+        return ((u @ u.T).sum() - len(u)) / (len(u) * (len(u) - 1))
+
+    for key, x in offline.items():
+        assert x.shape[0] == 12 and aniso[key] == pytest.approx(mean_cosine(x), rel=1e-5), key
+    assert probe.activations(None, None, 1) is probe._cache[1]  # captured once for the step
+
+
 @pytest.mark.parametrize("every, log_cap, schedule, expected", [
     (3, None, None, {0, 1, 2, 3, 6, 9, 12}),  # 0, powers of two up to every, multiples of every, the last step
     (3, 8, None, {0, 1, 2, 3, 4, 6, 8, 9, 12}),  # powers of two up to log_cap
@@ -281,11 +309,12 @@ def _table_of(run, vals: dict[int, float], kls: dict[int, float]) -> None:
         store.append(store.table_path(run), tag_rows([row], run.name, "m", step, step * TOKENS_PER_STEP))
 
 
-@pytest.mark.parametrize("checkpoint", [1, 2, 5])
-def test_a_resumed_monitor_replays_the_table_up_to_and_including_its_checkpoint_step(tmp_path, checkpoint):
+@pytest.mark.parametrize("checkpoint, stale", [(1, True), (1, False), (2, True), (5, True), (5, False)])
+def test_a_resumed_monitor_replays_the_table_up_to_and_including_its_checkpoint_step(tmp_path, checkpoint, stale):
     """Resumed at Lightning's global step k (the checkpoint's step, from step 1 on): the monitor's rule is the one
     replayed over the table's validations and KLs at steps <= k with the monitor's settings; later rows (left by
-    the killed process) are not seen."""
+    the killed process) are not seen, nor later events of its ``events.jsonl`` (``stale``); a run that never
+    wrote one resumes too."""
     run = tmp_path / "run"
     run.mkdir()
     vals = dict(enumerate([3.0, 2.5, 2.9, 2.4, 2.9, 2.3, 2.35, 2.8]))  # risen at 2, 4 and 7
@@ -293,7 +322,8 @@ def test_a_resumed_monitor_replays_the_table_up_to_and_including_its_checkpoint_
     _table_of(run, vals, kls)
     settings = {"loss_margin": 0.01, "patience": 1, "noise_factor": 0.5, "kl_reference": "min"}
     cb = wired(HeadRank(every=1, noise_window=2, **settings))
-    (run / "events.jsonl").write_text(json.dumps({"event": "saturation", "step": 7}) + "\n")  # the killed process's
+    if stale:  # the killed process's event after the checkpoint
+        (run / "events.jsonl").write_text(json.dumps({"event": "saturation", "step": 7}) + "\n")
     trainer = trainer_for(run, max_steps=8, global_step=checkpoint)
     cb.setup(trainer, module_for(tiny_model()), "fit")
     cb.on_train_start(trainer, module_for(tiny_model()))
