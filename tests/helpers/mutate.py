@@ -93,7 +93,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     # the report tests run the whole command with figures (~7 s a mutant): the verdict's own fast tests
     "compare/verdict.py": ("test_compare_verdict",),
     "sweep.py": ("test_sweep", "test_sweep_summary"),
-    "callbacks/trajectories.py": ("test_trajectories_live",),
+    "callbacks/trajectories.py": ("test_trajectories_recorder",),  # test_trajectories_live (the CLI's) is all slow
     # test_callbacks' monitored runs (the planted collapse over 45 runs: ~9 s; the resumed runs: 1-2 s) and its CLI
     # tests: left out; the hooks' own fast tests and the rule's
     "callbacks/head_rank.py": ("test_head_rank_live",
