@@ -267,6 +267,10 @@ def test_each_event_is_a_table_row_a_line_of_events_jsonl_and_a_warning_naming_i
     cb, warnings = _fire_twice(run, patience=2, loss_margin=0.1, noise_factor=0.0, kl_reference="min")
     assert [e["step"] for e in cb.events] == [4, 8]
     assert [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()] == cb.events
+    documented = ["event", "step", "val_loss", "best_val_loss", "best_step", "margin", "kl_uniform", "kl_uniform_reference"]
+    for line in (run / "events.jsonl").read_text().splitlines():  # docs/outputs.md's format
+        event = json.loads(line)
+        assert list(event) == documented and event["event"] == "saturation" and event["margin"] == pytest.approx(0.1)
     first = cb.events[0]
     assert first["val_loss"] == pytest.approx(2.7) and first["best_val_loss"] == pytest.approx(2.2)
     assert first["best_step"] == 2 and first["kl_uniform"] == pytest.approx(1.1) and first["kl_uniform_reference"] == 0.7
@@ -352,3 +356,30 @@ def test_only_an_enabled_rank_zero_resumed_past_step_zero_replays_the_table(tmp_
     cb.on_train_start(trainer, module_for(tiny_model()))
     assert cb.rule.vals == []
     assert [s for s, _ in cb.rule.kls] == ([0] if over == {"step": 0} else [])
+
+
+def test_the_kl_reference_is_the_kl_measured_at_the_very_step_of_the_loss_minimum():
+    """KL measured at every validation (``kl_reference: best``): the reference is the KL of the minimum's own step,
+    not of the step before; once the loss has risen, the event names it."""
+    val = {0: 3.0, 1: 2.6, 2: 2.5, 3: 2.7, 4: 2.8}  # minimum at step 2
+    kl = {0: 0.40, 1: 0.45, 2: 0.50, 3: 0.60, 4: 0.65}
+    events = SaturationRule.replay(val, kl, patience=2, noise_factor=0.0, loss_margin=0.1)
+    assert [(e["step"], e["best_step"], e["kl_uniform_reference"]) for e in events] == [(4, 2, 0.50)]
+
+
+def test_the_kl_reference_is_the_first_kl_when_the_head_was_first_measured_after_the_loss_minimum():
+    """No KL at or before the loss minimum's step (the minimum is the first validation, the head is measured from
+    step 1 on): the reference is the first KL measured, and a later jump above it fires."""
+    val = {0: 2.0, 1: 2.5, 2: 2.6, 3: 2.7}
+    kl = {1: 0.5, 2: 0.6, 3: 0.7}
+    events = SaturationRule.replay(val, kl, patience=1, noise_factor=0.0)
+    assert [(e["step"], e["kl_uniform_reference"], e["kl_uniform"]) for e in events] == [(2, 0.5, 0.6)]
+
+
+def test_a_loss_equal_to_its_minimum_keeps_the_minimum_where_it_was_first_reached():
+    """The loss minimum's step is where the running minimum was reached; a later validation only equal to it (the
+    loss has not gone lower) does not move it, nor the KL reference taken there."""
+    val = {0: 3.0, 1: 2.5, 2: 2.5, 3: 2.8, 4: 2.9}
+    kl = {0: 0.4, 1: 0.5, 2: 0.7, 3: 0.74, 4: 0.76}
+    events = SaturationRule.replay(val, kl, patience=2, noise_factor=0.0, loss_margin=0.1)
+    assert [(e["step"], e["best_step"], e["kl_uniform_reference"]) for e in events] == [(4, 1, 0.5)]
