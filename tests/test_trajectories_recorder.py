@@ -202,3 +202,29 @@ def test_more_blocks_than_the_validation_split_has_are_refused_before_training(t
     assert not (tmp_path / "a" / "trajectories").exists()
     record_run(tmp_path / "b", TrajectoryRecorder(num_blocks=6, every=1, enabled=True), val_blocks(), tiny_model(), stop=0)
     assert TrajectoryStore(tmp_path / "b" / "trajectories" / "b").num_tokens == 6 * 8
+
+
+def test_one_block_a_batch_is_allowed_and_gives_the_same_values(tmp_path):
+    """The smallest settings (one stored block, one block a forward pass) record the float64 losses and the
+    perplexity over all validation blocks, as larger batches do."""
+    blocks, model, expected = val_blocks(), tiny_model(), {}
+    run = tmp_path / "run"
+    record_run(run, TrajectoryRecorder(num_blocks=1, batch_size=1, every=1, enabled=True), blocks, model, stop=1,
+               expected=expected)
+    traj = TrajectoryStore(run / "trajectories" / "run").read()
+    for k, step in enumerate(traj.steps):
+        np.testing.assert_allclose(traj.losses[:, k], expected[step][0], rtol=2.0 ** -10, atol=1e-6)
+        assert traj.val_ppl[k] == pytest.approx(math.exp(expected[step].mean()), rel=1e-5)
+
+
+def test_the_demo_config_lists_the_recorder_defaults():
+    """configs/train/demo.yaml's ``trajectories`` section shows every setting at the value a config that leaves it
+    out gets (the callback's default)."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/train/demo.yaml").read_text())
+    defaults = {k: p.default for k, p in inspect.signature(TrajectoryRecorder).parameters.items()}
+    assert demo["trajectories"] == defaults
