@@ -294,13 +294,14 @@ def test_the_monitor_settings_are_the_rule_it_applies(tmp_path):
     assert vars(cb.rule) == vars(SaturationRule(window=3, **settings))
     assert cb.settings == {**settings, "window": 3}
     assert vars(HeadRank().rule) == vars(SaturationRule())
-    import inspect
     from pathlib import Path
 
     import yaml
 
     demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/train/demo.yaml").read_text())
-    assert demo["head_rank"] == {k: p.default for k, p in inspect.signature(HeadRank).parameters.items()}  # as shown
+    h = HeadRank()  # what a config that leaves a setting out gets: the demo config shows it
+    rule = {k: v for k, v in h.settings.items() if k != "window"} | {"noise_window": h.settings["window"]}
+    assert demo["head_rank"] == {"enabled": h.enabled, "every": h.every, "log_cap": h.log_cap, "spectrum": h.spectrum, **rule}
     # the same losses and KLs: patience 2 fires at the second risen validation, patience 3 at the third
     later, _ = _fire_twice(tmp_path / "p3", patience=3, loss_margin=0.1, noise_factor=0.0, kl_reference="min")
     assert [e["step"] for e in later.events] == [9]
