@@ -14,7 +14,6 @@ from transformers import GPTNeoXConfig
 
 from lmdynamics import store
 from lmdynamics.callbacks.head_rank import HeadRank, SaturationRule
-from lmdynamics.layout import RunLayout
 from lmdynamics.measure import tag_rows
 from lmdynamics.models.heads import HeadSpec, build_causal_lm
 
