@@ -209,8 +209,8 @@ def test_head_optimisers_trained_row_and_a_minimiser_that_does_not_depend_on_the
     the ER of its centred matrix), with a vanishing gradient; every retrained row is a finite KL."""
     module = _script("saturation_organism")
     a, b = _synthetic_run(tmp_path, head_seed=1), _synthetic_run(tmp_path, head_seed=2)
-    rows_a = module.head_optimisers(a, n_exact=48, n_val=32, sgd_lrs=(0.5,), R=4, rounds=10).set_index("head")
-    rows_b = module.head_optimisers(b, n_exact=48, n_val=32, sgd_lrs=(0.5,), R=4, rounds=10).set_index("head")
+    rows_a = module.head_optimisers(a, n_exact=48, n_val=32, sgd_lrs=(0.5,), R=4, rounds=10, tolerance=5e-7).set_index("head")
+    rows_b = module.head_optimisers(b, n_exact=48, n_val=32, sgd_lrs=(0.5,), R=4, rounds=10, tolerance=5e-7).set_index("head")
     trained = "trained (the run's own head)"
     assert rows_a.loc[trained, "exact KL"] == pytest.approx(module.context_kl(a, n_blocks=32)["KL (exact, mean)"], rel=1e-4)
     full = "float64 minimiser of the expected loss (L-BFGS)"

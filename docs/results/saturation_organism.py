@@ -310,7 +310,7 @@ def minimise(loss_fn, params, tolerance: float = 1e-7, rounds: int = 2) -> float
 
 
 def head_optimisers(run: Path, n_exact: int = 1024, n_val: int = 256, sgd_lrs=(0.1, 0.5, 2.5), R: int = 32,
-                    steps: int | None = None, seed: int = 0, rounds: int = 2) -> pd.DataFrame:
+                    steps: int | None = None, seed: int = 0, rounds: int = 2, tolerance: float = 1e-7) -> pd.DataFrame:
     """Is the full head's effective rank the optimiser's doing? The run's final backbone frozen, only its head
     retrained on its final hidden states (after the final LayerNorm, gain included: what the head reads), from the
     run's own initial head (step 0), for the run's number of updates (or ``steps``), each on fresh training blocks
@@ -394,14 +394,14 @@ def head_optimisers(run: Path, n_exact: int = 1024, n_val: int = 256, sgd_lrs=(0
     start_row = model.get_output_embeddings().weight.detach().double()[:1]
     expected_loss = lambda w: -(p * torch.log_softmax(h @ w.T, dim=-1)).sum(-1).mean()  # noqa: E731
     w = w_init[1:].clone().requires_grad_()
-    norm = minimise(lambda: expected_loss(w), [w], rounds=rounds)
+    norm = minimise(lambda: expected_loss(w), [w], tolerance, rounds)
     rows.append({**row("float64 minimiser of the expected loss (L-BFGS)", torch.cat([start_row, w])), "gradient norm": norm})
     # the same with W = A B of rank R (from the full minimiser's Eckart-Young truncation): what the directions past
     # R buy on these features
     u, sv, vt = torch.linalg.svd((w - w.mean(dim=0)).detach(), full_matrices=False)
     a = (u[:, :R] * sv[:R].sqrt()).contiguous().requires_grad_()
     b = (sv[:R].sqrt()[:, None] * vt[:R]).contiguous().requires_grad_()
-    norm = minimise(lambda: expected_loss(a @ b), [a, b], rounds=rounds)
+    norm = minimise(lambda: expected_loss(a @ b), [a, b], tolerance, rounds)
     rows.append({**row(f"float64 minimiser of rank {R} (L-BFGS on A B)", torch.cat([start_row, a @ b])), "gradient norm": norm})
     return pd.DataFrame(rows).assign(run=run.name)
 
