@@ -17,6 +17,29 @@ import torch  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 torch.set_num_threads(2)
+
+#: `make mutate` (tests/helpers/mutate.py sets LMDYNAMICS_MUTATE=1) runs each covering test once per mutant, and no
+#: mutated module renders figures: there a figure is written as a placeholder file under its own name, without the
+#: PNG rendering (Figure.savefig: ~60% of the time of a test that writes a saturation report).
+if os.environ.get("LMDYNAMICS_MUTATE") == "1":
+    import matplotlib.figure
+
+    def _placeholder_savefig(self, fname, *args, **kwargs):
+        data = b"\x89PNG placeholder: make mutate does not render figures\n"
+        fname.write(data) if hasattr(fname, "write") else Path(fname).write_bytes(data)
+
+    matplotlib.figure.Figure.savefig = _placeholder_savefig
+
+    # mutmut forks every mutant's test run from a server that has collected the tests: what the package imports
+    # lazily (the CLI, Lightning, the GPT-NeoX model) is imported here once instead of once per mutant.
+    import importlib
+    import pkgutil
+
+    import lmdynamics
+
+    for _module in pkgutil.walk_packages(lmdynamics.__path__, "lmdynamics."):
+        importlib.import_module(_module.name)
+    importlib.import_module("transformers.models.gpt_neox.modeling_gpt_neox")
 # Property tests draw fresh examples on every run; in CI the same examples every time.
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):

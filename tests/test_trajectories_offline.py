@@ -18,7 +18,6 @@ from lmdynamics.checkpoints.synthetic import tiny_config, write_synthetic_run
 from lmdynamics.data.tokenizer import train_bpe
 from lmdynamics.trajectories.offline import (EvaluationText, TokenizerMismatch, evaluation_text, non_embedding_parameters,
                                              record_source, record_sources, stored_text)
-from lmdynamics.trajectories.storage import TrajectoryStore
 
 TOKENS_PER_STEP = 96
 
@@ -140,3 +139,64 @@ def test_several_sources_record_like_one_and_a_tied_head_counts_in_n(run, tmp_pa
                                           intermediate_size=32, tie_word_embeddings=True))
     assert tied.get_output_embeddings().weight is tied.get_input_embeddings().weight
     assert non_embedding_parameters(tied) == sum(p.numel() for p in tied.parameters())
+
+
+def _hub_cache(run_dir, cache, repo: str, steps) -> None:
+    """The run's checkpoints at ``steps`` imported into a hub cache as ``repo@stepN`` (the hub's own layout)."""
+    from lmdynamics.checkpoints import add_to_hf_cache
+
+    for step in steps:
+        add_to_hf_cache(checkpoint_of(run_dir, step), repo, f"step{step}", cache)
+
+
+def test_hub_sources_are_read_from_the_given_cache_and_every_tokenizer_is_checked_before_anything_is_written(
+        run, tmp_path, local_text):
+    """A hub id is found only in the cache given (``--hub_cache``; the hub itself is offline): its checkpoints record
+    the run directory's values, and a later source whose cached tokenizer differs is refused before the first store
+    is written, as for run directories."""
+    root, run_dir, tok = run
+    cache = tmp_path / "hub"
+    _hub_cache(run_dir, cache, "org/tiny", [0, 5])
+    text = evaluation_text(tok, root / "eval.txt", 2, 10)
+    local = record_source(run_dir, text, tmp_path / "local", steps="0,5", log=lambda _: None).read()
+    (hub,) = record_sources(["org/tiny"], text, tmp_path / "hub-out", steps="0,5", log=lambda _: None, cache_dir=cache)
+    np.testing.assert_array_equal(hub.read().losses, local.losses)
+    assert hub.dir == tmp_path / "hub-out" / "org--tiny"
+
+    other_tok = train_bpe([local_text.read_text()[30_000:60_000]], 300, tmp_path / "other-tokenizer.json")
+    cfg = tiny_config(vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    other = write_synthetic_run(tmp_path / "other", [0, 5], cfg, other_tok, run="other", tokens_per_step=TOKENS_PER_STEP)
+    _hub_cache(other, cache, "org/other", [0, 5])
+    with pytest.raises(TokenizerMismatch, match="org/other@step0"):
+        record_sources([str(run_dir), "org/other"], text, tmp_path / "out", steps="0,5", log=lambda _: None,
+                       cache_dir=cache)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(TokenizerMismatch, match="org/other@step0"):
+        record_source("org/other", text, tmp_path / "out", steps="0,5", log=lambda _: None, cache_dir=cache)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_device_given_reaches_every_checkpoint_load(run, tmp_path, monkeypatch):
+    """``--device`` (``record --device``) is the device every checkpoint is loaded on, through the CLI, several
+    sources and one; ``load_model`` puts the model there (the meta device: no memory, shapes only)."""
+    import lmdynamics.trajectories.offline as offline
+    from lmdynamics.commands.trajectories import main
+
+    root, run_dir, tok = run
+    assert {p.device.type for p in offline.load_model(offline.open_source(run_dir).checkpoint(0), "meta").parameters()} \
+        == {"meta"}
+    seen, load = [], offline.load_model
+
+    def spy(checkpoint, device="cpu", *args, **kwargs):
+        seen.append((checkpoint.step, device))
+        return load(checkpoint, device, *args, **kwargs)
+
+    monkeypatch.setattr(offline, "load_model", spy)
+    text = evaluation_text(tok, root / "eval.txt", 2, 10)
+    record_sources([str(run_dir)], text, tmp_path / "many", steps="0,5", device="cpu:0", log=lambda _: None)
+    record_source(run_dir, text, tmp_path / "one", steps=[10], device="cpu:0", log=lambda _: None)
+    assert seen == [(0, "cpu:0"), (5, "cpu:0"), (10, "cpu:0")]
+    seen.clear()
+    assert main(["record", "--source", str(run_dir), "--text", str(root / "eval.txt"), "--blocks", "2",
+                 "--block_tokens", "10", "--steps", "5", "--device", "cpu:0", "--out", str(tmp_path / "cli")]) == 0
+    assert seen == [(5, "cpu:0")]

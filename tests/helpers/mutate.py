@@ -149,7 +149,7 @@ def run_module(module: str, jobs: int, mutants: list[str]) -> tuple[float, str]:
     work = ROOT / "mutants" / module.removesuffix(".py").replace("/", ".")
     scratch_copy(module, work)
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE",
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", "LMDYNAMICS_MUTATE": "1"}  # figures not rendered: tests/conftest.py
     mutmut = str(Path(sys.executable).parent / "mutmut")
     start = time.monotonic()
     with open(work / "run.log", "w") as log:
