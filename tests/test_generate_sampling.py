@@ -115,3 +115,30 @@ def test_the_edges_of_the_settings_are_allowed():
     model = _model()
     assert len(generate(model, Tokenizer(), "a" * 61, max_new_tokens=3, temperature=0)[0]) == 3  # exactly the context
     assert len(generate(model, Tokenizer(), "ab", max_new_tokens=1, temperature=0.5, top_p=1.0)[0]) == 1
+
+
+def test_checkpoint_is_a_checkpoint_directory_a_run_s_last_checkpoint_or_source_at_step(tmp_path):
+    """``--checkpoint`` (``generate.resolve``): a checkpoint directory as given; a run directory's last checkpoint by
+    step value (10 before 100 by value, not by name); ``RUN@STEP`` that step; a path that is not there and has no
+    ``@`` is one line naming the three forms; a directory that is neither is refused."""
+    from lmdynamics.checkpoints import CheckpointError
+    from lmdynamics.checkpoints.synthetic import tiny_config, write_synthetic_run
+    from lmdynamics.generate import resolve
+
+    cfg = tiny_config(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    run = write_synthetic_run(tmp_path / "run", [5, 100, 10], cfg, run="tiny", tokens_per_step=8)
+    step_dirs = {int(p.name[4:]): p for p in (run / "checkpoints").iterdir() if p.name.startswith("step")}
+    assert sorted(step_dirs) == [5, 10, 100]
+    assert resolve(str(run)) == step_dirs[100]
+    assert resolve(str(step_dirs[10])) == step_dirs[10]
+    assert resolve(f"{run}@10") == step_dirs[10] and resolve(f"{run}@step5") == step_dirs[5]
+    with pytest.raises(CheckpointError, match=r"--checkpoint .*nope: no such directory; give a checkpoint directory, a "
+                                              r"run directory \(runs/demo, after make train\) or SOURCE@STEP"):
+        resolve(str(tmp_path / "nope"))
+    with pytest.raises(CheckpointError, match="no checkpoint for step 7"):
+        resolve(f"{run}@7")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve(f"{tmp_path / 'nope'}@7")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a Hugging Face checkpoint directory"):
+        resolve(str(tmp_path / "empty"))

@@ -7,6 +7,8 @@ resume reads it: ``read_checkpoint_state``). End to end, a run killed after its 
 after step 100 resumes exactly (the comparisons of ``tests/kill_resume.py``).
 """
 
+import builtins
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -85,6 +87,33 @@ def test_checkpoint_state_of_a_file_without_a_step_and_of_a_file_that_is_no_chec
     assert read_checkpoint_state(tmp_path) is None  # a DeepSpeed checkpoint directory
 
 
+def _as_if_written_on_a_gpu(path: Path) -> None:
+    """Rewrite a CPU checkpoint as a GPU run's (its tensors' storage location ``cuda:0``, as ``torch.save`` records it
+    in ``data.pkl``), so that a CPU-only machine can only read it mapped to the CPU."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as zin:
+        entries = [(info.filename, zin.read(info.filename)) for info in zin.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for name, data in entries:
+            if name.endswith("/data.pkl"):
+                assert data.count(b"X\x03\x00\x00\x00cpu") == 1
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            out.writestr(name, data)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU reads a GPU checkpoint without mapping")
+def test_a_checkpoint_written_on_a_gpu_gives_its_step_and_positions_on_a_cpu_only_machine(tmp_path):
+    """Resume bookkeeping (the step of ``last.ckpt`` and its log positions) reads a checkpoint written by a GPU run
+    on a machine without one (``make test`` here, a login node): the tensors are mapped to the CPU, not restored."""
+    torch.save({"global_step": 12, "state_dict": {"w": torch.ones(3)}}, tmp_path / "last.ckpt")
+    _as_if_written_on_a_gpu(tmp_path / "last.ckpt")
+    with pytest.raises(RuntimeError, match="CUDA"):  # what reading it unmapped does here
+        torch.load(tmp_path / "last.ckpt", mmap=True, weights_only=True)
+    (tmp_path / POSITIONS_FILE).write_text(json.dumps({"12": {"csv": 4}}))
+    assert read_checkpoint_state(tmp_path / "last.ckpt") == {"step": 12, "logs": {"csv": 4}}
+
+
 def test_a_checkpoint_directory_replaces_the_old_one_whole(tmp_path):
     """DeepSpeed checkpoints are directories: the new one takes the old one's place, nothing of the old is left."""
     final, pending = tmp_path / "last.ckpt", tmp_path / ".last.ckpt.pending"
@@ -136,3 +165,36 @@ def test_a_run_killed_after_pruning_and_after_step_100_resumes_exactly(tmp_path,
     # every 3 steps, plus the checkpoint the interrupt wrote at the step it reached (104): the newest 4 are kept
     assert sorted(map(int, load_positions(run))) == [99, 102, 104, 105]
     assert read_checkpoint_state(run / "last.ckpt")["step"] == steps
+
+
+class RanksStrategy:
+    """The other ranks' signal flags, reduced as Lightning's ``Strategy.reduce_boolean_decision`` documents it:
+    ``all=True`` (its default) only if every rank decided so, ``all=False`` if any did."""
+
+    def __init__(self, others: list[bool]):
+        self.others = others
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:  # noqa: A002 - Lightning's name
+        votes = [bool(decision), *self.others]
+        return builtins.all(votes) if all else any(votes)
+
+
+@pytest.mark.parametrize("here, others, stops", [
+    (False, [], False), (True, [], True),  # one process
+    (False, [False], False), (False, [True], True), (False, [False, False], False), (False, [False, True], True), (True, [False, False], True), (True, [True, True], True),
+])
+def test_a_signal_on_any_rank_stops_every_rank_after_the_same_step_with_its_checkpoint(tmp_path, monkeypatch, here,
+                                                                                      others, stops):
+    """Under DDP a signal reaches the ranks at different times: every rank stops after the first step at which any
+    rank has it (each rank checkpoints that step and exits after committing it); without one, a step off the
+    checkpoint schedule writes nothing."""
+    callback = ResumeCheckpoint(tmp_path, every=100)
+    saved = []
+    monkeypatch.setattr(callback, "_save_last_checkpoint", lambda trainer, candidates: saved.append(trainer.global_step))
+    monkeypatch.setattr(callback, "_monitor_candidates", lambda trainer: {})
+    callback._signals.requested = 15 if here else None
+    trainer = SimpleNamespace(global_step=7, accumulate_grad_batches=1, world_size=1 + len(others), max_steps=1000,
+                              strategy=RanksStrategy(others))
+    callback.on_train_batch_end(trainer, None, None, None, 6)
+    assert saved == ([7] if stops else []) and callback._stop_after_commit is stops
+    assert callback._uncommitted == (7 if stops else None)

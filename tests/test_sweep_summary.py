@@ -8,7 +8,6 @@ import shlex
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from lmdynamics import store, sweep
 from lmdynamics.compare.runs import RISE_MARGIN
@@ -138,3 +137,23 @@ def test_printed_commands_comment_out_finished_runs_and_resume_started_ones(tmp_
     assert lines[0].startswith("# done: ") and not lines[1].startswith("#") and not lines[2].startswith("#")
     assert lines[1].endswith("--ckpt_path last") and "--ckpt_path" not in lines[2]
     assert [plan.state(r) for r in plan.runs] == ["done", "started", "new"]
+
+
+def test_structured_grid_values_name_runs_by_content_whatever_the_key_order(tmp_path):
+    """A grid value that is a mapping or a list names its run by a digest of its content: distinct values give
+    distinct names, the same mapping written with its keys in another order gives the same name (a sweep file
+    edited that way finds its runs again), and the name part is the key's leaf then hex digits."""
+    (tmp_path / "base.yaml").write_text("{}\n")
+
+    def names(values):
+        spec = {"name": "sw", "root": str(tmp_path / "root"), "configs": [str(tmp_path / "base.yaml")],
+                "grid": {"model.model.head": values}}
+        return [run.name for run in sweep.expand(spec).runs]
+
+    a, b = {"kind": "low_rank", "rank": 4}, {"kind": "low_rank", "rank": 8}
+    first = names([a, b, [1, 2], [2, 1]])
+    assert len(set(first)) == 4
+    assert names([{"rank": 4, "kind": "low_rank"}, {"rank": 8, "kind": "low_rank"}, [1, 2], [2, 1]]) == first
+    for name in first:
+        part = name.removeprefix("sw-")
+        assert part.startswith("head") and len(part) > 4 and all(c in "0123456789abcdef" for c in part[4:]), name
