@@ -328,6 +328,9 @@ def test_a_two_checkpoint_window_is_too_few_and_three_are_enough(splits, window)
 def test_splits_must_lie_in_order_inside_the_window():
     values = np.exp(np.random.default_rng(14).normal(0, 0.1, size=(3, 13)) + 3)
     assert double_descent_windows(values, STEPS, 0.25, regressor="step", splits=(0.45, 0.7)).shape == (3,)
+    # a first cut at the window's start is in order (start_fraction <= a); that first window is then too short
+    with pytest.raises(TooFewCheckpoints, match="only 1 checkpoint"):
+        double_descent_windows(values, STEPS, 0.25, regressor="step", splits=(0.25, 0.6))
     for bad in [(0.5, 0.5), (0.3, 1.0), (0.3, 1.5), (0.2, 0.6)]:
         with pytest.raises(ValueError, match="splits must satisfy"):
             double_descent_windows(values, STEPS, 0.25, regressor="step", splits=bad)
@@ -361,3 +364,16 @@ def test_each_token_is_classified_on_its_own(variance_condition):
     np.testing.assert_allclose(batch.slope, [c.slope[0] for c in one_by_one], rtol=1e-12)  # a matmul's rounding
     np.testing.assert_allclose(batch.p_value, [c.p_value[0] for c in one_by_one], rtol=1e-9)
     assert len(set(batch.labels)) >= 3  # the batch mixes labels
+
+
+def test_the_variance_condition_only_narrows_stagnation_it_never_labels_out_of_band_tokens():
+    """``variance_condition`` adds var < m to the band rule (stagnated = in the band, no significant slope, and
+    var < m): a token that ends outside the band stays "other" however small its variance, with or without it."""
+    wiggle = 1 + 0.01 * np.cos(np.arange(len(STEPS)) * 2.5)
+    out_of_band = wiggle.copy()
+    out_of_band[-1] = 1.12  # ends 12% up: last / geometric mean > 1.05
+    values = np.stack([wiggle, out_of_band])
+    for condition in (False, True):
+        got = classify_trends(values, STEPS, 0.1, regressor="log_step", variance_condition=condition)
+        assert got.p_value[1] >= 0.05 and values[1, got.start:].var() < 1.0  # not significant, variance far below m
+        assert list(got.labels) == ["stagnated", "other"], condition

@@ -33,7 +33,8 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "metrics/anisotropy.py": ("test_metrics_anisotropy", "test_metrics_edges", "test_properties"),
     "metrics/cka.py": ("test_metrics_cka", "test_metrics_edges", "test_properties"),
     "metrics/ov.py": ("test_metrics_ov", "test_metrics_edges", "test_properties"),
-    "metrics/spectrum.py": ("test_metrics_spectrum", "test_metrics_edges", "test_properties"),
+    "metrics/spectrum.py": ("test_metrics_spectrum", "test_metrics_edges", "test_properties",
+                            "test_gini::test_gini_closed_forms_and_the_pairwise_definition"),
     "metrics/trends.py": ("test_metrics_trends", "test_trajectories_classify"),
     "training/module.py": ("test_recipe",),
     "training/resume.py": ("test_resume_pruning", "test_resume_when"),  # test_resume is all slow (kill tests)
