@@ -100,3 +100,80 @@ def test_a_series_too_short_is_refused_naming_metric_model_and_source(tmp_path):
     store.append(store.table_path(tmp_path / "run"), rows("m", "val_loss", LOSS)[:2])
     with pytest.raises(InputError, match=r"^val_loss of m: 2 checkpoint\(s\).*\(from tidy table "):
         detect_all(from_table(tmp_path / "run", "val_loss"))
+
+
+def test_name_value_pairs_take_the_value_after_the_last_equals_and_refuse_anything_else():
+    from lmdynamics.saturation.analyze import parse_pairs
+    assert parse_pairs("pythia-160m=1.6e8, pythia-1b = 1e9 ,,", "--params") == {"pythia-160m": 1.6e8, "pythia-1b": 1e9}
+    assert parse_pairs("a=b=3", "--params") == {"a=b": 3.0}  # a name may hold '=': the number is after the last
+    assert parse_pairs("", "--params") == {} and parse_pairs(None, "--params") == {}
+    assert parse_pairs("d=768", "--hidden_sizes", int) == {"d": 768}
+    for bad in ("pythia-1b", "=3", "a=x", "a=", "a=1,b"):
+        with pytest.raises(InputError, match=r"^--params: '.*' is not name=number$"):
+            parse_pairs(bad, "--params")
+    with pytest.raises(InputError, match=r"^--hidden_sizes: 'd=7.5' is not name=number$"):
+        parse_pairs("d=7.5", "--hidden_sizes", int)
+
+
+def test_an_error_lists_up_to_forty_available_names_sorted_then_how_many_there_are(tmp_path):
+    names = [f"m{i:02d}" for i in range(41)]
+    for count in (40, 41):
+        store.append(store.table_path(tmp_path / str(count)), [r for n in names[:count] for r in rows("m", n, LOSS)])
+        with pytest.raises(InputError) as err:
+            from_table(tmp_path / str(count), "bleu")
+        listed = str(err.value).partition("available: ")[2]
+        assert listed == ", ".join(names[:40]) + ("" if count == 40 else ", ... (41 in all)")
+
+
+def test_a_task_name_may_hold_a_slash_the_metric_is_after_the_last(tmp_path):
+    """lm-eval task names are free text; the metric is the part after the last '/' everywhere."""
+    import json
+    directory = _eval_files(tmp_path / "evals", 10 + STEPS / 100, False)
+    for path in (directory / "m").iterdir():
+        data = json.loads(path.read_text())
+        for key in ("results", "higher_is_better"):
+            data[key]["suite/lastword"] = data[key].pop("demo_lastword")
+        path.write_text(json.dumps(data))
+    series = from_evals_(directory, "suite/lastword", "perplexity")
+    assert series.metric == "suite/lastword/perplexity" and len(series.rows) == len(STEPS)
+    result = detect_all(series).iloc[0]
+    assert (result.task, result.metric) == ("suite/lastword", "perplexity")
+    with pytest.raises(InputError, match=r"available: acc, acc_stderr, perplexity, perplexity_stderr$"):
+        from_evals_(directory, "suite/lastword", "bleu")
+    with pytest.raises(InputError, match=r"task 'suite' is in no result file .*available: suite/lastword$"):
+        from_evals_(directory, "suite", "perplexity")
+    # the same in a tidy table
+    store.append(store.table_path(tmp_path / "run"), rows("m", "suite/lastword/acc", 1 / LOSS))
+    result = detect_all(from_table(tmp_path / "run", "acc", task="suite/lastword")).iloc[0]
+    assert (result.task, result.metric) == ("suite/lastword", "acc")
+
+
+def from_evals_(*args, **kwargs):
+    from lmdynamics.saturation.analyze import from_evals
+    return from_evals(*args, **kwargs)
+
+
+def test_measures_keep_the_results_own_directions_source_and_ingestion_and_match_full_names(tmp_path):
+    """--measures beside --evals: the files' direction map still decides (here: higher is better, so a rising
+    perplexity is not saturated), the rows are still written out as ingested, and a measures table naming the
+    model exactly as the results do (organisation included) is joined."""
+    rising = 10 + STEPS / 100
+    evals = from_evals_(_eval_files(tmp_path / "evals", rising, True), "demo_lastword", "perplexity")
+    er = 2.0 / (1 + 0.3 * np.clip((STEPS - 400) // 100, 0, None))
+    store.append(store.table_path(tmp_path / "measures"), rows("m", "er", er, component="head"))
+    series = with_measures(evals, tmp_path / "measures")
+    assert series.ingested and series.directions == evals.directions
+    assert series.source == f"lm-eval results under {tmp_path / 'evals'} with measures from {tmp_path / 'measures'}"
+    result = detect_all(series).iloc[0]
+    assert bool(result.higher_is_better) and not result.saturated and result.er_moved
+    # organisation and all: the analysed model is "org/m"
+    store.append(store.table_path(tmp_path / "run"), rows("org/m", "val_loss", LOSS))
+    store.append(store.table_path(tmp_path / "full"), rows("org/m", "er", er, component="head"))
+    joined = detect_all(with_measures(from_table(tmp_path / "run", "val_loss"), tmp_path / "full")).iloc[0]
+    assert joined.model == "org/m" and joined.er_moved and joined.er_onset_step == 400
+
+
+def test_a_series_from_result_files_too_short_names_the_files(tmp_path):
+    directory = _eval_files(tmp_path / "evals", [10.0, 11.0], False)
+    with pytest.raises(InputError, match=rf"\(from lm-eval results under {tmp_path / 'evals'}\)$"):
+        detect_all(from_evals_(directory, "demo_lastword", "perplexity"))

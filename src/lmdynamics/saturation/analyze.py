@@ -44,6 +44,7 @@ def parse_pairs(text: str, what: str, cast=float) -> dict:
     out = {}
     for item in filter(None, (x.strip() for x in (text or "").split(","))):
         key, sep, value = item.rpartition("=")
+        key = key.strip()
         try:
             out[key] = cast(value)
         except ValueError:
