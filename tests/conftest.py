@@ -66,6 +66,27 @@ def pythia_tokenizer_file() -> Path:
     return require_pythia_tokenizer()
 
 
+@pytest.fixture
+def figure_texts(monkeypatch) -> dict[str, list[str]]:
+    """``{file name: the texts drawn on the figure saved under it}`` (titles, axis labels, tick and legend
+    labels) of every figure saved while the test runs, rendered or (under make mutate) not."""
+    import re
+
+    import matplotlib.figure
+    import matplotlib.text
+
+    seen: dict[str, list[str]] = {}
+    original = matplotlib.figure.Figure.savefig
+
+    def recording(self, fname, *args, **kwargs):
+        name = re.sub(r"^\.(.+)\.[0-9a-f]{32}\.tmp$", r"\1", Path(str(fname)).name)  # atomic.atomic_path's temporary
+        seen[name] = [t.get_text() for t in self.findobj(matplotlib.text.Text) if t.get_text()]
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    return seen
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -146,16 +146,22 @@ def series_of(rows: pd.DataFrame) -> Series:
 
 
 def test_write_reports_the_scaling_section_and_scaling_csv_of_the_fit(tmp_path):
+    """min_fraction 0.5 and fixed B, beta, E other than the defaults both reach the fit and the gaps (0.5 keeps
+    fewer checkpoints than the default 0.1 does on these steps; 0.2 would keep the same)."""
     rows = loss_rows(seed=1)
-    report = write(tmp_path / "out", series_of(rows), min_fraction=0.2, large=LARGE, params=SIZES)
+    fixed = {"B": 300.0, "beta": 0.3, "E": 1.5}
+    report = write(tmp_path / "out", series_of(rows), min_fraction=0.5, large=LARGE, params=SIZES, fixed=fixed)
     text = report.read_text()
+    assert text.startswith("# Saturation: val_loss\n") and text.index("## Figures") < text.index("## Scaling-law gap")
     section = text[text.index("\n## Scaling-law gap"):]  # from the blank line before the heading
-    check_section(section, rows, 0.2)
+    check_section(section, rows, 0.5, fixed)
     assert "![scaling_law](figures/scaling_law.png)" in section
     assert (tmp_path / "out" / "figures" / "scaling_law.png").is_file()
-    csv = pd.read_csv(tmp_path / "out" / "scaling.csv").set_index("model")
-    a_ref, alpha_ref = reference_fit(rows, 0.2)
-    for model, want in reference_gaps(rows, a_ref, alpha_ref, 0.2).items():
+    csv = pd.read_csv(tmp_path / "out" / "scaling.csv")
+    assert csv.columns[0] == "model" and not csv.columns.str.startswith("Unnamed").any()  # no index column
+    csv = csv.set_index("model")
+    a_ref, alpha_ref = reference_fit(rows, 0.5, fixed)
+    for model, want in reference_gaps(rows, a_ref, alpha_ref, 0.5, fixed).items():
         assert csv.loc[model, "final_gap"] == pytest.approx(want["final_gap"], abs=1e-5), model
         assert csv.loc[model, "best_gap"] == pytest.approx(want["best_gap"], abs=1e-5), model
         assert csv.loc[model, "best_step"] == want["best_step"] and csv.loc[model, "final_step"] == want["final_step"]
@@ -178,3 +184,124 @@ def test_scaling_gap_of_a_higher_is_better_metric_is_refused_and_nothing_written
     with pytest.raises(InputError, match="parameter count of 'small' unknown"):
         write(tmp_path / "out", series_of(rows), large=LARGE, params={m: SIZES[m] for m in LARGE})
     assert not (tmp_path / "out").exists()
+
+
+# --- the whole report of a table with a plain head, a mixture of softmaxes and harness rows ----------------------
+
+R_STEPS = np.arange(0, 11) * 100
+R_LOSS = np.r_[np.linspace(5, 3, 6), 3.0 * np.array([1.0, 1.0, 1.1, 1.2, 1.3])]  # best 500, onset 700, +30.0%
+KL, ER = "head KL-to-uniform of s/sum(s)", "head effective rank"  # the signals' names in the report
+
+
+def _rows(model, metric, values, component, layer=-1):
+    return [dict(run=model, model=model, step=int(s), tokens=int(s) * 10, layer=layer, component=component,
+                 metric=metric, index=-1, value=float(v)) for s, v in zip(R_STEPS, values)]
+
+
+def _degrading(up: bool, onset: int = 400) -> np.ndarray:
+    """Flat at 2 up to ``onset``, then 30% a checkpoint up (``up``) or down."""
+    factor = 1 + 0.3 * np.clip((R_STEPS - onset) // 100, 0, None)
+    return 2.0 * (factor if up else 1 / factor)
+
+
+def _report_series() -> Series:
+    """``a-flat``: a curve still improving (best = final at 1000), a plain head whose ER falls from step 400 and
+    whose KL-to-uniform stays flat. ``b-sat``: the saturating curve (best 500, onset 700, +30%) and a mixture of
+    two component heads: component 0's KL-to-uniform rises from 400, everything else flat; no anisotropy.
+    ``c-mix``: the same curve, a mixture whose KL-to-uniform has 2 checkpoints (no verdict) and whose component 0's
+    ER falls from step 400. ``eval`` rows (as read from harness files) beside the table rows."""
+    flat = np.full(len(R_STEPS), 2.0)
+    frame = (_rows("a-flat", "val_loss", np.linspace(5, 3, len(R_STEPS)), "eval")
+             + _rows("a-flat", "er", _degrading(up=False), "head") + _rows("a-flat", "kl_uniform", flat, "head")
+             + _rows("b-sat", "val_loss", R_LOSS, "eval")
+             + _rows("b-sat", "kl_uniform", _degrading(up=True), "head_c00")
+             + _rows("b-sat", "kl_uniform", flat, "head_c01")
+             + _rows("b-sat", "er", flat, "head_c00") + _rows("b-sat", "er", flat, "head_c01")
+             + _rows("b-sat", "param_norm", flat, "model")
+             + _rows("c-mix", "val_loss", R_LOSS, "eval")
+             + _rows("c-mix", "kl_uniform", flat, "head_c00")[:2] + _rows("c-mix", "kl_uniform", flat, "head_c01")[:2]
+             + _rows("c-mix", "er", _degrading(up=False), "head_c00") + _rows("c-mix", "er", flat, "head_c01"))
+    frame = pd.DataFrame(frame)
+    rows = frame[frame.metric == "val_loss"][["model", "step", "tokens", "value"]]
+    return Series("val_loss", rows, frame, {}, "a designed table", ingested=True)
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    """The report's lines per heading; every heading is a line of its own between blank lines."""
+    lines = text.splitlines()
+    out, current = {}, None
+    for i, line in enumerate(lines):
+        if line.startswith("#"):
+            assert (i == 0 or lines[i - 1] == "") and lines[i + 1] == "", (i, line)
+            current = line
+            out[current] = []
+        else:
+            out[current].append(line)
+    return out
+
+
+def test_the_report_is_the_csvs_verdicts_per_model_and_per_mixture_component_with_every_figure(tmp_path,
+                                                                                                figure_texts):
+    from lmdynamics.saturation.analyze import CSV_COLUMNS, detect_all
+    series = _report_series()
+    report = write(tmp_path / "out", series, min_fraction=0.25, margin=0.2)
+    out = tmp_path / "out"
+    # saturation.csv: the detector's rows, no index column; the ingested rows (component eval) as the table
+    csv = pd.read_csv(out / "saturation.csv")
+    expected = detect_all(series, None, 0.25, 0.2)
+    assert list(csv.columns) == list(expected.columns) and list(csv.columns[:len(CSV_COLUMNS)]) == CSV_COLUMNS
+    assert csv.model.tolist() == ["a-flat", "b-sat", "c-mix"] and csv.best_step.tolist() == [1000, 500, 500]
+    assert csv.onset_step.iloc[1] == 700 and csv.gap.iloc[1] == pytest.approx(0.3)
+    from lmdynamics import store
+    table = store.read_table(store.table_path(out))
+    assert set(table.component) == {"eval"} and len(table) == 3 * len(R_STEPS)
+    assert sorted(table.value) == sorted(series.frame[series.frame.component == "eval"].value)
+
+    text = report.read_bytes().decode("utf-8")  # "—" and "±" as UTF-8 on any platform
+    assert text.endswith("|\n") is False and text.endswith("\n") and not text.endswith("\n\n")
+    sections = _sections(text)
+    assert list(sections) == ["# Saturation: val_loss", "## Per model",
+                              "## Mixture components (each component head's own signal; the head signals above are "
+                              "their mean)", "## Figures"]
+    intro = sections["# Saturation: val_loss"]
+    assert intro[:3] == ["", "Source: a designed table.", ""]
+    assert "at or after 0.25 of training" in intro[3] and "saturated: gap > 0.2;" in intro[3]
+    assert "within 0.1 (relative) of the best" in intro[3]
+    assert intro[4] == ""
+    assert sections["## Per model"] == [
+        "",
+        f"- **a-flat**: no saturation detected (final +0.0% vs best at step 1000); head signals moved by more than "
+        f"the margin: {ER} (from step 400); did not move: {KL}.",
+        f"- **b-sat**: saturation detected; final +30.0% vs best (step 500), onset at step 700; head signals that "
+        f"moved first: {KL} (not in the table: anisotropy).",
+        f"- **c-mix**: saturation detected; final +30.0% vs best (step 500), onset at step 700; head signals that "
+        f"moved first: {ER} (not in the table: kl_uniform, anisotropy).",
+        ""]
+    assert sections["## Mixture components (each component head's own signal; the head signals above are their "
+                    "mean)"] == [
+        "", "| model | signal | moved | onset | moved first |", "|---|---|---|---|---|",
+        "| b-sat | kl_uniform[head_c00] | yes | 400 | yes |", "| b-sat | kl_uniform[head_c01] | no | — | no |",
+        "| b-sat | er[head_c00] | no | — | no |", "| b-sat | er[head_c01] | no | — | no |",
+        "| c-mix | er[head_c00] | yes | 400 | yes |", "| c-mix | er[head_c01] | no | — | no |", ""]  # no KL verdicts
+    links = sections["## Figures"]
+    assert links[0] == "" and all(re.fullmatch(r"!\[(.+)\]\(figures/\1\.png\)", ln) for ln in links[1:])
+    linked = {re.search(r"\(figures/(.+)\)", ln).group(1) for ln in links[1:]}
+    assert linked == {p.name for p in (out / "figures").iterdir()} and len(linked) == 4  # curves + one per model
+    assert "saturation_curves.png" in linked
+    for name in linked:  # every figure names the metric
+        assert any("val_loss" in t for t in figure_texts[name]), (name, figure_texts[name])
+
+
+def test_a_report_without_mixtures_has_no_component_section_and_its_yes_no_words(tmp_path):
+    from lmdynamics.report.saturation_report import report_text
+    series = _report_series()
+    plain = series.frame[~series.frame.component.str.startswith("head_c")]
+    series = Series("val_loss", series.rows, plain, {}, "plain")
+    results = __import__("lmdynamics.saturation.analyze", fromlist=["detect_all"]).detect_all(series)
+    text = report_text(results, series, [], 0.25, 0.2)
+    assert "Mixture components" not in text and text.endswith("## Figures\n\n")
+    rows = {r["model"]: r for r in markdown_table(text.splitlines(), "model")}
+    assert rows["a-flat"]["saturated"] == "no" and rows["a-flat"]["er moved first"] == "n/a"  # curve not saturated
+    assert rows["b-sat"]["saturated"] == "yes"
+    assert rows["b-sat"]["kl_uniform moved first"] == "n/a"  # b-sat's head signals are all mixture rows: none here
+    assert "no head signal in the table (give --measures a table with head_rank rows)" in text

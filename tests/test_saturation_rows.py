@@ -145,3 +145,23 @@ def test_lowrank_results_skip_a_checkpoint_without_its_full_head_and_keep_the_ot
     results = lowrank_results(pd.DataFrame(rows))
     assert list(results) == [(step_name(20), step_name(20), 20)]
     assert results[(step_name(20), step_name(20), 20)] == {"ranks": {8: 24.0}, "full": 3.0}
+
+
+def test_the_reports_figures_come_in_run_model_and_numeric_step_order_whatever_the_table_order(tmp_path):
+    """The report draws one figure per key of werror_curves / lowrank_results, in their order: sorted by run,
+    model and step (step 100 after step 20), not in the order rows happen to sit in the table."""
+    from lmdynamics.layout import step_name
+    from lmdynamics.saturation.rows import lowrank_rows, werror_rows
+    rows = []
+    for run in ("zeta", "alpha"):
+        for step in (100, 20):
+            ck = tmp_path / run / "checkpoints" / step_name(step)
+            ck.mkdir(parents=True)
+            (tmp_path / run / "run.json").write_text('{"run": "%s", "model": "%s"}' % (run, run))
+            rows += lowrank_rows({"ranks": {8: 4.0 + step}, "full": 3.0}, ck)
+    for corpus in ("wiki", "books"):
+        rows += werror_rows({8: 0.5}, corpus, 3, 2)
+    frame = pd.DataFrame(rows)  # zeta before alpha, step 100 before 20, wiki before books
+    assert list(lowrank_results(frame)) == [("alpha", "alpha", 20), ("alpha", "alpha", 100),
+                                            ("zeta", "zeta", 20), ("zeta", "zeta", 100)]
+    assert list(werror_curves(frame)) == [("books", "3-gram, min count 2"), ("wiki", "3-gram, min count 2")]

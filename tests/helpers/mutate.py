@@ -48,7 +48,8 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "saturation/rows.py": ("test_saturation_rows::test_checkpoint_identity_from_run_json_or_the_directory",
                            "test_saturation_rows::test_werror_and_lowrank_rows_read_back_as_written",
                            "test_saturation_rows::test_rows_sit_at_layer_minus_one_with_their_documented_index_step_and_tokens",
-                           "test_saturation_rows::test_lowrank_results_skip_a_checkpoint_without_its_full_head_and_keep_the_others"),
+                           "test_saturation_rows::test_lowrank_results_skip_a_checkpoint_without_its_full_head_and_keep_the_others",
+                           "test_saturation_rows::test_the_reports_figures_come_in_run_model_and_numeric_step_order_whatever_the_table_order"),
     # the report's text and scaling-law section (moved out of saturation/analyze.py)
     "report/saturation_report.py": ("test_saturation_report", "test_saturation_signals_direction"),
     "saturation/scaling.py": ("test_saturation_scaling", "test_saturation_report"),

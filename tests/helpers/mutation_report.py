@@ -1,7 +1,9 @@
 """After ``mutmut run`` (``make mutate``): the mutation score and every surviving mutant with its change.
 
-Score = killed (a test failed, or it timed out) / all mutants that were run or had no covering test, overall
-and per module (mutant names are ``<module>.<function>__mutmut_<n>``).
+Score = killed (a test failed, or it timed out) / all mutants that were run or had no covering test, less those
+shown equivalent, overall and per module (mutant names are ``<module>.<function>__mutmut_<n>``). A surviving
+mutant is *equivalent* when ``tests/helpers/equivalent_mutants.py`` names its function and exact change with the
+argument why no test can tell it from the original; it is listed with that argument, apart from the survivors.
 """
 
 import json
@@ -10,6 +12,9 @@ import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from equivalent_mutants import equivalence  # noqa: E402
 
 
 def mutmut(*args: str) -> str:
@@ -21,6 +26,14 @@ def change(name: str) -> str:
     """The mutated line(s) of one mutant, as - / + lines."""
     diff = mutmut("show", name).splitlines()
     return "\n".join("      " + ln for ln in diff if ln[:1] in "-+" and not ln.startswith(("---", "+++")))
+
+
+def why_equivalent(name: str, diff: str) -> str | None:
+    """The registered argument that mutant ``name`` (its change ``diff``) is equivalent, else None."""
+    lines = [ln.strip() for ln in diff.splitlines()]
+    before = "\n".join(ln[1:].strip() for ln in lines if ln.startswith("-"))
+    after = "\n".join(ln[1:].strip() for ln in lines if ln.startswith("+"))
+    return equivalence(name.rsplit("__mutmut_", 1)[0].removeprefix("lmdynamics."), before, after)
 
 
 def per_module(status: dict[str, str]) -> dict[str, Counter]:
@@ -39,7 +52,17 @@ def main() -> int:
         name, _, state = line.strip().rpartition(": ")
         if name:
             status[name] = state
+    survivors = sorted(n for n, s in status.items() if s == "survived")
+    with ThreadPoolExecutor(4) as pool:
+        diffs = dict(zip(survivors, pool.map(change, survivors)))
+    equivalent = {n: why for n in survivors if (why := why_equivalent(n, diffs[n])) is not None}
+    for name in equivalent:
+        status[name] = "equivalent"
     counts = Counter(status.values())
+    if equivalent:
+        print(f"\nequivalent ({len(equivalent)}): survived, and no test can tell them from the original")
+        for name, why in equivalent.items():
+            print(f"  {name}\n{diffs[name]}\n      why: {why}")
     for kind in ("survived", "no tests", "suspicious"):
         names = sorted(n for n, s in status.items() if s == kind)
         if names:
@@ -47,14 +70,15 @@ def main() -> int:
             with ThreadPoolExecutor(4) as pool:
                 for name, diff in zip(names, pool.map(change, names)):
                     print(f"  {name}\n{diff}")
-    print("\nper module (killed / considered):")
+    print("\nper module (killed / considered, equivalent mutants not considered):")
     for module, states in sorted(per_module(status).items()):
         done = states["killed"] + states["timeout"]
         considered = done + states["survived"] + states["no tests"] + states["suspicious"]
         print(f"  {module}: {done}/{considered} = {done / max(1, considered):.1%}"
-              + "".join(f", {k}: {states[k]}" for k in ("survived", "no tests", "suspicious") if states[k]))
+              + "".join(f", {k}: {states[k]}" for k in ("equivalent", "survived", "no tests", "suspicious")
+                        if states[k]))
     killed = stats["killed"] + stats["timeout"]
-    considered = killed + stats["survived"] + stats["no_tests"] + stats["suspicious"]
+    considered = killed + stats["survived"] - len(equivalent) + stats["no_tests"] + stats["suspicious"]
     print(f"\nmutants: {stats['total']}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     print(f"mutation score: {killed}/{considered} = {killed / max(1, considered):.1%} killed")
     return 0

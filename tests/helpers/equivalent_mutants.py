@@ -1,0 +1,94 @@
+"""Surviving mutants of ``make mutate`` shown equivalent: no test can tell them from the original, for the reason
+given. Each entry names the mutated function (``<module>.x_<function>`` as mutmut names it, without
+``lmdynamics.``), the exact line before and after (as ``mutmut show`` prints them, stripped; a statement over
+several lines joined by newlines) and a key of ``REASONS``. A mutant matches only its exact change: a new
+mutant on the same line is a survivor until it is argued here too. ``tests/helpers/mutation_report.py`` lists
+matched survivors apart, with the reason, and leaves them out of the score.
+"""
+
+from __future__ import annotations
+
+REASONS = {
+    # numerical no-ops
+    "astype-none": "numpy's dtype None is float64: astype(None) / asarray(dtype=None) give the same floats here "
+                   "(and float keys equal to int keys look up the same dict entries)",
+    "floatvals": "the values are only compared, negated and divided: numpy promotes integer input to the same float "
+                 "results, and float input is unchanged",
+    "intsteps": "steps are integers in every caller (tidy-table step column, checkpoint steps); converted or not, "
+                "every step is turned into int/float at the output",
+    "intsteps-trends": "steps are integers; the float64 cast only avoids integer arithmetic, and every expression "
+                       "on them (differences, products with floats, logs) promotes to float64 anyway",
+    "index": "the pandas index of these frames is never read (only columns and .to_numpy() are), so keeping or "
+             "renumbering it changes nothing",
+    "groupby-default": "pandas groupby sorts by default (sort=True): dropping the argument is the same call",
+    "stable": "duplicate steps are refused right after the sort, so only distinct steps are ever ordered and every "
+              "sort algorithm gives the same order",
+    "label": "the default label is never used: both callers (saturation.analyze, saturation.signals) pass `what`",
+    "swallowed": "the label only names the series in a SeriesError, which moved_first catches and turns into "
+                 "'no verdict' without showing the message",
+    # logic that cannot differ
+    "notzero": "a slope that is significant (|t| over the quantile, t = slope / se) is never exactly 0, so > 0 and "
+               ">= 0 (< 0 and <= 0) select the same tokens",
+    "shift": "the OLS slope is invariant to shifting x by a constant: x - st[start] and x + st[start] give the "
+             "same slope and the same standard error",
+    "t3": "this branch runs only for fewer than 3 checkpoints, where out[0] is always False (no double descent "
+          "without 3 points): bool(None) is False too",
+    "first": "`first` is 0 on this line (step 0 found at position 0), so first += 1 and first = 1 agree",
+    "vartie": "the stagnation variance condition is off by default; with it on, var == geometric mean exactly "
+              "is a measure-zero float tie",
+    "dupkeep": "the error names the model and step of a duplicated row: keep=False or keep='first' both name a "
+               "row that is duplicated (the same model and step)",
+    "nodirs": "an empty direction map and None are both falsy: harness.higher_is_better reads neither",
+    "headonly": "only the rank-constrained-head command writes these three metrics, always on component 'head'; "
+                "other head rows that | lets through hold none of them and are skipped by the per-metric "
+                "selections below",
+}
+
+# (function, line before, line after, reason)
+EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ('metrics.trends.x_classify_trends', 'labels[sig & (slope > 0)] = "upward"', 'labels[sig & (slope >= 0)] = "upward"', 'notzero'),
+    ('metrics.trends.x_classify_trends', 'labels[sig & (slope < 0)] = "downward"', 'labels[sig & (slope <= 0)] = "downward"', 'notzero'),
+    ('metrics.trends.x_classify_trends', 'x = st[start:] - st[start]', 'x = st[start:] + st[start]', 'shift'),
+    ('metrics.trends.x_double_descent', 'return bool(out[0]) if single else out', 'return bool(None) if single else out', 't3'),
+    ('metrics.trends.x_double_descent_windows', 'first += 1  # step 0 has no log: the first window starts at the first positive step', 'first = 1  # step 0 has no log: the first window starts at the first positive step', 'first'),
+    ('metrics.trends.x_window_start', 'st = np.asarray(steps, dtype=np.float64)', 'st = np.asarray(steps, dtype=None)', 'intsteps-trends'),
+    ('metrics.trends.x_window_start', 'st = np.asarray(steps, dtype=np.float64)', 'st = np.asarray(steps, )', 'intsteps-trends'),
+    ('metrics.trends.x_classify_trends', 'stagnant &= w.var(1) < gmean', 'stagnant &= w.var(1) <= gmean', 'vartie'),
+    ('saturation.signals.x_moved_first', 'fields = detect(series.step.to_numpy(), series.value.to_numpy(), up, what=f"{model} {name}", **kwargs)', 'fields = detect(series.step.to_numpy(), series.value.to_numpy(), up, what=None, **kwargs)', 'swallowed'),
+    ('saturation.signals.x_moved_first', 'fields = detect(series.step.to_numpy(), series.value.to_numpy(), up, what=f"{model} {name}", **kwargs)', 'fields = detect(series.step.to_numpy(), series.value.to_numpy(), up, **kwargs)', 'swallowed'),
+    ('saturation.signals.x_signal_series', 'return rows[["step", "value"]].sort_values("step", ignore_index=True)', 'return rows[["step", "value"]].sort_values("step", ignore_index=None)', 'index'),
+    ('saturation.signals.x_signal_series', 'return rows[["step", "value"]].sort_values("step", ignore_index=True)', 'return rows[["step", "value"]].sort_values("step", )', 'index'),
+    ('saturation.signals.x_signal_series', 'return rows[["step", "value"]].sort_values("step", ignore_index=True)', 'return rows[["step", "value"]].sort_values("step", ignore_index=False)', 'index'),
+    ('saturation.analyze.x_detect_all', 'for model, rows in series.rows.groupby("model", sort=True):', 'for model, rows in series.rows.groupby("model", ):', 'groupby-default'),
+    ('saturation.analyze.x_from_table', 'dup = rows.duplicated(subset=["model", "step"], keep=False)', 'dup = rows.duplicated(subset=["model", "step"], )', 'dupkeep'),
+    ('saturation.analyze.x_from_table', 'return Series(name, rows, frame, {}, f"tidy table {path}")', 'return Series(name, rows, frame, None, f"tidy table {path}")', 'nodirs'),
+    ('saturation.analyze.x_with_measures', 'frame = pd.concat([series.frame, extra[~extra.metric.isin(set(series.frame.metric))]], ignore_index=True)', 'frame = pd.concat([series.frame, extra[~extra.metric.isin(set(series.frame.metric))]], ignore_index=None)', 'index'),
+    ('saturation.analyze.x_with_measures', 'frame = pd.concat([series.frame, extra[~extra.metric.isin(set(series.frame.metric))]], ignore_index=True)', 'frame = pd.concat([series.frame, extra[~extra.metric.isin(set(series.frame.metric))]], )', 'index'),
+    ('saturation.analyze.x_with_measures', 'frame = pd.concat([series.frame, extra[~extra.metric.isin(set(series.frame.metric))]], ignore_index=True)', 'frame = pd.concat([series.frame, extra[~extra.metric.isin(set(series.frame.metric))]], ignore_index=False)', 'index'),
+    ('saturation.detect.x_detect', 'margin: float = MARGIN, onset_tolerance: float | None = None, what: str = "series") -> Saturation:', 'margin: float = MARGIN, onset_tolerance: float | None = None, what: str = "XXseriesXX") -> Saturation:', 'label'),
+    ('saturation.detect.x_detect', 'margin: float = MARGIN, onset_tolerance: float | None = None, what: str = "series") -> Saturation:', 'margin: float = MARGIN, onset_tolerance: float | None = None, what: str = "SERIES") -> Saturation:', 'label'),
+    ('saturation.detect.x_detect', 'vals = np.asarray(values, dtype=float)', 'vals = np.asarray(values, dtype=None)', 'floatvals'),
+    ('saturation.detect.x_detect', 'vals = np.asarray(values, dtype=float)', 'vals = np.asarray(values, )', 'floatvals'),
+    ('saturation.detect.x_detect', 'order = np.argsort(steps_a, kind="stable")', 'order = np.argsort(steps_a, kind=None)', 'stable'),
+    ('saturation.detect.x_detect', 'order = np.argsort(steps_a, kind="stable")', 'order = np.argsort(steps_a, )', 'stable'),
+    ('saturation.detect.x_detect', 'order = np.argsort(steps_a, kind="stable")', 'order = np.argsort(steps_a, kind="STABLE")', 'stable'),
+    ('saturation.detect.x_detect', 'steps_a = np.asarray(steps, dtype=np.int64)', 'steps_a = np.asarray(steps, dtype=None)', 'intsteps'),
+    ('saturation.detect.x_detect', 'steps_a = np.asarray(steps, dtype=np.int64)', 'steps_a = np.asarray(steps, )', 'intsteps'),
+    ('saturation.detect.x_running_median3', 'out = values.astype(float).copy()', 'out = values.astype(None).copy()', 'astype-none'),
+    ('saturation.rows.x_lowrank_results', 'result = {"ranks": dict(zip(ranks["index"].astype(int), ranks["value"].astype(float))), "full": float(full.iloc[-1])}', 'result = {"ranks": dict(zip(ranks["index"].astype(None), ranks["value"].astype(float))), "full": float(full.iloc[-1])}', 'astype-none'),
+    ('saturation.rows.x_lowrank_results', 'result = {"ranks": dict(zip(ranks["index"].astype(int), ranks["value"].astype(float))), "full": float(full.iloc[-1])}', 'result = {"ranks": dict(zip(ranks["index"].astype(int), ranks["value"].astype(None))), "full": float(full.iloc[-1])}', 'astype-none'),
+    ('saturation.rows.x_werror_curves', 'return {key: dict(zip(g["index"].astype(int), g["value"].astype(float)))', 'return {key: dict(zip(g["index"].astype(None), g["value"].astype(float)))', 'astype-none'),
+    ('saturation.rows.x_werror_curves', 'return {key: dict(zip(g["index"].astype(int), g["value"].astype(float)))', 'return {key: dict(zip(g["index"].astype(int), g["value"].astype(None)))', 'astype-none'),
+    ('saturation.rows.x_lowrank_results', 'rows = frame[frame["component"].eq("head") & frame["metric"].isin(', 'rows = frame[frame["component"].eq("head") | frame["metric"].isin(', 'headonly'),
+    ('saturation.rows.x_lowrank_results', 'for (run, model, step), g in rows.groupby(["run", "model", "step"], sort=True):', 'for (run, model, step), g in rows.groupby(["run", "model", "step"], ):', 'groupby-default'),
+    ('saturation.rows.x_werror_curves', 'for key, g in rows.groupby(["run", "model"], sort=True)}', 'for key, g in rows.groupby(["run", "model"], )}', 'groupby-default'),
+]
+
+_INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
+assert set(_INDEX.values()) <= set(REASONS), set(_INDEX.values()) - set(REASONS)
+
+
+def equivalence(function: str, before: str, after: str) -> str | None:
+    """The reason mutant ``before`` -> ``after`` of ``function`` is equivalent, or None when it is not argued."""
+    reason = _INDEX.get((function, before, after))
+    return None if reason is None else REASONS[reason]
