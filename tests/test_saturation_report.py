@@ -288,6 +288,7 @@ def test_the_report_is_the_csvs_verdicts_per_model_and_per_mixture_component_wit
     linked = {re.search(r"\(figures/(.+)\)", ln).group(1) for ln in links[1:]}
     assert linked == {p.name for p in (out / "figures").iterdir()} and len(linked) == 4  # curves + one per model
     assert "saturation_curves.png" in linked
+    assert {p.name for p in out.iterdir()} == {"saturation.csv", "report.md", "figures", store.TABLE_NAME}
     for name in linked:  # every figure names the metric
         assert any("val_loss" in t for t in figure_texts[name]), (name, figure_texts[name])
 
@@ -304,4 +305,28 @@ def test_a_report_without_mixtures_has_no_component_section_and_its_yes_no_words
     assert rows["a-flat"]["saturated"] == "no" and rows["a-flat"]["er moved first"] == "n/a"  # curve not saturated
     assert rows["b-sat"]["saturated"] == "yes"
     assert rows["b-sat"]["kl_uniform moved first"] == "n/a"  # b-sat's head signals are all mixture rows: none here
-    assert "no head signal in the table (give --measures a table with head_rank rows)" in text
+    lines = {ln.split("**")[1]: ln for ln in text.splitlines() if ln.startswith("- **")}
+    assert lines["b-sat"] == ("- **b-sat**: saturation detected; final +30.0% vs best (step 500), onset at step 700; "
+                              "no head signal in the table (give --measures a table with head_rank rows).")
+
+
+def test_each_kind_of_per_model_line(tmp_path):
+    """Saturated or not, with head signals that moved, did not move, or are absent: the exact line of each."""
+    from lmdynamics.report.saturation_report import report_text
+    from lmdynamics.saturation.analyze import detect_all
+    flat, rising = np.full(len(R_STEPS), 2.0), np.linspace(5, 3, len(R_STEPS))
+    frame = pd.DataFrame(_rows("d-still", "val_loss", rising, "eval") + _rows("d-still", "kl_uniform", flat, "head")
+                         + _rows("e-calm", "val_loss", R_LOSS, "eval") + _rows("e-calm", "kl_uniform", flat, "head")
+                         + _rows("g-falls", "val_loss", rising, "eval")
+                         + _rows("g-falls", "er", _degrading(up=False), "head")
+                         + _rows("h-bare", "val_loss", rising, "eval"))
+    series = Series("val_loss", frame[frame.metric == "val_loss"], frame, {}, "kinds")
+    text = report_text(detect_all(series), series, [], 0.1, 0.05)
+    lines = [ln for ln in text.splitlines() if ln.startswith("- **")]
+    assert lines == [
+        f"- **d-still**: no saturation detected (final +0.0% vs best at step 1000); head signals did not move: {KL}.",
+        "- **e-calm**: saturation detected; final +30.0% vs best (step 500), onset at step 700; no head signal moved "
+        "first (not in the table: er, anisotropy).",
+        f"- **g-falls**: no saturation detected (final +0.0% vs best at step 1000); head signals moved by more than "
+        f"the margin: {ER} (from step 400).",
+        "- **h-bare**: no saturation detected (final +0.0% vs best at step 1000)."]

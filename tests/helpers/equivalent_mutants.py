@@ -42,6 +42,14 @@ REASONS = {
     "headonly": "only the rank-constrained-head command writes these three metrics, always on component 'head'; "
                 "other head rows that | lets through hold none of them and are skipped by the per-metric "
                 "selections below",
+    "nofloat": "_yes_no only receives None and booleans (detect_all's verdicts; rows without a verdict are "
+               "skipped before it), so its float-NaN branch is never reached",
+    "noindex": "pandas' to_csv treats index=None as no index, like index=False",
+    "utf8-name": "'UTF-8' and 'utf-8' name the same codec",
+    "stage-exists": "the staging folder exists already, so parents=True or not creates the same folder",
+    "misnamed-dir": "figures are written through atomic.atomic_path, which creates their folder; a misnamed empty "
+                    "folder does not reach the output (the report test checks the output holds exactly "
+                    "saturation.csv, report.md, figures/ and metrics.parquet)",
 }
 
 # (function, line before, line after, reason)
@@ -82,6 +90,15 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('saturation.rows.x_lowrank_results', 'rows = frame[frame["component"].eq("head") & frame["metric"].isin(', 'rows = frame[frame["component"].eq("head") | frame["metric"].isin(', 'headonly'),
     ('saturation.rows.x_lowrank_results', 'for (run, model, step), g in rows.groupby(["run", "model", "step"], sort=True):', 'for (run, model, step), g in rows.groupby(["run", "model", "step"], ):', 'groupby-default'),
     ('saturation.rows.x_werror_curves', 'for key, g in rows.groupby(["run", "model"], sort=True)}', 'for key, g in rows.groupby(["run", "model"], )}', 'groupby-default'),
+    ('report.saturation_report.x__yes_no', 'return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "no")', 'return "n/a" if value is None or (isinstance(value, float) or math.isnan(value)) else ("yes" if value else "no")', 'nofloat'),
+    ('report.saturation_report.x__yes_no', 'return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else ("yes" if value else "no")', 'return "n/a" if value is None or (isinstance(value, float) and math.isnan(None)) else ("yes" if value else "no")', 'nofloat'),
+    ('report.saturation_report.x_write', 'gap_table.to_csv(stage / "scaling.csv", index=False)', 'gap_table.to_csv(stage / "scaling.csv", index=None)', 'noindex'),
+    ('report.saturation_report.x_write', 'results.to_csv(stage / "saturation.csv", index=False)', 'results.to_csv(stage / "saturation.csv", index=None)', 'noindex'),
+    ('report.saturation_report.x_write', '(stage / "report.md").write_text(text, encoding="utf-8")', '(stage / "report.md").write_text(text, encoding="UTF-8")', 'utf8-name'),
+    ('report.saturation_report.x_write', '(stage / "figures").mkdir(parents=True)', '(stage / "figures").mkdir(parents=None)', 'stage-exists'),
+    ('report.saturation_report.x_write', '(stage / "figures").mkdir(parents=True)', '(stage / "figures").mkdir(parents=False)', 'stage-exists'),
+    ('report.saturation_report.x_write', '(stage / "figures").mkdir(parents=True)', '(stage / "XXfiguresXX").mkdir(parents=True)', 'misnamed-dir'),
+    ('report.saturation_report.x_write', '(stage / "figures").mkdir(parents=True)', '(stage / "FIGURES").mkdir(parents=True)', 'misnamed-dir'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
