@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmdynamics import store
-from lmdynamics.saturation.analyze import InputError, detect_all, from_table, with_measures
+from lmdynamics.saturation.analyze import InputError, detect_all, from_evals, from_table, with_measures
 
 STEPS = np.arange(0, 11) * 100
 LOSS = np.r_[np.linspace(5, 3, 6), 3.0 * np.array([1.0, 1.0, 1.1, 1.2, 1.3])]  # saturates, onset 700
@@ -61,7 +61,6 @@ def _eval_files(directory, values, flip_direction):
 
 
 def test_eval_results_carry_their_tokens_and_their_own_directions(tmp_path):
-    from lmdynamics.saturation.analyze import from_evals
     rising = 10 + STEPS / 100  # worse and worse if lower is better, better and better otherwise
     series = from_evals(_eval_files(tmp_path / "a", rising, False), "demo_lastword", "perplexity", tokens_per_step=256)
     assert series.ingested and series.metric == "demo_lastword/perplexity"
@@ -134,23 +133,18 @@ def test_a_task_name_may_hold_a_slash_the_metric_is_after_the_last(tmp_path):
         for key in ("results", "higher_is_better"):
             data[key]["suite/lastword"] = data[key].pop("demo_lastword")
         path.write_text(json.dumps(data))
-    series = from_evals_(directory, "suite/lastword", "perplexity")
+    series = from_evals(directory, "suite/lastword", "perplexity")
     assert series.metric == "suite/lastword/perplexity" and len(series.rows) == len(STEPS)
     result = detect_all(series).iloc[0]
     assert (result.task, result.metric) == ("suite/lastword", "perplexity")
     with pytest.raises(InputError, match=r"available: acc, acc_stderr, perplexity, perplexity_stderr$"):
-        from_evals_(directory, "suite/lastword", "bleu")
+        from_evals(directory, "suite/lastword", "bleu")
     with pytest.raises(InputError, match=r"task 'suite' is in no result file .*available: suite/lastword$"):
-        from_evals_(directory, "suite", "perplexity")
+        from_evals(directory, "suite", "perplexity")
     # the same in a tidy table
     store.append(store.table_path(tmp_path / "run"), rows("m", "suite/lastword/acc", 1 / LOSS))
     result = detect_all(from_table(tmp_path / "run", "acc", task="suite/lastword")).iloc[0]
     assert (result.task, result.metric) == ("suite/lastword", "acc")
-
-
-def from_evals_(*args, **kwargs):
-    from lmdynamics.saturation.analyze import from_evals
-    return from_evals(*args, **kwargs)
 
 
 def test_measures_keep_the_results_own_directions_source_and_ingestion_and_match_full_names(tmp_path):
@@ -158,7 +152,7 @@ def test_measures_keep_the_results_own_directions_source_and_ingestion_and_match
     perplexity is not saturated), the rows are still written out as ingested, and a measures table naming the
     model exactly as the results do (organisation included) is joined."""
     rising = 10 + STEPS / 100
-    evals = from_evals_(_eval_files(tmp_path / "evals", rising, True), "demo_lastword", "perplexity")
+    evals = from_evals(_eval_files(tmp_path / "evals", rising, True), "demo_lastword", "perplexity")
     er = 2.0 / (1 + 0.3 * np.clip((STEPS - 400) // 100, 0, None))
     store.append(store.table_path(tmp_path / "measures"), rows("m", "er", er, component="head"))
     series = with_measures(evals, tmp_path / "measures")
@@ -176,4 +170,4 @@ def test_measures_keep_the_results_own_directions_source_and_ingestion_and_match
 def test_a_series_from_result_files_too_short_names_the_files(tmp_path):
     directory = _eval_files(tmp_path / "evals", [10.0, 11.0], False)
     with pytest.raises(InputError, match=rf"\(from lm-eval results under {tmp_path / 'evals'}\)$"):
-        detect_all(from_evals_(directory, "demo_lastword", "perplexity"))
+        detect_all(from_evals(directory, "demo_lastword", "perplexity"))

@@ -258,7 +258,7 @@ def test_the_report_is_the_csvs_verdicts_per_model_and_per_mixture_component_wit
     assert sorted(table.value) == sorted(series.frame[series.frame.component == "eval"].value)
 
     text = report.read_bytes().decode("utf-8")  # "—" and "±" as UTF-8 on any platform
-    assert text.endswith("|\n") is False and text.endswith("\n") and not text.endswith("\n\n")
+    assert text.endswith("\n") and not text.endswith("\n\n") and not text.endswith("|\n")
     sections = _sections(text)
     assert list(sections) == ["# Saturation: val_loss", "## Per model",
                               "## Mixture components (each component head's own signal; the head signals above are "
@@ -295,10 +295,11 @@ def test_the_report_is_the_csvs_verdicts_per_model_and_per_mixture_component_wit
 
 def test_a_report_without_mixtures_has_no_component_section_and_its_yes_no_words(tmp_path):
     from lmdynamics.report.saturation_report import report_text
+    from lmdynamics.saturation.analyze import detect_all
     series = _report_series()
     plain = series.frame[~series.frame.component.str.startswith("head_c")]
     series = Series("val_loss", series.rows, plain, {}, "plain")
-    results = __import__("lmdynamics.saturation.analyze", fromlist=["detect_all"]).detect_all(series)
+    results = detect_all(series)
     text = report_text(results, series, [], 0.25, 0.2)
     assert "Mixture components" not in text and text.endswith("## Figures\n\n")
     rows = {r["model"]: r for r in markdown_table(text.splitlines(), "model")}

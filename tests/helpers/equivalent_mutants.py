@@ -38,6 +38,7 @@ REASONS = {
               "is a measure-zero float tie",
     "dupkeep": "the error names the model and step of a duplicated row: keep=False or keep='first' both name a "
                "row that is duplicated (the same model and step)",
+    "falsy-sep": "'' and None are both falsy: the error condition `not sep` reads them alike",
     "nodirs": "an empty direction map and None are both falsy: harness.higher_is_better reads neither",
     "headonly": "only the rank-constrained-head command writes these three metrics, always on component 'head'; "
                 "other head rows that | lets through hold none of them and are skipped by the per-metric "
@@ -68,6 +69,7 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('saturation.signals.x_signal_series', 'return rows[["step", "value"]].sort_values("step", ignore_index=True)', 'return rows[["step", "value"]].sort_values("step", )', 'index'),
     ('saturation.signals.x_signal_series', 'return rows[["step", "value"]].sort_values("step", ignore_index=True)', 'return rows[["step", "value"]].sort_values("step", ignore_index=False)', 'index'),
     ('saturation.analyze.x_detect_all', 'for model, rows in series.rows.groupby("model", sort=True):', 'for model, rows in series.rows.groupby("model", ):', 'groupby-default'),
+    ('saturation.analyze.x_parse_pairs', 'sep = ""', 'sep = None', 'falsy-sep'),
     ('saturation.analyze.x_from_table', 'dup = rows.duplicated(subset=["model", "step"], keep=False)', 'dup = rows.duplicated(subset=["model", "step"], )', 'dupkeep'),
     ('saturation.analyze.x_from_table', 'return Series(name, rows, frame, {}, f"tidy table {path}")', 'return Series(name, rows, frame, None, f"tidy table {path}")', 'nodirs'),
     ('saturation.analyze.x_with_measures', 'frame = pd.concat([series.frame, extra[~extra.metric.isin(set(series.frame.metric))]], ignore_index=True)', 'frame = pd.concat([series.frame, extra[~extra.metric.isin(set(series.frame.metric))]], ignore_index=None)', 'index'),

@@ -52,10 +52,11 @@ def main() -> int:
         name, _, state = line.strip().rpartition(": ")
         if name:
             status[name] = state
-    survivors = sorted(n for n, s in status.items() if s == "survived")
+    listed = sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious"))
     with ThreadPoolExecutor(4) as pool:
-        diffs = dict(zip(survivors, pool.map(change, survivors)))
-    equivalent = {n: why for n in survivors if (why := why_equivalent(n, diffs[n])) is not None}
+        diffs = dict(zip(listed, pool.map(change, listed)))  # one `mutmut show` per listed mutant
+    equivalent = {n: why for n in listed if status[n] == "survived"
+                  and (why := why_equivalent(n, diffs[n])) is not None}
     for name in equivalent:
         status[name] = "equivalent"
     counts = Counter(status.values())
@@ -67,9 +68,8 @@ def main() -> int:
         names = sorted(n for n, s in status.items() if s == kind)
         if names:
             print(f"\n{kind} ({len(names)}):")
-            with ThreadPoolExecutor(4) as pool:
-                for name, diff in zip(names, pool.map(change, names)):
-                    print(f"  {name}\n{diff}")
+            for name in names:
+                print(f"  {name}\n{diffs[name]}")
     print("\nper module (killed / considered, equivalent mutants not considered):")
     for module, states in sorted(per_module(status).items()):
         done = states["killed"] + states["timeout"]
