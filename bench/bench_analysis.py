@@ -8,8 +8,10 @@
 2. Peak memory of weight-only analysis, in a fresh process, on checkpoints whose total size is > 4x their
    largest tensor (pythia-70m widths with 24 layers; the pythia-410m shape); target: peak RSS <= 2 x
    largest tensor + 400 MB. Beside it, the same metrics on a model built with ``from_pretrained``.
+3. ``--gpu-vs-cpu``: the same streaming metrics of a pythia-1b-shaped checkpoint with its tensors on the GPU
+   (as ``analyze`` runs where the machine has one) against the CPU: time and largest difference.
 
-    python bench/bench_analysis.py [--quick]
+    python bench/bench_analysis.py [--quick] [--gpu-vs-cpu] [--threads N]
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048)
 PYTHIA_410M = dict(vocab_size=50304, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                    intermediate_size=4096)
+PYTHIA_1B = dict(vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=8,
+                 intermediate_size=8192)
 QUICK = dict(vocab_size=8192, hidden_size=256, num_hidden_layers=4, num_attention_heads=8, intermediate_size=1024)
 MATS = {"qkv": "attention.query_key_value", "dense": "attention.dense", "mlp_in": "mlp.dense_h_to_4h", "mlp_out": "mlp.dense_4h_to_h"}
 
@@ -73,6 +77,37 @@ def ours(directory: Path, heads: int) -> tuple[float, dict]:
     t = time.perf_counter()
     rows = weight_metric_rows(iter_tensors(directory), num_heads=heads)
     return time.perf_counter() - t, {(r["layer"], r["component"], r["metric"]): r["value"] for r in rows}
+
+
+def ours_on(directory: Path, heads: int, device: str) -> tuple[float, dict]:
+    """``ours`` with every tensor moved to ``device`` as it is read, as the offline runner does on a GPU."""
+    from lmdynamics.checkpoints import iter_tensors
+    from lmdynamics.measure import weight_metric_rows
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    rows = weight_metric_rows(((n, w.to(device)) for n, w in iter_tensors(directory)), num_heads=heads)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t, {(r["layer"], r["component"], r["metric"]): r["value"] for r in rows}
+
+
+def gpu_against_cpu(tmp: Path, shape: dict, label: str) -> None:
+    """3. The offline weight metrics of one checkpoint on the GPU and on the CPU: time and agreement."""
+    total, _ = write_random_checkpoint(tmp / "gpu", shape)
+    heads = shape["num_attention_heads"]
+    print(f"\n3. weight metrics of a {label} checkpoint ({total / (1 << 20):.0f} MB), GPU against CPU "
+          f"({torch.get_num_threads()} CPU threads)")
+    ours_on(tmp / "gpu", heads, "cuda")  # warm-up: CUDA context, cuSOLVER handles
+    t_gpu, v_gpu = ours_on(tmp / "gpu", heads, "cuda")
+    t_cpu, v_cpu = ours_on(tmp / "gpu", heads, "cpu")
+    abs_d, rel_d, where = max_diffs(v_cpu, v_gpu)
+    print(f"   {'device':<10}{'time s':>9}{'GPU faster':>12}")
+    print(f"   {'cpu':<10}{t_cpu:>9.2f}")
+    print(f"   {torch.cuda.get_device_name():<10.10}{t_gpu:>9.2f}{t_cpu / t_gpu:>11.1f}x")
+    print(f"   {len(v_gpu)} values; GPU against CPU: max |diff| {abs_d:.2e}, max rel diff {rel_d:.2e} (at {where})")
+    shutil.rmtree(tmp / "gpu")
 
 
 def _metrics_of(s: torch.Tensor, head: bool) -> dict:
@@ -188,6 +223,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (default 1: on a shared CPU, multi-threaded LAPACK "
                              "calls can be slowed 100x by contention, which would make the numbers noise)")
+    parser.add_argument("--gpu-vs-cpu", action="store_true",
+                        help="only part 3: a pythia-1b-shaped checkpoint's weight metrics on the GPU against the CPU "
+                             "(the quick shape with --quick); needs CUDA")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -198,6 +236,12 @@ def main() -> None:
     shape = QUICK if args.quick else PYTHIA_70M
     heads = shape["num_attention_heads"]
     MB = 1 << 20
+    if args.gpu_vs_cpu:
+        if not torch.cuda.is_available():
+            sys.exit("bench_analysis.py --gpu-vs-cpu: no CUDA device; run it on a GPU machine")
+        with tempfile.TemporaryDirectory() as tmp:
+            gpu_against_cpu(Path(tmp), QUICK if args.quick else PYTHIA_1B, "quick-shape" if args.quick else "pythia-1b-shaped")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         total, _ = write_random_checkpoint(tmp / "speed", shape)

@@ -9,7 +9,7 @@
    diag(logspace(0, -2)) times a random rotation); "ill", decaying 1e5x (goes to the SVD fallback).
 2. Anisotropy of n = 8192 rows of d = 512: the O(n d) form against the n x n cosine matrix.
 
-Usage: python bench/bench_metrics.py [--quick] [--device cpu|cuda] [--repeats N]
+Usage: python bench/bench_metrics.py [--quick] [--device cpu|cuda] [--repeats N] [--dims D ...]
 """
 
 from __future__ import annotations
@@ -117,12 +117,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run in seconds")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=None, help="best of N timings (default 3, 1 with --quick)")
+    parser.add_argument("--dims", type=int, nargs="+", default=None,
+                        help="head widths d of the 50304 x d matrices (default 128 512 1024; the GPU check: 512 1024 2048)")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     if args.quick:
         sizes, kinds, an = [(8192, 64), (8192, 128)], ["random", "decay", "ill"], (1024, 128)
     else:
-        sizes, kinds, an = [(50304, 128), (50304, 512), (50304, 1024)], ["random", "decay", "ill"], (8192, 512)
+        sizes, kinds, an = [(50304, d) for d in args.dims or (128, 512, 1024)], ["random", "decay", "ill"], (8192, 512)
     bench_singular_values(sizes, kinds, args.device, repeats)
     bench_anisotropy(*an, args.device, repeats)
 

@@ -47,6 +47,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--skip", type=int, default=20, help="steps left out of the medians (compilation, warm-up)")
     ap.add_argument("--pairs", type=int, default=2, help="alternating on/off pairs")
+    ap.add_argument("--global-batch", type=int, default=32,
+                    help="sequences per optimizer step on the GPU (default 32 = the overlay's batch_size: no accumulation, "
+                         "so a step is short; Pythia's 1024 would make each step 32 micro-batches)")
     ap.add_argument("--peak-tflops", type=float, help="peak of one device (default: Lightning's table for the GPU)")
     args = ap.parse_args()
     if args.quick or not torch.cuda.is_available():
@@ -55,7 +58,9 @@ def main() -> None:
     else:
         config = ["--config", str(ROOT / "configs/train/pythia-160m.yaml"), "--config",
                   str(ROOT / "configs/train/scale/1gpu-bf16.yaml"), "--data.source", "python-docs",
-                  "--data.streaming", "false", "--data.tokenizer", "bpe:4096", "--trainer.val_check_interval", "100000"]
+                  "--data.streaming", "false", "--data.tokenizer", "bpe:4096", "--trainer.val_check_interval", "100000",
+                  "--data.global_batch_size", str(args.global_batch),
+                  "--probe.num_sequences", "16"]  # the bundled corpus holds 19 validation blocks of 2048 tokens
     extra = ["--model.speed.peak_tflops", str(args.peak_tflops)] if args.peak_tflops else []
     on, off = [], []
     with tempfile.TemporaryDirectory() as tmp:

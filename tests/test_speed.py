@@ -1,6 +1,7 @@
 """Speed switches keep the loss; the MFU arithmetic matches a hand count (CPU; the GPU numbers are in docs/results)."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -112,3 +113,27 @@ def test_flops_per_token_counts_a_tied_head_as_a_product():
         assert non_embedding_parameters(model) == blocks + V * d  # the head's V x d product, tied or not
         flops = model_flops_per_token(count_parameters(model), V, L, d, T, tied=tie)
         assert flops == 6 * (blocks + V * d) + 12 * L * d * T
+
+
+def test_h200_peak_is_the_dense_rate_of_its_tensor_cores(monkeypatch):
+    """The H200 has the H100 SXM's tensor cores (more memory, same compute): its dense peak per dtype is Lightning's
+    H100 SXM entry, not Lightning's H200 entry (the sparse rate, 2x) nor nothing (the plain name "NVIDIA H200"
+    matched no entry, and MFU went unlogged on an H200)."""
+    import torch
+    from lightning.fabric.utilities.throughput import _CUDA_FLOPS
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from lmdynamics.training.speed import SpeedSpec, dense_peak, peak_flops
+
+    h100 = _CUDA_FLOPS["h100 sxm"]
+    for dtype, key in (("bfloat16", torch.bfloat16), ("float16", torch.float16), ("float32", torch.float32),
+                       ("tfloat32", "tfloat32")):
+        assert dense_peak("NVIDIA H200", dtype) == pytest.approx(h100[key], rel=0.01), dtype
+        assert dense_peak("NVIDIA H200 NVL", dtype) < dense_peak("NVIDIA H200", dtype)  # lower clocks, same chip
+    assert dense_peak("NVIDIA A100-SXM4-80GB", "bfloat16") is None  # Lightning's table answers for the rest
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)),
+                              precision_plugin=MixedPrecision("bf16-mixed", "cuda"))
+    assert peak_flops(trainer, SpeedSpec()) == pytest.approx(h100[torch.bfloat16], rel=0.01)
+    assert peak_flops(trainer, SpeedSpec(peak_tflops=500)) == 500e12  # the user's peak wins

@@ -154,3 +154,15 @@ def test_tidy_table_logger_writes_a_part_every_flush_every_steps_and_at_checkpoi
     assert len(store.parts(table)) == 3 and len(rows) == 24
     assert sorted(rows[rows.metric == "train_loss"].step) == list(range(1, 13))
     assert set(rows.tokens) == {10 * s for s in range(1, 13)}
+
+
+def test_traceback_on_request(tmp_path):
+    """A ValueError answers as bad input in one line (exit 2); LMDYNAMICS_TRACEBACK=1 shows where it came from
+    instead, for the ValueErrors that are not the user's (one raised deep in a library during a fit)."""
+    cfg = str(tiny_config(tmp_path))
+    plain = run_cli("fit", "--config", cfg, "--run.resume_every", "0")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().splitlines()[-1] == "error: run.resume_every must be a positive number of steps, got 0"
+    shown = run_cli("fit", "--config", cfg, "--run.resume_every", "0", env_extra={"LMDYNAMICS_TRACEBACK": "1"})
+    assert shown.returncode == 1 and "Traceback (most recent call last)" in shown.stderr
+    assert "config_checks.py" in shown.stderr and not (tmp_path / "runs").exists()

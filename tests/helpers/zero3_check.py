@@ -15,6 +15,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM  # noqa: E402
 from lmdynamics.distributed import gathered_weight, head_parameter_name, iter_full_parameters  # noqa: E402
 from lmdynamics.measure import weight_metric_rows  # noqa: E402
 from lmdynamics.probes import ProbeSet, capture  # noqa: E402
+from lmdynamics.training.module import parameter_groups  # noqa: E402
 
 deepspeed.init_distributed(dist_backend="gloo")
 cfg = GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=128)
@@ -25,6 +26,17 @@ ds_config = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage":
 with deepspeed.zero.Init(config_dict_or_path=ds_config):
     sharded = GPTNeoXForCausalLM(cfg)
 ref_params = dict(ref.named_parameters())
+
+
+def group_names(model, head_ids=frozenset()):
+    return {key: [name for name, _ in named] for key, named in parameter_groups(model, set(head_ids)).items()}
+
+
+# the optimizer's weight-decay groups of the sharded model are those of the unsharded one (matrices decay), with
+# and without a separate head group
+assert group_names(sharded) == group_names(ref) and group_names(ref)[(False, True)], group_names(sharded)
+head_ids = lambda m: {id(p) for p in m.get_output_embeddings().parameters()}  # noqa: E731
+assert group_names(sharded, head_ids(sharded)) == group_names(ref, head_ids(ref))
 for name, p in sharded.named_parameters():
     assert p.numel() == 0 and hasattr(p, "ds_id"), f"{name} is not partitioned"
     with deepspeed.zero.GatheredParameters([p], modifier_rank=0):

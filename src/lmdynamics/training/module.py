@@ -18,6 +18,7 @@ from transformers import GPTNeoXForCausalLM
 from ..layout import tokens_at
 from ..models.heads import build_causal_lm
 from ..models.zoo import ModelSpec, count_parameters, pythia_parameter_count, pythia_size
+from .deepspeed_batch import give_deepspeed_the_micro_batch
 from .speed import SpeedSpec, model_flops_per_token, peak_flops
 
 
@@ -113,6 +114,21 @@ def lr_multiplier(update: int, total: int, warmup: int, min_ratio: float) -> flo
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def decays(p: torch.Tensor) -> bool:
+    """Weight decay goes to matrices; biases and LayerNorm weights are vectors and get none. Under ZeRO-3 a
+    partitioned parameter is an empty flat shard whose real shape is ``ds_shape``: read that one, or every
+    matrix looks like a vector (nothing decays, and DeepSpeed drops the empty group the scheduler still counts)."""
+    return len(getattr(p, "ds_shape", p.shape)) >= 2
+
+
+def parameter_groups(model: torch.nn.Module, head_ids: set[int]) -> dict[tuple[bool, bool], list]:
+    """``(in the head, decays) -> [(name, parameter)]`` over the model's parameters, every key present."""
+    groups: dict[tuple[bool, bool], list] = {(h, d): [] for h in (False, True) for d in (True, False)}
+    for name, p in model.named_parameters():
+        groups[(id(p) in head_ids, decays(p))].append((name, p))
+    return groups
+
+
 class LMModule(L.LightningModule):
     """GPT-NeoX causal language model.
 
@@ -157,6 +173,9 @@ class LMModule(L.LightningModule):
             raise ValueError(f"model vocabulary {spec.vocab_size} is smaller than the tokenizer's {dm.vocab_size} ids; raise model.vocab_size or use another tokenizer")
         self.spec = spec
         return spec
+
+    def setup(self, stage: str) -> None:
+        give_deepspeed_the_micro_batch(self.trainer)  # before the strategy's setup reads its config
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -325,9 +344,7 @@ class LMModule(L.LightningModule):
         # the head gets its own groups only when its settings differ (else the published two groups)
         separate = o.head_lr_multiplier != 1.0 or (o.head_weight_decay is not None and o.head_weight_decay != o.weight_decay)
         head_ids = {id(p) for p in self.model.get_output_embeddings().parameters()} if separate else set()
-        groups: dict[tuple[bool, bool], list] = {(h, d): [] for h in (False, True) for d in (True, False)}
-        for name, p in self.model.named_parameters():
-            groups[(id(p) in head_ids, p.ndim >= 2)].append(p)  # biases and LayerNorm weights are vectors: no decay
+        groups = {key: [p for _, p in named] for key, named in parameter_groups(self.model, head_ids).items()}
         sched = self.schedule_description()
         peak, head_decay = sched["peak_lr"], o.weight_decay if o.head_weight_decay is None else o.head_weight_decay
         param_groups = [{"params": groups[(head, decay)], "weight_decay": (head_decay if head else o.weight_decay) if decay else 0.0,

@@ -28,7 +28,7 @@ class SpeedSpec:
             uncompiled module, which holds the same weights.
         fused_adamw: AdamW's fused kernel (one kernel for the whole update).
         peak_tflops: the peak of one device in TFLOP/s for MFU; None takes Lightning's table for the device
-            and the trainer's precision (A100, H100, H200, ...); without a known peak (a CPU) MFU is not logged.
+            and the trainer's precision (A100, H100, ...; H200 from this module's DENSE_PEAKS); without a known peak (a CPU) MFU is not logged.
     """
 
     attn_implementation: str = "sdpa"
@@ -55,15 +55,41 @@ def model_flops_per_token(parameters: int, vocab: int, num_layers: int, d_model:
     return 6 * matmul_parameters(parameters, vocab, d_model, tied) + 12 * num_layers * d_model * context
 
 
+# Dense peaks (FLOP/s) of chips whose entry in Lightning's table is missing or wrong. NVIDIA's H200 datasheet
+# (2024) gives tensor-core rates "with sparsity": halved here to dense, as Lightning's H100 entries are (so the
+# H200 SXM equals the H100 SXM, which has the same tensor cores). Lightning 2.6 lists only "h200 sxm1"/"nvl1" and
+# with the sparse rates, so the plain "NVIDIA H200" found no peak and MFU went unlogged. Most specific name first.
+DENSE_PEAKS = {
+    "h200 nvl": {"float32": 60.0e12, "tfloat32": 417.5e12, "bfloat16": 835.5e12, "float16": 835.5e12},
+    "h200": {"float32": 67.0e12, "tfloat32": 494.7e12, "bfloat16": 989.4e12, "float16": 989.4e12},
+}
+
+
+def dense_peak(device_name: str, dtype: str) -> float | None:
+    """This project's dense peak for a chip name (``torch.cuda.get_device_name``) and compute dtype name
+    (``bfloat16``, ``float16``, ``float32``, ``tfloat32``); None where :data:`DENSE_PEAKS` has no entry."""
+    name = device_name.lower()
+    for chip, peaks in DENSE_PEAKS.items():
+        if chip in name:
+            return peaks.get(dtype)
+    return None
+
+
 def peak_flops(trainer, speed: SpeedSpec) -> float | None:
-    """Peak FLOP/s of one device: ``speed.peak_tflops`` if set, else Lightning's table (None where unknown)."""
+    """Peak FLOP/s of one device: ``speed.peak_tflops`` if set, else :data:`DENSE_PEAKS`, else Lightning's table
+    (None where unknown)."""
     if speed.peak_tflops is not None:
         return speed.peak_tflops * 1e12
     device = trainer.strategy.root_device
     if device.type != "cuda":
         return None
+    import torch
     from lightning.fabric.utilities.throughput import get_available_flops
     from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
 
-    return get_available_flops(device, _plugin_to_compute_dtype(trainer.precision_plugin))
-
+    dtype = _plugin_to_compute_dtype(trainer.precision_plugin)
+    name = str(dtype).removeprefix("torch.")
+    if dtype is torch.float32 and torch.get_float32_matmul_precision() != "highest":
+        name = "tfloat32"  # TF32 tensor cores, as Lightning counts them
+    ours = dense_peak(torch.cuda.get_device_name(device), name)
+    return ours if ours is not None else get_available_flops(device, dtype)
