@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from hypothesis import given, settings
+from lightning.pytorch.loggers import Logger
 from hypothesis import strategies as st
 
 from lmdynamics.data.datamodule import TextDataModule
@@ -285,3 +286,167 @@ def test_lr_left_empty_takes_the_published_peak(size, peak):
         module.configure_model()
     scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
     assert scheduler.base_lrs[0] == pytest.approx(peak, rel=1e-12)
+
+
+# ------------------------------------------------------------------- the head's own groups, the schedule line
+# (head_lr_multiplier, head_weight_decay, whether the head gets groups of its own); the body's decay is 0.1
+HEAD_SETTINGS = [(1.0, None, False), (3.0, None, True), (1.0, 0.3, True), (1.0, 0.1, False), (0.5, 0.0, True),
+                 (2.0, 0.1, True)]
+
+
+@pytest.fixture
+def one_step(tmp_path):
+    module = tiny_module()
+    trainer = tiny_trainer(1)
+    trainer.fit(module, datamodule=tiny_data(tmp_path))
+    return trainer, module
+
+
+def test_the_head_gets_its_lr_and_decay_in_groups_of_its_own(one_step):
+    """Every parameter's LR, weight decay and group name follow from where it sits (head or body, matrix or
+    vector) and the head settings, for each kind of setting; the head has groups of its own only when a
+    setting differs from the body's, and no group is empty."""
+    from dataclasses import replace
+
+    _, module = one_step
+    head = {id(p) for p in module.model.get_output_embeddings().parameters()}
+    body_decay = module.optim.weight_decay
+    for multiplier, head_decay, separate in HEAD_SETTINGS:
+        module.optim = replace(module.optim, head_lr_multiplier=multiplier, head_weight_decay=head_decay)
+        optimizer = module.configure_optimizers()["optimizer"]
+        assert all(g["params"] for g in optimizer.param_groups), (multiplier, head_decay)
+        names = [g["name"] for g in optimizer.param_groups]
+        assert len(names) == len(set(names)) and any(n.startswith("head") for n in names) == separate
+        for name, p in module.model.named_parameters():
+            own = separate and id(p) in head
+            matrix = p.ndim >= 2
+            g = group_of(optimizer)[id(p)]
+            assert g["name"] == f"{'head' if own else 'body'}_{'decay' if matrix else 'no_decay'}", name
+            assert g["initial_lr"] == pytest.approx(PEAK * (multiplier if own else 1.0), rel=1e-12), name
+            expected = (head_decay if own and head_decay is not None else body_decay) if matrix else 0.0
+            assert g["weight_decay"] == pytest.approx(expected, abs=1e-15), (name, multiplier, head_decay)
+
+
+def test_fused_adamw_is_asked_for_only_when_set(one_step):
+    from dataclasses import replace
+
+    _, module = one_step
+    for fused, expected in ((True, True), (False, None)):  # None: torch picks, as without the switch
+        module.speed = replace(module.speed, fused_adamw=fused)
+        assert module.configure_optimizers()["optimizer"].defaults["fused"] is expected
+
+
+def test_the_schedule_line_is_printed_once_per_fit_on_rank_zero(one_step, capsys, monkeypatch):
+    """The line names the peak, the warmup updates and, when warmup_fraction x steps is not whole, the exact
+    product it was rounded from; nothing under validate or on another rank."""
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    trainer, module = one_step
+    capsys.readouterr()
+    for steps, warmup, rounded in ((60, 6, False), (61, 6, True), (75, 8, True)):
+        trainer.fit_loop.epoch_loop.max_steps = steps
+        module.configure_optimizers()
+        line = capsys.readouterr().out.strip()
+        exact = WARMUP_FRACTION * steps
+        assert line.startswith(f"[lmdynamics] lr schedule: peak {PEAK:g}, linear warmup over {warmup} update(s)")
+        assert line.endswith(f"cosine to 0.1 x peak at update {steps}")
+        assert (f"({WARMUP_FRACTION:g} of {steps} steps = {exact:g}, rounded)" in line) == rounded, line
+        assert ("rounded" in line) == rounded
+    trainer.state.fn = TrainerFn.VALIDATING
+    module.configure_optimizers()
+    assert capsys.readouterr().out == ""
+    trainer.state.fn = TrainerFn.FITTING
+    monkeypatch.setattr(L.Trainer, "global_rank", property(lambda self: 1))
+    module.configure_optimizers()
+    assert capsys.readouterr().out == ""
+
+
+# ------------------------------------------------------------------------- the values written to the loggers
+class RowsLogger(Logger):
+    """Every ``log_metrics`` call, by step (what the tidy table, CSV and TensorBoard loggers receive)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[int, dict[str, float]] = {}
+
+    @property
+    def name(self):
+        return "rows"
+
+    @property
+    def version(self):
+        return 0
+
+    def log_metrics(self, metrics, step=None):
+        self.rows.setdefault(step, {}).update(metrics)
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def test_logged_step_values_in_process(tmp_path):
+    """With accumulation over 2 micro-batches, logging every 2nd update and a 5-update run: rows at updates 2, 4
+    and the last (5) only, each the quantity its name says: train_loss the mean labels= loss over the update's
+    micro-batches, lr the rate the update used, grad_norm the norm before clipping, tokens the tokens of updates
+    1..k, model_tflops and mfu from tokens_per_sec and the FLOPs per token against the given peak."""
+    from lmdynamics.training.speed import SpeedSpec
+
+    L.seed_everything(5)
+    module = LMModule(model=ModelSpec(num_layers=2, hidden_size=16, num_heads=2),
+                      optim=OptimSpec(lr=PEAK, warmup_fraction=0.4), speed=SpeedSpec(peak_tflops=0.5))
+    rec, logger = RecipeRecorder(), RowsLogger()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=5, accumulate_grad_batches=2, log_every_n_steps=2,
+                        gradient_clip_val=CLIP, callbacks=[rec], logger=logger, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=tiny_data(tmp_path))
+    steps = sorted(k for k, row in logger.rows.items() if "train_loss" in row)
+    assert steps == [2, 4, 5]
+    assert len(rec.reference_losses) == 10 and len(rec.raw_norms) == len(rec.lrs) == 5
+    for k in steps:
+        row = logger.rows[k]
+        assert set(row) >= {"train_loss", "grad_norm", "lr", "tokens", "tokens_per_sec", "model_tflops", "mfu",
+                            "measure_share"}, row
+        micro = rec.reference_losses[2 * (k - 1):2 * k]  # equal token counts: the mean is the token-weighted one
+        assert row["train_loss"] == pytest.approx(sum(micro) / 2, rel=1e-5), k
+        assert row["lr"] == pytest.approx(rec.lrs[k - 1][0], rel=1e-12), k
+        assert row["grad_norm"] == pytest.approx(rec.raw_norms[k - 1], rel=1e-4), k
+        assert row["tokens"] == k * 2 * 4 * 16
+        assert 0 < row["tokens_per_sec"] < math.inf
+        assert row["model_tflops"] == pytest.approx(row["tokens_per_sec"] * module.flops_per_token / 1e12, rel=1e-9)
+        assert row["mfu"] == pytest.approx(row["model_tflops"] / 0.5, rel=1e-9)
+        assert 0.0 <= row["measure_share"] < 1.0
+    assert max(rec.raw_norms) > CLIP  # the clipped norm is not what grad_norm reports
+
+
+class ValidationReference(L.Callback):
+    """transformers' labels= loss over every validation block at the weights each validation sees (not the
+    sanity check's), by update."""
+
+    def __init__(self):
+        self.losses: dict[int, float] = {}
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        blocks = torch.cat(list(trainer.datamodule.val_dataloader()))
+        with torch.no_grad():
+            self.losses[trainer.global_step] = float(pl_module.model(input_ids=blocks, labels=blocks).loss)
+
+
+def test_validation_rows_in_process(tmp_path):
+    """Validation during fit writes val_loss (the token-weighted mean labels= loss over the validation blocks)
+    and val_ppl = exp(val_loss) at the update it follows; the sanity check writes nothing."""
+    ref, logger = ValidationReference(), RowsLogger()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=4, val_check_interval=2, check_val_every_n_epoch=None,
+                        num_sanity_val_steps=1, callbacks=[ref], logger=logger, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
+    steps = sorted(k for k, row in logger.rows.items() if "val_loss" in row)
+    assert steps == sorted(ref.losses) == [2, 4]
+    for k in steps:
+        row = logger.rows[k]
+        assert row["val_loss"] == pytest.approx(ref.losses[k], rel=1e-5), k
+        assert row["val_ppl"] == pytest.approx(math.exp(row["val_loss"]), rel=1e-6), k
+        assert not any("excess" in name for name in row)  # no known optimum for a text corpus
+    assert logger.rows[2]["val_loss"] != pytest.approx(logger.rows[4]["val_loss"], rel=1e-6)
