@@ -352,6 +352,7 @@ def test_the_schedule_line_is_printed_once_per_fit_on_rank_zero(one_step, capsys
         assert line.endswith(f"cosine to 0.1 x peak at update {steps}")
         assert (f"({WARMUP_FRACTION:g} of {steps} steps = {exact:g}, rounded)" in line) == rounded, line
         assert ("rounded" in line) == rounded
+        assert (f"linear warmup over {warmup} update(s), cosine to" in line) == (not rounded), line  # no note at all
     trainer.state.fn = TrainerFn.VALIDATING
     module.configure_optimizers()
     assert capsys.readouterr().out == ""
@@ -450,3 +451,25 @@ def test_validation_rows_in_process(tmp_path):
         assert row["val_ppl"] == pytest.approx(math.exp(row["val_loss"]), rel=1e-6), k
         assert not any("excess" in name for name in row)  # no known optimum for a text corpus
     assert logger.rows[2]["val_loss"] != pytest.approx(logger.rows[4]["val_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("saved", [[], ["checkpoints/step00000003"],
+                                   ["checkpoints/step00000003", "checkpoints/step00000012", "lightning/last.ckpt"]])
+def test_a_non_finite_loss_names_the_last_two_checkpoints_saved(tmp_path, saved):
+    """The error names the update that went non-finite and the newest two of the HF checkpoints (in step order)
+    and the resume checkpoint, or that none was saved."""
+    from lmdynamics.training.module import NonFiniteLossError
+
+    root = tmp_path / "run"
+    for name in saved:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).mkdir() if "step" in name else (root / name).write_text("")
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=3, default_root_dir=str(root), logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0)
+    with pytest.raises(NonFiniteLossError) as err:
+        trainer.fit(tiny_module(lr=float("inf")), datamodule=tiny_data(tmp_path / "cache"))
+    message = str(err.value)
+    assert message.startswith("non-finite training loss (nan) at step 2; last good checkpoint: ")
+    named = message.split("last good checkpoint: ", 1)[1]
+    assert named == (", ".join(str(root / name) for name in saved[-2:]) if saved else "none saved yet")

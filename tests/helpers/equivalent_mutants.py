@@ -36,6 +36,10 @@ REASONS = {
     "first": "`first` is 0 on this line (step 0 found at position 0), so first += 1 and first = 1 agree",
     "vartie": "the stagnation variance condition is off by default; with it on, var == geometric mean exactly "
               "is a measure-zero float tie",
+    "never-empty": "a GPT-NeoX always has weight matrices and biases, so neither body group is ever empty and the "
+                   "clause keeping an empty body-decay group never decides anything",
+    "group-lr": "every parameter group sets its own lr, so AdamW's default lr is never read",
+    "lightning-enum": "Lightning's TrainerFn is a LightningEnum, whose == ignores case: 'FIT' equals TrainerFn.FITTING",
     "dupkeep": "the error names the model and step of a duplicated row: keep=False or keep='first' both name a "
                "row that is duplicated (the same model and step)",
     "falsy-sep": "'' and None are both falsy: the error condition `not sep` reads them alike",
@@ -55,6 +59,9 @@ REASONS = {
 
 # (function, line before, line after, reason)
 EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ('training.module.xǁLMModuleǁconfigure_optimizers', 'for head, decay in groups if groups[(head, decay)] or (head, decay) == (False, True)]', 'for head, decay in groups if groups[(head, decay)] or (head, decay) == (False, False)]', 'never-empty'),
+    ('training.module.xǁLMModuleǁconfigure_optimizers', 'lr=sched["peak_lr"], betas=tuple(o.betas), eps=o.eps, fused=self.speed.fused_adamw or None,', 'betas=tuple(o.betas), eps=o.eps, fused=self.speed.fused_adamw or None,', 'group-lr'),
+    ('training.module.xǁLMModuleǁconfigure_optimizers', 'if self.global_rank == 0 and self.trainer.state.fn == "fit":', 'if self.global_rank == 0 and self.trainer.state.fn == "FIT":', 'lightning-enum'),
     ('metrics.trends.x_classify_trends', 'labels[sig & (slope > 0)] = "upward"', 'labels[sig & (slope >= 0)] = "upward"', 'notzero'),
     ('metrics.trends.x_classify_trends', 'labels[sig & (slope < 0)] = "downward"', 'labels[sig & (slope <= 0)] = "downward"', 'notzero'),
     ('metrics.trends.x_classify_trends', 'x = st[start:] - st[start]', 'x = st[start:] + st[start]', 'shift'),
