@@ -40,3 +40,25 @@ def test_the_table_of_one_module_is_the_shared_one_plus_the_module_and_its_tests
     assert selection[-2:] == ["-m", "not slow"]
     shared = tomllib.loads(text)["tool"]["mutmut"]
     assert "only_mutate" not in shared and {k: table[k] for k in shared} == shared
+
+
+def test_help_text_survivors_are_told_from_the_rest():
+    """Only a change wholly inside an option's help= strings is help text; a default, a keyword, a string
+    elsewhere on the line or a changed help= keyword is not."""
+    spec = importlib.util.spec_from_file_location("mutation_report", ROOT / "tests" / "helpers" / "mutation_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+
+    def diff(before, after):  # as mutmut show prints a change, each line of a statement marked
+        return "\n".join([f"      -    {ln}" for ln in before.split("\n")] + [f"      +    {ln}" for ln in after.split("\n")])
+
+    line = 'p.add_argument("--margin", type=float, default=MARGIN, help=f"gap (default {MARGIN})")'
+    assert report.help_text_only(diff(line, line.replace('help=f"gap', 'help=f"XXgap')))
+    two = 'p.add_argument("--x", help="first part "\n"second part")'
+    assert report.help_text_only(diff(two, two.replace('"second part"', '"XXsecond partXX"')))
+    assert report.help_text_only(diff('help="a", default=1)', 'help="XXaXX", default=1)'))  # a line of a longer call
+    assert not report.help_text_only(diff(line, line.replace("default=MARGIN", "default=None")))
+    assert not report.help_text_only(diff(line, line.replace('"--margin"', '"XX--marginXX"')))
+    assert not report.help_text_only(diff(line, line.replace("help=", "hel=")))
+    assert not report.help_text_only(diff('raise ValueError("bad")', 'raise ValueError("XXbadXX")'))
+    assert not report.help_text_only(diff(line, line))

@@ -4,10 +4,14 @@ Score = killed (a test failed, or it timed out) / all mutants that were run or h
 shown equivalent, overall and per module (mutant names are ``<module>.<function>__mutmut_<n>``). A surviving
 mutant is *equivalent* when ``tests/helpers/equivalent_mutants.py`` names its function and exact change with the
 argument why no test can tell it from the original; it is listed with that argument, apart from the survivors.
+A survivor whose change lies wholly inside the ``help=`` text of an option is listed apart too, as *help text*:
+it stays a survivor in the score, but it changes no number a user sees (the survivors that can are the rest).
 """
 
+import io
 import json
 import subprocess
+import tokenize
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +40,40 @@ def why_equivalent(name: str, diff: str) -> str | None:
     return equivalence(name.rsplit("__mutmut_", 1)[0].removeprefix("lmdynamics."), before, after)
 
 
+def _tokens(code: str) -> list[tuple[int, str]]:
+    """(type, text) of the Python tokens of a code fragment (a line of a longer statement: tokenizing stops
+    quietly at its unbalanced end)."""
+    out = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT,
+                                tokenize.ENDMARKER):
+                out.append((tok.type, tok.string))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    return out
+
+
+def help_text_only(diff: str) -> bool:
+    """True when the change replaces only string literals that are (part of) a ``help=`` keyword's value."""
+    lines = [ln.strip() for ln in diff.splitlines()]
+    before = _tokens("\n".join(ln[1:].strip() for ln in lines if ln.startswith("-")))
+    after = _tokens("\n".join(ln[1:].strip() for ln in lines if ln.startswith("+")))
+    if not before or len(before) != len(after) or before == after:
+        return False
+    for i, (old, new) in enumerate(zip(before, after)):
+        if old == new:
+            continue
+        if old[0] != tokenize.STRING or new[0] != tokenize.STRING:
+            return False
+        j = i - 1
+        while j >= 0 and before[j][0] == tokenize.STRING:  # implicit concatenation: "a" "b"
+            j -= 1
+        if j < 1 or before[j][1] != "=" or before[j - 1][1] != "help":
+            return False
+    return True
+
+
 def per_module(status: dict[str, str]) -> dict[str, Counter]:
     """``{module: Counter(state)}`` of mutant states."""
     out: dict[str, Counter] = {}
@@ -59,28 +97,35 @@ def main() -> int:
                   and (why := why_equivalent(n, diffs[n])) is not None}
     for name in equivalent:
         status[name] = "equivalent"
+    help_only = {n for n in listed if status[n] == "survived" and help_text_only(diffs[n])}
     counts = Counter(status.values())
     if equivalent:
         print(f"\nequivalent ({len(equivalent)}): survived, and no test can tell them from the original")
         for name, why in equivalent.items():
             print(f"  {name}\n{diffs[name]}\n      why: {why}")
+    if help_only:
+        print(f"\nsurvived, help text only ({len(help_only)}): the change is inside an option's help=, no number changes")
+        for name in sorted(help_only):
+            print(f"  {name}\n{diffs[name]}")
     for kind in ("survived", "no tests", "suspicious"):
-        names = sorted(n for n, s in status.items() if s == kind)
+        names = sorted(n for n, s in status.items() if s == kind and n not in help_only)
         if names:
-            print(f"\n{kind} ({len(names)}):")
+            print(f"\n{kind}{' (help text apart)' if kind == 'survived' and help_only else ''} ({len(names)}):")
             for name in names:
                 print(f"  {name}\n{diffs[name]}")
     print("\nper module (killed / considered, equivalent mutants not considered):")
     for module, states in sorted(per_module(status).items()):
         done = states["killed"] + states["timeout"]
         considered = done + states["survived"] + states["no tests"] + states["suspicious"]
+        helps = sum(1 for n in help_only if n.rsplit(".", 1)[0] == module)
         print(f"  {module}: {done}/{considered} = {done / max(1, considered):.1%}"
               + "".join(f", {k}: {states[k]}" for k in ("equivalent", "survived", "no tests", "suspicious")
-                        if states[k]))
+                        if states[k]) + (f" (help text only: {helps})" if helps else ""))
     killed = stats["killed"] + stats["timeout"]
     considered = killed + stats["survived"] - len(equivalent) + stats["no_tests"] + stats["suspicious"]
     print(f"\nmutants: {stats['total']}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-    print(f"mutation score: {killed}/{considered} = {killed / max(1, considered):.1%} killed")
+    print(f"mutation score: {killed}/{considered} = {killed / max(1, considered):.1%} killed"
+          + (f"; survivors outside help texts: {stats['survived'] - len(equivalent) - len(help_only)}" if help_only else ""))
     return 0
 
 
