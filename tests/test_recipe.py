@@ -451,6 +451,26 @@ def test_validation_rows_in_process(tmp_path):
         assert row["val_ppl"] == pytest.approx(math.exp(row["val_loss"]), rel=1e-6), k
         assert not any("excess" in name for name in row)  # no known optimum for a text corpus
     assert logger.rows[2]["val_loss"] != pytest.approx(logger.rows[4]["val_loss"], rel=1e-6)
+    assert "val_loss" in trainer.progress_bar_metrics and "val_ppl" not in trainer.progress_bar_metrics
+
+
+def test_excess_loss_over_the_synthetic_languages_floor_in_process(tmp_path):
+    """On a language with a known optimum, validation also writes val_loss minus its exact entropy floor."""
+    from lmdynamics.data.synthetic import SyntheticSpec
+    from lmdynamics.training.module import EXCESS_LOSS
+
+    data = TextDataModule(source="synthetic", context_length=16, batch_size=4, val_blocks=8,
+                          synthetic=SyntheticSpec(vocab_size=64, rank=8, classes=4), cache_dir=str(tmp_path))
+    logger = RowsLogger()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, val_check_interval=2, check_val_every_n_epoch=None,
+                        num_sanity_val_steps=0, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(LMModule(model=ModelSpec(num_layers=1, hidden_size=16, num_heads=2), optim=OptimSpec(lr=PEAK)),
+                datamodule=data)
+    row = logger.rows[2]
+    floor = data.language.entropy_floor(16)
+    assert 0 < floor < row["val_loss"]
+    assert row[EXCESS_LOSS] == pytest.approx(row["val_loss"] - floor, rel=1e-5)
 
 
 @pytest.mark.parametrize("saved", [[], ["checkpoints/step00000003"],
@@ -473,3 +493,37 @@ def test_a_non_finite_loss_names_the_last_two_checkpoints_saved(tmp_path, saved)
     assert message.startswith("non-finite training loss (nan) at step 2; last good checkpoint: ")
     named = message.split("last good checkpoint: ", 1)[1]
     assert named == (", ".join(str(root / name) for name in saved[-2:]) if saved else "none saved yet")
+
+
+def test_measure_share_is_the_measuring_callbacks_time_over_the_training_time(tmp_path):
+    """``measure_share`` at an update = seconds the measurement callbacks spent so far / seconds since training
+    started, both read independently here (a callback that only sleeps, so the share is large and far from the
+    products and sums a wrong formula would give)."""
+    import time
+
+    from lmdynamics.callbacks.base import MeasurementCallback
+
+    class Sleeper(MeasurementCallback):
+        def measure(self, trainer, pl_module, step):
+            time.sleep(0.05)
+
+    class Clock(L.Callback):  # after the sleeper: sees its time for the update the module is about to log
+        def __init__(self, sleeper):
+            self.sleeper, self.at = sleeper, {}
+
+        def on_train_start(self, trainer, pl_module):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.at[trainer.global_step] = (self.sleeper.seconds, time.perf_counter() - self.start)
+
+    sleeper = Sleeper(every=1)
+    clock, logger = Clock(sleeper), RowsLogger()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=4, log_every_n_steps=1, callbacks=[sleeper, clock],
+                        logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
+    for step in (2, 3, 4):
+        seconds, elapsed = clock.at[step]
+        assert seconds >= 0.05 * step  # the design: sleeps dominate, the whole well under a second
+        assert logger.rows[step]["measure_share"] == pytest.approx(seconds / elapsed, rel=0.15), step
