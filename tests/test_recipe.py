@@ -13,6 +13,7 @@ runs from the peak at update W to floor x peak at the last update, u = T.
 import contextlib
 import io
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -385,39 +386,77 @@ class RowsLogger(Logger):
         pass
 
 
-def test_logged_step_values_in_process(tmp_path):
-    """With accumulation over 2 micro-batches, logging every 2nd update and a 5-update run: rows at updates 2, 4
+class UpdateClock(L.Callback):
+    """Wall time of each update, from its first micro-batch's start to its last one's end."""
+
+    def __init__(self):
+        self.seconds, self._start = {}, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx % trainer.accumulate_grad_batches == 0:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+            self.seconds[trainer.global_step] = time.perf_counter() - self._start
+
+
+@pytest.mark.parametrize("clip_algorithm", [None, "norm"])
+def test_logged_step_values_in_process(tmp_path, clip_algorithm):
+    """With accumulation over 3 micro-batches, logging every 2nd update and a 5-update run: rows at updates 2, 4
     and the last (5) only, each the quantity its name says: train_loss the mean labels= loss over the update's
-    micro-batches, lr the rate the update used, grad_norm the norm before clipping, tokens the tokens of updates
-    1..k, model_tflops and mfu from tokens_per_sec and the FLOPs per token against the given peak."""
+    micro-batches, lr the rate the update used, grad_norm the norm before clipping (the clip algorithm left to
+    Lightning's default or named), tokens the tokens of updates 1..k, tokens_per_sec those of one update over
+    its wall time, model_tflops and mfu from it and the FLOPs per token against the given peak."""
     from lmdynamics.training.speed import SpeedSpec
 
     L.seed_everything(5)
     module = LMModule(model=ModelSpec(num_layers=2, hidden_size=16, num_heads=2),
                       optim=OptimSpec(lr=PEAK, warmup_fraction=0.4), speed=SpeedSpec(peak_tflops=0.5))
-    rec, logger = RecipeRecorder(), RowsLogger()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=5, accumulate_grad_batches=2, log_every_n_steps=2,
-                        gradient_clip_val=CLIP, callbacks=[rec], logger=logger, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0)
+    rec, clock, logger = RecipeRecorder(), UpdateClock(), RowsLogger()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=5, accumulate_grad_batches=3, log_every_n_steps=2,
+                        gradient_clip_val=CLIP, gradient_clip_algorithm=clip_algorithm, callbacks=[rec, clock],
+                        logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=tiny_data(tmp_path))
     steps = sorted(k for k, row in logger.rows.items() if "train_loss" in row)
     assert steps == [2, 4, 5]
-    assert len(rec.reference_losses) == 10 and len(rec.raw_norms) == len(rec.lrs) == 5
+    assert len(rec.reference_losses) == 15 and len(rec.raw_norms) == len(rec.lrs) == 5
     for k in steps:
         row = logger.rows[k]
         assert set(row) >= {"train_loss", "grad_norm", "lr", "tokens", "tokens_per_sec", "model_tflops", "mfu",
                             "measure_share"}, row
-        micro = rec.reference_losses[2 * (k - 1):2 * k]  # equal token counts: the mean is the token-weighted one
-        assert row["train_loss"] == pytest.approx(sum(micro) / 2, rel=1e-5), k
+        micro = rec.reference_losses[3 * (k - 1):3 * k]  # equal token counts: the mean is the token-weighted one
+        assert row["train_loss"] == pytest.approx(sum(micro) / 3, rel=1e-5), k
         assert row["lr"] == pytest.approx(rec.lrs[k - 1][0], rel=1e-12), k
         assert row["grad_norm"] == pytest.approx(rec.raw_norms[k - 1], rel=1e-4), k
-        assert row["tokens"] == k * 2 * 4 * 16
-        assert 0 < row["tokens_per_sec"] < math.inf
+        assert row["tokens"] == k * 3 * 4 * 16
+        # the module times the update from inside the same hooks: the same interval up to the hooks' own cost
+        assert 0.5 < row["tokens_per_sec"] * clock.seconds[k] / (3 * 4 * 16) < 2.0, (k, row["tokens_per_sec"])
         assert row["model_tflops"] == pytest.approx(row["tokens_per_sec"] * module.flops_per_token / 1e12, rel=1e-9)
         assert row["mfu"] == pytest.approx(row["model_tflops"] / 0.5, rel=1e-9)
         assert 0.0 <= row["measure_share"] < 1.0
     assert max(rec.raw_norms) > CLIP  # the clipped norm is not what grad_norm reports
+
+
+def test_clipping_by_value_goes_to_lightning(tmp_path):
+    """gradient_clip_algorithm: value clips each gradient entry (Lightning's own clipping), not the norm."""
+    seen = []
+
+    class MaxGrad(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            trainer.optimizers[0].register_step_post_hook(  # the gradients the update used, clipped
+                lambda opt, args, kwargs: seen.append(max(float(p.grad.abs().max()) for g in opt.param_groups
+                                                          for p in g["params"] if p.grad is not None)))
+
+    rec = RecipeRecorder()
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=3, gradient_clip_val=1e-3,
+                        gradient_clip_algorithm="value", callbacks=[rec, MaxGrad()], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
+    assert len(seen) == 3 and max(seen) == pytest.approx(1e-3, rel=1e-6)  # entries clipped to the value
+    assert min(rec.raw_norms) > 10 * 1e-3  # and they were larger before
 
 
 class ValidationReference(L.Callback):
