@@ -62,3 +62,20 @@ def test_help_text_survivors_are_told_from_the_rest():
     assert not report.help_text_only(diff(line, line.replace("help=", "hel=")))
     assert not report.help_text_only(diff('raise ValueError("bad")', 'raise ValueError("XXbadXX")'))
     assert not report.help_text_only(diff(line, line))
+
+
+def test_every_equivalent_mutant_names_a_line_of_todays_code_and_a_reason():
+    """A registered equivalent mutant whose original line has changed would silently stop matching: each entry's
+    line(s) must still be in its module, with a known reason, once."""
+    spec = importlib.util.spec_from_file_location("equivalent_mutants",
+                                                  ROOT / "tests" / "helpers" / "equivalent_mutants.py")
+    registry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(registry)
+    assert len(set(registry.EQUIVALENT)) == len(registry.EQUIVALENT)
+    for function, before, after, reason in registry.EQUIVALENT:
+        assert reason in registry.REASONS and before != after, (function, before)
+        module = re.sub(r"\.x(ǁ\w+ǁ|_)\w+$", "", function)
+        source = (ROOT / "src" / "lmdynamics" / (module.replace(".", "/") + ".py")).read_text()
+        stripped = {line.strip() for line in source.splitlines()}
+        for line in before.split("\n"):
+            assert line in stripped, (function, line)
