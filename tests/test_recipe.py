@@ -559,7 +559,7 @@ def test_measure_share_is_the_measuring_callbacks_time_over_the_training_time(tm
     sleeper = Sleeper(every=1)
     clock, logger = Clock(sleeper), RowsLogger()
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=4, log_every_n_steps=1, callbacks=[sleeper, clock],
-                        logger=logger, enable_checkpointing=False, enable_progress_bar=False,
+                        logger=logger, default_root_dir=str(tmp_path / "run"), enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
     for step in (2, 3, 4):
