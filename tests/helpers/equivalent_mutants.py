@@ -48,6 +48,9 @@ REASONS = {
     'elapsed-positive': "an update takes milliseconds and perf_counter resolves well under a microsecond: elapsed is never 0, so the NaN branch never runs (and float() reads 'NAN' as 'nan')",
     'float-case': "float() reads 'INF' and 'inf' alike",
     'lightning-fallback': "Lightning's clip_gradients falls back to the trainer's gradient_clip_val and gradient_clip_algorithm when given None (or left out): the same clipping",
+    'attached': 'Lightning calls its hooks with a trainer attached: _trainer is never None there',
+    'datamodule-floor': "the module needs the project's data module (prepare, vocab_size, batch_size, context_length for its token counts), which always has entropy_floor (None for text): the default is never used",
+    'exact-count': 'the count of predicted tokens is an integer far below 2^24, exact in float32, and torch.stack promotes it to the float64 of the loss sum: the same sums',
     "dupkeep": "the error names the model and step of a duplicated row: keep=False or keep='first' both name a "
                "row that is duplicated (the same model and step)",
     "falsy-sep": "'' and None are both falsy: the error condition `not sep` reads them alike",
@@ -67,6 +70,10 @@ REASONS = {
 
 # (function, line before, line after, reason)
 EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ('training.module.xǁLMModuleǁon_validation_epoch_end', 'floor = getattr(self.trainer.datamodule, "entropy_floor", None) if self._trainer is not None else None', 'floor = getattr(self.trainer.datamodule, "entropy_floor", None) if (self._trainer is not None) or True else None', 'attached'),
+    ('training.module.xǁLMModuleǁon_validation_epoch_end', 'floor = getattr(self.trainer.datamodule, "entropy_floor", None) if self._trainer is not None else None', 'floor = getattr(self.trainer.datamodule, "entropy_floor", ) if self._trainer is not None else None', 'datamodule-floor'),
+    ('training.module.xǁLMModuleǁtraining_step', 'torch.tensor(float(predicted), dtype=torch.float64, device=self.device)])', 'torch.tensor(float(predicted), dtype=None, device=self.device)])', 'exact-count'),
+    ('training.module.xǁLMModuleǁtraining_step', 'torch.tensor(float(predicted), dtype=torch.float64, device=self.device)])', 'torch.tensor(float(predicted), device=self.device)])', 'exact-count'),
     ('training.module.xǁLMModuleǁon_validation_epoch_end', 'total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")', 'total = self.trainer.strategy.reduce(self._val_sum, reduce_op=None)', 'ratio-reduce'),
     ('training.module.xǁLMModuleǁon_validation_epoch_end', 'total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")', 'total = self.trainer.strategy.reduce(self._val_sum, )', 'ratio-reduce'),
     ('training.module.xǁLMModuleǁon_validation_epoch_end', 'total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")', 'total = self.trainer.strategy.reduce(self._val_sum, reduce_op="SUM")', 'ratio-reduce'),
