@@ -437,6 +437,11 @@ def test_logged_step_values_in_process(tmp_path, clip_algorithm):
         assert row["mfu"] == pytest.approx(row["model_tflops"] / 0.5, rel=1e-9)
         assert 0.0 <= row["measure_share"] < 1.0
     assert max(rec.raw_norms) > CLIP  # the clipped norm is not what grad_norm reports
+    # the progress bar shows the last update's loss and speed; they reach no logger (only the rows above do)
+    bar = trainer.progress_bar_metrics
+    assert float(bar["train_loss"]) == pytest.approx(logger.rows[5]["train_loss"], rel=1e-6)
+    assert float(bar["tok/s"]) == pytest.approx(logger.rows[5]["tokens_per_sec"], rel=1e-6)
+    assert not any(name in row for row in logger.rows.values() for name in ("tok/s", "train_loss_step", "epoch"))
 
 
 def test_clipping_by_value_goes_to_lightning(tmp_path):

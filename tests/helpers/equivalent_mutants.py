@@ -51,6 +51,8 @@ REASONS = {
     'attached': 'Lightning calls its hooks with a trainer attached: _trainer is never None there',
     'datamodule-floor': "the module needs the project's data module (prepare, vocab_size, batch_size, context_length for its token counts), which always has entropy_floor (None for text): the default is never used",
     'exact-count': 'the count of predicted tokens is an integer far below 2^24, exact in float32, and torch.stack promotes it to the float64 of the loss sum: the same sums',
+    'strategy-model': "every Lightning strategy has a model attribute: getattr's default is never used",
+    'log-defaults-train': "in on_train_batch_end Lightning's self.log defaults are on_step=True, on_epoch=False: passing them, leaving them out or passing None is the same call",
     "dupkeep": "the error names the model and step of a duplicated row: keep=False or keep='first' both name a "
                "row that is duplicated (the same model and step)",
     "falsy-sep": "'' and None are both falsy: the error condition `not sep` reads them alike",
@@ -70,6 +72,15 @@ REASONS = {
 
 # (function, line before, line after, reason)
 EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'strategy_model = getattr(self.trainer.strategy, "model", None)', 'strategy_model = getattr(self.trainer.strategy, "model", )', 'strategy-model'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("train_loss", train_loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("train_loss", train_loss, prog_bar=True, on_step=None, on_epoch=False, logger=False)', 'log-defaults-train'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("train_loss", train_loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("train_loss", train_loss, prog_bar=True, on_step=True, on_epoch=None, logger=False)', 'log-defaults-train'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("train_loss", train_loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("train_loss", train_loss, prog_bar=True, on_epoch=False, logger=False)', 'log-defaults-train'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("train_loss", train_loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("train_loss", train_loss, prog_bar=True, on_step=True, logger=False)', 'log-defaults-train'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=None, on_epoch=False, logger=False)', 'log-defaults-train'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=None, logger=False)', 'log-defaults-train'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_epoch=False, logger=False)', 'log-defaults-train'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, logger=False)', 'log-defaults-train'),
     ('training.module.xǁLMModuleǁon_validation_epoch_end', 'floor = getattr(self.trainer.datamodule, "entropy_floor", None) if self._trainer is not None else None', 'floor = getattr(self.trainer.datamodule, "entropy_floor", None) if (self._trainer is not None) or True else None', 'attached'),
     ('training.module.xǁLMModuleǁon_validation_epoch_end', 'floor = getattr(self.trainer.datamodule, "entropy_floor", None) if self._trainer is not None else None', 'floor = getattr(self.trainer.datamodule, "entropy_floor", ) if self._trainer is not None else None', 'datamodule-floor'),
     ('training.module.xǁLMModuleǁtraining_step', 'torch.tensor(float(predicted), dtype=torch.float64, device=self.device)])', 'torch.tensor(float(predicted), dtype=None, device=self.device)])', 'exact-count'),
