@@ -571,3 +571,30 @@ def test_measure_share_is_the_measuring_callbacks_time_over_the_training_time(tm
         seconds, elapsed = clock.at[step]
         assert seconds >= 0.05 * step  # the design: sleeps dominate, the whole well under a second
         assert logger.rows[step]["measure_share"] == pytest.approx(seconds / elapsed, rel=0.15), step
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_model_line_and_flops_per_token_of_the_model_built(tmp_path, capsys, tied):
+    """configure_model prints the architecture line on rank 0 and takes FLOPs per token from the model it built
+    (a tied head counts once: 6 N with N without the input embedding is one matrix fewer than untied)."""
+    from lmdynamics.models.sizes import matmul_parameters
+    from lmdynamics.models.zoo import count_parameters
+    from lmdynamics.training.module import describe_model
+
+    module = LMModule(model=ModelSpec(num_layers=2, hidden_size=16, num_heads=2, tie_embeddings=tied),
+                      optim=OptimSpec(lr=PEAK))
+    tiny_trainer(1).fit(module, datamodule=tiny_data(tmp_path))
+    s, n = module.spec.resolved(), count_parameters(module.model)
+    assert f"[lmdynamics] {describe_model(module.spec, n)}\n" in capsys.readouterr().out
+    attention = 12 * s.num_layers * s.hidden_size * s.context_length
+    # N: every parameter but the input embedding's lookup; tied, the one V x d matrix is the head's matmul
+    matmul = n if tied else n - s.vocab_size * s.hidden_size
+    assert module.flops_per_token == 6 * matmul + attention
+    assert matmul_parameters(n, s.vocab_size, s.hidden_size, tied) == matmul
+
+
+def test_a_named_size_with_an_override_builds(capsys):
+    """pythia-14m with a changed field is not held to pythia-14m's published parameter count."""
+    module = LMModule(model=ModelSpec(size="14m", num_layers=2), optim=OptimSpec(lr=PEAK))
+    module.configure_model()
+    assert "pythia-14m with num_layers=2 (published 6)" in capsys.readouterr().out
