@@ -72,6 +72,9 @@ REASONS = {
 
 # (function, line before, line after, reason)
 EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("tok/s", tokens_per_sec if (elapsed > 0) or True else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'elapsed-positive'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("tok/s", tokens_per_sec if elapsed >= 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'elapsed-positive'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 1.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'elapsed-positive'),
     ('training.module.xǁLMModuleǁon_train_batch_end', 'strategy_model = getattr(self.trainer.strategy, "model", None)', 'strategy_model = getattr(self.trainer.strategy, "model", )', 'strategy-model'),
     ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("train_loss", train_loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("train_loss", train_loss, prog_bar=True, on_step=None, on_epoch=False, logger=False)', 'log-defaults-train'),
     ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("train_loss", train_loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("train_loss", train_loss, prog_bar=True, on_step=True, on_epoch=None, logger=False)', 'log-defaults-train'),
