@@ -231,3 +231,52 @@ def test_small_decompositions_run_on_one_thread_and_restore_the_count(monkeypatc
         assert seen == [1, 2] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+MEASURES = {
+    "effective_rank": spectrum.effective_rank,
+    "proportional_effective_rank": spectrum.proportional_effective_rank,
+    "stable_rank": spectrum.stable_rank,
+    "condition_number": spectrum.condition_number,
+    "gini": spectrum.gini,
+    "singular_entropy_kl_uniform": spectrum.singular_entropy_kl_uniform,
+    "w_error": lambda x: spectrum.w_error(x, 2),
+}
+
+
+@pytest.mark.parametrize("name", list(MEASURES))
+def test_each_measure_names_itself_in_its_errors(name):
+    measure = MEASURES[name]
+    with pytest.raises(ValueError, match=rf"^{name} needs a matrix"):
+        measure(torch.tensor(3.0))
+    with pytest.raises(ValueError, match=rf"^{name}: the spectrum is empty"):
+        measure(torch.zeros(0))
+    with pytest.raises(ValueError, match=rf"^{name}: the matrix has a zero dimension"):
+        measure(torch.zeros(4, 0))
+
+
+@pytest.mark.parametrize("name", list(MEASURES))
+def test_each_measure_of_a_stack_is_the_measure_of_each_matrix(name):
+    """A stack (..., m, n) gives a tensor of the stack's shape, entry by entry the float of each matrix alone;
+    one matrix or one spectrum gives a float."""
+    measure = MEASURES[name]
+    g = torch.Generator().manual_seed(7)
+    stack = torch.randn(2, 3, 12, 5, generator=g) * torch.logspace(0, -1, 5)
+    out = measure(stack)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3)
+    for i in range(2):
+        for j in range(3):
+            alone = measure(stack[i, j])
+            assert isinstance(alone, float)
+            assert float(out[i, j]) == pytest.approx(alone, rel=1e-12)
+            assert measure(spectrum.singular_values(stack[i, j])) == pytest.approx(alone, rel=1e-12)
+
+
+def test_per_divides_by_the_attainable_rank_given():
+    w = torch.randn(10, 6, generator=torch.Generator().manual_seed(3))
+    er = spectrum.effective_rank(w)
+    for r in (1, 4, 6):
+        assert spectrum.proportional_effective_rank(w, rank=r) == pytest.approx(er / r, rel=1e-12)
+    for bad in (0, 7):
+        with pytest.raises(ValueError, match=r"attainable rank .* must be in \[1, 6\]"):
+            spectrum.proportional_effective_rank(w, rank=bad)
