@@ -53,6 +53,9 @@ REASONS = {
     'exact-count': 'the count of predicted tokens is an integer far below 2^24, exact in float32, and torch.stack promotes it to the float64 of the loss sum: the same sums',
     'strategy-model': "every Lightning strategy has a model attribute: getattr's default is never used",
     'log-defaults-train': "in on_train_batch_end Lightning's self.log defaults are on_step=True, on_epoch=False: passing them, leaving them out or passing None is the same call",
+    'promote': 'the integer ranks are multiplied by the float64 spectrum: torch promotes the product to float64, the same values',
+    'same-values-path': 'at k == r both paths give the singular values of a @ b (the QR path appends r - k = 0 zeros): the same values to rounding',
+    'qr-default': "torch.linalg.qr's default mode 'reduced' returns the same R as mode 'r' (and Q, unused)",
     "dupkeep": "the error names the model and step of a duplicated row: keep=False or keep='first' both name a "
                "row that is duplicated (the same model and step)",
     "falsy-sep": "'' and None are both falsy: the error condition `not sep` reads them alike",
@@ -72,6 +75,12 @@ REASONS = {
 
 # (function, line before, line after, reason)
 EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ('metrics.spectrum.x_gini', 'rank = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)', 'rank = torch.arange(1, n + 1, dtype=None, device=s.device)', 'promote'),
+    ('metrics.spectrum.x_gini', 'rank = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)', 'rank = torch.arange(1, n + 1, device=s.device)', 'promote'),
+    ('metrics.spectrum.x_product_singular_values', 'return torch.full((*a.shape[:-2], r), float("nan"), dtype=torch.float64)', 'return torch.full((*a.shape[:-2], r), float("NAN"), dtype=torch.float64)', 'float-case'),
+    ('metrics.spectrum.x_product_singular_values', 'if k >= r:', 'if k > r:', 'same-values-path'),
+    ('metrics.spectrum.x_product_singular_values', 'r_a = torch.linalg.qr(a, mode="r").R', 'r_a = torch.linalg.qr(a, ).R', 'qr-default'),
+    ('metrics.spectrum.x_product_singular_values', 'r_b = torch.linalg.qr(b.mT, mode="r").R', 'r_b = torch.linalg.qr(b.mT, ).R', 'qr-default'),
     ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("tok/s", tokens_per_sec if (elapsed > 0) or True else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'elapsed-positive'),
     ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("tok/s", tokens_per_sec if elapsed >= 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'elapsed-positive'),
     ('training.module.xǁLMModuleǁon_train_batch_end', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 0.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'self.log("tok/s", tokens_per_sec if elapsed > 0 else 1.0, prog_bar=True, on_step=True, on_epoch=False, logger=False)', 'elapsed-positive'),
