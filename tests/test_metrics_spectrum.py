@@ -280,3 +280,16 @@ def test_per_divides_by_the_attainable_rank_given():
     for bad in (0, 7):
         with pytest.raises(ValueError, match=r"attainable rank .* must be in \[1, 6\]"):
             spectrum.proportional_effective_rank(w, rank=bad)
+
+
+def test_lists_empty_stacks_and_a_single_infinity():
+    """Plain lists are read as tensors; a stack of empty matrices gives (stack, 0) float64 values; a matrix
+    whose only non-finite entry is +inf (its minimum still finite) gives NaN, beside a finite one that does not."""
+    assert singular_values([[3.0, 0.0], [0.0, 4.0]]).tolist() == [4.0, 3.0]
+    assert effective_rank([1.0, 1.0, 1.0]) == pytest.approx(3.0, rel=1e-12)
+    empty = singular_values(torch.zeros(3, 4, 0))
+    assert empty.shape == (3, 0) and empty.dtype == torch.float64
+    w = torch.eye(3).repeat(2, 1, 1)
+    w[0, 1, 2] = float("inf")
+    s = singular_values(w)
+    assert torch.isnan(s[0]).all() and torch.equal(s[1], torch.ones(3, dtype=torch.float64))
