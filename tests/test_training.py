@@ -156,6 +156,7 @@ def test_tidy_table_logger_writes_a_part_every_flush_every_steps_and_at_checkpoi
     assert set(rows.tokens) == {10 * s for s in range(1, 13)}
 
 
+@pytest.mark.slow
 def test_traceback_on_request(tmp_path):
     """A ValueError answers as bad input in one line (exit 2); LMDYNAMICS_TRACEBACK=1 shows where it came from
     instead, for the ValueErrors that are not the user's (one raised deep in a library during a fit)."""
