@@ -66,7 +66,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
                              "test_saturation_werror::test_auto_takes_gram_up_to_gram_max_ids_and_arpack_beyond"),
     "saturation/lowrank_head.py": ("test_saturation_lowrank",),
     "saturation/harness.py": ("test_saturation_harness",),
-    "commands/saturation.py": ("test_saturation_cli", "test_saturation_signals_direction"),
+    "commands/saturation.py": ("test_saturation_options", "test_saturation_cli", "test_saturation_signals_direction"),
     "trajectories/classify.py": ("test_trajectories_classify", "test_trajectory_values"),
     # the record/report CLI test takes ~20 s a mutant: compare's own fast tests only
     "trajectories/compare.py": ("test_trajectories_compare::test_group_perplexity_is_exp_of_the_mean_loss_not_a_mean_of_perplexities",
