@@ -75,3 +75,15 @@ def test_bad_options_are_one_line_naming_the_option(calls, capsys, argv, message
     assert command.main([*base, "--metric", "m", "--out", "OUT", *argv]) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
     assert "write" not in calls
+
+
+def test_help_names_the_command_and_describes_every_option():
+    parser = command.build_parser()
+    text = parser.format_help()
+    assert text.startswith("usage: lmdynamics saturation")
+    options = [a for a in parser._actions if a.option_strings and a.dest not in ("help", "print_config")]
+    assert {a.dest for a in options} >= {"evals", "table", "task", "metric", "measures", "out", "higher", "min_fraction",
+                                         "margin", "tokens_per_step", "scaling_large", "params", "scaling_fixed"}
+    for action in options:
+        assert isinstance(action.help, str) and len(action.help) > 10, action.option_strings
+        assert action.option_strings[-1] in text

@@ -33,7 +33,8 @@ def build_parser():
     way = p.add_mutually_exclusive_group()
     way.add_argument("--higher_is_better", dest="higher", action="store_const", const=True, default=None,
                      help="override the metric's direction (default: the result files' own map, else from its name)")
-    way.add_argument("--lower_is_better", dest="higher", action="store_const", const=False)
+    way.add_argument("--lower_is_better", dest="higher", action="store_const", const=False,
+                     help="the metric is better when lower (the opposite of --higher_is_better)")
     p.add_argument("--min_fraction", type=float, default=MIN_FRACTION,
                    help=f"best checkpoint searched from this fraction of training on (default {MIN_FRACTION})")
     p.add_argument("--margin", type=float, default=MARGIN,
