@@ -113,6 +113,24 @@ def test_help_writes_options_with_underscores(verb, capsys):
         assert all("-" not in s[2:] for s in long), f"{verb}: {long} (the canonical spelling has underscores)"
 
 
+@pytest.mark.parametrize("verb", PARSED_VERBS)
+def test_help_describes_every_option(verb):
+    """``--help`` says what each option is: no option without a help text (46 of 7 verbs had none)."""
+    import argparse
+
+    def with_subcommands(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from with_subcommands(sub)
+
+    top = getattr(importlib.import_module(SUBCOMMANDS[verb][0].split(":")[0]), "build_parser")()
+    bare = [(p.prog, a.option_strings) for p in with_subcommands(top) for a in _options(p)
+            if not (isinstance(a.help, str) and a.help.strip())]
+    assert not bare, f"{verb}: options without help: {bare}"
+
+
 def _nested(key: str, value) -> dict:
     """``{"probe": {"source": v}}`` for the key ``probe.source``: a YAML file's shape."""
     for part in reversed(key.split(".")):

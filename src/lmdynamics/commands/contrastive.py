@@ -18,11 +18,11 @@ def build_parser():
     ap.add_argument("--top_p", type=float, default=None, help="nucleus sampling threshold (default 0.9, as the paper)")
     ap.add_argument("--greedy", action="store_true", help="greedy decoding instead of nucleus sampling")
     ap.add_argument("--prompts", type=str, required=True, help="a text file, one prompt per line (blank lines skipped)")
-    ap.add_argument("--max_new_tokens", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max_new_tokens", type=int, default=100, help="tokens generated per prompt (default 100)")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     ap.add_argument("--floor", type=float, default=None, help="mass added to every token before renormalising (default 1e-7)")
-    ap.add_argument("--device", type=str, default="cpu")
-    ap.add_argument("--out", type=str, required=True)
+    ap.add_argument("--device", type=str, default="cpu", help="torch device of both models (default cpu)")
+    ap.add_argument("--out", type=str, required=True, help="output directory")
     return ap
 
 

@@ -25,14 +25,14 @@ def build_parser():
     p.add_argument("--steps", type=str, default="", help="comma-separated steps (default: every checkpoint of --run)")
     p.add_argument("--tasks", type=str, default="", help="comma-separated lm-eval tasks")
     p.add_argument("--include_path", type=str, help="directory of local task YAMLs")
-    p.add_argument("--batch_size", type=str, default="8")
-    p.add_argument("--device", type=str, default="cpu")
+    p.add_argument("--batch_size", type=str, default="8", help="lm-eval's --batch_size (a number or auto; default 8)")
+    p.add_argument("--device", type=str, default="cpu", help="torch device of the model (default cpu)")
     p.add_argument("--limit", type=float, default=None, help="documents per task (lm-eval's --limit)")
     p.add_argument("--corpus_loss", type=str, metavar="SOURCE",
                    help="instead of the harness: held-out loss of this corpus (as data.source) at every checkpoint")
     p.add_argument("--blocks", type=int, default=64, help="held-out blocks for --corpus_loss (default 64)")
     p.add_argument("--tokens_per_step", type=int, default=0, help="for --hub (a run's run.json says it)")
-    p.add_argument("--out", type=str, required=True)
+    p.add_argument("--out", type=str, required=True, help="output directory")
     return p
 
 

@@ -11,11 +11,11 @@ def build_parser():
     parser.add_argument("--checkpoint", type=str, required=True,
                         help="a checkpoint directory, a run directory (its last checkpoint) or SOURCE@STEP")
     parser.add_argument("--prompt", type=str, required=True, help="the text to continue")
-    parser.add_argument("--max_new_tokens", type=int, default=40)
+    parser.add_argument("--max_new_tokens", type=int, default=40, help="tokens generated per sample (default 40)")
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (argmax at every step)")
     parser.add_argument("--top_p", type=float, default=0.9, help="nucleus sampling threshold, (0, 1]")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_samples", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--num_samples", type=int, default=1, help="continuations of the prompt (default 1)")
     return parser
 
 

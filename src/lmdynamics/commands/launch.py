@@ -13,9 +13,9 @@ def build_parser():
     parser = command_parser("lmdynamics launch", "Print a SLURM script or a torchrun command for `lmdynamics fit`; "
                             "the training arguments follow `--`.")
     parser.add_argument("launcher", type=str, choices=["slurm", "torchrun"])
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpus_per_node", type=int, default=8)
-    parser.add_argument("--job_name", type=str, default="lmdynamics")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    parser.add_argument("--gpus_per_node", type=int, default=8, help="GPUs per node, one process each (default 8)")
+    parser.add_argument("--job_name", type=str, default="lmdynamics", help="SLURM job name (default lmdynamics)")
     parser.add_argument("--time", type=str, default="48:00:00", help="SLURM wall-time limit")
     parser.add_argument("--partition", type=str, help="SLURM partition")
     parser.add_argument("--cpus_per_task", type=int, default=8, help="SLURM CPUs per GPU process")

@@ -25,9 +25,11 @@ def build_parser():
     p.add_argument("--lr", type=float, default=1e-4,
                    help="AdamW learning rate (default 1e-4: on the demo checkpoint 3e-4 and 1e-3 overfit 130k tokens)")
     p.add_argument("--batch", type=int, default=1024, help="tokens per step (default 1024)")
-    p.add_argument("--init", type=str, default="svd", choices=["svd", "normal"])
-    p.add_argument("--cache_dir", type=str, default=None)
-    p.add_argument("--out", type=str, required=True)
+    p.add_argument("--init", type=str, default="svd", choices=["svd", "normal"],
+                   help="initial factors: svd, the best rank-r approximation of the trained head, or normal, random "
+                        "with logits near 0 (default svd)")
+    p.add_argument("--cache_dir", type=str, default=None, help="corpus/tokenizer cache (default ~/.cache/lmdynamics)")
+    p.add_argument("--out", type=str, required=True, help="output directory")
     return p
 
 

@@ -38,13 +38,13 @@ def build_parser():
     rec.add_argument("--tokenizer", type=str, help="tokenizer.json (default: the first source's, at its last step)")
     rec.add_argument("--steps", type=str, default="all", help="a preset (all, paper, pythia-all, every-10k) or a comma list")
     rec.add_argument("--hub_cache", type=str, help="Hugging Face cache directory for hub sources (default: the hub's own)")
-    rec.add_argument("--batch_size", type=int, default=8)
-    rec.add_argument("--device", type=str, default="cpu")
+    rec.add_argument("--batch_size", type=int, default=8, help="evaluation blocks per forward pass (default 8)")
+    rec.add_argument("--device", type=str, default="cpu", help="torch device of the models (default cpu)")
     rec.add_argument("--out", type=str, required=True, help="directory of the stores (one sub-directory per model)")
     rep = subcommand_parser(ap, sub, "report", "classify, compare across sizes, draw")
     rep.add_argument("--store", type=str, action="append", required=True,
                      help="directory written by `record`, or a run's trajectories/ directory (repeat to combine)")
-    rep.add_argument("--out", type=str, required=True)
+    rep.add_argument("--out", type=str, required=True, help="report directory")
     rep.add_argument("--reference", type=str, help="model whose trend classes define the traced groups (default: the smallest)")
     rep.add_argument("--start_fraction", type=float, default=0.2, help="window start of the reference's classes (the paper: 20%%)")
     rep.add_argument("--start_fractions", type=str, default="0.1,0.2,0.3,0.4,0.5,0.6,0.7", help="window starts of the class shares")
@@ -57,8 +57,8 @@ def build_parser():
     sc = subcommand_parser(ap, sub, "score", "perplexity of generated texts under every recorded checkpoint")
     sc.add_argument("--generations", type=str, required=True, help="generations.jsonl written by lmdynamics contrastive")
     sc.add_argument("--store", type=str, action="append", required=True, help="as for report (repeat to combine)")
-    sc.add_argument("--out", type=str, required=True)
-    sc.add_argument("--device", type=str, default="cpu")
+    sc.add_argument("--out", type=str, required=True, help="output directory")
+    sc.add_argument("--device", type=str, default="cpu", help="torch device of the scoring models (default cpu)")
     sc.add_argument("--hub_cache", type=str, help="Hugging Face cache directory for hub sources (default: the hub's own)")
     study = subcommand_parser(ap, sub, "run", "record (unless recorded live) and report the trajectories of one training run")
     study.add_argument("run_dir", type=str, help="a training run directory, e.g. runs/demo")
@@ -67,8 +67,8 @@ def build_parser():
     study.add_argument("--out", type=str, help="report directory (default RUN/trajectories-report)")
     study.add_argument("--regressor", type=str, default=None, help="step or log_step (default: log_step)")
     study.add_argument("--variance_condition", action="store_true", help="as for report")
-    study.add_argument("--batch_size", type=int, default=8)
-    study.add_argument("--device", type=str, default="cpu")
+    study.add_argument("--batch_size", type=int, default=8, help="evaluation blocks per forward pass (default 8)")
+    study.add_argument("--device", type=str, default="cpu", help="torch device of the models (default cpu)")
     return ap
 
 

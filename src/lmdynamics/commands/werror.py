@@ -19,13 +19,15 @@ def build_parser():
     p = command_parser("lmdynamics werror", "W-error curve of a tokenised corpus's n-gram next-token matrix.")
     p.add_argument("--source", type=str, default="python-docs", help="corpus, as data.source of training (default python-docs)")
     p.add_argument("--tokenizer", type=str, default="bpe:4096", help="as data.tokenizer of training (default bpe:4096)")
-    p.add_argument("--max_documents", type=int, default=None)
+    p.add_argument("--max_documents", type=int, default=None, help="read at most this many documents of the corpus (default all)")
     p.add_argument("--cache_dir", type=str, default=None, help="corpus/tokenizer cache (default ~/.cache/lmdynamics)")
     p.add_argument("--n", type=int, default=5, help="n-gram order: contexts of n-1 tokens (default 5)")
     p.add_argument("--min_count", type=int, default=1, help="keep contexts seen at least this often (default 1)")
-    p.add_argument("--method", type=str, default="auto", choices=["auto", "gram", "arpack"])
+    p.add_argument("--method", type=str, default="auto", choices=["auto", "gram", "arpack"],
+                   help="singular values from the Gram matrix, from ARPACK, or auto: Gram up to GRAM_MAX ids of "
+                        "vocabulary, ARPACK beyond (default auto)")
     p.add_argument("--hidden_sizes", type=str, default="", help="models to mark, name=d,... (e.g. demo=128)")
-    p.add_argument("--out", type=str, required=True)
+    p.add_argument("--out", type=str, required=True, help="output directory")
     return p
 
 

@@ -29,40 +29,76 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 @dataclass
 class ProbeConfig:
-    """Where the probe sequences come from and their shape (defaults mirror the paper: 128 x last token)."""
+    """Where the probe sequences come from and their shape (defaults mirror the paper: 128 x last token).
 
-    source: str | None = None  # local .txt/.jsonl/.parquet, hub dataset ("name" or "name:config"), run dir, probe file
+    Args:
+        source: local .txt/.jsonl/.parquet, hub dataset ("name" or "name:config"), run dir or probe file.
+        num_sequences: number of probe sequences.
+        positions: "last" (the last token of each sequence) or P positions sampled per sequence.
+        context_length: tokens per probe sequence.
+        seed: seed of the sequence and position sampling.
+        split: split of a hub dataset; default validation, else test, else train.
+        text_field: the text column of a dataset or .jsonl/.parquet file.
+        tokenizer: tokenizer.json; default the tokenizer stored with the first model's checkpoint.
+    """
+
+    source: str | None = None
     num_sequences: int = 128
-    positions: str | int = "last"  # "last" or P positions sampled per sequence
+    positions: str | int = "last"
     context_length: int = 2048
     seed: int = 0
-    split: str | None = None  # hub datasets: default validation, else test, else train
+    split: str | None = None
     text_field: str = "text"
-    tokenizer: str | None = None  # tokenizer.json; default: the tokenizer stored with the first model's checkpoint
+    tokenizer: str | None = None
 
 
 @dataclass
 class AnalysisConfig:
-    models: list[str] | str = field(default_factory=list)  # hub repo ids (revisions stepN) or run directories; "a,b" too
-    steps: str | list[int] = "paper"  # preset (paper, pythia-all, every-10k, all) or a list of steps
+    """One offline analysis: which checkpoints, what to compute, where to write.
+
+    Args:
+        models: hub repo ids (revisions stepN) or run directories; "a,b" too.
+        steps: a preset (paper, pythia-all, every-10k, all) or a list of steps.
+        out: output directory (metrics.parquet/, config.yaml, report/).
+        analyses: what to compute per checkpoint: weights, activations, cka_final, cka_prev, cka_ref.
+        reference: the cka_ref reference: a step of the same model, or "MODEL@stepN" (hub id or run dir).
+        final_step: the CKA-to-final reference step; default 143000 for hub models, the last saved step of a run.
+        probe: the probe sequences (probe.* options).
+        components: activation components to capture (ov, ov_head, attn, mlp, resid, final).
+        spectrum: the head's whole normalised spectrum: all (every analysed checkpoint) or none.
+        debiased: also store the unbiased-HSIC CKA (metric names end in _debiased).
+        probe_loss: also store the probe's next-token loss per checkpoint.
+        batch_size: probe sequences per forward pass.
+        dtype: dtype of the model for the forward pass (float32, float16, bfloat16).
+        activations_dtype: dtype of the cached probe activations.
+        activations_cache: default <out>/activations; share it between outputs to reuse forward passes.
+        tokens_per_step: tokens per step of hub models; default Pythia's 2,097,152.
+        accelerator: Lightning Fabric accelerator (auto, cpu, gpu).
+        devices: devices per node (one process each).
+        num_nodes: nodes.
+        report: write figures and a report from the table at the end.
+    """
+
+    models: list[str] | str = field(default_factory=list)
+    steps: str | list[int] = "paper"
     out: str = "analysis_out/default"
     analyses: list[str] | str = field(default_factory=lambda: ["weights", "activations", "cka_final", "cka_prev"])
-    reference: str | int | None = None  # cka_ref: a step of the same model, or "MODEL@stepN" (hub id or run dir)
-    final_step: int | None = None  # the CKA-to-final reference; default: 143000 for hub models, the last saved step of a run
+    reference: str | int | None = None
+    final_step: int | None = None
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     components: list[str] | str = field(default_factory=lambda: list(ALL_COMPONENTS))
-    spectrum: str | bool = "all"  # the head's whole normalised spectrum: all (every analysed checkpoint) or none
-    debiased: bool = False  # also store the unbiased-HSIC CKA (metric names end in _debiased)
+    spectrum: str | bool = "all"
+    debiased: bool = False
     probe_loss: bool = True
     batch_size: int = 16
-    dtype: str = "float32"  # dtype of the model for the forward pass
-    activations_dtype: str = "float16"  # dtype of the cached probe activations
-    activations_cache: str | None = None  # default <out>/activations; share it between outputs to reuse forwards
-    tokens_per_step: int | None = None  # hub models; default Pythia's 2,097,152
+    dtype: str = "float32"
+    activations_dtype: str = "float16"
+    activations_cache: str | None = None
+    tokens_per_step: int | None = None
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
-    report: bool = True  # write figures and a report from the table at the end
+    report: bool = True
 
     @property
     def cache_dir(self) -> Path:
