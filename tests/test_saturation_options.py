@@ -87,3 +87,9 @@ def test_help_names_the_command_and_describes_every_option():
     for action in options:
         assert isinstance(action.help, str) and len(action.help) > 10, action.option_strings
         assert action.option_strings[-1] in text
+
+
+def test_traceback_on_request_raises_instead_of_one_line(calls, monkeypatch):
+    monkeypatch.setenv("LMDYNAMICS_TRACEBACK", "1")
+    with pytest.raises(analyze.InputError, match="--params: 'a' is not name=number"):
+        command.main(["--table", "t", "--metric", "m", "--out", "OUT", "--params", "a"])

@@ -9,6 +9,7 @@ A verb's module (``lmdynamics.commands.<verb>``) builds its parser with :func:`c
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -105,6 +106,8 @@ def run_command(argv: list[str] | None, build: Callable[[], object], body: Calla
     try:
         return body(parse(build(), argv, what), argv)
     except (UsageError, FileNotFoundError, *errors) as err:
+        if traceback_requested():
+            raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         return BAD_INPUT
 
@@ -112,6 +115,12 @@ def run_command(argv: list[str] | None, build: Callable[[], object], body: Calla
 def given(argv: list[str], option: str) -> bool:
     """Whether ``--option`` is on the command line (not only in a ``--config`` file)."""
     return any(a == f"--{option}" or a.startswith(f"--{option}=") for a in argv)
+
+
+def traceback_requested() -> bool:
+    """``LMDYNAMICS_TRACEBACK=1``: a bad-input error raises with its whole traceback instead of one line (an error
+    raised deep inside a library reads as bad input too)."""
+    return os.environ.get("LMDYNAMICS_TRACEBACK") == "1"
 
 
 def one_line(err: BaseException) -> str:

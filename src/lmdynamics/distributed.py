@@ -17,6 +17,11 @@ def is_zero3_param(p: torch.Tensor) -> bool:
     return hasattr(p, "ds_id")
 
 
+def full_shape(p: torch.Tensor) -> torch.Size:
+    """A parameter's shape, also for a ZeRO-3 shard (an empty flat tensor that keeps its full shape in ``ds_shape``)."""
+    return getattr(p, "ds_shape", p.shape)
+
+
 def iter_full_parameters(model: torch.nn.Module, skip=lambda name: False) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, full CPU tensor)`` for every parameter, gathering a ZeRO-3 shard one parameter at a time.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from ..arguments import UsageError, canonical_flags, command_parser
+from ..arguments import UsageError, canonical_flags, command_parser, traceback_requested
 from ..arguments import parse as parse_arguments
 
 _LEGACY = {"--probe": "--probe.source"}
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
         require_hub(hub_needs(config), OFFLINE_ALTERNATIVE)  # before anything is written to config.out
     except (UsageError, ValueError, FileNotFoundError) as err:
+        if traceback_requested():
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     from ..report.run_report import write_report

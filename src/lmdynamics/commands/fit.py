@@ -12,15 +12,14 @@ checkpoint's step.
 Exit status: 0 done (or nothing to do), 2 bad input (one line ``error: ...``; nothing written), 1 training
 failed (a non-finite loss), 128 + the signal's number when interrupted (130 for Ctrl-C, 143 for SIGTERM), after
 printing how to resume. ``LMDYNAMICS_TRACEBACK=1`` shows the whole traceback of a bad-input error instead of
-its one line (a ValueError raised inside a library during a fit reads as bad input too).
+its one line (every verb: ``lmdynamics.arguments.traceback_requested``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-from ..arguments import BAD_INPUT, canonical_flags, one_line
+from ..arguments import BAD_INPUT, canonical_flags, one_line, traceback_requested
 
 
 def main(args: list[str] | None = None) -> int:
@@ -56,7 +55,7 @@ def main(args: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except user_errors as err:
-        if os.environ.get("LMDYNAMICS_TRACEBACK") == "1":  # a ValueError deep in a library reads as bad input too
+        if traceback_requested():
             raise
         print(f"error: {one_line(err)}", file=sys.stderr)
         return BAD_INPUT

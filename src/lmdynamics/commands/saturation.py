@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from ..arguments import UsageError, canonical_flags, command_parser, given
+from ..arguments import UsageError, canonical_flags, command_parser, given, traceback_requested
 from ..arguments import parse as parse_arguments
 
 
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         report = write(args.out, series, args.higher, args.min_fraction, args.margin,
                        large=large, params=analyze.parse_pairs(args.params, "--params"), fixed=fixed)
     except (UsageError, ValueError) as err:  # analyze.InputError is a ValueError
+        if traceback_requested():
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"saturation report written to {report}")

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from transformers import GPTNeoXForCausalLM
 
+from ..distributed import full_shape
 from ..layout import tokens_at
 from ..models.heads import build_causal_lm
 from ..models.zoo import ModelSpec, count_parameters, pythia_parameter_count, pythia_size
@@ -116,9 +117,9 @@ def lr_multiplier(update: int, total: int, warmup: int, min_ratio: float) -> flo
 
 def decays(p: torch.Tensor) -> bool:
     """Weight decay goes to matrices; biases and LayerNorm weights are vectors and get none. Under ZeRO-3 a
-    partitioned parameter is an empty flat shard whose real shape is ``ds_shape``: read that one, or every
+    partitioned parameter is an empty flat shard: read its full shape, or every
     matrix looks like a vector (nothing decays, and DeepSpeed drops the empty group the scheduler still counts)."""
-    return len(getattr(p, "ds_shape", p.shape)) >= 2
+    return len(full_shape(p)) >= 2
 
 
 def parameter_groups(model: torch.nn.Module, head_ids: set[int]) -> dict[tuple[bool, bool], list]:

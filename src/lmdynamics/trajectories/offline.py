@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoints import open_source, parse_steps
+from ..distributed import full_shape
 from ..probes.sources import load_tokenizer, read_texts, tokenizer_fingerprint
 from .record import corpus_perplexity, token_losses
 from .storage import TokenTable, TrajectoryStore, model_dir_name
@@ -99,7 +100,7 @@ def non_embedding_parameters(model: torch.nn.Module) -> int:
 
     emb = model.get_input_embeddings().weight
     tied = getattr(model.get_output_embeddings(), "weight", None) is emb
-    vocab, d = getattr(emb, "ds_shape", emb.shape)  # a ZeRO-3 shard keeps its full shape in ds_shape
+    vocab, d = full_shape(emb)
     return matmul_parameters(count_parameters(model), vocab, d, tied)
 
 
