@@ -70,17 +70,9 @@ def write_random_checkpoint(directory: Path, shape: dict, seed: int = 0) -> tupl
     return sum(sizes), max(sizes)
 
 
-def ours(directory: Path, heads: int) -> tuple[float, dict]:
-    from lmdynamics.checkpoints import iter_tensors
-    from lmdynamics.measure import weight_metric_rows
-
-    t = time.perf_counter()
-    rows = weight_metric_rows(iter_tensors(directory), num_heads=heads)
-    return time.perf_counter() - t, {(r["layer"], r["component"], r["metric"]): r["value"] for r in rows}
-
-
-def ours_on(directory: Path, heads: int, device: str) -> tuple[float, dict]:
-    """``ours`` with every tensor moved to ``device`` as it is read, as the offline runner does on a GPU."""
+def ours_on(directory: Path, heads: int, device: str = "cpu") -> tuple[float, dict]:
+    """Ours: ``weight_metric_rows(iter_tensors(dir))``, every tensor moved to ``device`` as it is read (as the
+    offline runner does on a GPU); (seconds, {(layer, component, metric): value})."""
     from lmdynamics.checkpoints import iter_tensors
     from lmdynamics.measure import weight_metric_rows
 
@@ -247,8 +239,8 @@ def main() -> None:
         total, _ = write_random_checkpoint(tmp / "speed", shape)
         label = "quick shape" if args.quick else "pythia-70m shape"
         print(f"1. weight metrics of a {label} checkpoint ({total / MB:.0f} MB, {threads} threads)")
-        ours(tmp / "speed", heads)  # warm-up (first LAPACK calls)
-        t_ours, v_ours = ours(tmp / "speed", heads)
+        ours_on(tmp / "speed", heads)  # warm-up (first LAPACK calls)
+        t_ours, v_ours = ours_on(tmp / "speed", heads)
         rows = []
         for name, dtype in (("naive float32", torch.float32), ("naive float64", torch.float64)):
             t_naive, v_naive = naive(tmp / "speed", heads, dtype)

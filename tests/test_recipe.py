@@ -125,10 +125,12 @@ def tiny_data(cache: Path) -> TextDataModule:
                           max_documents=60, val_blocks=8, cache_dir=str(cache))
 
 
-def tiny_trainer(max_steps: int, callbacks=(), clip=CLIP) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, gradient_clip_val=clip,
-                     callbacks=list(callbacks), logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+def tiny_trainer(max_steps: int, callbacks=(), clip=CLIP, **over) -> L.Trainer:
+    """A quiet CPU Trainer without validation, checkpoints or logger; ``over`` replaces or adds Trainer arguments."""
+    settings = dict(accelerator="cpu", devices=1, max_steps=max_steps, gradient_clip_val=clip, callbacks=list(callbacks),
+                    logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                    limit_val_batches=0, num_sanity_val_steps=0)
+    return L.Trainer(**{**settings, **over})
 
 
 @pytest.fixture
@@ -367,17 +369,11 @@ def test_the_schedule_line_is_printed_once_per_fit_on_rank_zero(one_step, capsys
 class RowsLogger(Logger):
     """Every ``log_metrics`` call, by step (what the tidy table, CSV and TensorBoard loggers receive)."""
 
+    name, version = "rows", 0
+
     def __init__(self):
         super().__init__()
         self.rows: dict[int, dict[str, float]] = {}
-
-    @property
-    def name(self):
-        return "rows"
-
-    @property
-    def version(self):
-        return 0
 
     def log_metrics(self, metrics, step=None):
         self.rows.setdefault(step, {}).update(metrics)
@@ -414,10 +410,8 @@ def test_logged_step_values_in_process(tmp_path, clip_algorithm):
     module = LMModule(model=ModelSpec(num_layers=2, hidden_size=16, num_heads=2),
                       optim=OptimSpec(lr=PEAK, warmup_fraction=0.4), speed=SpeedSpec(peak_tflops=0.5))
     rec, clock, logger = RecipeRecorder(), UpdateClock(), RowsLogger()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=5, accumulate_grad_batches=3, log_every_n_steps=2,
-                        gradient_clip_val=CLIP, gradient_clip_algorithm=clip_algorithm, callbacks=[rec, clock],
-                        logger=logger, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer = tiny_trainer(5, [rec, clock], accumulate_grad_batches=3, log_every_n_steps=2,
+                           gradient_clip_algorithm=clip_algorithm, logger=logger)
     trainer.fit(module, datamodule=tiny_data(tmp_path))
     steps = sorted(k for k, row in logger.rows.items() if "train_loss" in row)
     assert steps == [2, 4, 5]
@@ -455,10 +449,7 @@ def test_clipping_by_value_goes_to_lightning(tmp_path):
                                                           for p in g["params"] if p.grad is not None)))
 
     rec = RecipeRecorder()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=3, gradient_clip_val=1e-3,
-                        gradient_clip_algorithm="value", callbacks=[rec, MaxGrad()], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0)
+    trainer = tiny_trainer(3, [rec, MaxGrad()], clip=1e-3, gradient_clip_algorithm="value")
     trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
     assert len(seen) == 3 and max(seen) == pytest.approx(1e-3, rel=1e-6)  # entries clipped to the value
     assert min(rec.raw_norms) > 10 * 1e-3  # and they were larger before
@@ -483,9 +474,8 @@ def test_validation_rows_in_process(tmp_path):
     """Validation during fit writes val_loss (the token-weighted mean labels= loss over the validation blocks)
     and val_ppl = exp(val_loss) at the update it follows; the sanity check writes nothing."""
     ref, logger = ValidationReference(), RowsLogger()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=4, val_check_interval=2, check_val_every_n_epoch=None,
-                        num_sanity_val_steps=1, callbacks=[ref], logger=logger, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = tiny_trainer(4, [ref], clip=None, val_check_interval=2, check_val_every_n_epoch=None,
+                           limit_val_batches=None, num_sanity_val_steps=1, logger=logger)
     trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
     steps = sorted(k for k, row in logger.rows.items() if "val_loss" in row)
     assert steps == sorted(ref.losses) == [2, 4]
@@ -506,9 +496,8 @@ def test_excess_loss_over_the_synthetic_languages_floor_in_process(tmp_path):
     data = TextDataModule(source="synthetic", context_length=16, batch_size=4, val_blocks=8,
                           synthetic=SyntheticSpec(vocab_size=64, rank=8, classes=4), cache_dir=str(tmp_path))
     logger = RowsLogger()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, val_check_interval=2, check_val_every_n_epoch=None,
-                        num_sanity_val_steps=0, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = tiny_trainer(2, clip=None, val_check_interval=2, check_val_every_n_epoch=None, limit_val_batches=None,
+                           logger=logger)
     trainer.fit(LMModule(model=ModelSpec(num_layers=1, hidden_size=16, num_heads=2), optim=OptimSpec(lr=PEAK)),
                 datamodule=data)
     row = logger.rows[2]
@@ -528,9 +517,7 @@ def test_a_non_finite_loss_names_the_last_two_checkpoints_saved(tmp_path, saved)
     for name in saved:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).mkdir() if "step" in name else (root / name).write_text("")
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=3, default_root_dir=str(root), logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0)
+    trainer = tiny_trainer(3, clip=None, default_root_dir=str(root))
     with pytest.raises(NonFiniteLossError) as err:
         trainer.fit(tiny_module(lr=float("inf")), datamodule=tiny_data(tmp_path / "cache"))
     message = str(err.value)
@@ -563,9 +550,8 @@ def test_measure_share_is_the_measuring_callbacks_time_over_the_training_time(tm
 
     sleeper = Sleeper(every=1)
     clock, logger = Clock(sleeper), RowsLogger()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=4, log_every_n_steps=1, callbacks=[sleeper, clock],
-                        logger=logger, default_root_dir=str(tmp_path / "run"), enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer = tiny_trainer(4, [sleeper, clock], clip=None, log_every_n_steps=1, logger=logger,
+                           default_root_dir=str(tmp_path / "run"))
     trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
     for step in (2, 3, 4):
         seconds, elapsed = clock.at[step]
