@@ -56,6 +56,7 @@ REASONS = {
     'promote': 'the integer ranks are multiplied by the float64 spectrum: torch promotes the product to float64, the same values',
     'same-values-path': 'at k == r both paths give the singular values of a @ b (the QR path appends r - k = 0 zeros): the same values to rounding',
     'qr-default': "torch.linalg.qr's default mode 'reduced' returns the same R as mode 'r' (and Q, unused)",
+    "refused-alike": "a d that is not an int becomes -1 only to reach the d < 0 refusal below; -2 reaches the same refusal and message",
     "dupkeep": "the error names the model and step of a duplicated row: keep=False or keep='first' both name a "
                "row that is duplicated (the same model and step)",
     "falsy-sep": "'' and None are both falsy: the error condition `not sep` reads them alike",
@@ -75,6 +76,7 @@ REASONS = {
 
 # (function, line before, line after, reason)
 EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ('metrics.spectrum.x_w_error', 'd = -1', 'd = -2', 'refused-alike'),
     ('metrics.spectrum.x_gini', 'rank = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)', 'rank = torch.arange(1, n + 1, dtype=None, device=s.device)', 'promote'),
     ('metrics.spectrum.x_gini', 'rank = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)', 'rank = torch.arange(1, n + 1, device=s.device)', 'promote'),
     ('metrics.spectrum.x_product_singular_values', 'return torch.full((*a.shape[:-2], r), float("nan"), dtype=torch.float64)', 'return torch.full((*a.shape[:-2], r), float("NAN"), dtype=torch.float64)', 'float-case'),
