@@ -41,9 +41,10 @@ def compare_step(table: pd.DataFrame, checkpoint: Path, heads: int, device: str)
     rel = ((merged.value_x - merged.value_y).abs() / merged.value_y.abs().clip(lower=1e-300))[finite]
     if (np.isfinite(merged.value_x) != np.isfinite(merged.value_y)).any():
         return len(merged), float("inf"), "a value finite on one side only"
-    worst = merged.loc[rel.idxmax()] if len(rel) else None
-    where = "" if worst is None else f"{worst.metric} layer {worst.layer} {worst.component}"
-    return len(merged), float(rel.max()) if len(rel) else 0.0, where
+    if not len(rel) or rel.max() == 0:
+        return len(merged), 0.0, ""
+    worst = merged.loc[rel.idxmax()]
+    return len(merged), float(rel.max()), f"at {worst.metric} layer {worst.layer} {worst.component}"
 
 
 def main() -> None:
