@@ -59,12 +59,14 @@ test-fast: $(STAMP)  ## the fast inner loop (< 3 min here): every test not marke
 # one module at a time, each mutant run against the module's covering fast tests that call the mutated function
 # (tests/helpers/mutate.py: COVERING_TESTS); prints the score per module and keeps each module's survivors in
 # mutants/<module>/report.txt. MODULES="saturation/signals.py ..." runs those modules; MUTANTS="glob ..." only
-# those mutants of them (e.g. MUTANTS='lmdynamics.compare.runs.x_summarize*'); MUTATE_JOBS workers.
-MUTATE_JOBS ?= 2
+# those mutants of them (e.g. MUTANTS='lmdynamics.compare.runs.x_summarize*'); MUTATE_PARALLEL modules at once,
+# MUTATE_JOBS workers each.
+MUTATE_PARALLEL ?= 2
+MUTATE_JOBS ?= 1
 MUTANTS ?=
 MODULES ?=
 mutate: $(STAMP)  ## mutation testing, module by module (long: MODULES=... runs a few; durations in the note of issue 27)
-	$(PY) tests/helpers/mutate.py --jobs $(MUTATE_JOBS) $(foreach m,$(MUTANTS),--mutants '$(m)') $(MODULES)
+	$(PY) tests/helpers/mutate.py --parallel $(MUTATE_PARALLEL) --jobs $(MUTATE_JOBS) $(foreach m,$(MUTANTS),--mutants '$(m)') $(MODULES)
 
 bench: $(STAMP)  ## benchmarks, printed side by side
 	$(PY) bench/run.py $(ARGS)

@@ -8,7 +8,12 @@ happens to call pays for that test. Here each module gets a scratch copy of the 
 for it in ``COVERING_TESTS``; the per-module score and every survivor are printed by
 ``tests/helpers/mutation_report.py`` and kept in ``mutants/<module>/report.txt``.
 
-Usage: ``python tests/helpers/mutate.py [--jobs N] [--mutants GLOB]... [MODULE ...]`` (modules as the keys of
+Each module's run starts with serial steps (mutmut's fork server importing torch and collecting the tests, the
+traced stats run, the clean run: ~20 s whatever the module's size) and ends waiting on its slowest mutant, so
+``--parallel`` modules run at once, each with ``--jobs`` workers, the largest source files first: two modules of
+one worker each keep both cores of a 2-core machine busy through those steps.
+
+Usage: ``python tests/helpers/mutate.py [--parallel M] [--jobs N] [--mutants GLOB]... [MODULE ...]`` (modules as the keys of
 ``COVERING_TESTS``, e.g. ``saturation/signals.py``; none = all). ``--mutants`` takes mutmut's mutant-name globs,
 e.g. ``'lmdynamics.compare.runs.x_summarize*'``.
 """
@@ -16,6 +21,7 @@ e.g. ``'lmdynamics.compare.runs.x_summarize*'``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -168,23 +174,40 @@ def run_module(module: str, jobs: int, mutants: list[str]) -> tuple[float, str]:
     return seconds, score
 
 
+def largest_first(modules: list[str]) -> list[str]:
+    """The order modules start in: the largest source first (most mutants), so a long module does not start last."""
+    return sorted(modules, key=lambda m: -(ROOT / "src" / "lmdynamics" / m).stat().st_size)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help="modules under src/lmdynamics (default: all measured)")
-    parser.add_argument("--jobs", type=int, default=2, help="mutants run at once")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants of one module run at once")
+    parser.add_argument("--parallel", type=int, default=2, help="modules run at once")
     parser.add_argument("--mutants", action="append", default=[],
                         help="a mutmut mutant-name glob (repeatable; default: every mutant of the modules)")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in COVERING_TESTS]
     if unknown:
         parser.error(f"not a measured module: {', '.join(unknown)} (choose from {', '.join(COVERING_TESTS)})")
-    total = 0.0
-    for module in args.modules or list(COVERING_TESTS):
-        seconds, score = run_module(module, args.jobs, args.mutants)
-        total += seconds
-        print(f"{module}: {score} ({seconds:.0f} s; report: mutants/{module.removesuffix('.py').replace('/', '.')}"
-              f"/report.txt)", flush=True)
-    print(f"make mutate: {total:.0f} s of mutmut runs")
+    if args.jobs < 1 or args.parallel < 1:
+        parser.error("--jobs and --parallel must be at least 1")
+    modules = largest_first(args.modules or list(COVERING_TESTS))
+    total, start = 0.0, time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        runs = {pool.submit(run_module, module, args.jobs, args.mutants): module for module in modules}
+        for run in concurrent.futures.as_completed(runs):
+            module = runs[run]
+            try:
+                seconds, score = run.result()
+            except SystemExit:
+                pool.shutdown(cancel_futures=True)  # the modules not started yet; those running finish
+                raise
+            total += seconds
+            print(f"{module}: {score} ({seconds:.0f} s; report: mutants/{module.removesuffix('.py').replace('/', '.')}"
+                  f"/report.txt)", flush=True)
+    print(f"make mutate: {time.monotonic() - start:.0f} s wall, {total:.0f} s of mutmut runs "
+          f"({len(modules)} modules, {args.parallel} at once, {args.jobs} worker(s) each)")
     return 0
 
 
