@@ -79,3 +79,12 @@ def test_every_equivalent_mutant_names_a_line_of_todays_code_and_a_reason():
         stripped = {line.strip() for line in source.splitlines()}
         for line in before.split("\n"):
             assert line in stripped, (function, line)
+
+
+def test_modules_start_largest_source_first_and_none_is_lost():
+    mutate = _mutate()
+    modules = list(mutate.COVERING_TESTS)
+    order = mutate.largest_first(list(reversed(modules)))
+    assert sorted(order) == sorted(modules)
+    sizes = [(ROOT / "src" / "lmdynamics" / m).stat().st_size for m in order]
+    assert sizes == sorted(sizes, reverse=True)
