@@ -112,3 +112,79 @@ def test_a_counts_file_as_npy_or_json_gives_one_count_per_id(tmp_path):
     (tmp_path / "c.txt").write_text("1 7\n")
     with pytest.raises(ValueError, match=r"give a \.npy .* or a \.json"):
         counts_file(tmp_path / "c.txt", 6)
+
+
+# Fast tests of ``corpus_counts`` (the ones above record trajectories and build the bundled corpus): a text file
+# and a run directory whose data section names a tokenizer file, counted against a direct count made here with the
+# ``tokenizers`` library, and every refusal.
+
+PYTHIA_VOCAB = 50304  # the Pythia models' padded vocabulary: more ids than the tokenizer's 50,277
+
+
+def _short_documents(n: int = 14, seed: int = 3) -> list[str]:
+    rng = np.random.default_rng(seed)
+    words = "alpha beta gamma delta the of and model layer head rank 42 (x) é".split()
+    return [" ".join(rng.choice(words, size=int(rng.integers(5, 40)))) for _ in range(n)]
+
+
+def test_a_text_file_counts_every_token_of_every_document_without_separators(tmp_path, pythia_tokenizer_file):
+    docs = _short_documents()
+    tok = Tokenizer.from_file(str(pythia_tokenizer_file))
+    want = np.bincount(np.concatenate([tok.encode(d, add_special_tokens=False).ids for d in docs]),
+                       minlength=PYTHIA_VOCAB)
+    (tmp_path / "c.txt").write_text("\n\n".join(docs))
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    trajectories_tokenizer = load_tokenizer(pythia_tokenizer_file)
+    for name in ("c.txt", "c.jsonl"):
+        got = corpus_counts(str(tmp_path / name), trajectories_tokenizer, pythia_tokenizer_file, PYTHIA_VOCAB)
+        assert got.dtype == np.int64 and got.shape == (PYTHIA_VOCAB,)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    assert want[0] == 0  # a file's documents are counted without end-of-text separators
+    with pytest.raises(FileNotFoundError, match=r"--corpus .*missing\.txt: no such file or run directory; give a text "
+                                                r"file, a run directory or python-docs"):
+        corpus_counts(str(tmp_path / "missing.txt"), trajectories_tokenizer, pythia_tokenizer_file, PYTHIA_VOCAB)
+
+
+def _run_directory(root, data: dict, corpus_id: str):
+    root.mkdir()
+    (root / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+    (root / "run.json").write_text(json.dumps({"corpus_id": corpus_id}))
+    return root
+
+
+def test_a_run_directory_counts_its_training_split_with_the_tokenizer_its_config_names(tmp_path, pythia_tokenizer_file):
+    """A run whose ``data.tokenizer`` is a tokenizer file (no checkpoint tokenizer given): its training split
+    (``split_documents`` with its val_fraction and seed), end-of-text after each document, whole blocks of its
+    context length; the same run counted with another tokenizer is refused in one line."""
+    docs = _short_documents(n=20, seed=8)
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join(docs))
+    data = {"source": str(text), "tokenizer": str(pythia_tokenizer_file), "context_length": 16, "val_fraction": 0.25,
+            "seed": 3, "cache_dir": str(tmp_path / "cache")}
+    run = _run_directory(tmp_path / "run", data, load_corpus(str(text), cache_dir=tmp_path / "cache").corpus_id)
+    train, _ = split_documents([d for d in text.read_text().split("\n\n") if d.strip()], 0.25, 3)
+    want = direct_counts(train, pythia_tokenizer_file, 16, PYTHIA_VOCAB)
+    assert 0 < want.sum() < sum(len(d.split()) for d in docs) * 4 and want[EOS] > 0
+    got = corpus_counts(str(run), load_tokenizer(pythia_tokenizer_file), pythia_tokenizer_file, PYTHIA_VOCAB)
+    np.testing.assert_array_equal(got, want)
+
+    other = json.loads(pythia_tokenizer_file.read_text())
+    other["added_tokens"].append({**other["added_tokens"][-1], "id": 50277, "content": "<|another|>"})
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r"^--corpus .*run: the tokenizer of run .*run differs from the trajectories' "
+                                         r"tokenizer; count a corpus of the same model family or give --counts$"):
+        corpus_counts(str(run), load_tokenizer(tmp_path / "other.json"), tmp_path / "other.json", PYTHIA_VOCAB)
+
+
+@pytest.mark.parametrize("data, kind", [({"source": "synthetic"}, "a synthetic language"),
+                                        ({"source": "some/hub-corpus", "streaming": True}, "a streamed corpus")])
+def test_a_run_without_a_fixed_training_split_is_refused_naming_what_it_trained_on(tmp_path, pythia_tokenizer_file,
+                                                                                   data, kind):
+    run = _run_directory(tmp_path / "run", data, "")
+    with pytest.raises(ValueError, match=rf"^--corpus {run}: the run trained on {kind}, which has no fixed training "
+                                         rf"split to count; give --counts$"):
+        corpus_counts(str(run), load_tokenizer(pythia_tokenizer_file), pythia_tokenizer_file, PYTHIA_VOCAB)
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    with pytest.raises(FileNotFoundError, match="is not a training run directory"):
+        corpus_counts(str(not_a_run), load_tokenizer(pythia_tokenizer_file), pythia_tokenizer_file, PYTHIA_VOCAB)

@@ -84,8 +84,11 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
                                 "test_trajectories_compare::test_traced_rows_carry_every_axis_the_group_perplexity_and_its_token_count",
                                 "test_trajectories_compare::test_overlap_ratio_is_the_spread_at_equal_perplexity_over_the_spread_at_equal_step"),
     "trajectories/contrastive.py": ("test_trajectories_contrastive",),
-    # the corpus tests build a data module per call (~30 s a mutant): the counts file's fast test only
-    "trajectories/counts.py": ("test_trajectories_counts::test_a_counts_file_as_npy_or_json_gives_one_count_per_id",),
+    # the recorded-run tests record trajectories and build the bundled corpus (~30 s a mutant): the fast ones only
+    "trajectories/counts.py": ("test_trajectories_counts::test_a_counts_file_as_npy_or_json_gives_one_count_per_id",
+                               "test_trajectories_counts::test_a_text_file_counts_every_token_of_every_document_without_separators",
+                               "test_trajectories_counts::test_a_run_directory_counts_its_training_split_with_the_tokenizer_its_config_names",
+                               "test_trajectories_counts::test_a_run_without_a_fixed_training_split_is_refused_naming_what_it_trained_on"),
     "trajectories/offline.py": ("test_trajectories_offline", "test_trajectory_values", "test_interventions"),
     "trajectories/record.py": ("test_trajectories_storage", "test_trajectory_values"),
     "trajectories/scoring.py": ("test_trajectories_contrastive",),
