@@ -93,7 +93,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "trajectories/record.py": ("test_trajectories_storage", "test_trajectory_values"),
     "trajectories/scoring.py": ("test_trajectories_contrastive",),
     "trajectories/storage.py": ("test_trajectories_storage",),
-    "trajectories/tokens.py": ("test_trajectories_storage", "test_trajectories_counts", "test_trajectory_values"),
+    "trajectories/tokens.py": ("test_trajectories_tokens", "test_trajectories_storage", "test_trajectories_counts", "test_trajectory_values"),
     "data/synthetic.py": ("test_synthetic",),
     "models/heads.py": ("test_interventions", "test_generate", "test_saturation_heads"),
     "compare/runs.py": ("test_compare_runs",),  # the report tests: ~7 s a mutant
