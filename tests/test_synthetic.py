@@ -230,6 +230,18 @@ def test_identity_tokenizer_maps_symbol_i_to_id_i_and_back():
     assert tok("s12", add_special_tokens=False)["input_ids"] == [0]  # outside the vocabulary: unknown = id 0
 
 
+def test_identity_tokenizer_decodes_symbols_as_words_that_encode_back():
+    """Decoded text (``generate`` on a synthetic run) is the words ``s<i>`` separated by spaces: encoding it gives
+    the same ids back, end-of-text included."""
+    from lmdynamics.data.synthetic import identity_tokenizer
+    tok = identity_tokenizer(12)
+    ids = [0, 5, 11, 1, 1, 0, 7]
+    text = tok.decode(ids)
+    assert text == "<|endoftext|> s5 s11 s1 s1 <|endoftext|> s7"
+    assert tok(text, add_special_tokens=False)["input_ids"] == ids
+    assert tok.decode([5]) == "s5"  # one symbol: its word (token classes read single tokens)
+
+
 @pytest.mark.parametrize("lags", [(1, 2), (1, 3)])  # (1, 3): more class histories than states
 def test_state_marginals_are_the_state_frequencies_of_sampled_blocks(lags):
     lang = SyntheticLanguage(SyntheticSpec(**SMALL, lags=lags))
@@ -296,3 +308,49 @@ def test_the_random_part_of_the_true_logits_has_standard_deviation_logit_scale(z
         part = lang.log_probs[:, 1:] - (lang.zipf_bias[None, :] if zipf else 0.0)
         var.append((part - part.mean(axis=1, keepdims=True)).var())
     assert np.sqrt(np.mean(var)) == pytest.approx(2.0, rel=0.06)
+
+
+@pytest.mark.parametrize("lags", [(1,), (1, 2), (2,), (1, 3), (2, 3)])
+def test_reachable_states_are_exactly_the_states_some_prefix_reaches(lags):
+    """Every class sequence after the start symbol, up to the depth where no lag sees the start any more, run
+    through ``state``: the set of states met equals ``reachable_states`` (start patterns included, no state that
+    no prefix reaches)."""
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=12, rank=1, classes=2, lags=lags))
+    symbol_of_class = [int(np.flatnonzero(lang.token_class == c)[0]) for c in range(lang.C)]
+    met = set()
+    for length in range(1, max(lags) + 2):  # prefixes: the start symbol then length - 1 symbols
+        for classes in itertools.product(range(lang.C), repeat=length - 1):
+            prefix = np.array([0] + [symbol_of_class[c] for c in classes])
+            met.add(int(lang.state(prefix)))
+    assert sorted(met) == lang.reachable_states().tolist()
+
+
+@pytest.mark.parametrize("classes, lags", [(2, (1,)), (3, (1, 2)), (2, (1, 3)), (4, (2, 3, 5))])
+def test_states_number_every_class_tuple_once(classes, lags):
+    """``state_of_classes`` maps the (C + 1)^k tuples of classes at the lags (start class C included) one to one
+    onto the language's state indices 0 .. num_states - 1, for tuples in any batch shape."""
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=40, rank=1, classes=classes, lags=lags))
+    tuples = np.array(list(itertools.product(range(classes + 1), repeat=len(lags))))
+    states = lang.state_of_classes(tuples)
+    assert sorted(states.tolist()) == list(range(lang.num_states)) == list(range(lang.log_probs.shape[0]))
+    np.testing.assert_array_equal(lang.state_of_classes(tuples.reshape(-1, 1, len(lags))), states.reshape(-1, 1))
+
+
+def test_state_marginals_have_one_row_per_predicted_position():
+    lang = SyntheticLanguage(SyntheticSpec(vocab_size=12, rank=2, classes=2, lags=(1, 2)))
+    for context_length in (1, 2, 5):
+        marginals = lang.state_marginals(context_length)
+        assert marginals.shape == (context_length - 1, lang.num_states)
+        np.testing.assert_allclose(marginals.sum(axis=1), 1.0)
+    assert lang.position_entropies(1).shape == (0,)
+
+
+def test_the_entropy_floor_is_computed_without_numpy_warnings():
+    """The start symbol's probability is 0 and its log-probability -inf in every state: its 0 * -inf term is
+    dropped, silently (a RuntimeWarning on every floor would reach every synthetic run's log)."""
+    import warnings
+    lang = SyntheticLanguage(SyntheticSpec(**SMALL))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        floor = lang.entropy_floor(16)
+    assert np.isfinite(floor) and 0 < floor < np.log(SMALL["vocab_size"] - 1)

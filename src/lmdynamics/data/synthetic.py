@@ -286,7 +286,7 @@ def _logsumexp(a: np.ndarray) -> np.ndarray:
 
 def identity_tokenizer(vocab_size: int):
     """The synthetic language's tokenizer: symbol ``i`` is the word ``s<i>`` with id i (id 0 is end-of-text/start)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from .tokenizer import EOS
@@ -294,7 +294,7 @@ def identity_tokenizer(vocab_size: int):
     vocab = {EOS: START, **{f"s{i}": i for i in range(1, vocab_size)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=EOS))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.Sequence([])
+    # no decoder: decoding joins the words with spaces, so decoded text encodes back to the same ids
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS)
     return fast
 
