@@ -321,7 +321,9 @@ def test_last_layer_anisotropy_per_model_and_source():
               rows("a", "anisotropy", "resid", 1, [0, 10], [0.5, 0.6]),
               rows("b-none", "loss", "model", -1, [0], [1.0]),  # no anisotropy at all
               rows("c", "anisotropy", "resid", 0, [0, 10], [0.3, 0.4]),
+              rows("c", "anisotropy", "resid", 1, [0, 10], [0.5, 0.5]),
               rows("c", "anisotropy", "resid", 2, [0, 10], [0.7, 0.8]),
+              rows("c", "anisotropy", "mlp", 2, [0, 10], [0.95, 0.95]),  # another component at the deepest layer
               rows("c", "anisotropy", "final", 0, [0, 10], [0.9, 0.9]))  # "final" at a layer: not the final state
     out = S.last_layer_anisotropy(t)
     assert list(out.columns) == ["model", "step", "tokens", "value", "source"]
@@ -366,3 +368,170 @@ def test_per_convergence_points_step_choice_and_frame():
     assert points["per"].tolist() == pytest.approx([0.3] * 3) and list(points.index) == [0, 1, 2]
     none = S.per_convergence_points(table(cka_crossing("m", 0, 20)))
     assert none.empty and list(none.columns) == ["model", "layer", "per", "fraction"]
+
+
+# --- convergence steps, loss metrics and verdicts against direct computations ------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+series = st.lists(st.one_of(st.sampled_from([0.5, 0.94, 0.95, 0.96, 1.0]), st.just(math.nan)), min_size=1, max_size=7)
+
+
+def direct_convergence(steps, values, threshold, total):
+    """(step, previous_step, fraction, resolution) walking back from the last measurement, one value at a time."""
+    at = len(values)
+    while at > 0 and not math.isnan(values[at - 1]) and values[at - 1] >= threshold:
+        at -= 1
+    if at == len(values):
+        return None, None, math.nan, math.nan
+    first, previous = steps[at], steps[at - 1] if at > 0 else 0
+    if total <= 0:
+        return first, previous, math.nan, math.nan
+    return first, previous, first / total, (first - previous) / total
+
+
+@settings(max_examples=60, deadline=None)
+@given(groups=st.lists(st.tuples(st.sampled_from(["b", "a"]), st.sampled_from(["mlp", "attn"]),
+                                 st.integers(0, 2), series), min_size=1, max_size=6,
+                       unique_by=lambda g: g[:3]),
+       gap=st.integers(1, 30), start=st.integers(0, 1), threshold=st.sampled_from([0.95, 0.96, 0.0]))  # 0: only NaN dips
+def test_convergence_steps_are_the_start_of_the_final_run_above_the_threshold_with_its_resolution(groups, gap, start,
+                                                                                                 threshold):
+    parts = []
+    for model, component, layer, values in groups:
+        steps = [start * gap + gap * i for i in range(len(values))]  # uneven in size, starting at 0 or later
+        parts.append(rows(model, "cka_final", component, layer, steps, values))
+    t = table(*parts)
+    total = {m: int(t.loc[t["model"] == m, "step"].max()) for m in t["model"].unique()}
+    conv = S.convergence_steps(t, threshold=threshold)
+    assert list(conv.index) == list(range(len(groups)))
+    assert list(zip(conv["model"], conv["component"], conv["layer"])) == sorted((g[0], g[1], g[2]) for g in groups)
+    assert str(conv["step"].dtype) == "Int64" and str(conv["previous_step"].dtype) == "Int64"
+    for model, component, layer, values in groups:
+        got = conv[(conv["model"] == model) & (conv["component"] == component) & (conv["layer"] == layer)].iloc[0]
+        steps = [start * gap + gap * i for i in range(len(values))]
+        first, previous, fraction, resolution = direct_convergence(steps, values, threshold, total[model])
+        assert (pd.isna(got["step"]), pd.isna(got["previous_step"])) == (first is None, first is None)
+        if first is not None:
+            assert (int(got["step"]), int(got["previous_step"])) == (first, previous)
+        assert got["converged"] == (first is not None) and got["final_step"] == total[model]
+        np.testing.assert_allclose([got["fraction"], got["resolution"]], [fraction, resolution], equal_nan=True)
+
+
+def test_loss_metrics_are_the_model_level_losses_present_in_catalogue_order():
+    t = table(rows("m", "train_loss", "model", -1, [0, 10], [5.0, 4.0]),
+              rows("m", "val_loss", "model", -1, [0], [math.nan]),  # present but never measured
+              rows("m", "loss", "mlp", 0, [0], [1.0]),  # not at model level
+              rows("m", "loss", "model", 2, [0], [1.0]),
+              rows("m", "per", "model", -1, [0], [0.5]))  # not a loss
+    assert S.loss_metrics(t) == ["train_loss"]
+    t2 = table(rows("m", "train_loss", "model", -1, [0], [5.0]), rows("m", "loss", "model", -1, [0], [4.0]),
+               rows("m", "val_loss", "model", -1, [0], [4.5]))
+    assert S.loss_metrics(t2) == [m for m in S.LOSS_METRICS if m in ("train_loss", "loss", "val_loss")]
+    assert S.loss_metrics(t2)[-1] == "train_loss"  # the held-out losses first
+    assert S.loss_metrics(store.to_frame([])) == []
+
+
+@pytest.mark.parametrize("p, n, verdict", [
+    (S.ALPHA / 2, S.MIN_POINTS, "significant"),
+    (0.0, S.MIN_POINTS + 10, "significant"),
+    (S.ALPHA, S.MIN_POINTS, f"not significant (p ≥ {S.ALPHA})"),
+    (S.ALPHA / 2, S.MIN_POINTS - 1, f"not significant (n < {S.MIN_POINTS})"),
+    (0.5, 3, f"not significant (p ≥ {S.ALPHA}, n < {S.MIN_POINTS})"),
+    (math.nan, 10, "not computable (fewer than 3 points, or one side constant)"),
+    (math.inf, 10, "not computable (fewer than 3 points, or one side constant)"),
+])
+def test_correlation_verdict_names_every_reason(p, n, verdict):
+    assert S.correlation_verdict(p, n) == verdict
+
+
+def test_a_correlation_over_sides_spanning_exactly_one_is_computed():
+    points = pd.DataFrame({"model": "m", "layer": [0, 1, 2, 3], "per": [1.0, 0.5, 0.25, 0.0],
+                           "fraction": [0.0, 0.25, 0.75, 1.0]})
+    corr = S.per_vs_convergence(store.to_frame([]), points=points).iloc[0]
+    assert corr["n"] == 4
+    assert corr["pearson_r"] == pytest.approx(np.corrcoef(points["per"], points["fraction"])[0, 1], abs=1e-12)
+    assert corr["spearman_rho"] == pytest.approx(-1.0)
+    flat = points.assign(fraction=0.5)
+    assert math.isnan(S.per_vs_convergence(store.to_frame([]), points=flat).iloc[0]["pearson_r"])
+
+
+def test_layer_components_come_in_the_documented_order_then_by_name():
+    documented = ["ov", "attn", "mlp", "resid", "qkv", "dense", "mlp_in", "mlp_out"]
+    present = documented[::-1] + ["zeta", "alpha", "ov_head03"]
+    t = table(*[rows("m", "cka_final", c, 0, [0], [0.5]) for c in present],
+              rows("m", "cka_final", "head", -1, [0], [0.5]))  # model level: not a layer component
+    assert S.layer_components(t, "cka_final") == documented + ["alpha", "zeta"]
+    assert S.layer_components(t, "cka_final", ["zeta", "ov_head03", "absent"]) == ["zeta", "ov_head03"]
+
+
+def test_layer_per_is_per_transformer_layer_only():
+    t = table(per_rows("m", 0, 0.5), rows("m", "per", "head", -1, [100], [0.9]),
+              rows("m", "per", "qkv", -1, [100], [0.9]))  # model-level rows: not a layer
+    got = S.layer_per(t, components=None)
+    assert list(got.columns) == ["model", "layer", "per"] and list(got["layer"]) == [0]
+    assert got["per"].iloc[0] == pytest.approx(0.5)
+    assert list(S.layer_per(store.to_frame([])).columns) == ["model", "layer", "per"]
+
+
+def test_select_reads_any_frame_with_or_without_an_index_column_and_several_metrics():
+    plain = pd.DataFrame({"model": "m", "metric": ["a", "b", "c", "a"], "component": "x", "layer": 0,
+                          "step": [0, 0, 0, 0], "tokens": [0, 0, 0, 0], "value": [1.0, 2.0, 4.0, 3.0]})
+    got = S.select(plain, ["a", "b"])
+    assert sorted(zip(got["metric"], got["value"])) == [("a", 2.0), ("b", 2.0)]  # duplicates averaged
+    assert list(got.index) == list(range(len(got))) and set(got["index"]) == {-1}
+    assert list(S.select(plain, "c")["value"]) == [4.0]
+    indexed = plain.assign(index=[0, 0, 0, 1])  # two rows of metric "a" that differ by index are kept apart
+    assert sorted(S.select(indexed, "a")["value"]) == [1.0, 3.0]
+
+
+def test_short_names_drop_every_directory_and_the_owner_only():
+    assert S.short_name("runs/sweep/lr-1e-3/") == "lr-1e-3"
+    assert S.short_name("EleutherAI/pythia-70m") == "pythia-70m"
+    assert S.short_name("runs/MODELX") == "MODELX" and S.short_name("X") == "X"
+
+
+def test_models_of_no_size_in_their_name_order_by_depth_then_name():
+    t = table(rows("zflat", "loss", "model", -1, [0], [1.0]),  # no per-layer rows: before any layered model
+              rows("one", "per", "qkv", 0, [0], [0.5]),  # only layer 0
+              rows("deep", "per", "qkv", 2, [0], [0.5]),
+              rows("b-equal", "per", "qkv", 2, [0], [0.5]))
+    assert S.model_order(t) == ["zflat", "one", "b-equal", "deep"]
+
+
+def test_training_lengths_are_integers():
+    t = table(rows("m", "loss", "model", -1, [0, 30], [2.0, 1.0]))
+    lengths = S.final_steps(t)
+    assert lengths == {"m": 30} and type(lengths["m"]) is int
+    assert type(S.headline(t).iloc[0]["final_step"]) in (int, np.int64)
+
+
+HEADLINE_COLUMNS = ["model", "final_step", "final_tokens", "loss_metric", "final_loss", "best_loss", "best_loss_step",
+                    "cka_step", "cka_at_fraction", "median_convergence", "never_converged", "head_per",
+                    "head_kl_uniform", "anisotropy"]
+
+
+def test_headline_of_a_table_without_losses_or_cka_is_float_nan_and_missing_integer_steps():
+    head = S.headline(table(rows("m", "per", "qkv", 0, [0, 10], [0.5, 0.4])))
+    assert list(head.columns) == HEADLINE_COLUMNS
+    row = head.iloc[0]
+    assert row["loss_metric"] is None
+    for col in ("final_loss", "best_loss", "cka_at_fraction", "head_per", "head_kl_uniform", "anisotropy"):
+        assert head[col].dtype == np.float64 and math.isnan(row[col]), col
+    for col in ("best_loss_step", "cka_step"):
+        assert str(head[col].dtype) == "Int64" and pd.isna(row[col]), col
+    measured = S.headline(table(rows("m", "val_loss", "model", -1, [0, 10], [3.0, 2.0]), cka_crossing("m", 0, 10)))
+    assert str(measured["best_loss_step"].dtype) == "Int64" and str(measured["cka_step"].dtype) == "Int64"
+
+
+def test_headline_reads_the_whole_heads_rows_and_the_last_anisotropy():
+    """A mixture-of-softmaxes model: the head's rows (component ``head``), not its components' (``head_cNN``) nor
+    the input embedding's (both also at layer -1); the anisotropy of the last of three measurements."""
+    t = table(rows("m", "per", "head", -1, [0, 10, 20], [0.5, 0.45, 0.4]),
+              rows("m", "kl_uniform", "head", -1, [0, 10, 20], [0.1, 0.2, 0.3]),
+              rows("m", "per", "head_c01", -1, [0, 10, 20], [0.9, 0.9, 0.9]),
+              rows("m", "kl_uniform", "head_c01", -1, [0, 10, 20], [0.9, 0.9, 0.9]),
+              rows("m", "kl_uniform", "embed_in", -1, [30], [0.7]),
+              rows("m", "anisotropy", "final", -1, [0, 10, 20], [0.1, 0.2, 0.25]))
+    row = S.headline(t).iloc[0]
+    assert (row["head_per"], row["head_kl_uniform"], row["anisotropy"]) == (0.4, 0.3, 0.25)

@@ -88,6 +88,28 @@ REASONS = {
     "int-full": "np.full with the integer fill C and no dtype makes an int64 array, as dtype=np.int64 does",
     "s0-unknown": "'s0' outside the vocabulary encodes to the unknown token, id 0, and id 0 still decodes to the "
                   "end-of-text token: adding 's0' -> 0 changes no encoding or decoding",
+    # summaries.py
+    "scipy-constant": "with one side constant scipy's pearsonr and spearmanr return NaN r and p themselves, as the "
+                      "early return does: only both-constant or either-constant, the result is NaN alike",
+    "head-level": "every table holds the output head's rows (component 'head') at layer -1 only (measure.classify_weight), "
+                  "so selecting them at layer -1 or at any layer gives the same rows",
+    "presorted": "select() returns rows sorted by model, component, layer, so the groups arrive in that order and the "
+                 "result is already sorted with a 0..n-1 index: sorting again, or groupby sorting, changes nothing",
+    "empty-groupby": "on an empty frame the groupby gives an empty dict too",
+    "falsy-arg": "pandas reads as_index=None as false (`if not as_index`), the same as as_index=False",
+    "has-layer": "every caller passes a tidy table or a points frame, both with a layer column",
+    "empty-merge": "when only one side is empty the merge and dropna give an empty frame with the same four columns",
+    "merge-levels": "pandas merges on index-level names as on columns: the grouped fractions merge alike with "
+                    "model and layer in the index or as columns",
+    "no-other-nan": "model, layer, step and tokens are never NaN in these frames, so dropping rows with a NaN in any "
+                    "column drops the same rows as a NaN in the value columns",
+    "merge-defaults": "merge's defaults are the common columns (model, layer) and how='inner': the same call",
+    "layer-components": "layer_components() names only components measured at layers >= 0, and no CKA component is "
+                        "measured both at a layer and at model level, so per_layer=True selects nothing more or less",
+    "na-int64": "the column is cast to Int64 right after, which turns None into <NA> as it keeps pd.NA",
+    "only-final": "the only activation captured at layer -1 is the final hidden state (probes.capture), so component "
+                  "'final' or any component at layer -1 select the same anisotropy rows",
+    "resid-layers": "residual-stream activations are captured at layers >= 0 only, so per_layer=True selects the same rows",
 }
 
 # (function, line before, line after, reason)
@@ -203,6 +225,45 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('data.synthetic.xǁSyntheticLanguageǁstate', 'cols.append(np.full(context.shape[:-1], self.C, dtype=np.int64))', 'cols.append(np.full(context.shape[:-1], self.C, ))', 'int-full'),
     ('data.synthetic.xǁSyntheticBlocksǁ__iter__', 'yield self.language.blocks(self.block_ids(range(first, first + self.batch_size)), self.context_length, self.seed, "train")', 'yield self.language.blocks(self.block_ids(range(first, first + self.batch_size)), self.context_length, self.seed, )', 'default-split'),
     ('data.synthetic.x_identity_tokenizer', 'vocab = {EOS: START, **{f"s{i}": i for i in range(1, vocab_size)}}', 'vocab = {EOS: START, **{f"s{i}": i for i in range(vocab_size)}}', 's0-unknown'),
+    ('summaries.x__corr', 'if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:', 'if len(x) < 3 or np.ptp(x) == 0 and np.ptp(y) == 0:', 'scipy-constant'),
+    ('summaries.x__last_value', 'rows = select(frame[frame["model"] == model], metric, component, layer=layer)', 'rows = select(frame[frame["model"] == model], metric, component, layer=None)', 'head-level'),
+    ('summaries.x__last_value', 'rows = select(frame[frame["model"] == model], metric, component, layer=layer)', 'rows = select(frame[frame["model"] == model], metric, component, )', 'head-level'),
+    ('summaries.x_convergence_steps', 'return result.sort_values(["model", "component", "layer"], ignore_index=True)', 'return result.sort_values(["model", "component", "layer"], ignore_index=None)', 'presorted'),
+    ('summaries.x_convergence_steps', 'return result.sort_values(["model", "component", "layer"], ignore_index=True)', 'return result.sort_values(["model", "component", "layer"], )', 'presorted'),
+    ('summaries.x_convergence_steps', 'return result.sort_values(["model", "component", "layer"], ignore_index=True)', 'return result.sort_values(["model", "component", "layer"], ignore_index=False)', 'presorted'),
+    ('summaries.x_convergence_steps', 'for (model, component, layer), group in rows.groupby(["model", "component", "layer"], sort=False):', 'for (model, component, layer), group in rows.groupby(["model", "component", "layer"], sort=None):', 'presorted'),
+    ('summaries.x_convergence_steps', 'for (model, component, layer), group in rows.groupby(["model", "component", "layer"], sort=False):', 'for (model, component, layer), group in rows.groupby(["model", "component", "layer"], ):', 'presorted'),
+    ('summaries.x_convergence_steps', 'for (model, component, layer), group in rows.groupby(["model", "component", "layer"], sort=False):', 'for (model, component, layer), group in rows.groupby(["model", "component", "layer"], sort=True):', 'presorted'),
+    ('summaries.x_convergence_steps', 'ok = np.nan_to_num(group["value"].to_numpy(dtype=float), nan=-np.inf) >= threshold', 'ok = np.nan_to_num(group["value"].to_numpy(dtype=None), nan=-np.inf) >= threshold', 'astype-none'),
+    ('summaries.x_final_steps', 'last = frame.groupby("model")["step"].max().astype(int).to_dict() if not frame.empty else {}', 'last = frame.groupby("model")["step"].max().astype(int).to_dict() if (not frame.empty) or True else {}', 'empty-groupby'),
+    ('summaries.x_headline', 'cka = select(own, cka_metric, layer_components(own, cka_metric), per_layer=True)', 'cka = select(own, cka_metric, layer_components(own, cka_metric), )', 'layer-components'),
+    ('summaries.x_headline', 'row.update(cka_step=pd.NA, cka_at_fraction=math.nan)', 'row.update(cka_step=None, cka_at_fraction=math.nan)', 'na-int64'),
+    ('summaries.x_headline', 'fractions = mine["fraction"].fillna(np.inf).to_numpy(float)', 'fractions = mine["fraction"].fillna(np.inf).to_numpy(None)', 'astype-none'),
+    ('summaries.x_headline', 'row["head_per"] = _last_value(own, model, "per", "head", -1)', 'row["head_per"] = _last_value(own, model, "per", "head", None)', 'head-level'),
+    ('summaries.x_headline', 'row["head_kl_uniform"] = _last_value(own, model, "kl_uniform", "head", -1)', 'row["head_kl_uniform"] = _last_value(own, model, "kl_uniform", "head", None)', 'head-level'),
+    ('summaries.x_headline', 'row.update(loss_metric=None, final_loss=math.nan, best_loss=math.nan, best_loss_step=pd.NA)', 'row.update(loss_metric=None, final_loss=math.nan, best_loss=math.nan, best_loss_step=None)', 'na-int64'),
+    ('summaries.x_headline', 'loss = select(own, name, "model", layer=-1).dropna(subset=["value"])', 'loss = select(own, name, "model", layer=-1).dropna(subset=None)', 'no-other-nan'),
+    ('summaries.x_headline', 'cka = select(own, cka_metric, layer_components(own, cka_metric), per_layer=True)', 'cka = select(own, cka_metric, layer_components(own, cka_metric), per_layer=None)', 'layer-components'),
+    ('summaries.x_last_layer_anisotropy', 'rows = select(own, "anisotropy", "final", layer=-1)', 'rows = select(own, "anisotropy", None, layer=-1)', 'only-final'),
+    ('summaries.x_last_layer_anisotropy', 'rows = select(own, "anisotropy", "final", layer=-1)', 'rows = select(own, "anisotropy", layer=-1)', 'only-final'),
+    ('summaries.x_last_layer_anisotropy', 'resid = select(own, "anisotropy", "resid", per_layer=True)', 'resid = select(own, "anisotropy", "resid", per_layer=None)', 'resid-layers'),
+    ('summaries.x_layer_per', 'per_matrix = rows.groupby(["model", "layer", "component"], as_index=False)["value"].mean()', 'per_matrix = rows.groupby(["model", "layer", "component"], as_index=None)["value"].mean()', 'falsy-arg'),
+    ('summaries.x_layer_per', 'out = per_matrix.groupby(["model", "layer"], as_index=False)["value"].mean()', 'out = per_matrix.groupby(["model", "layer"], as_index=None)["value"].mean()', 'falsy-arg'),
+    ('summaries.x_model_order', 'layers = frame[frame["layer"] >= 0].groupby("model")["layer"].max() if "layer" in frame else {}', 'layers = frame[frame["layer"] >= 0].groupby("model")["layer"].max() if ("layer" in frame) or True else {}', 'has-layer'),
+    ('summaries.x_per_convergence_points', 'if conv.empty or per.empty:', 'if conv.empty and per.empty:', 'empty-merge'),
+    ('summaries.x_per_convergence_points', 'frac = conv.groupby(["model", "layer"], as_index=False)["fraction"].mean()', 'frac = conv.groupby(["model", "layer"], as_index=None)["fraction"].mean()', 'falsy-arg'),
+    ('summaries.x_per_convergence_points', 'frac = conv.groupby(["model", "layer"], as_index=False)["fraction"].mean()', 'frac = conv.groupby(["model", "layer"], )["fraction"].mean()', 'merge-levels'),
+    ('summaries.x_per_convergence_points', 'frac = conv.groupby(["model", "layer"], as_index=False)["fraction"].mean()', 'frac = conv.groupby(["model", "layer"], as_index=True)["fraction"].mean()', 'merge-levels'),
+    ('summaries.x_per_convergence_points', 'points = per.merge(frac, on=["model", "layer"], how="inner").dropna(subset=["per", "fraction"])', 'points = per.merge(frac, on=["model", "layer"], how="inner").dropna(subset=None)', 'no-other-nan'),
+    ('summaries.x_per_convergence_points', 'points = per.merge(frac, on=["model", "layer"], how="inner").dropna(subset=["per", "fraction"])', 'points = per.merge(frac, on=None, how="inner").dropna(subset=["per", "fraction"])', 'merge-defaults'),
+    ('summaries.x_per_convergence_points', 'points = per.merge(frac, on=["model", "layer"], how="inner").dropna(subset=["per", "fraction"])', 'points = per.merge(frac, how="inner").dropna(subset=["per", "fraction"])', 'merge-defaults'),
+    ('summaries.x_per_convergence_points', 'points = per.merge(frac, on=["model", "layer"], how="inner").dropna(subset=["per", "fraction"])', 'points = per.merge(frac, on=["model", "layer"], ).dropna(subset=["per", "fraction"])', 'merge-defaults'),
+    ('summaries.x_per_convergence_points', 'return points.sort_values(["model", "layer"], ignore_index=True)', 'return points.sort_values(["model", "layer"], ignore_index=None)', 'index'),
+    ('summaries.x_per_convergence_points', 'return points.sort_values(["model", "layer"], ignore_index=True)', 'return points.sort_values(["model", "layer"], )', 'index'),
+    ('summaries.x_per_convergence_points', 'return points.sort_values(["model", "layer"], ignore_index=True)', 'return points.sort_values(["model", "layer"], ignore_index=False)', 'index'),
+    ('summaries.x_per_vs_convergence', 'x, y = g["per"].to_numpy(float), g["fraction"].to_numpy(float)', 'x, y = g["per"].to_numpy(None), g["fraction"].to_numpy(float)', 'astype-none'),
+    ('summaries.x_per_vs_convergence', 'x, y = g["per"].to_numpy(float), g["fraction"].to_numpy(float)', 'x, y = g["per"].to_numpy(float), g["fraction"].to_numpy(None)', 'astype-none'),
+    ('summaries.x_select', 'out = rows.groupby(keys, as_index=False).agg(tokens=("tokens", "max"), value=("value", "mean"))', 'out = rows.groupby(keys, as_index=None).agg(tokens=("tokens", "max"), value=("value", "mean"))', 'falsy-arg'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
