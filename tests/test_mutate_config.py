@@ -88,3 +88,40 @@ def test_modules_start_largest_source_first_and_none_is_lost():
     assert sorted(order) == sorted(modules)
     sizes = [(ROOT / "src" / "lmdynamics" / m).stat().st_size for m in order]
     assert sizes == sorted(sizes, reverse=True)
+
+
+def test_registered_equivalents_are_marked_skipped_before_the_run_and_nothing_else(tmp_path, monkeypatch):
+    """``skip_equivalents.py`` in a module's scratch copy marks exactly the generated mutants that the registry
+    argues equivalent (each registered change of the module is found), and leaves every other mutant to the run."""
+    import json
+    import subprocess
+    import sys
+
+    mutate = _mutate()
+    module = "saturation/detect.py"
+    work = tmp_path / "scratch"
+    mutate.scratch_copy(module, work)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    done = subprocess.run([sys.executable, "tests/helpers/skip_equivalents.py"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    codes = json.loads((work / "mutants/src/lmdynamics/saturation/detect.py.meta").read_text())["exit_code_by_key"]
+    skipped = {name for name, code in codes.items() if code == 34}
+    assert skipped and set(codes.values()) == {None, 34}
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "helpers"))
+    from equivalent_mutants import EQUIVALENT
+    from mutation_report import changed_lines, why_equivalent
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    monkeypatch.chdir(work)  # mutmut reads its mutants relative to the working directory
+    diffs = {name: changed_lines(get_diff_for_mutant(name, path="src/lmdynamics/saturation/detect.py"))
+             for name in codes}
+    assert skipped == {name for name, diff in diffs.items() if why_equivalent(name, diff) is not None}
+    registered = {(f, b, a) for f, b, a, _ in EQUIVALENT if f.startswith("saturation.detect.")}
+    found = set()
+    for name in skipped:
+        lines = [ln.strip() for ln in diffs[name].splitlines()]
+        found.add((name.rsplit("__mutmut_", 1)[0].removeprefix("lmdynamics."),
+                   "\n".join(ln[1:].strip() for ln in lines if ln.startswith("-")),
+                   "\n".join(ln[1:].strip() for ln in lines if ln.startswith("+"))))
+    assert found == registered

@@ -133,12 +133,20 @@ def tiny_trainer(max_steps: int, callbacks=(), clip=CLIP, **over) -> L.Trainer:
     return L.Trainer(**{**settings, **over})
 
 
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory) -> Path:
+    """One token cache for the module's fits: the tokenizer is trained and the splits are tokenized once per
+    session instead of once per fit (about 0.4 s each); the cache is keyed by its settings, so sharing it changes
+    no fit."""
+    return tmp_path_factory.mktemp("recipe-data")
+
+
 @pytest.fixture
-def fitted(tmp_path):
+def fitted(data_cache):
     """One tiny fit per test (about a second): a shared fit would hide from mutation testing which test
     checks what."""
     L.seed_everything(3)
-    module, data, rec = tiny_module(), tiny_data(tmp_path), RecipeRecorder()
+    module, data, rec = tiny_module(), tiny_data(data_cache), RecipeRecorder()
     trainer = tiny_trainer(TOTAL, [rec])
     trainer.fit(module, datamodule=data)
     return trainer, module, data, rec
@@ -149,10 +157,10 @@ def test_parameter_groups_betas_and_eps(fitted):
     check_adamw(trainer.optimizers[0], module)
 
 
-def test_configured_betas_eps_and_decay_are_used(tmp_path):
+def test_configured_betas_eps_and_decay_are_used(data_cache):
     module = tiny_module(betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05)
     trainer = tiny_trainer(1)
-    trainer.fit(module, datamodule=tiny_data(tmp_path))
+    trainer.fit(module, datamodule=tiny_data(data_cache))
     check_adamw(trainer.optimizers[0], module, betas=(0.8, 0.99), eps=1e-6, decay=0.05)
 
 
@@ -182,9 +190,9 @@ def test_gradients_clipped_to_the_trainers_value(fitted):
         assert clipped == pytest.approx(min(raw, CLIP), rel=1e-4)
 
 
-def test_unclipped_without_a_clip_value(tmp_path):
+def test_unclipped_without_a_clip_value(data_cache):
     rec = RecipeRecorder()
-    tiny_trainer(3, [rec], clip=None).fit(tiny_module(), datamodule=tiny_data(tmp_path))
+    tiny_trainer(3, [rec], clip=None).fit(tiny_module(), datamodule=tiny_data(data_cache))
     assert rec.raw_norms and max(rec.raw_norms) > CLIP
     assert rec.clipped_norms == pytest.approx(rec.raw_norms, rel=1e-6)
 
@@ -298,10 +306,10 @@ HEAD_SETTINGS = [(1.0, None, False), (3.0, None, True), (1.0, 0.3, True), (1.0, 
 
 
 @pytest.fixture
-def one_step(tmp_path):
+def one_step(data_cache):
     module = tiny_module()
     trainer = tiny_trainer(1)
-    trainer.fit(module, datamodule=tiny_data(tmp_path))
+    trainer.fit(module, datamodule=tiny_data(data_cache))
     return trainer, module
 
 
@@ -398,7 +406,7 @@ class UpdateClock(L.Callback):
 
 
 @pytest.mark.parametrize("clip_algorithm", [None, "norm"])
-def test_logged_step_values_in_process(tmp_path, clip_algorithm):
+def test_logged_step_values_in_process(data_cache, clip_algorithm):
     """With accumulation over 3 micro-batches, logging every 2nd update and a 5-update run: rows at updates 2, 4
     and the last (5) only, each the quantity its name says: train_loss the mean labels= loss over the update's
     micro-batches, lr the rate the update used, grad_norm the norm before clipping (the clip algorithm left to
@@ -412,7 +420,7 @@ def test_logged_step_values_in_process(tmp_path, clip_algorithm):
     rec, clock, logger = RecipeRecorder(), UpdateClock(), RowsLogger()
     trainer = tiny_trainer(5, [rec, clock], accumulate_grad_batches=3, log_every_n_steps=2,
                            gradient_clip_algorithm=clip_algorithm, logger=logger)
-    trainer.fit(module, datamodule=tiny_data(tmp_path))
+    trainer.fit(module, datamodule=tiny_data(data_cache))
     steps = sorted(k for k, row in logger.rows.items() if "train_loss" in row)
     assert steps == [2, 4, 5]
     assert len(rec.reference_losses) == 15 and len(rec.raw_norms) == len(rec.lrs) == 5
@@ -438,7 +446,7 @@ def test_logged_step_values_in_process(tmp_path, clip_algorithm):
     assert not any(name in row for row in logger.rows.values() for name in ("tok/s", "train_loss_step", "epoch"))
 
 
-def test_clipping_by_value_goes_to_lightning(tmp_path):
+def test_clipping_by_value_goes_to_lightning(data_cache):
     """gradient_clip_algorithm: value clips each gradient entry (Lightning's own clipping), not the norm."""
     seen = []
 
@@ -450,7 +458,7 @@ def test_clipping_by_value_goes_to_lightning(tmp_path):
 
     rec = RecipeRecorder()
     trainer = tiny_trainer(3, [rec, MaxGrad()], clip=1e-3, gradient_clip_algorithm="value")
-    trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
+    trainer.fit(tiny_module(), datamodule=tiny_data(data_cache))
     assert len(seen) == 3 and max(seen) == pytest.approx(1e-3, rel=1e-6)  # entries clipped to the value
     assert min(rec.raw_norms) > 10 * 1e-3  # and they were larger before
 
@@ -470,13 +478,13 @@ class ValidationReference(L.Callback):
             self.losses[trainer.global_step] = float(pl_module.model(input_ids=blocks, labels=blocks).loss)
 
 
-def test_validation_rows_in_process(tmp_path):
+def test_validation_rows_in_process(data_cache):
     """Validation during fit writes val_loss (the token-weighted mean labels= loss over the validation blocks)
     and val_ppl = exp(val_loss) at the update it follows; the sanity check writes nothing."""
     ref, logger = ValidationReference(), RowsLogger()
     trainer = tiny_trainer(4, [ref], clip=None, val_check_interval=2, check_val_every_n_epoch=None,
                            limit_val_batches=None, num_sanity_val_steps=1, logger=logger)
-    trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
+    trainer.fit(tiny_module(), datamodule=tiny_data(data_cache))
     steps = sorted(k for k, row in logger.rows.items() if "val_loss" in row)
     assert steps == sorted(ref.losses) == [2, 4]
     for k in steps:
@@ -508,7 +516,7 @@ def test_excess_loss_over_the_synthetic_languages_floor_in_process(tmp_path):
 
 @pytest.mark.parametrize("saved", [[], ["checkpoints/step00000003"],
                                    ["checkpoints/step00000003", "checkpoints/step00000012", "lightning/last.ckpt"]])
-def test_a_non_finite_loss_names_the_last_two_checkpoints_saved(tmp_path, saved):
+def test_a_non_finite_loss_names_the_last_two_checkpoints_saved(data_cache, tmp_path, saved):
     """The error names the update that went non-finite and the newest two of the HF checkpoints (in step order)
     and the resume checkpoint, or that none was saved."""
     from lmdynamics.training.module import NonFiniteLossError
@@ -519,14 +527,14 @@ def test_a_non_finite_loss_names_the_last_two_checkpoints_saved(tmp_path, saved)
         (root / name).mkdir() if "step" in name else (root / name).write_text("")
     trainer = tiny_trainer(3, clip=None, default_root_dir=str(root))
     with pytest.raises(NonFiniteLossError) as err:
-        trainer.fit(tiny_module(lr=float("inf")), datamodule=tiny_data(tmp_path / "cache"))
+        trainer.fit(tiny_module(lr=float("inf")), datamodule=tiny_data(data_cache))
     message = str(err.value)
     assert message.startswith("non-finite training loss (nan) at step 2; last good checkpoint: ")
     named = message.split("last good checkpoint: ", 1)[1]
     assert named == (", ".join(str(root / name) for name in saved[-2:]) if saved else "none saved yet")
 
 
-def test_measure_share_is_the_measuring_callbacks_time_over_the_training_time(tmp_path):
+def test_measure_share_is_the_measuring_callbacks_time_over_the_training_time(data_cache, tmp_path):
     """``measure_share`` at an update = seconds the measurement callbacks spent so far / seconds since training
     started, both read independently here (a callback that only sleeps, so the share is large and far from the
     products and sums a wrong formula would give)."""
@@ -552,7 +560,7 @@ def test_measure_share_is_the_measuring_callbacks_time_over_the_training_time(tm
     clock, logger = Clock(sleeper), RowsLogger()
     trainer = tiny_trainer(4, [sleeper, clock], clip=None, log_every_n_steps=1, logger=logger,
                            default_root_dir=str(tmp_path / "run"))
-    trainer.fit(tiny_module(), datamodule=tiny_data(tmp_path))
+    trainer.fit(tiny_module(), datamodule=tiny_data(data_cache))
     for step in (2, 3, 4):
         seconds, elapsed = clock.at[step]
         assert seconds >= 0.05 * step  # the design: sleeps dominate, the whole well under a second
@@ -560,7 +568,7 @@ def test_measure_share_is_the_measuring_callbacks_time_over_the_training_time(tm
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_the_model_line_and_flops_per_token_of_the_model_built(tmp_path, capsys, tied):
+def test_the_model_line_and_flops_per_token_of_the_model_built(data_cache, capsys, tied):
     """configure_model prints the architecture line on rank 0 and takes FLOPs per token from the model it built
     (a tied head counts once: 6 N with N without the input embedding is one matrix fewer than untied)."""
     from lmdynamics.models.sizes import matmul_parameters
@@ -569,7 +577,7 @@ def test_the_model_line_and_flops_per_token_of_the_model_built(tmp_path, capsys,
 
     module = LMModule(model=ModelSpec(num_layers=2, hidden_size=16, num_heads=2, tie_embeddings=tied),
                       optim=OptimSpec(lr=PEAK))
-    tiny_trainer(1).fit(module, datamodule=tiny_data(tmp_path))
+    tiny_trainer(1).fit(module, datamodule=tiny_data(data_cache))
     s, n = module.spec.resolved(), count_parameters(module.model)
     assert f"[lmdynamics] {describe_model(module.spec, n)}\n" in capsys.readouterr().out
     attention = 12 * s.num_layers * s.hidden_size * s.context_length

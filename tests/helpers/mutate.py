@@ -13,7 +13,11 @@ traced stats run, the clean run: ~20 s whatever the module's size) and ends wait
 ``--parallel`` modules run at once, each with ``--jobs`` workers, the largest source files first: two modules of
 one worker each keep both cores of a 2-core machine busy through those steps.
 
-Usage: ``python tests/helpers/mutate.py [--parallel M] [--jobs N] [--mutants GLOB]... [MODULE ...]`` (modules as the keys of
+Mutants registered equivalent in ``tests/helpers/equivalent_mutants.py`` are marked skipped before the run
+(``skip_equivalents.py``: a survivor costs every covering test) and reported as equivalent, not run;
+``--run-equivalents`` runs them too, to check the registry.
+
+Usage: ``python tests/helpers/mutate.py [--parallel M] [--jobs N] [--run-equivalents] [--mutants GLOB]... [MODULE ...]`` (modules as the keys of
 ``COVERING_TESTS``, e.g. ``saturation/signals.py``; none = all). ``--mutants`` takes mutmut's mutant-name globs,
 e.g. ``'lmdynamics.compare.runs.x_summarize*'``.
 """
@@ -155,8 +159,9 @@ def scratch_copy(module: str, work: Path) -> None:
     (work / "pyproject.toml").write_text(text.replace(marker, marker + mutmut_block(module), 1))
 
 
-def run_module(module: str, jobs: int, mutants: list[str]) -> tuple[float, str]:
-    """Mutation-test one module; returns (seconds of ``mutmut run``, the report's score line)."""
+def run_module(module: str, jobs: int, mutants: list[str], run_equivalents: bool = False) -> tuple[float, str]:
+    """Mutation-test one module; returns (seconds of ``mutmut run``, the report's score line). Registered
+    equivalent mutants are marked skipped first (``skip_equivalents.py``) unless ``run_equivalents``."""
     work = ROOT / "mutants" / module.removesuffix(".py").replace("/", ".")
     scratch_copy(module, work)
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE",
@@ -164,8 +169,13 @@ def run_module(module: str, jobs: int, mutants: list[str]) -> tuple[float, str]:
     mutmut = str(Path(sys.executable).parent / "mutmut")
     start = time.monotonic()
     with open(work / "run.log", "w") as log:
-        done = subprocess.run([mutmut, "run", "--max-children", str(jobs), *mutants], cwd=work, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.CompletedProcess((), 0)
+        if not run_equivalents:
+            done = subprocess.run([sys.executable, str(work / "tests/helpers/skip_equivalents.py")], cwd=work, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode == 0:
+            done = subprocess.run([mutmut, "run", "--max-children", str(jobs), *mutants], cwd=work, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
     seconds = time.monotonic() - start
     if done.returncode != 0:
         tail = (work / "run.log").read_text(errors="replace")[-3000:]
@@ -189,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=2, help="modules run at once")
     parser.add_argument("--mutants", action="append", default=[],
                         help="a mutmut mutant-name glob (repeatable; default: every mutant of the modules)")
+    parser.add_argument("--run-equivalents", action="store_true",
+                        help="run the registered equivalent mutants too (default: marked skipped, not run)")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in COVERING_TESTS]
     if unknown:
@@ -198,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     modules = largest_first(args.modules or list(COVERING_TESTS))
     total, start = 0.0, time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        runs = {pool.submit(run_module, module, args.jobs, args.mutants): module for module in modules}
+        runs = {pool.submit(run_module, module, args.jobs, args.mutants, args.run_equivalents): module for module in modules}
         for run in concurrent.futures.as_completed(runs):
             module = runs[run]
             try:

@@ -26,10 +26,14 @@ def mutmut(*args: str) -> str:
                           check=True).stdout
 
 
+def changed_lines(diff: str) -> str:
+    """The - / + lines of a unified diff (its file header left out), indented for the listing."""
+    return "\n".join("      " + ln for ln in diff.splitlines() if ln[:1] in "-+" and not ln.startswith(("---", "+++")))
+
+
 def change(name: str) -> str:
     """The mutated line(s) of one mutant, as - / + lines."""
-    diff = mutmut("show", name).splitlines()
-    return "\n".join("      " + ln for ln in diff if ln[:1] in "-+" and not ln.startswith(("---", "+++")))
+    return changed_lines(mutmut("show", name))
 
 
 def why_equivalent(name: str, diff: str) -> str | None:
@@ -90,19 +94,25 @@ def main() -> int:
         name, _, state = line.strip().rpartition(": ")
         if name:
             status[name] = state
-    listed = sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious"))
+    listed = sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious", "skipped"))
     with ThreadPoolExecutor(4) as pool:
         diffs = dict(zip(listed, pool.map(change, listed)))  # one `mutmut show` per listed mutant
-    equivalent = {n: why for n in listed if status[n] == "survived"
+    equivalent = {n: why for n in listed if status[n] in ("survived", "skipped")
                   and (why := why_equivalent(n, diffs[n])) is not None}
+    not_run = {n for n in equivalent if status[n] == "skipped"}  # skip_equivalents.py marked them before the run
+    unregistered_skips = sorted(n for n in listed if status[n] == "skipped" and n not in equivalent)
+    if unregistered_skips:
+        raise SystemExit(f"mutation_report: skipped but not a registered equivalent: {', '.join(unregistered_skips)}")
     for name in equivalent:
         status[name] = "equivalent"
     help_only = {n for n in listed if status[n] == "survived" and help_text_only(diffs[n])}
     counts = Counter(status.values())
     if equivalent:
-        print(f"\nequivalent ({len(equivalent)}): survived, and no test can tell them from the original")
+        print(f"\nequivalent ({len(equivalent)}): no test can tell them from the original"
+              + (f" ({len(not_run)} registered before the run and not run: make mutate CHECK_EQUIVALENTS=1 runs them)"
+                 if not_run else ""))
         for name, why in equivalent.items():
-            print(f"  {name}\n{diffs[name]}\n      why: {why}")
+            print(f"  {name}{' (not run)' if name in not_run else ''}\n{diffs[name]}\n      why: {why}")
     if help_only:
         print(f"\nsurvived, help text only ({len(help_only)}): the change is inside an option's help=, no number changes")
         for name in sorted(help_only):
@@ -122,10 +132,11 @@ def main() -> int:
               + "".join(f", {k}: {states[k]}" for k in ("equivalent", "survived", "no tests", "suspicious")
                         if states[k]) + (f" (help text only: {helps})" if helps else ""))
     killed = stats["killed"] + stats["timeout"]
-    considered = killed + stats["survived"] - len(equivalent) + stats["no_tests"] + stats["suspicious"]
+    considered = killed + stats["survived"] - (len(equivalent) - len(not_run)) + stats["no_tests"] + stats["suspicious"]
     print(f"\nmutants: {stats['total']}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     print(f"mutation score: {killed}/{considered} = {killed / max(1, considered):.1%} killed"
-          + (f"; survivors outside help texts: {stats['survived'] - len(equivalent) - len(help_only)}" if help_only else ""))
+          + (f"; survivors outside help texts: {stats['survived'] - (len(equivalent) - len(not_run)) - len(help_only)}"
+             if help_only else ""))
     return 0
 
 
