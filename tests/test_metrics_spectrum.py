@@ -293,3 +293,63 @@ def test_lists_empty_stacks_and_a_single_infinity():
     w[0, 1, 2] = float("inf")
     s = singular_values(w)
     assert torch.isnan(s[0]).all() and torch.equal(s[1], torch.ones(3, dtype=torch.float64))
+
+
+def test_a_tall_narrow_matrix_sums_the_gram_of_every_chunk_of_rows(monkeypatch):
+    """At most _BLOCK columns: the chunked Gram adds each chunk of rows in one product, and every chunk counts."""
+    monkeypatch.setattr(spectrum, "_CHUNK_ELEMENTS", 1 << 12)  # 128-row chunks of a 32-column matrix
+    w = torch.randn(2000, 32, generator=torch.Generator().manual_seed(21)) * torch.linspace(1, 2, 32)
+    ref = reference(w)
+    forbid_svd(monkeypatch)
+    assert_accurate(singular_values(w), ref)
+
+
+@pytest.mark.parametrize("method", ["auto", "gram", "svd"])
+def test_every_method_gives_a_stack_the_values_of_each_matrix(method):
+    mats = torch.stack([torch.randn(60, 20, generator=torch.Generator().manual_seed(22)),
+                        with_spectrum(60, 20, torch.logspace(0, -3, 20), seed=23)])
+    s = singular_values(mats, method=method)
+    assert s.shape == (2, 20)
+    for i in range(2):
+        assert_accurate(s[i], reference(mats[i]))
+
+
+def test_the_chunked_qr_takes_chunks_of_an_eighth_of_the_rows_when_that_is_under_4k(monkeypatch):
+    """rows per chunk = max(k, min(4k, m // 8)): here m // 8 = 150 < 4k = 400, so chunks of 150 rows, and the
+    factor's singular values are the matrix's."""
+    w = with_spectrum(1200, 100, torch.logspace(0, -12, 100), seed=24)
+    monkeypatch.setattr(spectrum, "_CHUNK_ELEMENTS", 1 << 10)
+    added = []
+    real_qr = torch.linalg.qr
+    monkeypatch.setattr(spectrum.torch.linalg, "qr", lambda a, **k: added.append(a.shape[0]) or real_qr(a, **k))
+    assert_accurate(singular_values(w, method="svd"), reference(w))
+    stacked = [added[0]] + [rows - 100 for rows in added[1:]]  # each QR stacks the k x k factor on the new chunk
+    assert sum(stacked) == 1200 and max(stacked) <= 150
+
+
+@pytest.mark.parametrize("ratio", [0.9, 1.1])
+def test_the_gram_values_are_kept_exactly_where_their_error_bound_is_within_the_tolerance(ratio, monkeypatch):
+    """The documented rule: keep the Gram eigenvalues iff delta <= 2 * 1e-7 * lambda_min, with delta =
+    4 eps lambda_max (sqrt(m) + sqrt(k)); else the SVD. A matrix with lambda_max = 9 and lambda_min set so that
+    delta / (2e-7 lambda_min) = ratio sits on either side of the rule."""
+    m, k = 400, 10
+    delta = 4 * torch.finfo(torch.float64).eps * (math.sqrt(m) + math.sqrt(k))
+    s_min = math.sqrt(delta / (2e-7 * ratio))
+    w = 3 * with_spectrum(m, k, torch.logspace(0, math.log10(s_min), k), seed=25).double()  # both lambdas x 9
+    ref = reference(w)
+    calls = []
+    real = torch.linalg.svdvals
+    monkeypatch.setattr(spectrum.torch.linalg, "svdvals", lambda a: calls.append(1) or real(a))
+    assert_accurate(singular_values(w), ref)
+    assert bool(calls) == (ratio > 1)
+
+
+@pytest.mark.parametrize("method", ["auto", "gram", "svd"])
+def test_a_non_finite_matrix_leaves_the_others_of_its_stack_to_the_method_asked(method):
+    ill = with_spectrum(300, 20, torch.logspace(0, -10, 20), seed=26)  # gram alone loses its small values
+    stack = torch.stack([ill, torch.full_like(ill, float("nan")), 2 * ill])
+    got = singular_values(stack, method=method)
+    assert torch.isnan(got[1]).all()
+    assert torch.equal(got[[0, 2]], singular_values(stack[[0, 2]], method=method))
+    if method == "gram":  # so the check above tells the methods apart on this matrix
+        assert not torch.allclose(got[0], singular_values(ill, method="auto"), rtol=1e-6, atol=0)

@@ -483,6 +483,10 @@ def test_select_reads_any_frame_with_or_without_an_index_column_and_several_metr
     assert list(S.select(plain, "c")["value"]) == [4.0]
     indexed = plain.assign(index=[0, 0, 0, 1])  # two rows of metric "a" that differ by index are kept apart
     assert sorted(S.select(indexed, "a")["value"]) == [1.0, 3.0]
+    later = plain.assign(step=[5, 0, 0, 5])  # metric a (two rows, averaged) after metric b: sorted by step
+    got = S.select(later, ["a", "b"])
+    assert list(zip(got["metric"], got["step"])) == [("b", 0), ("a", 5)]
+    assert list(got.index) == [0, 1]  # rows numbered in the order they are returned
 
 
 def test_short_names_drop_every_directory_and_the_owner_only():

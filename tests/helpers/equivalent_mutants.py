@@ -72,6 +72,28 @@ REASONS = {
     "misnamed-dir": "figures are written through atomic.atomic_path, which creates their folder; a misnamed empty "
                     "folder does not reach the output (the report test checks the output holds exactly "
                     "saturation.csv, report.md, figures/ and metrics.parquet)",
+    # metrics/spectrum.py: how the values are computed, not what
+    "gram-path": "chooses the direct or the chunked, block-triangular Gram product (or its chunk and block sizes): "
+                 "both compute the upper triangle of W^T W in float64 that eigvalsh reads, in another summation order "
+                 "only (well inside the error bound of the check); memory and time change, not the values",
+    "tsqr-path": "chooses the direct float64 SVD or the SVD of the chunked-QR factor R (W = QR: the same singular "
+                 "values), or the QR's chunk size: the same values to float64 rounding; memory and time change",
+    "square-transpose": "only a square matrix reaches the other branch, and W and W^T have the same singular values "
+                        "(W^T W and W W^T the same eigenvalues): only the rounding differs",
+    "zero-row": "the QR starts from an empty float32 block, a 1-D empty tensor (torch.cat skips it) or one zero row, "
+                "or takes the float32 chunk as it is: torch.cat promotes to float64 exactly, and a zero row adds "
+                "nothing to W^T W, so R has W's singular values all the same",
+    "explicit-arg": "the function's only caller passes this argument explicitly: the default is never used",
+    "unused-mask": "the kept-mask returned with the check off is discarded by the only caller "
+                   "(`s, _ = _gram_values(...)`): its dtype and shape are never read",
+    "uplo-case": "torch.linalg.eigvalsh reads UPLO case-insensitively: 'u' gives the eigenvalues of 'U' bit for bit "
+                 "(checked; 'L' differs)",
+    "exact-one": "the first clause keeps the all-zero matrix (whose SVD gives the same zeros); == 1 instead differs "
+                 "only for a matrix whose computed largest Gram eigenvalue is exactly 1.0 and that fails the check, a "
+                 "float tie",
+    "zero-min": "with lam_min == 0 the second clause reads delta <= 0, false since delta > 0 whenever lam_max > 0 "
+                "(lam_max == 0 is kept by the first clause): > 0 and >= 0 decide alike",
+    "float-tie": "the two sides are equal only at an exact float tie of computed quantities: < and <= decide alike",
     # data/synthetic.py
     "start-symbol": "state() reads contexts that begin with the start symbol, whose class is C: at lag == t the "
                     "symbol read is that start symbol, so its class and the start-class branch give the same C",
@@ -109,6 +131,12 @@ REASONS = {
     "na-int64": "the column is cast to Int64 right after, which turns None into <NA> as it keeps pd.NA",
     "only-final": "the only activation captured at layer -1 is the final hidden state (probes.capture), so component "
                   "'final' or any component at layer -1 select the same anisotropy rows",
+    "last-part": "the last piece of a string split on '/' is the text after its last '/' however many splits are "
+                 "made: rsplit with maxsplit 1, 2 or none gives the same last element",
+    "nan-identity": "model_size returns the one math.nan object for every unsized name, and tuple comparison treats "
+                    "identical objects as equal: unsized models tie on this element whether it holds NaN, 0.0 or 1.0, "
+                    "and are ordered by the later elements alike",
+    "below-layers": "layer counts are >= 0: any negative default puts models without per-layer rows first alike",
     "resid-layers": "residual-stream activations are captured at layers >= 0 only, so per_layer=True selects the same rows",
 }
 
@@ -247,6 +275,12 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('summaries.x_last_layer_anisotropy', 'rows = select(own, "anisotropy", "final", layer=-1)', 'rows = select(own, "anisotropy", None, layer=-1)', 'only-final'),
     ('summaries.x_last_layer_anisotropy', 'rows = select(own, "anisotropy", "final", layer=-1)', 'rows = select(own, "anisotropy", layer=-1)', 'only-final'),
     ('summaries.x_last_layer_anisotropy', 'resid = select(own, "anisotropy", "resid", per_layer=True)', 'resid = select(own, "anisotropy", "resid", per_layer=None)', 'resid-layers'),
+    ('summaries.x_last_layer_anisotropy', 'resid = select(own, "anisotropy", "resid", per_layer=True)', 'resid = select(own, "anisotropy", "resid", )', 'resid-layers'),
+    ('summaries.x_short_name', 'return str(model).rstrip("/").rsplit("/", 1)[-1]', 'return str(model).rstrip("/").rsplit("/", 2)[-1]', 'last-part'),
+    ('summaries.x_short_name', 'return str(model).rstrip("/").rsplit("/", 1)[-1]', 'return str(model).rstrip("/").rsplit("/", )[-1]', 'last-part'),
+    ('summaries.x_model_order', 'return (math.isnan(size), size if not math.isnan(size) else 0.0, int(layers.get(m, -1)), m)', 'return (math.isnan(size), size if (not math.isnan(size)) or True else 0.0, int(layers.get(m, -1)), m)', 'nan-identity'),
+    ('summaries.x_model_order', 'return (math.isnan(size), size if not math.isnan(size) else 0.0, int(layers.get(m, -1)), m)', 'return (math.isnan(size), size if not math.isnan(size) else 1.0, int(layers.get(m, -1)), m)', 'nan-identity'),
+    ('summaries.x_model_order', 'return (math.isnan(size), size if not math.isnan(size) else 0.0, int(layers.get(m, -1)), m)', 'return (math.isnan(size), size if not math.isnan(size) else 0.0, int(layers.get(m, -2)), m)', 'below-layers'),
     ('summaries.x_layer_per', 'per_matrix = rows.groupby(["model", "layer", "component"], as_index=False)["value"].mean()', 'per_matrix = rows.groupby(["model", "layer", "component"], as_index=None)["value"].mean()', 'falsy-arg'),
     ('summaries.x_layer_per', 'out = per_matrix.groupby(["model", "layer"], as_index=False)["value"].mean()', 'out = per_matrix.groupby(["model", "layer"], as_index=None)["value"].mean()', 'falsy-arg'),
     ('summaries.x_model_order', 'layers = frame[frame["layer"] >= 0].groupby("model")["layer"].max() if "layer" in frame else {}', 'layers = frame[frame["layer"] >= 0].groupby("model")["layer"].max() if ("layer" in frame) or True else {}', 'has-layer'),
@@ -264,6 +298,43 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('summaries.x_per_vs_convergence', 'x, y = g["per"].to_numpy(float), g["fraction"].to_numpy(float)', 'x, y = g["per"].to_numpy(None), g["fraction"].to_numpy(float)', 'astype-none'),
     ('summaries.x_per_vs_convergence', 'x, y = g["per"].to_numpy(float), g["fraction"].to_numpy(float)', 'x, y = g["per"].to_numpy(float), g["fraction"].to_numpy(None)', 'astype-none'),
     ('summaries.x_select', 'out = rows.groupby(keys, as_index=False).agg(tokens=("tokens", "max"), value=("value", "mean"))', 'out = rows.groupby(keys, as_index=None).agg(tokens=("tokens", "max"), value=("value", "mean"))', 'falsy-arg'),
+    ('metrics.spectrum.x__gram', 'if w.ndim > 2 or w.shape[-2] * w.shape[-1] <= _CHUNK_ELEMENTS:', 'if w.ndim > 2 and w.shape[-2] * w.shape[-1] <= _CHUNK_ELEMENTS:', 'gram-path'),
+    ('metrics.spectrum.x__gram', 'if w.ndim > 2 or w.shape[-2] * w.shape[-1] <= _CHUNK_ELEMENTS:', 'if w.ndim >= 2 or w.shape[-2] * w.shape[-1] <= _CHUNK_ELEMENTS:', 'gram-path'),
+    ('metrics.spectrum.x__gram', 'if w.ndim > 2 or w.shape[-2] * w.shape[-1] <= _CHUNK_ELEMENTS:', 'if w.ndim > 3 or w.shape[-2] * w.shape[-1] <= _CHUNK_ELEMENTS:', 'gram-path'),
+    ('metrics.spectrum.x__gram', 'if w.ndim > 2 or w.shape[-2] * w.shape[-1] <= _CHUNK_ELEMENTS:', 'if w.ndim > 2 or w.shape[-2] / w.shape[-1] <= _CHUNK_ELEMENTS:', 'gram-path'),
+    ('metrics.spectrum.x__gram', 'if w.ndim > 2 or w.shape[-2] * w.shape[-1] <= _CHUNK_ELEMENTS:', 'if w.ndim > 2 or w.shape[-2] * w.shape[+1] <= _CHUNK_ELEMENTS:', 'gram-path'),
+    ('metrics.spectrum.x__gram', 'if w.ndim > 2 or w.shape[-2] * w.shape[-1] <= _CHUNK_ELEMENTS:', 'if w.ndim > 2 or w.shape[-2] * w.shape[-2] <= _CHUNK_ELEMENTS:', 'gram-path'),
+    ('metrics.spectrum.x__gram', 'if w.ndim > 2 or w.shape[-2] * w.shape[-1] <= _CHUNK_ELEMENTS:', 'if w.ndim > 2 or w.shape[-2] * w.shape[-1] < _CHUNK_ELEMENTS:', 'gram-path'),
+    ('metrics.spectrum.x__gram', 'rows = max(1, _CHUNK_ELEMENTS // n)', 'rows = max(2, _CHUNK_ELEMENTS // n)', 'gram-path'),
+    ('metrics.spectrum.x__gram', 'if n <= _BLOCK:', 'if n < _BLOCK:', 'gram-path'),
+    ('metrics.spectrum.x__gram_values', 'tall = w if m >= n else w.mT', 'tall = w if m > n else w.mT', 'square-transpose'),
+    ('metrics.spectrum.x__svdvals64', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS or max(m, n) < 2 * min(m, n):', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS and max(m, n) < 2 * min(m, n):', 'tsqr-path'),
+    ('metrics.spectrum.x__svdvals64', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS or max(m, n) < 2 * min(m, n):', 'if w.ndim > 2 and m * n <= _CHUNK_ELEMENTS or max(m, n) < 2 * min(m, n):', 'tsqr-path'),
+    ('metrics.spectrum.x__svdvals64', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS or max(m, n) < 2 * min(m, n):', 'if w.ndim > 3 or m * n <= _CHUNK_ELEMENTS or max(m, n) < 2 * min(m, n):', 'tsqr-path'),
+    ('metrics.spectrum.x__svdvals64', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS or max(m, n) < 2 * min(m, n):', 'if w.ndim > 2 or m * n < _CHUNK_ELEMENTS or max(m, n) < 2 * min(m, n):', 'tsqr-path'),
+    ('metrics.spectrum.x__svdvals64', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS or max(m, n) < 2 * min(m, n):', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS or max(m, n) <= 2 * min(m, n):', 'tsqr-path'),
+    ('metrics.spectrum.x__svdvals64', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS or max(m, n) < 2 * min(m, n):', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS or max(m, n) < 2 / min(m, n):', 'tsqr-path'),
+    ('metrics.spectrum.x__svdvals64', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS or max(m, n) < 2 * min(m, n):', 'if w.ndim > 2 or m * n <= _CHUNK_ELEMENTS or max(m, n) < 3 * min(m, n):', 'tsqr-path'),
+    ('metrics.spectrum.x__svdvals64', 'tall = w if m >= n else w.mT', 'tall = w if m > n else w.mT', 'square-transpose'),
+    ('metrics.spectrum.x__svdvals64', 'rows = max(k, min(4 * k, m // 8))', 'rows = max(k, min(4 / k, m // 8))', 'tsqr-path'),
+    ('metrics.spectrum.x__svdvals64', 'rows = max(k, min(4 * k, m // 8))', 'rows = max(k, min(5 * k, m // 8))', 'tsqr-path'),
+    ('metrics.spectrum.x__svdvals64', 'rows = max(k, min(4 * k, m // 8))', 'rows = max(k, min(4 * k, m // 9))', 'tsqr-path'),
+    ('metrics.spectrum.x__svdvals64', 'r = torch.zeros(0, k, dtype=torch.float64, device=w.device)', 'r = torch.zeros(0, k, dtype=None, device=w.device)', 'zero-row'),
+    ('metrics.spectrum.x__svdvals64', 'r = torch.zeros(0, k, dtype=torch.float64, device=w.device)', 'r = torch.zeros(0, dtype=torch.float64, device=w.device)', 'zero-row'),
+    ('metrics.spectrum.x__svdvals64', 'r = torch.zeros(0, k, dtype=torch.float64, device=w.device)', 'r = torch.zeros(0, k, device=w.device)', 'zero-row'),
+    ('metrics.spectrum.x__svdvals64', 'r = torch.zeros(0, k, dtype=torch.float64, device=w.device)', 'r = torch.zeros(1, k, dtype=torch.float64, device=w.device)', 'zero-row'),
+    ('metrics.spectrum.x__svdvals64', 'chunk = tall[start : start + rows].to(torch.float64)', 'chunk = tall[start : start + rows].to(None)', 'zero-row'),
+    ('metrics.spectrum.x__svdvals64', 'r = torch.linalg.qr(torch.cat([r, chunk]), mode="r").R', 'r = torch.linalg.qr(torch.cat([r, chunk]), ).R', 'qr-default'),
+    ('metrics.spectrum.x__gram_values', 'def _gram_values(w: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:', 'def _gram_values(w: torch.Tensor, check: bool = False) -> tuple[torch.Tensor, torch.Tensor]:', 'explicit-arg'),
+    ('metrics.spectrum.x__gram_values', 'return s, torch.ones(w.shape[:-2], dtype=torch.bool, device=w.device)', 'return s, torch.ones(w.shape[:-2], dtype=None, device=w.device)', 'unused-mask'),
+    ('metrics.spectrum.x__gram_values', 'return s, torch.ones(w.shape[:-2], dtype=torch.bool, device=w.device)', 'return s, torch.ones(w.shape[:-2], device=w.device)', 'unused-mask'),
+    ('metrics.spectrum.x__gram_values', 'return s, torch.ones(w.shape[:-2], dtype=torch.bool, device=w.device)', 'return s, torch.ones(w.shape[:+2], dtype=torch.bool, device=w.device)', 'unused-mask'),
+    ('metrics.spectrum.x__gram_values', 'return s, torch.ones(w.shape[:-2], dtype=torch.bool, device=w.device)', 'return s, torch.ones(w.shape[:-3], dtype=torch.bool, device=w.device)', 'unused-mask'),
+    ('metrics.spectrum.x__gram_values', 'lam = torch.linalg.eigvalsh(gram, UPLO="U").flip(-1)  # descending', 'lam = torch.linalg.eigvalsh(gram, UPLO="u").flip(-1)  # descending', 'uplo-case'),
+    ('metrics.spectrum.x__gram_values', 'ok = (lam_max == 0) | ((lam_min > 0) & (delta <= 2 * _GRAM_RTOL * lam_min))', 'ok = (lam_max == 1) | ((lam_min > 0) & (delta <= 2 * _GRAM_RTOL * lam_min))', 'exact-one'),
+    ('metrics.spectrum.x__gram_values', 'ok = (lam_max == 0) | ((lam_min > 0) & (delta <= 2 * _GRAM_RTOL * lam_min))', 'ok = (lam_max == 0) | ((lam_min >= 0) & (delta <= 2 * _GRAM_RTOL * lam_min))', 'zero-min'),
+    ('metrics.spectrum.x__gram_values', 'ok = (lam_max == 0) | ((lam_min > 0) & (delta <= 2 * _GRAM_RTOL * lam_min))', 'ok = (lam_max == 0) | ((lam_min > 0) & (delta < 2 * _GRAM_RTOL * lam_min))', 'float-tie'),
+    ('metrics.spectrum.x_singular_values', 'out = torch.full((*batch, k), float("nan"), dtype=torch.float64, device=w.device)', 'out = torch.full((*batch, k), float("NAN"), dtype=torch.float64, device=w.device)', 'float-case'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
