@@ -36,6 +36,7 @@ new shell) and runs nothing.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import io
 import itertools
@@ -105,8 +106,13 @@ class Sweep:
 
 
 def _cli_value(value) -> str:
-    """A value as the CLI parses it (YAML): strings as they are, everything else as JSON (a YAML subset)."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """A value as the CLI parses it (YAML): strings as they are, a YAML date or time as its ISO text, everything
+    else as JSON (a YAML subset; a date inside it as a string)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime.date):  # datetime.datetime too: YAML reads 2024-01-02 as a date, JSON has none
+        return value.isoformat()
+    return json.dumps(value, default=str)
 
 
 def _part(key: str, value) -> str:
@@ -116,7 +122,7 @@ def _part(key: str, value) -> str:
 
 
 def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]  # dates as text
 
 
 def _axes(grid: dict) -> list[list[tuple[str, dict]]]:

@@ -94,6 +94,13 @@ REASONS = {
     "zero-min": "with lam_min == 0 the second clause reads delta <= 0, false since delta > 0 whenever lam_max > 0 "
                 "(lam_max == 0 is kept by the first clause): > 0 and >= 0 decide alike",
     "float-tie": "the two sides are equal only at an exact float tie of computed quantities: < and <= decide alike",
+    # sweep.py
+    'yaml-true': "the CLI reads --run.dry_run (RunSpec.dry_run: bool, added by jsonargparse's add_class_arguments) through jsonargparse's YAML loader, whose YAML 1.1 booleans read 'TRUE' as true like 'true'",
+    'last-of-tail': 'only lines[-1] is read: the last of the last one or two lines of stderr is the same last line, and either slice is empty only when stderr has no line',
+    'not-none-default': 'the default of flat.get is only tested with `is None`: 0 and 1 are both not None, so a missing parent is not open-ended either way',
+    'no-empty-key': "compare.grouping.flatten never yields the key '' (a leaf at the empty prefix is dropped, a key '' passes its children up), so the added i=0 looks up '' and finds the default: not open-ended",
+    'key-itself': "depths past the last part make the parent the key itself, whose children would have accepted it just above (for the key '' they are the top-level keys, as at depth 0): the first depth with children, and the message, are the same",
+    'empty-config': 'depth -1 is reached only when depth 0 found no top-level key, i.e. the printed config is empty, and then no depth has children: nothing is raised either way',
     # data/synthetic.py
     "start-symbol": "state() reads contexts that begin with the start symbol, whose class is C: at lag == t the "
                     "symbol read is that start symbol, so its class and the start-class branch give the same C",
@@ -335,6 +342,15 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('metrics.spectrum.x__gram_values', 'ok = (lam_max == 0) | ((lam_min > 0) & (delta <= 2 * _GRAM_RTOL * lam_min))', 'ok = (lam_max == 0) | ((lam_min >= 0) & (delta <= 2 * _GRAM_RTOL * lam_min))', 'zero-min'),
     ('metrics.spectrum.x__gram_values', 'ok = (lam_max == 0) | ((lam_min > 0) & (delta <= 2 * _GRAM_RTOL * lam_min))', 'ok = (lam_max == 0) | ((lam_min > 0) & (delta < 2 * _GRAM_RTOL * lam_min))', 'float-tie'),
     ('metrics.spectrum.x_singular_values', 'out = torch.full((*batch, k), float("nan"), dtype=torch.float64, device=w.device)', 'out = torch.full((*batch, k), float("NAN"), dtype=torch.float64, device=w.device)', 'float-case'),
+    ('sweep.x__dry_run', 'code = cli_main([*sweep.cli_args(run), "--run.dry_run", "true"])', 'code = cli_main([*sweep.cli_args(run), "--run.dry_run", "TRUE"])', 'yaml-true'),
+    ('sweep.x__dry_run', 'lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("error")] or err.getvalue().splitlines()[-1:]', 'lines = [ln for ln in err.getvalue().splitlines() if ln.startswith("error")] or err.getvalue().splitlines()[-2:]', 'last-of-tail'),
+    ('sweep.x__execute', 'with open(log, "a", encoding="utf-8") as fh:', 'with open(log, "a", encoding="UTF-8") as fh:', 'utf8-name'),
+    ('sweep.x__last_line', 'lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]', 'lines = [ln.strip() for ln in path.read_text(encoding="UTF-8", errors="replace").splitlines() if ln.strip()]', 'utf8-name'),
+    ('sweep.x_check_override_keys', 'open_ended = any(flat.get(".".join(parts[:i]), 0) is None for i in range(1, len(parts)))', 'open_ended = any(flat.get(".".join(parts[:i]), 1) is None for i in range(1, len(parts)))', 'not-none-default'),
+    ('sweep.x_check_override_keys', 'open_ended = any(flat.get(".".join(parts[:i]), 0) is None for i in range(1, len(parts)))', 'open_ended = any(flat.get(".".join(parts[:i]), 0) is None for i in range(len(parts)))', 'no-empty-key'),
+    ('sweep.x_check_override_keys', 'for depth in range(len(parts) - 1, -1, -1):', 'for depth in range(len(parts) + 1, -1, -1):', 'key-itself'),
+    ('sweep.x_check_override_keys', 'for depth in range(len(parts) - 1, -1, -1):', 'for depth in range(len(parts) - 1, -2, -1):', 'empty-config'),
+    ('sweep.x_write_summary', 'return write_text_atomic(sweep.root / SUMMARY, frame.to_csv(index=False))', 'return write_text_atomic(sweep.root / SUMMARY, frame.to_csv(index=None))', 'noindex'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
