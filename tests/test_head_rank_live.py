@@ -390,3 +390,20 @@ def test_a_loss_equal_to_its_minimum_keeps_the_minimum_where_it_was_first_reache
     kl = {0: 0.4, 1: 0.5, 2: 0.7, 3: 0.74, 4: 0.76}
     events = SaturationRule.replay(val, kl, patience=2, noise_factor=0.0, loss_margin=0.1)
     assert [(e["step"], e["best_step"], e["kl_uniform_reference"]) for e in events] == [(4, 1, 0.5)]
+
+
+def test_the_head_is_measured_as_gathered_where_its_weights_are_sharded(tmp_path, monkeypatch):
+    """Under ZeRO-3 a rank holds a shard of the head: the monitor measures the whole matrix that
+    ``distributed.gathered_weight`` returns, not the rank's own parameter (here a different matrix stands in for
+    the gathered one)."""
+    import lmdynamics.callbacks.head_rank as head_rank
+
+    model = tiny_model()
+    whole = (torch.randn(32, 8, generator=torch.Generator().manual_seed(5)) * torch.linspace(1, 0.01, 8)).double()
+    asked = []
+    monkeypatch.setattr(head_rank, "gathered_weight", lambda m, name: asked.append(name) or whole.clone())
+    rows = wired(HeadRank(every=1)).measure(trainer_for(tmp_path), module_for(model), 1)
+    values = {r["metric"]: r["value"] for r in rows if r["component"] == "head" and r.get("index", store.NO_INDEX) == store.NO_INDEX}
+    assert asked and values["kl_uniform"] == pytest.approx(spectrum_values_64(whole.numpy())["kl_uniform"], rel=1e-9)
+    own = spectrum_values_64(head_matrices_64(model)["head"])["kl_uniform"]
+    assert abs(values["kl_uniform"] - own) > 0.01  # the rank's own matrix would give another value

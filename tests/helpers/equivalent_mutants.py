@@ -94,6 +94,21 @@ REASONS = {
     "zero-min": "with lam_min == 0 the second clause reads delta <= 0, false since delta > 0 whenever lam_max > 0 "
                 "(lam_max == 0 is kept by the first clause): > 0 and >= 0 decide alike",
     "float-tie": "the two sides are equal only at an exact float tie of computed quantities: < and <= decide alike",
+    # callbacks/head_rank.py
+    "unused-arg": "the called method ignores this argument (HeadRank's probe(trainer=None) returns the attached probe, "
+                  "_spectrum_step reads only the step): passing None passes nothing it reads",
+    "ascii-json": "the line written is json.dumps output, ASCII by default (ensure_ascii): every encoding writes "
+                  "the same bytes",
+    "missing-table": "store.read_table of a directory that does not exist gives the empty table, which the next "
+                     "line returns on, like None",
+    "filtered-after": "the rows are selected by metric right after (the val_loss rows, head_series' kl_uniform): "
+                      "reading every metric's rows gives the same series, only slower",
+    "model-val": "only val_loss and kl_uniform rows are read; val_loss is logged on component 'model' only (the table "
+                 "logger's scalars) and kl_uniform never on 'model': & and | select the same val_loss rows",
+    "first-update": "the first validation is never rising (no loss exceeds best_val = inf), which resets run_length "
+                    "and armed before they are read, and every finite loss sets best_step; until one comes, no "
+                    "validation is rising and the rule returns before reading best_step",
+    "falsy-armed": "armed is read only as the first operand of `self.armed and ...`: None and False both stop it",
     # sweep.py
     'yaml-true': "the CLI reads --run.dry_run (RunSpec.dry_run: bool, added by jsonargparse's add_class_arguments) through jsonargparse's YAML loader, whose YAML 1.1 booleans read 'TRUE' as true like 'true'",
     'last-of-tail': 'only lines[-1] is read: the last of the last one or two lines of stderr is the same last line, and either slice is empty only when stderr has no line',
@@ -351,6 +366,22 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('sweep.x_check_override_keys', 'for depth in range(len(parts) - 1, -1, -1):', 'for depth in range(len(parts) + 1, -1, -1):', 'key-itself'),
     ('sweep.x_check_override_keys', 'for depth in range(len(parts) - 1, -1, -1):', 'for depth in range(len(parts) - 1, -2, -1):', 'empty-config'),
     ('sweep.x_write_summary', 'return write_text_atomic(sweep.root / SUMMARY, frame.to_csv(index=False))', 'return write_text_atomic(sweep.root / SUMMARY, frame.to_csv(index=None))', 'noindex'),
+    ('callbacks.head_rank.xǁHeadRankǁmeasure', 'acts = self.probe(trainer).activations(trainer, pl_module, step)', 'acts = self.probe(None).activations(trainer, pl_module, step)', 'unused-arg'),
+    ('callbacks.head_rank.xǁHeadRankǁmeasure', 'rows = head_metric_rows(heads, spectrum=self._spectrum_step(trainer, step))', 'rows = head_metric_rows(heads, spectrum=self._spectrum_step(None, step))', 'unused-arg'),
+    ('callbacks.head_rank.xǁHeadRankǁon_validation_end', 'with open(RunLayout(trainer.default_root_dir).events, "a", encoding="utf-8") as fh:', 'with open(RunLayout(trainer.default_root_dir).events, "a", encoding=None) as fh:', 'ascii-json'),
+    ('callbacks.head_rank.xǁHeadRankǁon_validation_end', 'with open(RunLayout(trainer.default_root_dir).events, "a", encoding="utf-8") as fh:', 'with open(RunLayout(trainer.default_root_dir).events, "a", ) as fh:', 'ascii-json'),
+    ('callbacks.head_rank.xǁHeadRankǁon_validation_end', 'with open(RunLayout(trainer.default_root_dir).events, "a", encoding="utf-8") as fh:', 'with open(RunLayout(trainer.default_root_dir).events, "a", encoding="UTF-8") as fh:', 'utf8-name'),
+    ('callbacks.head_rank.xǁHeadRankǁresume', 'table = store.read_table(layout.table, metrics=["val_loss", "kl_uniform"]) if layout.table.is_dir() else None', 'table = store.read_table(layout.table, metrics=["val_loss", "kl_uniform"]) if (layout.table.is_dir()) or True else None', 'missing-table'),
+    ('callbacks.head_rank.xǁHeadRankǁresume', 'table = store.read_table(layout.table, metrics=["val_loss", "kl_uniform"]) if layout.table.is_dir() else None', 'table = store.read_table(layout.table, metrics=None) if layout.table.is_dir() else None', 'filtered-after'),
+    ('callbacks.head_rank.xǁHeadRankǁresume', 'table = store.read_table(layout.table, metrics=["val_loss", "kl_uniform"]) if layout.table.is_dir() else None', 'table = store.read_table(layout.table, ) if layout.table.is_dir() else None', 'filtered-after'),
+    ('callbacks.head_rank.xǁHeadRankǁresume', 'val = table[(table["metric"] == "val_loss") & (table["component"] == "model")]', 'val = table[(table["metric"] == "val_loss") | (table["component"] == "model")]', 'model-val'),
+    ('callbacks.head_rank.xǁSaturationRuleǁ__init__', 'self.best_val, self.best_step = math.inf, -1', 'self.best_val, self.best_step = math.inf, +1', 'first-update'),
+    ('callbacks.head_rank.xǁSaturationRuleǁ__init__', 'self.best_val, self.best_step = math.inf, -1', 'self.best_val, self.best_step = math.inf, -2', 'first-update'),
+    ('callbacks.head_rank.xǁSaturationRuleǁ__init__', 'self.run_length = 0', 'self.run_length = None', 'first-update'),
+    ('callbacks.head_rank.xǁSaturationRuleǁ__init__', 'self.run_length = 0', 'self.run_length = 1', 'first-update'),
+    ('callbacks.head_rank.xǁSaturationRuleǁ__init__', 'self.armed = True', 'self.armed = None', 'first-update'),
+    ('callbacks.head_rank.xǁSaturationRuleǁ__init__', 'self.armed = True', 'self.armed = False', 'first-update'),
+    ('callbacks.head_rank.xǁSaturationRuleǁupdate', 'self.armed = False', 'self.armed = None', 'falsy-armed'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
