@@ -344,3 +344,121 @@ def test_save_pretrained_passes_options_and_a_given_state_dict(tmp_path, head):
         saved = GPTNeoXForCausalLM.from_pretrained(tmp_path / "given").lm_head.weight
         torch.testing.assert_close(saved, (state["lm_head.A"] @ state["lm_head.B"]).float())
         assert saved.dtype == torch.float32
+
+
+def _hub_repo(tmp_path):
+    """Org/tiny-heads in a local hub cache laid out as the hub writes it (blobs, snapshots/<commit>,
+    refs/<revision>): step1 and main plain GPT-NeoX, step2 a mixture of softmaxes, each with its own weights."""
+    import huggingface_hub.constants as hc
+
+    from lmdynamics.checkpoints import add_to_hf_cache
+
+    assert hc.HF_HUB_OFFLINE  # conftest: nothing here may touch the network
+    cache = tmp_path / "hub"
+    models = {"step1": _model(), "step2": _model(HeadSpec("mos", components=2)), "main": _model()}
+    for i, (revision, model) in enumerate(models.items()):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(i)))
+        model.save_pretrained(tmp_path / revision)
+        add_to_hf_cache(tmp_path / revision, "Org/tiny-heads", revision, cache)
+    return cache, models
+
+
+def test_load_causal_lm_reads_a_hub_repo_at_the_given_revision(tmp_path, monkeypatch):
+    """A hub repo id loads at ``revision``: its config (which decides the class: a mixture-of-softmaxes
+    checkpoint needs MoSHeadLM) and its weights, not those of ``main`` or of another revision."""
+    import huggingface_hub.constants as hc
+
+    from lmdynamics.models.heads import MoSHeadLM
+
+    cache, models = _hub_repo(tmp_path)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(cache))
+    x = torch.randint(1, V, (2, 8), generator=torch.Generator().manual_seed(9))
+    for revision, model in models.items():
+        loaded = load_causal_lm("Org/tiny-heads", revision=revision).eval()
+        assert type(loaded) is (MoSHeadLM if revision == "step2" else GPTNeoXForCausalLM), revision
+        with torch.no_grad():
+            assert torch.equal(loaded(input_ids=x).logits, model(input_ids=x).logits), revision
+
+
+def test_load_causal_lm_reads_a_hub_repo_from_the_given_cache_dir(tmp_path, monkeypatch):
+    """``cache_dir`` (an option of from_pretrained) is where the whole checkpoint comes from, its config too."""
+    import huggingface_hub.constants as hc
+
+    from lmdynamics.models.heads import MoSHeadLM
+
+    cache, models = _hub_repo(tmp_path)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-default-cache"))
+    loaded = load_causal_lm("Org/tiny-heads", revision="step2", cache_dir=str(cache)).eval()
+    assert type(loaded) is MoSHeadLM
+    x = torch.randint(1, V, (2, 8), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=x).logits, models["step2"](input_ids=x).logits)
+
+
+def test_mos_component_rank_may_be_one_to_the_hidden_size():
+    for rank in (1, 16, None):
+        HeadSpec("mos", components=2, rank=rank).check(16, False)
+    for rank in (0, 17, -1):
+        with pytest.raises(ValueError, match=r"each component's rank.*between 1 and the hidden size 16") as err:
+            HeadSpec("mos", components=2, rank=rank).check(16, False)
+        assert "\n" not in str(err.value)
+
+
+def test_low_rank_checkpoint_holds_the_merged_head_in_the_models_dtype(tmp_path):
+    """The merged W = A B is computed in float64 but stored in the model's float32, like every other tensor of
+    the checkpoint (a float64 head would double its size and load as another dtype where the dtype is kept)."""
+    from safetensors import safe_open
+
+    model = _model(HeadSpec("low_rank", rank=3))
+    model.save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}
+    assert {"lm_head.weight", "embed_out.weight"} & set(dtypes) and set(dtypes.values()) == {"F32"}, dtypes
+    head = model.get_output_embeddings()
+    loaded = GPTNeoXForCausalLM.from_pretrained(tmp_path).eval()
+    assert loaded.lm_head.weight.dtype == torch.float32
+    torch.testing.assert_close(loaded.lm_head.weight, (head.A.double() @ head.B.double()).float(), rtol=0, atol=0)
+    x = torch.randint(1, V, (2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=x).logits, model(input_ids=x).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_mixture_of_low_rank_components_starts_at_the_configured_scale():
+    """Each low-rank component W_k = A_k B_k starts with entries of standard deviation the model's
+    initializer_range, as a full-rank component does."""
+    from lmdynamics.models.heads import MoSHeadLM
+    spec = ModelSpec(num_layers=1, hidden_size=64, num_heads=2, vocab_size=512, context_length=8).resolved()
+    config = spec.to_hf_config()
+    for std in (0.1, 0.004):
+        config.initializer_range = std
+        torch.manual_seed(5)
+        head = MoSHeadLM(config, 2, 16).lm_head
+        for component in head.heads:
+            assert component.merged().detach().std().item() == pytest.approx(std, rel=0.25)
+
+
+@pytest.mark.parametrize("rank, matrix", [
+    (None, "`lm_head.heads.k.weight` (V x d)"),
+    (3, "`lm_head.heads.k.A @ lm_head.heads.k.B` (V x 3 times 3 x d: each component has rank 3)"),
+])
+def test_mos_model_card_names_the_component_head_matrix(tmp_path, rank, matrix):
+    model = _model(HeadSpec("mos", components=2, rank=rank))
+    model.save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert f"Component k's head matrix is {matrix}.\n" in card
+    assert "a mixture of 2 softmaxes" in card and "load_causal_lm" in card
+
+
+def test_mos_save_pretrained_passes_positional_arguments_on(tmp_path):
+    """transformers' ``save_pretrained(save_directory, is_main_process, state_dict, ...)``: a process that is not the
+    main one (given positionally) writes neither the config nor the weights; a state dict given positionally is saved."""
+    model = _model(HeadSpec("mos", components=2))
+    model.save_pretrained(tmp_path / "rank1", False)
+    assert not (tmp_path / "rank1" / "config.json").exists()
+    assert not list((tmp_path / "rank1").glob("*.safetensors"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    gate = state["lm_head.gate.weight"] = state["lm_head.gate.weight"] * 3
+    model.save_pretrained(tmp_path / "given", True, state)
+    assert torch.equal(load_causal_lm(tmp_path / "given").lm_head.gate.weight, gate)

@@ -94,6 +94,8 @@ REASONS = {
     "zero-min": "with lam_min == 0 the second clause reads delta <= 0, false since delta > 0 whenever lam_max > 0 "
                 "(lam_max == 0 is kept by the first clause): > 0 and >= 0 decide alike",
     "float-tie": "the two sides are equal only at an exact float tie of computed quantities: < and <= decide alike",
+    # models/heads.py
+    "linear-bias": "torch's nn.Linear tests its bias argument for truth (`if bias:`): bias=None and bias=False both register no bias, the same layer",
     # callbacks/head_rank.py
     "unused-arg": "the called method ignores this argument (HeadRank's probe(trainer=None) returns the attached probe, "
                   "_spectrum_step reads only the step): passing None passes nothing it reads",
@@ -382,6 +384,8 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('callbacks.head_rank.xǁSaturationRuleǁ__init__', 'self.armed = True', 'self.armed = None', 'first-update'),
     ('callbacks.head_rank.xǁSaturationRuleǁ__init__', 'self.armed = True', 'self.armed = False', 'first-update'),
     ('callbacks.head_rank.xǁSaturationRuleǁupdate', 'self.armed = False', 'self.armed = None', 'falsy-armed'),
+    ('models.heads.xǁMixtureOfSoftmaxesǁ__init__', 'self.gate = nn.Linear(hidden_size, components, bias=False)', 'self.gate = nn.Linear(hidden_size, components, bias=None)', 'linear-bias'),
+    ('models.heads.xǁMixtureOfSoftmaxesǁ__init__', 'self.heads = nn.ModuleList(nn.Linear(hidden_size, vocab_size, bias=False) for _ in range(components))', 'self.heads = nn.ModuleList(nn.Linear(hidden_size, vocab_size, bias=None) for _ in range(components))', 'linear-bias'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}

@@ -196,7 +196,8 @@ def load_causal_lm(path, revision: str | None = None, **kwargs) -> GPTNeoXForCau
     else:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(str(path), revision=revision).to_dict()
+        # the config from where the weights come: the same revision and cache (from_pretrained's cache_dir)
+        config = AutoConfig.from_pretrained(str(path), revision=revision, cache_dir=kwargs.get("cache_dir")).to_dict()
     cls = MoSHeadLM if (config.get(CONFIG_KEY) or {}).get("kind") == "mos" else GPTNeoXForCausalLM
     try:
         return cls.from_pretrained(str(path), revision=revision, **kwargs)
