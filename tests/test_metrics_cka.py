@@ -2,7 +2,9 @@
 processes), minibatch CKA."""
 
 import datetime
+import math
 import os
+import re
 import socket
 
 import numpy as np
@@ -212,3 +214,58 @@ def test_streaming_cka_over_two_ddp_processes(tmp_path):
         assert got["minibatch"] == pytest.approx(sum(h) / np.sqrt(sum(hxx) * sum(hyy)), rel=1e-9)
         # and the synced value is not just the local shard's
         assert abs(got["streaming_False"] - linear_cka(x[:70], y[:70])) > 1e-4
+
+
+def _related(seed: int = 0, n: int = 40):
+    """float64 x (n, 6) and y (n, 5), y partly a linear function of x: CKA well inside (0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    y = x[:, :4] @ torch.randn(4, 5, generator=g, dtype=torch.float64) + 0.5 * torch.randn(n, 5, generator=g, dtype=torch.float64)
+    return x, y
+
+
+def test_minibatch_cka_centres_each_feature_so_large_offsets_cost_no_accuracy():
+    """CKA is shift invariant; the minibatch estimator centres every feature before its Gram matrices, so features
+    sitting 1e6..6e6 away from 0 (a different offset per feature) give the CKA of the unshifted ones."""
+    x, y = _related()
+    metric = MinibatchCKA()
+    metric.update(x + 1e6 * torch.arange(1, 7), y - 1e6 * torch.arange(1, 6))
+    assert float(metric.compute()) == pytest.approx(linear_cka(x, y, debiased=True), rel=1e-9)
+
+
+@pytest.mark.parametrize("dims", [False, True])
+def test_streaming_cka_is_biased_by_default_whether_allocated_up_front_or_at_the_first_batch(dims):
+    """``StreamingLinearCKA()`` is the biased linear CKA of the concatenated batches, to float64 rounding, whether
+    its state is allocated up front (dim_x, dim_y) or at the first batch."""
+    x, y = _related(1)
+    metric = StreamingLinearCKA(**({"dim_x": 6, "dim_y": 5} if dims else {}))
+    for i in range(4):
+        metric.update(x[10 * i: 10 * (i + 1)], y[10 * i: 10 * (i + 1)])
+    assert float(metric.compute()) == pytest.approx(linear_cka(x, y), rel=1e-12)
+    assert abs(linear_cka(x, y) - linear_cka(x, y, debiased=True)) > 1e-3  # the default is told apart
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda x, y: linear_cka(x, y), "linear_cka"),
+    (lambda x, y: MinibatchCKA().update(x, y), "MinibatchCKA.update"),
+    (lambda x, y: StreamingLinearCKA().update(x, y), "StreamingLinearCKA.update"),
+])
+@pytest.mark.parametrize("bad", ["x", "y"])
+def test_a_side_that_is_not_2d_is_refused_naming_the_function(call, name, bad):
+    x, y = _related(2, n=8)
+    x, y = (x[:, 0], y) if bad == "x" else (x, y[:, 0])
+    with pytest.raises(ValueError, match=rf"^{re.escape(name)}: x and y must be 2-D"):
+        call(x, y)
+
+
+@pytest.mark.parametrize("d1, d2", [(0, 3), (3, 0), (0, 0)])
+def test_streaming_cka_of_batches_without_features_is_nan_like_linear_cka(d1, d2):
+    """A side without features is degenerate data: NaN, as ``linear_cka`` of the concatenated batches gives."""
+    g = torch.Generator().manual_seed(3)
+    metric = StreamingLinearCKA()
+    batches = [(torch.randn(5, d1, generator=g, dtype=torch.float64), torch.randn(5, d2, generator=g, dtype=torch.float64))
+               for _ in range(2)]
+    for x, y in batches:
+        metric.update(x, y)
+    assert math.isnan(linear_cka(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])))
+    assert math.isnan(float(metric.compute()))

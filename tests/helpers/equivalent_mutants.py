@@ -94,6 +94,21 @@ REASONS = {
     "zero-min": "with lam_min == 0 the second clause reads delta <= 0, false since delta > 0 whenever lam_max > 0 "
                 "(lam_max == 0 is kept by the first clause): > 0 and >= 0 decide alike",
     "float-tie": "the two sides are equal only at an exact float tie of computed quantities: < and <= decide alike",
+    # metrics/cka.py
+    "square-gram": "k is a Gram matrix (n x n): shape[0] and shape[1] are the same n",
+    "count-float32": "the row count of a batch is an integer far below 2^24, exact in float32, and adding it to the "
+                     "float64 state promotes it: the same sums",
+    "cka-path": "chooses the Gram (n x n) or the feature-moment (d x d) formula by cost: both give the same CKA to "
+                "float64 rounding (each is checked against the other and against float64 references)",
+    "count-only-zero": "the batch count is read only to refuse compute() before any update (== 0); the HSIC sums "
+                       "are averaged in a ratio where the count cancels: any non-zero count after an update is the same",
+    "unused-state": "the debiased sums, allocated but never updated (the moments of a biased metric do not include "
+                    "them), stay zero and are not read by a biased compute()",
+    "unused-attr": "the attribute is assigned and never read",
+    "promoted-sum": "each update replaces the state by state + batch moments (not in place), which torch promotes to "
+                    "float64; a zero start is exact in any dtype: the same float64 sums",
+    "n-kept": "at the lazy allocation n is still 0 (the first batch's moments are added after it): re-creating it "
+              "as a float64 zero, or creating debiased sums a biased metric never reads, changes nothing",
     # models/heads.py
     "linear-bias": "torch's nn.Linear tests its bias argument for truth (`if bias:`): bias=None and bias=False both register no bias, the same layer",
     # callbacks/head_rank.py
@@ -386,6 +401,32 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('callbacks.head_rank.xǁSaturationRuleǁupdate', 'self.armed = False', 'self.armed = None', 'falsy-armed'),
     ('models.heads.xǁMixtureOfSoftmaxesǁ__init__', 'self.gate = nn.Linear(hidden_size, components, bias=False)', 'self.gate = nn.Linear(hidden_size, components, bias=None)', 'linear-bias'),
     ('models.heads.xǁMixtureOfSoftmaxesǁ__init__', 'self.heads = nn.ModuleList(nn.Linear(hidden_size, vocab_size, bias=False) for _ in range(components))', 'self.heads = nn.ModuleList(nn.Linear(hidden_size, vocab_size, bias=None) for _ in range(components))', 'linear-bias'),
+    ('metrics.cka.x__hsic1_gram', 'n = k.shape[0]', 'n = k.shape[1]', 'square-gram'),
+    ('metrics.cka.x__moments', '"n": torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),', '"n": torch.tensor(float(x.shape[0]), dtype=None, device=x.device),', 'count-float32'),
+    ('metrics.cka.x__moments', '"n": torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),', '"n": torch.tensor(float(x.shape[0]), device=x.device),', 'count-float32'),
+    ('metrics.cka.x_linear_cka', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'if n * n / (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'cka-path'),
+    ('metrics.cka.x_linear_cka', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'if n / n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'cka-path'),
+    ('metrics.cka.x_linear_cka', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'if n * n * (d1 - d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'cka-path'),
+    ('metrics.cka.x_linear_cka', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'if n * n * (d1 + d2) <= n * (d1 * d1 + d2 * d2 + d1 * d2):', 'cka-path'),
+    ('metrics.cka.x_linear_cka', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'if n * n * (d1 + d2) < n / (d1 * d1 + d2 * d2 + d1 * d2):', 'cka-path'),
+    ('metrics.cka.x_linear_cka', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 - d1 * d2):', 'cka-path'),
+    ('metrics.cka.x_linear_cka', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'if n * n * (d1 + d2) < n * (d1 * d1 - d2 * d2 + d1 * d2):', 'cka-path'),
+    ('metrics.cka.x_linear_cka', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'if n * n * (d1 + d2) < n * (d1 / d1 + d2 * d2 + d1 * d2):', 'cka-path'),
+    ('metrics.cka.x_linear_cka', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 / d2 + d1 * d2):', 'cka-path'),
+    ('metrics.cka.x_linear_cka', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 * d2):', 'if n * n * (d1 + d2) < n * (d1 * d1 + d2 * d2 + d1 / d2):', 'cka-path'),
+    ('metrics.cka.xǁMinibatchCKAǁupdate', 'self.batches += 1', 'self.batches -= 1', 'count-only-zero'),
+    ('metrics.cka.xǁMinibatchCKAǁupdate', 'self.batches += 1', 'self.batches += 2', 'count-only-zero'),
+    ('metrics.cka.xǁStreamingLinearCKAǁ__init__', 'names = ["n", "sx", "sy", "sxx", "syy", "sxy"] + (list(self._DEBIASED) if self.debiased else [])', 'names = ["n", "sx", "sy", "sxx", "syy", "sxy"] + (list(self._DEBIASED) if (self.debiased) or True else [])', 'unused-state'),
+    ('metrics.cka.xǁStreamingLinearCKAǁ__init__', 'self._dims = (dim_x, dim_y)', 'self._dims = None', 'unused-attr'),
+    ('metrics.cka.xǁStreamingLinearCKAǁ__init__', 'default = torch.zeros(shapes[name] if shapes else (0,), dtype=torch.float64)', 'default = torch.zeros(shapes[name] if shapes else (0,), dtype=None)', 'promoted-sum'),
+    ('metrics.cka.xǁStreamingLinearCKAǁ__init__', 'default = torch.zeros(shapes[name] if shapes else (0,), dtype=torch.float64)', 'default = torch.zeros(shapes[name] if shapes else (0,), )', 'promoted-sum'),
+    ('metrics.cka.xǁStreamingLinearCKAǁ__init__', 'default = torch.zeros((), dtype=torch.float64)', 'default = torch.zeros((), dtype=None)', 'promoted-sum'),
+    ('metrics.cka.xǁStreamingLinearCKAǁ__init__', 'default = torch.zeros((), dtype=torch.float64)', 'default = torch.zeros((), )', 'promoted-sum'),
+    ('metrics.cka.xǁStreamingLinearCKAǁupdate', 'setattr(self, name, torch.zeros(shape, dtype=torch.float64, device=self.n.device))', 'setattr(self, name, torch.zeros(shape, dtype=None, device=self.n.device))', 'promoted-sum'),
+    ('metrics.cka.xǁStreamingLinearCKAǁupdate', 'setattr(self, name, torch.zeros(shape, dtype=torch.float64, device=self.n.device))', 'setattr(self, name, torch.zeros(shape, device=self.n.device))', 'promoted-sum'),
+    ('metrics.cka.xǁStreamingLinearCKAǁupdate', 'if hasattr(self, name) and name != "n":', 'if hasattr(self, name) or name != "n":', 'n-kept'),
+    ('metrics.cka.xǁStreamingLinearCKAǁupdate', 'if hasattr(self, name) and name != "n":', 'if hasattr(self, name) and name != "XXnXX":', 'n-kept'),
+    ('metrics.cka.xǁStreamingLinearCKAǁupdate', 'if hasattr(self, name) and name != "n":', 'if hasattr(self, name) and name != "N":', 'n-kept'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}

@@ -180,7 +180,7 @@ class StreamingLinearCKA(Metric):
     def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
         x, y = _as_pair(x, y, "StreamingLinearCKA.update")
         d1, d2 = x.shape[1], y.shape[1]
-        if self.sxx.numel() == 0 and not (d1 == 0 or d2 == 0):  # lazy allocation at the first batch
+        if self.sxx.ndim != 2:  # lazy allocation at the first batch (the unallocated state is 1-D, empty)
             for name, shape in self._shapes(d1, d2).items():
                 if hasattr(self, name) and name != "n":
                     setattr(self, name, torch.zeros(shape, dtype=torch.float64, device=self.n.device))
