@@ -206,3 +206,20 @@ def test_load_table_takes_a_frame_a_run_directory_or_the_table_itself(tmp_path):
         store.load_table(tmp_path / "bare")
     with pytest.raises(ValueError, match="the DataFrame given has no rows yet"):
         store.load_table(pd.DataFrame(columns=list(store.COLUMNS)))
+
+
+def test_a_part_that_a_concurrent_rewrite_removed_meanwhile_does_not_fail_this_one(tmp_path, monkeypatch):
+    table = store.table_path(tmp_path)
+    store.append(table, rows(1, 1.0))
+    store.append(table, rows(1, 2.0))
+    real = store._read_parts
+
+    def read_then_lose_one(path, metrics=None):
+        frame, files = real(path, metrics)
+        files[0].unlink()  # another rewrite removed it after this one read it
+        return frame, files
+
+    monkeypatch.setattr(store, "_read_parts", read_then_lose_one)
+    target = store.rewrite(table)
+    assert [p.name for p in store.parts(table)] == [target.name]
+    assert sorted(store.read_table(table).value) == [2.0, 3.0]

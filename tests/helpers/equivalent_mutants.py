@@ -94,6 +94,15 @@ REASONS = {
     "zero-min": "with lam_min == 0 the second clause reads delta <= 0, false since delta > 0 whenever lam_max > 0 "
                 "(lam_max == 0 is kept by the first clause): > 0 and >= 0 decide alike",
     "float-tie": "the two sides are equal only at an exact float tie of computed quantities: < and <= decide alike",
+    # store.py
+    "schema-frame": "the frame is in the table's layout already (to_frame casts every column to its dtype, in order; "
+                    "a table read back has it), so the schema pyarrow infers is SCHEMA; and with the schema given, "
+                    "from_pandas keeps only its columns, so an index kept or reset into a column is dropped",
+    "unique-suffix": "the random suffix only keeps part names unique; its length is never read (names are ordered by "
+                     "the time field, read as the first '-' field)",
+    "falsy-latest": "read_table tests `if latest:`: None and False both keep every row",
+    "first-field": "only the first '-'-separated field (the time) is kept, and the '.parquet' suffix lies after "
+                   "later fields: removing it, or not, leaves the same first field",
     # metrics/cka.py
     "square-gram": "k is a Gram matrix (n x n): shape[0] and shape[1] are the same n",
     "count-float32": "the row count of a batch is an integer far below 2^24, exact in float32, and adding it to the "
@@ -427,6 +436,24 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('metrics.cka.xǁStreamingLinearCKAǁupdate', 'if hasattr(self, name) and name != "n":', 'if hasattr(self, name) or name != "n":', 'n-kept'),
     ('metrics.cka.xǁStreamingLinearCKAǁupdate', 'if hasattr(self, name) and name != "n":', 'if hasattr(self, name) and name != "XXnXX":', 'n-kept'),
     ('metrics.cka.xǁStreamingLinearCKAǁupdate', 'if hasattr(self, name) and name != "n":', 'if hasattr(self, name) and name != "N":', 'n-kept'),
+    ('store.x_append', 'table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)', 'table = pa.Table.from_pandas(frame, schema=None, preserve_index=False)', 'schema-frame'),
+    ('store.x_append', 'table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)', 'table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=None)', 'schema-frame'),
+    ('store.x_append', 'table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)', 'table = pa.Table.from_pandas(frame, preserve_index=False)', 'schema-frame'),
+    ('store.x_append', 'table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)', 'table = pa.Table.from_pandas(frame, schema=SCHEMA, )', 'schema-frame'),
+    ('store.x_append', 'table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)', 'table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=True)', 'schema-frame'),
+    ('store.x_rewrite', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, preserve_index=False), tmp)', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=None, preserve_index=False), tmp)', 'schema-frame'),
+    ('store.x_rewrite', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, preserve_index=False), tmp)', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, preserve_index=None), tmp)', 'schema-frame'),
+    ('store.x_rewrite', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, preserve_index=False), tmp)', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False), tmp)', 'schema-frame'),
+    ('store.x_rewrite', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, preserve_index=False), tmp)', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, ), tmp)', 'schema-frame'),
+    ('store.x_rewrite', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, preserve_index=False), tmp)', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=None), schema=SCHEMA, preserve_index=False), tmp)', 'schema-frame'),
+    ('store.x_rewrite', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, preserve_index=False), tmp)', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=False), schema=SCHEMA, preserve_index=False), tmp)', 'schema-frame'),
+    ('store.x_rewrite', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, preserve_index=False), tmp)', 'pq.write_table(pa.Table.from_pandas(frame.reset_index(drop=True), schema=SCHEMA, preserve_index=True), tmp)', 'schema-frame'),
+    ('store.x_append', 'name = f"part-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"', 'name = f"part-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:13]}.parquet"', 'unique-suffix'),
+    ('store.x_rewrite', 'target = Path(path) / f"part-{newest}-compact-{uuid.uuid4().hex[:12]}.parquet"', 'target = Path(path) / f"part-{newest}-compact-{uuid.uuid4().hex[:13]}.parquet"', 'unique-suffix'),
+    ('store.x_compact', 'if not read_table(path, latest=False).duplicated(subset=list(KEY)).any():', 'if not read_table(path, latest=None).duplicated(subset=list(KEY)).any():', 'falsy-latest'),
+    ('store.x_rewrite', 'newest = files[-1].name.removeprefix("part-").removesuffix(".parquet").split("-")[0]', 'newest = files[-1].name.removeprefix("part-").removeprefix(".parquet").split("-")[0]', 'first-field'),
+    ('store.x_rewrite', 'newest = files[-1].name.removeprefix("part-").removesuffix(".parquet").split("-")[0]', 'newest = files[-1].name.removeprefix("part-").removesuffix("XX.parquetXX").split("-")[0]', 'first-field'),
+    ('store.x_rewrite', 'newest = files[-1].name.removeprefix("part-").removesuffix(".parquet").split("-")[0]', 'newest = files[-1].name.removeprefix("part-").removesuffix(".PARQUET").split("-")[0]', 'first-field'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
