@@ -138,3 +138,64 @@ def test_previous_ids_come_from_the_kept_blocks(tmp_path):
     store = TrajectoryStore.create(tmp_path / "m", table, {}, blocks.numpy())
     assert store.previous_ids().tolist() == [5, 6, 7, 8, 9, 0]
     assert TrajectoryStore.create(tmp_path / "n", table, {}).previous_ids() is None
+
+
+def test_a_token_tables_fingerprint_is_of_its_values_whatever_integer_type_they_came_in():
+    """The fingerprint (first 16 hex digits of sha256 over the int32 ids, positions, documents and blocks, the form
+    stores were written with) is the same for int64, int32 or list input, so a recording resumes on its own tokens."""
+    import hashlib
+
+    n = 50
+    as_int64 = _table(n)
+    as_int32 = TokenTable(*(np.asarray(a, dtype=np.int32) for a in (as_int64.ids, as_int64.position,
+                                                                    as_int64.document, as_int64.block)))
+    as_lists = TokenTable(*(np.asarray(a).tolist() for a in (as_int64.ids, as_int64.position,
+                                                             as_int64.document, as_int64.block)))
+    h = hashlib.sha256()
+    for a in (np.arange(n) % 7, np.arange(n) % 5 + 1, np.arange(n) // 9, np.arange(n) // 5):
+        h.update(a.astype(np.int32).tobytes())
+    assert as_int64.fingerprint() == as_int32.fingerprint() == as_lists.fingerprint() == h.hexdigest()[:16]
+    assert as_int64.ids.dtype == np.int32
+
+
+def test_a_store_is_created_in_a_new_nested_or_an_existing_empty_directory_with_its_manifest(tmp_path):
+    import json
+
+    nested = TrajectoryStore.create(tmp_path / "runs" / "trajectories" / "m", _table(8), {"model": "m"})
+    (tmp_path / "made").mkdir()
+    existing = TrajectoryStore.create(tmp_path / "made", _table(8), {"model": "m"})
+    for store in (nested, existing):
+        manifest = json.loads((store.dir / "manifest.json").read_text())
+        assert manifest["num_tokens"] == 8 and manifest["dtype"] == "float16" and manifest["unit"] == "nats"
+        assert np.dtype(manifest["dtype"]) == np.dtype(np.float16)  # the dtype named is that of losses.f16
+
+
+def test_evaluation_blocks_read_back_as_int64_token_ids(tmp_path):
+    blocks = np.arange(24).reshape(3, 8)
+    store = TrajectoryStore.create(tmp_path / "m", _table(21), {"model": "m"}, blocks=blocks)
+    got = store.blocks()
+    assert got.dtype == torch.int64 and torch.equal(got, torch.as_tensor(blocks))
+    assert TrajectoryStore.create(tmp_path / "n", _table(21), {"model": "n"}).blocks() is None
+
+
+def test_an_empty_store_reads_as_no_checkpoints_and_an_uncommitted_row_is_not_read(tmp_path):
+    n = 10
+    store = TrajectoryStore.create(tmp_path / "m", _table(n), {"model": "m"})
+    empty = store.read()
+    assert empty.losses.shape == (n, 0) and list(empty.steps) == []
+    store.append(3, torch.arange(n, dtype=torch.float32).reshape(1, n), val_ppl=2.0, tokens=30)  # a batch of one
+    with open(store.dir / "losses.f16", "ab") as fh:  # a killed writer's row, written but never committed
+        fh.write(np.full(n, 7.0, dtype=np.float16).tobytes())
+    traj = TrajectoryStore(tmp_path / "m").read()
+    assert list(traj.steps) == [3] and traj.losses[:, 0].tolist() == list(range(n))
+
+
+def test_open_stores_finds_every_store_in_directory_order_and_names_an_empty_root(tmp_path):
+    from lmdynamics.trajectories.storage import model_dir_name, open_stores
+
+    for name in ("EleutherAI/pythia-70m", "b-model", "a-model"):
+        TrajectoryStore.create(tmp_path / model_dir_name(name), _table(4), {"model": name})
+    (tmp_path / "not-a-store").mkdir()
+    assert [s.dir.name for s in open_stores(str(tmp_path))] == ["EleutherAI--pythia-70m", "a-model", "b-model"]
+    with pytest.raises(FileNotFoundError, match=f"no trajectory stores under {tmp_path / 'not-a-store'}"):
+        open_stores(tmp_path / "not-a-store")

@@ -94,6 +94,18 @@ REASONS = {
     "zero-min": "with lam_min == 0 the second clause reads delta <= 0, false since delta > 0 whenever lam_max > 0 "
                 "(lam_max == 0 is kept by the first clause): > 0 and >= 0 decide alike",
     "float-tie": "the two sides are equal only at an exact float tie of computed quantities: < and <= decide alike",
+    # trajectories/storage.py
+    "negative-reshape": "numpy reads any negative size in reshape as 'the rest': reshape(-2) is reshape(-1)",
+    "float32-losses": "every caller passes float32 losses (token_losses returns float32, checked by its test): "
+                      "dtype None keeps them float32, and the row is written as float16 after",
+    "cast-later": "blocks() converts the saved blocks to int64 whatever integer dtype they were saved in: the same ids",
+    "empty-any-dtype": "an empty array holds no value: reshaped to (0, n) and converted to float32, any dtype is the same",
+    "int-default": "the manifest's steps and token counts are Python ints (append stores int(...)), which numpy "
+                   "stores as int64 by default: the same array",
+    "json-floats": "append stores float(val_ppl), so the manifest's values are floats (NaN included), which numpy "
+                   "stores as float64 by default: the same array",
+    "distinct-steps": "append never stores a step twice (it returns False for a step already there), so only distinct "
+                      "steps are sorted and every sort algorithm gives the same order",
     # store.py
     "schema-frame": "the frame is in the table's layout already (to_frame casts every column to its dtype, in order; "
                     "a table read back has it), so the schema pyarrow infers is SCHEMA; and with the schema given, "
@@ -454,6 +466,23 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('store.x_rewrite', 'newest = files[-1].name.removeprefix("part-").removesuffix(".parquet").split("-")[0]', 'newest = files[-1].name.removeprefix("part-").removeprefix(".parquet").split("-")[0]', 'first-field'),
     ('store.x_rewrite', 'newest = files[-1].name.removeprefix("part-").removesuffix(".parquet").split("-")[0]', 'newest = files[-1].name.removeprefix("part-").removesuffix("XX.parquetXX").split("-")[0]', 'first-field'),
     ('store.x_rewrite', 'newest = files[-1].name.removeprefix("part-").removesuffix(".parquet").split("-")[0]', 'newest = files[-1].name.removeprefix("part-").removesuffix(".PARQUET").split("-")[0]', 'first-field'),
+    ('trajectories.storage.xǁTokenTableǁ__post_init__', 'setattr(self, name, np.asarray(getattr(self, name), dtype=np.int32).reshape(-1))', 'setattr(self, name, np.asarray(getattr(self, name), dtype=np.int32).reshape(-2))', 'negative-reshape'),
+    ('trajectories.storage.xǁTrajectoryStoreǁappend', 'row = np.asarray(losses, dtype=np.float32).reshape(-1)', 'row = np.asarray(losses, dtype=np.float32).reshape(-2)', 'negative-reshape'),
+    ('trajectories.storage.xǁTrajectoryStoreǁappend', 'row = np.asarray(losses, dtype=np.float32).reshape(-1)', 'row = np.asarray(losses, dtype=None).reshape(-1)', 'float32-losses'),
+    ('trajectories.storage.xǁTrajectoryStoreǁappend', 'row = np.asarray(losses, dtype=np.float32).reshape(-1)', 'row = np.asarray(losses, ).reshape(-1)', 'float32-losses'),
+    ('trajectories.storage.xǁTrajectoryStoreǁcreate', 'extra = {} if blocks is None else {"blocks": np.asarray(blocks, dtype=np.int32)}', 'extra = {} if blocks is None else {"blocks": np.asarray(blocks, dtype=None)}', 'cast-later'),
+    ('trajectories.storage.xǁTrajectoryStoreǁcreate', 'extra = {} if blocks is None else {"blocks": np.asarray(blocks, dtype=np.int32)}', 'extra = {} if blocks is None else {"blocks": np.asarray(blocks, )}', 'cast-later'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'raw = np.fromfile(self.dir / LOSSES_FILE, dtype=VALUE_DTYPE, count=c * n) if c else np.zeros(0, VALUE_DTYPE)', 'raw = np.fromfile(self.dir / LOSSES_FILE, dtype=VALUE_DTYPE, count=c * n) if c else np.zeros(0, None)', 'empty-any-dtype'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'raw = np.fromfile(self.dir / LOSSES_FILE, dtype=VALUE_DTYPE, count=c * n) if c else np.zeros(0, VALUE_DTYPE)', 'raw = np.fromfile(self.dir / LOSSES_FILE, dtype=VALUE_DTYPE, count=c * n) if c else np.zeros(0, )', 'empty-any-dtype'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'steps = np.array([x["step"] for x in ckpts], dtype=np.int64)', 'steps = np.array([x["step"] for x in ckpts], dtype=None)', 'int-default'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'steps = np.array([x["step"] for x in ckpts], dtype=np.int64)', 'steps = np.array([x["step"] for x in ckpts], )', 'int-default'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'return Trajectories(losses, steps[order], np.array([ckpts[i]["tokens"] for i in order], dtype=np.int64),', 'return Trajectories(losses, steps[order], np.array([ckpts[i]["tokens"] for i in order], dtype=None),', 'int-default'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'return Trajectories(losses, steps[order], np.array([ckpts[i]["tokens"] for i in order], dtype=np.int64),', 'return Trajectories(losses, steps[order], np.array([ckpts[i]["tokens"] for i in order], ),', 'int-default'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'np.array([ckpts[i]["val_ppl"] for i in order], dtype=np.float64), self.token_table(),', 'np.array([ckpts[i]["val_ppl"] for i in order], dtype=None), self.token_table(),', 'json-floats'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'np.array([ckpts[i]["val_ppl"] for i in order], dtype=np.float64), self.token_table(),', 'np.array([ckpts[i]["val_ppl"] for i in order], ), self.token_table(),', 'json-floats'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'order = np.argsort(steps, kind="stable")', 'order = np.argsort(steps, kind=None)', 'distinct-steps'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'order = np.argsort(steps, kind="stable")', 'order = np.argsort(steps, )', 'distinct-steps'),
+    ('trajectories.storage.xǁTrajectoryStoreǁread', 'order = np.argsort(steps, kind="stable")', 'order = np.argsort(steps, kind="STABLE")', 'distinct-steps'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
