@@ -447,7 +447,8 @@ def test_logged_step_values_in_process(data_cache, clip_algorithm):
 
 
 def test_clipping_by_value_goes_to_lightning(data_cache):
-    """gradient_clip_algorithm: value clips each gradient entry (Lightning's own clipping), not the norm."""
+    """gradient_clip_algorithm: value clips each gradient entry (Lightning's own clipping), not the norm; grad_norm is
+    still the norm before clipping."""
     seen = []
 
     class MaxGrad(L.Callback):
@@ -456,11 +457,14 @@ def test_clipping_by_value_goes_to_lightning(data_cache):
                 lambda opt, args, kwargs: seen.append(max(float(p.grad.abs().max()) for g in opt.param_groups
                                                           for p in g["params"] if p.grad is not None)))
 
-    rec = RecipeRecorder()
-    trainer = tiny_trainer(3, [rec, MaxGrad()], clip=1e-3, gradient_clip_algorithm="value")
+    rec, logger = RecipeRecorder(), RowsLogger()
+    trainer = tiny_trainer(3, [rec, MaxGrad()], clip=1e-3, gradient_clip_algorithm="value", log_every_n_steps=1,
+                           logger=logger)
     trainer.fit(tiny_module(), datamodule=tiny_data(data_cache))
     assert len(seen) == 3 and max(seen) == pytest.approx(1e-3, rel=1e-6)  # entries clipped to the value
     assert min(rec.raw_norms) > 10 * 1e-3  # and they were larger before
+    # grad_norm is still the global norm before clipping (README), not a placeholder
+    assert [logger.rows[k]["grad_norm"] for k in (1, 2, 3)] == pytest.approx(rec.raw_norms, rel=1e-4)
 
 
 class ValidationReference(L.Callback):
@@ -592,3 +596,209 @@ def test_a_named_size_with_an_override_builds(capsys):
     module = LMModule(model=ModelSpec(size="14m", num_layers=2), optim=OptimSpec(lr=PEAK))
     module.configure_model()
     assert "pythia-14m with num_layers=2 (published 6)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- the printed model line, without a fit
+# Counts by hand from L(12d^2 + 13d) + 2Vd + 2d: pythia-14m (L 6, d 128, V 50304) 14,067,712; L 2, d 16, V 64: 8,640;
+# pythia-14m at L 2, d 64: 6,539,008; pythia-14m with a rank-8 head: 14,067,712 - 128 V + 8 V + 8 x 128 = 8,032,256.
+ARCH_14M = "6 layers, d_model 128, 4 heads, vocab 50304, context 2048, rotary 0.25, parallel residual"
+ARCH_SMALL = "2 layers, d_model 16, 2 heads, vocab 64, context 16, rotary 0.25, parallel residual"
+
+
+@pytest.mark.parametrize("spec, parameters, line", [
+    (ModelSpec(size="14m"), 14_067_712,
+     f"model pythia-14m: {ARCH_14M}, untied plain head: 14,067,712 parameters = published pythia-14m count"),
+    (ModelSpec(num_layers=2, hidden_size=16, num_heads=2, vocab_size=64, context_length=16), 8_640,
+     f"model neox-L2-d16-h2: {ARCH_SMALL}, untied plain head: 8,640 parameters = L(12d^2+13d)+2Vd+2d"),
+    (ModelSpec(num_layers=2, hidden_size=16, num_heads=2, vocab_size=64, context_length=16), 8_704,
+     f"model neox-L2-d16-h2: {ARCH_SMALL}, untied plain head: 8,704 parameters (formula L(12d^2+13d)+2Vd+2d gives 8,640)"),
+    (ModelSpec(size="14m", num_layers=2, hidden_size=64), 6_539_008,
+     "model pythia-14m with num_layers=2 (published 6), hidden_size=64 (published 128): 2 layers, d_model 64, 4 heads, "
+     "vocab 50304, context 2048, rotary 0.25, parallel residual, untied plain head: 6,539,008 parameters "
+     "= L(12d^2+13d)+2Vd+2d"),
+    (ModelSpec(size="14m", head={"kind": "low_rank", "rank": 8}), 8_032_256,
+     f"model pythia-14m+low_rank8: {ARCH_14M}, untied low_rank8 head: 8,032,256 parameters "
+     "(formula L(12d^2+13d)+2Vd+2d gives 14,067,712)"),
+], ids=["published-size", "custom-formula", "custom-off-formula", "size-with-overrides", "size-with-low-rank-head"])
+def test_the_model_line_names_the_architecture_and_checks_its_count(spec, parameters, line):
+    """The start-of-run line, exactly: the model's name (a named size's overrides each with its published value),
+    the architecture, and the count checked against the published count of a size as published, against the
+    formula otherwise (its value shown when they differ)."""
+    from lmdynamics.training.module import describe_model
+
+    assert describe_model(spec, parameters) == line
+
+
+def test_a_named_size_with_another_head_builds_and_a_wrong_build_of_a_size_is_refused(monkeypatch, capsys):
+    """A head switch on a named size changes the count on purpose (it is in the model's name), so it is not
+    held to the size's published count; a plain named size whose built count is not the published one is an
+    error (here the MLP built 3d wide instead of 4d: 6 x (2 x 128 x 128 + 128) = 197,376 parameters short)."""
+    import lmdynamics.training.module as module_code
+
+    low_rank = LMModule(model=ModelSpec(size="14m", head={"kind": "low_rank", "rank": 8}))
+    with torch.device("meta"):
+        low_rank.configure_model()
+    assert "8,032,256 parameters (formula L(12d^2+13d)+2Vd+2d gives 14,067,712)" in capsys.readouterr().out
+    build = module_code.build_causal_lm
+
+    def narrow_mlp(hf_config, head):
+        hf_config.intermediate_size = 3 * hf_config.hidden_size
+        return build(hf_config, head)
+
+    monkeypatch.setattr(module_code, "build_causal_lm", narrow_mlp)
+    with torch.device("meta"), pytest.raises(RuntimeError, match=r"built 13,870,336 parameters for pythia-14m, "
+                                                                 r"but it has 14,067,712: the architecture is wrong"):
+        LMModule(model=ModelSpec(size="14m")).configure_model()
+
+
+# ------------------------------------------------------------------- optimiser settings against the published ones
+def test_the_optimiser_overrides_name_what_differs_from_the_published_recipe():
+    """lr left empty takes the size's published peak; a field given as the published value (betas as the list a
+    YAML config gives) is no override; each override keeps the published value beside it; without a size
+    there is no published recipe and lr defaults to 1e-3."""
+    from lmdynamics.training.module import ResolvedOptim, resolve_optim
+
+    assert resolve_optim(OptimSpec(), "160m") == ResolvedOptim(6e-4, {}, {})
+    assert resolve_optim(OptimSpec(lr=6e-4, betas=[0.9, 0.95]), "160m") == ResolvedOptim(6e-4, {}, {})
+    changed = OptimSpec(lr=1e-3, betas=[0.9, 0.99], weight_decay=0.0, warmup_fraction=0.02)
+    assert resolve_optim(changed, "160m") == ResolvedOptim(
+        1e-3, {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.0, "warmup_fraction": 0.02},
+        {"lr": 6e-4, "betas": (0.9, 0.95), "weight_decay": 0.1, "warmup_fraction": 0.01})
+    assert resolve_optim(OptimSpec(), None) == ResolvedOptim(1e-3, {}, {})
+    assert resolve_optim(OptimSpec(lr=2e-3, weight_decay=0.0), None) == ResolvedOptim(2e-3, {}, {})
+
+
+def test_warmup_updates_from_the_fraction():
+    """round(fraction x steps), none for a zero fraction, at least one for a positive one, never more than the run."""
+    from lmdynamics.training.module import warmup_steps
+
+    assert warmup_steps(0.0, 100) == 0
+    assert warmup_steps(0.01, 143_000) == 1430
+    assert warmup_steps(0.001, 100) == 1 and warmup_steps(0.004, 100) == 1  # 0.1 and 0.4 updates: one
+    assert warmup_steps(0.015, 100) == 2
+    assert warmup_steps(1.0, 5) == 5 and warmup_steps(3.0, 5) == 5
+
+
+def test_the_schedule_of_a_one_update_run():
+    """What run.json and the dry run show as the schedule: every field, for a run of one update."""
+    module = tiny_module()
+    module.trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False, enable_model_summary=False)
+    assert module.schedule_description() == {"peak_lr": PEAK, "max_steps": 1, "warmup_steps": 1,
+                                             "warmup_fraction": WARMUP_FRACTION, "min_lr_ratio": 0.1}
+
+
+# ------------------------------------------------------------------- the module's arguments
+def test_a_non_positive_head_lr_multiplier_is_refused():
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match=f"model.optim.head_lr_multiplier must be positive, got {bad}"):
+            LMModule(optim=OptimSpec(head_lr_multiplier=bad))
+
+
+def test_the_hyperparameters_are_the_three_specs_by_argument_name():
+    """A checkpoint's hyper_parameters (Lightning's copy of ``hparams``) hold the model, optim and speed specs as
+    dicts under LMModule's argument names, which is how the CLI reads a checkpoint's settings back (each
+    dict is the argument's value); building from them gives the same specs."""
+    import inspect
+    from dataclasses import asdict
+
+    from lmdynamics.training.speed import SpeedSpec
+
+    spec = ModelSpec(size="14m", num_layers=2, head={"kind": "low_rank", "rank": 8})
+    optim, speed = OptimSpec(lr=PEAK, head_lr_multiplier=2.0), SpeedSpec(compile=True, peak_tflops=3.0)
+    module = LMModule(model=spec, optim=optim, speed=speed)
+    saved = dict(module.hparams)
+    assert saved == {"model": asdict(spec), "optim": asdict(optim), "speed": asdict(speed)}
+    assert list(saved) == list(inspect.signature(LMModule).parameters)
+    again = LMModule(model=ModelSpec(**saved["model"]), optim=OptimSpec(**saved["optim"]),
+                     speed=SpeedSpec(**saved["speed"]))
+    assert asdict(again.spec.resolved()) == asdict(spec.resolved())
+    assert (again.optim, again.speed) == (optim, speed)
+
+
+class FakeData:
+    """What resolve_spec reads of a data module: prepare(), the tokenizer's vocabulary, the context length."""
+
+    def __init__(self, vocab_size: int, context_length: int = 32):
+        self.vocab_size, self.context_length, self.prepared = vocab_size, context_length, False
+
+    def prepare(self):
+        self.prepared = True
+
+
+def test_the_vocabulary_and_context_follow_the_data():
+    """Without a size or a vocabulary, the tokenizer's rounded up to a multiple of 128 (GPT-NeoX's 50277 ids:
+    Pythia's 50304); a named size keeps its own; a given one is kept when it holds every id, equal included,
+    and refused when it is smaller. The context length is always the data's."""
+    custom = dict(num_layers=2, hidden_size=16, num_heads=2)
+    data = FakeData(50277)
+    spec = LMModule(model=ModelSpec(**custom)).resolve_spec(data)
+    assert data.prepared and (spec.vocab_size, spec.context_length) == (50304, 32)
+    assert LMModule(model=ModelSpec(**custom)).resolve_spec(FakeData(300)).vocab_size == 384
+    named = LMModule(model=ModelSpec(size="14m")).resolve_spec(FakeData(300, 64))
+    assert (named.vocab_size, named.context_length, named.overrides()) == (50304, 64, {})
+    assert LMModule(model=ModelSpec(**custom, vocab_size=1024)).resolve_spec(FakeData(300)).vocab_size == 1024
+    assert LMModule(model=ModelSpec(**custom, vocab_size=300)).resolve_spec(FakeData(300)).vocab_size == 300
+    with pytest.raises(ValueError, match="model vocabulary 299 is smaller than the tokenizer's 300 ids"):
+        LMModule(model=ModelSpec(**custom, vocab_size=299)).resolve_spec(FakeData(300))
+
+
+def test_calling_the_module_gives_the_models_logits():
+    module = LMModule(model=ModelSpec(num_layers=1, hidden_size=16, num_heads=2, vocab_size=64, context_length=8))
+    with contextlib.redirect_stdout(io.StringIO()):
+        module.configure_model()
+    tokens = torch.randint(0, 64, (3, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = module(tokens)
+        assert logits.shape == (3, 8, 64)
+        assert torch.equal(logits, module.model(input_ids=tokens).logits)
+
+
+# ------------------------------------------------------------------- losses summed in float64
+class MicroLosses(L.Callback):
+    """The loss of every training micro-batch and of every validation batch with its row count, by the module's
+    own loss at the weights the step sees."""
+
+    def __init__(self):
+        self.train, self.val = [], []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        with torch.no_grad():
+            self.train.append(float(pl_module.lm_loss(batch)))
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            with torch.no_grad():
+                self.val.append((float(pl_module.lm_loss(batch)), batch.size(0)))
+
+
+def test_logged_losses_are_the_float64_weighted_means(data_cache, tmp_path):
+    """train_loss is the mean of the update's micro-batch losses and val_loss the row-weighted mean of the
+    validation batches' losses, both summed in float64 (val_loss then in float32): the exact means, not float32
+    running sums (whose rounding a long accumulation or validation would grow)."""
+    data = TextDataModule(source="python-docs", tokenizer="bpe:300", context_length=16, batch_size=3,
+                          max_documents=60, val_blocks=12, cache_dir=str(data_cache))
+    L.seed_everything(7)
+    seen, logger = MicroLosses(), RowsLogger()
+    trainer = tiny_trainer(4, [seen], clip=None, accumulate_grad_batches=3, log_every_n_steps=1, logger=logger,
+                           val_check_interval=12, check_val_every_n_epoch=None, limit_val_batches=None)
+    trainer.fit(tiny_module(), datamodule=data)
+    assert len(seen.train) == 12 and len(seen.val) == 4
+    for k in (1, 2, 3, 4):
+        micro = seen.train[3 * (k - 1):3 * k]
+        assert logger.rows[k]["train_loss"] == pytest.approx(sum(micro) / 3, rel=1e-13, abs=0), k
+    expected = sum(loss * rows for loss, rows in seen.val) / sum(rows for _, rows in seen.val)
+    assert logger.rows[4]["val_loss"] == float(torch.tensor(expected, dtype=torch.float64).float())
+
+
+@pytest.mark.parametrize("reported", [1.25, None])
+def test_a_norm_measured_by_the_engine_is_the_one_logged(data_cache, reported):
+    """Under DeepSpeed the engine (the strategy's model) clips and measures the norm itself: grad_norm is the
+    norm its get_global_grad_norm reports, and NaN when it reports none (ZeRO's norm computation off), training
+    going on either way. An engine stand-in: the strategy's model here is the module itself."""
+    logger, module = RowsLogger(), tiny_module()
+    module.get_global_grad_norm = lambda: reported
+    tiny_trainer(2, log_every_n_steps=1, logger=logger).fit(module, datamodule=tiny_data(data_cache))
+    for k in (1, 2):
+        value = logger.rows[k]["grad_norm"]
+        assert value == reported if reported is not None else math.isnan(value), (k, value)

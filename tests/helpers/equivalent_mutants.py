@@ -198,6 +198,17 @@ REASONS = {
                     "and are ordered by the later elements alike",
     "below-layers": "layer counts are >= 0: any negative default puts models without per-layer rows first alike",
     "resid-layers": "residual-stream activations are captured at layers >= 0 only, so per_layer=True selects the same rows",
+    # saturation/harness.py
+    'falsy-args': "a config without model_args gives the default to `str(args or '')`, which reads '' and None alike (neither is a Mapping): the same empty model_args",
+    'split-ends': 'only the last piece of rsplit (or the first piece of split) is kept, and that piece is the same for any maxsplit of at least 1 or none at all',
+    'isclose-default': "math.isclose's abs_tol defaults to 0.0: passing abs_tol=0.0 or leaving it out is the same call",
+    # training/module.py
+    'tuple-default': "OptimSpec's default betas is a tuple and dataclasses.asdict copies tuples as tuples, so the published betas are a tuple already; a stray extra key in `published` is never read (overrides come from the used fields, and only their published values are returned)",
+    'peak-at-warmup': "at update == warmup the cosine branch gives r + (1 - r) x 0.5 x (1 + cos 0) = r + (1 - r), exactly 1.0 in float64 for every ratio r in [0, 1] (1 - r is exact for r >= 1/2 and within 2^-54 of it below, which rounds back to 1): the warmup branch's warmup / warmup",
+    'set-before-read': "the attribute is assigned before anything reads it: flops_per_token by configure_model (run before fit's hooks; the dry run calls it before run_description), _peak_flops in on_train_start, _step_lr and _step_loss in the first on_train_batch_start of every update, last_grad_norm by configure_gradient_clipping (every algorithm; Lightning calls it at every update) or from DeepSpeed's engine, before on_train_batch_end logs it: the initial value is never read",
+    'trainer-datamodule': "Lightning's Trainer sets its datamodule attribute (None without one) when it is built (DataConnector.on_trainer_init): getattr's default is never used",
+    'float-case-nan': "float() reads 'NAN' and 'nan' alike",
+    'exact-rows': 'the row count of a validation batch is a small integer, exact in float32, and torch.stack promotes it to the float64 of the loss sum: the same sums',
 }
 
 # (function, line before, line after, reason)
@@ -483,6 +494,28 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('trajectories.storage.xǁTrajectoryStoreǁread', 'order = np.argsort(steps, kind="stable")', 'order = np.argsort(steps, kind=None)', 'distinct-steps'),
     ('trajectories.storage.xǁTrajectoryStoreǁread', 'order = np.argsort(steps, kind="stable")', 'order = np.argsort(steps, )', 'distinct-steps'),
     ('trajectories.storage.xǁTrajectoryStoreǁread', 'order = np.argsort(steps, kind="stable")', 'order = np.argsort(steps, kind="STABLE")', 'distinct-steps'),
+    ('saturation.harness.x__model_args', 'args = config.get("model_args", "") if isinstance(config, Mapping) else ""', 'args = config.get("model_args", None) if isinstance(config, Mapping) else ""', 'falsy-args'),
+    ('saturation.harness.x__model_args', 'args = config.get("model_args", "") if isinstance(config, Mapping) else ""', 'args = config.get("model_args", ) if isinstance(config, Mapping) else ""', 'falsy-args'),
+    ('saturation.harness.x_higher_is_better', 'base = metric.rsplit("/", 1)[-1].split(",", 1)[0]', 'base = metric.rsplit("/", )[-1].split(",", 1)[0]', 'split-ends'),
+    ('saturation.harness.x_higher_is_better', 'base = metric.rsplit("/", 1)[-1].split(",", 1)[0]', 'base = metric.rsplit("/", 2)[-1].split(",", 1)[0]', 'split-ends'),
+    ('saturation.harness.x_higher_is_better', 'base = metric.rsplit("/", 1)[-1].split(",", 1)[0]', 'base = metric.rsplit("/", 1)[-1].split(",", 2)[0]', 'split-ends'),
+    ('saturation.harness.x_higher_is_better', 'base = metric.rsplit("/", 1)[-1].split(",", 1)[0]', 'base = metric.rsplit("/", 1)[-1].split(",", )[0]', 'split-ends'),
+    ('saturation.harness.x_read_directory', 'if old is not None and not math.isclose(old, value, rel_tol=1e-12, abs_tol=0.0):', 'if old is not None and not math.isclose(old, value, rel_tol=1e-12, ):', 'isclose-default'),
+    ('saturation.harness.x_read_file', 'text = path.read_text(encoding="utf-8", errors="replace")', 'text = path.read_text(encoding="UTF-8", errors="replace")', 'utf8-name'),
+    ('training.module.x_resolve_optim', 'published["betas"] = tuple(published["betas"])', 'published["XXbetasXX"] = tuple(published["betas"])', 'tuple-default'),
+    ('training.module.x_resolve_optim', 'published["betas"] = tuple(published["betas"])', 'published["BETAS"] = tuple(published["betas"])', 'tuple-default'),
+    ('training.module.x_lr_multiplier', 'if update <= warmup:', 'if update < warmup:', 'peak-at-warmup'),
+    ('training.module.xǁLMModuleǁ__init__', 'self.flops_per_token: int | None = None', 'self.flops_per_token: int | None = ""', 'set-before-read'),
+    ('training.module.xǁLMModuleǁ__init__', 'self._peak_flops: float | None = None', 'self._peak_flops: float | None = ""', 'set-before-read'),
+    ('training.module.xǁLMModuleǁ__init__', 'self._step_lr = float("nan")', 'self._step_lr = None', 'set-before-read'),
+    ('training.module.xǁLMModuleǁ__init__', 'self._step_lr = float("nan")', 'self._step_lr = float("NAN")', 'set-before-read'),
+    ('training.module.xǁLMModuleǁ__init__', 'self._step_loss: torch.Tensor | None = None', 'self._step_loss: torch.Tensor | None = ""', 'set-before-read'),
+    ('training.module.xǁLMModuleǁ__init__', 'self.last_grad_norm = float("nan")', 'self.last_grad_norm = None', 'set-before-read'),
+    ('training.module.xǁLMModuleǁ__init__', 'self.last_grad_norm = float("nan")', 'self.last_grad_norm = float("NAN")', 'set-before-read'),
+    ('training.module.xǁLMModuleǁresolve_spec', 'dm = getattr(self.trainer, "datamodule", None)', 'dm = getattr(self.trainer, "datamodule", )', 'trainer-datamodule'),
+    ('training.module.xǁLMModuleǁvalidation_step', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), dtype=torch.float64, device=self.device)])', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), dtype=None, device=self.device)])', 'exact-rows'),
+    ('training.module.xǁLMModuleǁvalidation_step', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), dtype=torch.float64, device=self.device)])', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), device=self.device)])', 'exact-rows'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', '"grad_norm": float(self.last_grad_norm) if self.last_grad_norm is not None else float("nan"),', '"grad_norm": float(self.last_grad_norm) if self.last_grad_norm is not None else float("NAN"),', 'float-case-nan'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}

@@ -69,7 +69,7 @@ def describe_model(spec: ModelSpec, parameters: int) -> str:
         label = spec.name
     formula = pythia_parameter_count(s.num_layers, s.hidden_size, s.vocab_size)
     published = spec.published_parameters()
-    if published is not None and not overrides:
+    if published is not None and not overrides and not s.head.label:  # a named size as published, plain head
         check = f"= published pythia-{spec.size} count"
     elif parameters == formula:
         check = "= L(12d^2+13d)+2Vd+2d"
@@ -196,7 +196,7 @@ class LMModule(L.LightningModule):
         self.flops_per_token = model_flops_per_token(n, spec.vocab_size, spec.num_layers, spec.hidden_size,
                                                      spec.context_length, tied=spec.tie_embeddings)
         published = spec.published_parameters()
-        if published is not None and not spec.overrides() and n != published:
+        if published is not None and not spec.overrides() and not spec.head.label and n != published:
             raise RuntimeError(f"built {n:,} parameters for pythia-{spec.size}, but it has {published:,}: the architecture is wrong")
         if self.global_rank == 0:
             print(f"[lmdynamics] {describe_model(spec, n)}")
@@ -250,6 +250,7 @@ class LMModule(L.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip by global norm (the Trainer's ``gradient_clip_val``) and keep the pre-clipping norm for the log."""
         if gradient_clip_algorithm not in (None, "norm"):
+            self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), float("inf"))  # measured, not clipped
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         max_norm = gradient_clip_val if gradient_clip_val else float("inf")
         self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
