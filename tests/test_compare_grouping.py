@@ -161,3 +161,11 @@ def test_a_head_key_that_is_no_parameter_must_be_in_every_run():
     runs = [_run("a", config={"m": {"head": {"kind": "mos"}}}), _run("b", config={"m": {"head": {"components": 2}}})]
     with pytest.raises(CompareError, match="--group_by m.head.kind: not in the config or run.json of b"):
         plan_groups(runs, ["m.head.kind"], None)
+
+
+def test_a_head_parameter_counts_where_only_run_json_names_a_kind_that_uses_it():
+    """The head's kind is looked up like any key: in the resolved config, else in run.json."""
+    info = {"model": {"head": {"kind": "mos", "rank": 4}}}
+    assert grouping.group_of({}, info, ["model.head.rank"]).value("model.head.rank") == "4"  # values as labels show them
+    plain = {"model": {"head": {"kind": "plain", "rank": 4}}}
+    assert grouping.group_of({}, plain, ["model.head.rank"]).value("model.head.rank") is None  # unused by a plain head

@@ -209,6 +209,11 @@ REASONS = {
     'trainer-datamodule': "Lightning's Trainer sets its datamodule attribute (None without one) when it is built (DataConnector.on_trainer_init): getattr's default is never used",
     'float-case-nan': "float() reads 'NAN' and 'nan' alike",
     'exact-rows': 'the row count of a validation batch is a small integer, exact in float32, and torch.stack promotes it to the float64 of the loss sum: the same sums',
+    # compare/grouping.py
+    'empty-union': 'set().union() of no sets is the empty set: sorted, the same [] as the else branch',
+    'regex-parts': "re.split with the number pattern yields numbers with at most one '.', and other parts without any digit: removing one '.' or all of them decides isdigit() alike",
+    'constant-tag': 'the element is the same constant for every number (or every text part), so it never decides an order between them, and numbers still sort before text (0 < 1 or 2)',
+    'after-one': 'the branch above returns when exactly one key matches, so here len(tails) is 0 or at least 2: > 1 and >= 1 decide alike',
 }
 
 # (function, line before, line after, reason)
@@ -516,6 +521,16 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('training.module.xǁLMModuleǁvalidation_step', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), dtype=torch.float64, device=self.device)])', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), dtype=None, device=self.device)])', 'exact-rows'),
     ('training.module.xǁLMModuleǁvalidation_step', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), dtype=torch.float64, device=self.device)])', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), device=self.device)])', 'exact-rows'),
     ('training.module.xǁLMModuleǁon_train_batch_end', '"grad_norm": float(self.last_grad_norm) if self.last_grad_norm is not None else float("nan"),', '"grad_norm": float(self.last_grad_norm) if self.last_grad_norm is not None else float("NAN"),', 'float-case-nan'),
+    ('compare.grouping.x_differing_keys', 'keys = sorted(set().union(*flats)) if flats else []', 'keys = sorted(set().union(*flats)) if (flats) or True else []', 'empty-union'),
+    ('compare.grouping.x_resolve', 'every = sorted(set().union(*flats)) if flats else []', 'every = sorted(set().union(*flats)) if (flats) or True else []', 'empty-union'),
+    ('compare.grouping.x_is_seed', 'return "seed" in key.rsplit(".", 1)[-1]', 'return "seed" in key.rsplit(".", 2)[-1]', 'split-ends'),
+    ('compare.grouping.x_is_seed', 'return "seed" in key.rsplit(".", 1)[-1]', 'return "seed" in key.rsplit(".", )[-1]', 'split-ends'),
+    ('compare.grouping.x_natural', 'return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 0.0, p)', 'return [(0, float(p), "") if p.replace(".", "", ).isdigit() else (1, 0.0, p)', 'regex-parts'),
+    ('compare.grouping.x_natural', 'return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 0.0, p)', 'return [(0, float(p), "") if p.replace(".", "", 2).isdigit() else (1, 0.0, p)', 'regex-parts'),
+    ('compare.grouping.x_natural', 'return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 0.0, p)', 'return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (2, 0.0, p)', 'constant-tag'),
+    ('compare.grouping.x_natural', 'return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 0.0, p)', 'return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 1.0, p)', 'constant-tag'),
+    ('compare.grouping.x_natural', 'return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 0.0, p)', 'return [(0, float(p), "XXXX") if p.replace(".", "", 1).isdigit() else (1, 0.0, p)', 'constant-tag'),
+    ('compare.grouping.x_resolve', 'if len(tails) > 1:', 'if len(tails) >= 1:', 'after-one'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
