@@ -8,7 +8,9 @@ after step 100 resumes exactly (the comparisons of ``tests/kill_resume.py``).
 """
 
 import builtins
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,8 +19,8 @@ import pytest
 import torch
 import yaml
 
-from lmdynamics.training.resume import (KEEP_POSITIONS, POSITIONS_FILE, ResumeCheckpoint, _replace, load_positions,
-                                       read_checkpoint_state)
+from lmdynamics.training.resume import (KEEP_POSITIONS, POSITIONS_FILE, ResumeCheckpoint, _replace, checkpoint_step,
+                                       load_positions, read_checkpoint_state)
 
 
 class CountingLogger:
@@ -87,6 +89,17 @@ def test_checkpoint_state_of_a_file_without_a_step_and_of_a_file_that_is_no_chec
     assert read_checkpoint_state(tmp_path) is None  # a DeepSpeed checkpoint directory
 
 
+def test_checkpoint_step_of_a_checkpoint_and_none_for_a_missing_unreadable_or_directory_checkpoint(tmp_path):
+    """What an interrupted run's hint says it resumes from (None: 'step 0 (no resume checkpoint yet)')."""
+    torch.save({"global_step": 7}, tmp_path / "last.ckpt")
+    assert checkpoint_step(tmp_path / "last.ckpt") == 7
+    assert checkpoint_step(tmp_path / "missing.ckpt") is None
+    (tmp_path / "junk.ckpt").write_text("not a checkpoint")
+    assert checkpoint_step(tmp_path / "junk.ckpt") is None
+    (tmp_path / "deepspeed.ckpt").mkdir()  # a DeepSpeed checkpoint directory: no state read
+    assert checkpoint_step(tmp_path / "deepspeed.ckpt") is None
+
+
 def _as_if_written_on_a_gpu(path: Path) -> None:
     """Rewrite a CPU checkpoint as a GPU run's (its tensors' storage location ``cuda:0``, as ``torch.save`` records it
     in ``data.pkl``), so that a CPU-only machine can only read it mapped to the CPU."""
@@ -135,6 +148,32 @@ def test_a_checkpoint_directory_replaces_the_old_one_whole(tmp_path):
     (tmp_path / "file").write_text("1")
     _replace(tmp_path / "file.pending", tmp_path / "file")
     assert (tmp_path / "file").read_text() == "2" and not (tmp_path / "file.pending").exists()
+
+
+def test_an_old_checkpoint_directory_that_cannot_be_removed_yet_does_not_fail_the_commit(tmp_path, monkeypatch):
+    """On NFS a directory holding a file still open elsewhere (a reader of the old checkpoint) cannot be removed yet: the
+    new checkpoint is in place all the same, and the next replace removes what was left."""
+    final, pending, old = tmp_path / "last.ckpt", tmp_path / ".last.ckpt.pending", tmp_path / ".last.ckpt.old"
+    final.mkdir()
+    (final / "old_shard").write_text("old")
+    pending.mkdir()
+    (pending / "new_shard").write_text("new")
+    rmdir = os.rmdir
+
+    def busy(path, *args, **kwargs):
+        if Path(path) == old:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
+        return rmdir(path, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "rmdir", busy)
+        _replace(pending, final)
+    assert sorted(p.name for p in final.iterdir()) == ["new_shard"] and old.exists()
+    pending.mkdir()
+    (pending / "newer_shard").write_text("newer")
+    _replace(pending, final)
+    assert sorted(p.name for p in final.iterdir()) == ["newer_shard"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
 
 @pytest.mark.slow

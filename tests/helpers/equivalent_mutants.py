@@ -214,6 +214,14 @@ REASONS = {
     'regex-parts': "re.split with the number pattern yields numbers with at most one '.', and other parts without any digit: removing one '.' or all of them decides isdigit() alike",
     'constant-tag': 'the element is the same constant for every number (or every text part), so it never decides an order between them, and numbers still sort before text (0 < 1 or 2)',
     'after-one': 'the branch above returns when exactly one key matches, so here len(tails) is 0 or at least 2: > 1 and >= 1 decide alike',
+    # training/resume.py
+    'missing-unreadable': 'a missing file makes torch.load raise FileNotFoundError, which read_checkpoint_state turns into the ValueError checkpoint_step catches: None with or without the exists() test (and exists() is evaluated, raising alike, in both)',
+    'overridden-readers': "Lightning's ModelCheckpoint reads _last_checkpoint_saved only in on_train_end, on_train_epoch_end and on_validation_end (all overridden by ResumeCheckpoint, which does not call them) and for save_last='link' (ResumeCheckpoint passes save_last=True): the value is never read",
+    'falsy-version-counter': 'ModelCheckpoint tests enable_version_counter only for truth (`if self._enable_version_counter:`): None is False',
+    'overridden-trigger': 'ModelCheckpoint reads every_n_train_steps (and the every_n_epochs=1 it falls back to without it) only in on_train_batch_end, on_train_epoch_end, on_validation_end and state_key, all overridden by ResumeCheckpoint (which saves on its own self.every and keys its state by class name): the trigger passed changes nothing',
+    'one-process-reduce': "on one process reduce_boolean_decision returns the decision itself (Strategy's returns it; ParallelStrategy's sums the one rank's vote, so == world_size and bool() give it back), and runs of several processes reduce under both conditions: > 1 and >= 1 decide alike",
+    'falsy-all': "Lightning's reduce_boolean_decision tests all= only for truth (ParallelStrategy: `bool(decision == self.world_size) if all else bool(decision)`; Strategy ignores it): all=None is all=False, any rank",
+    'last-name': "the last checkpoint's name CHECKPOINT_NAME_LAST = 'last' has no {metric} fields and the version counter is off, so format_checkpoint_name reads no candidates ('last'.format(None) is 'last'), and ResumeCheckpoint._save_checkpoint writes its pending name whatever the name: the same file",
 }
 
 # (function, line before, line after, reason)
@@ -531,6 +539,14 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('compare.grouping.x_natural', 'return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 0.0, p)', 'return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 1.0, p)', 'constant-tag'),
     ('compare.grouping.x_natural', 'return [(0, float(p), "") if p.replace(".", "", 1).isdigit() else (1, 0.0, p)', 'return [(0, float(p), "XXXX") if p.replace(".", "", 1).isdigit() else (1, 0.0, p)', 'constant-tag'),
     ('compare.grouping.x_resolve', 'if len(tails) > 1:', 'if len(tails) >= 1:', 'after-one'),
+    ('training.resume.x_checkpoint_step', 'state = read_checkpoint_state(path) if path.exists() else None', 'state = read_checkpoint_state(path) if (path.exists()) or True else None', 'missing-unreadable'),
+    ('training.resume.xǁResumeCheckpointǁ_save_checkpoint', 'self._last_checkpoint_saved = filepath', 'self._last_checkpoint_saved = None', 'overridden-readers'),
+    ('training.resume.xǁResumeCheckpointǁ__init__', 'enable_version_counter=False)', 'enable_version_counter=None)', 'falsy-version-counter'),
+    ('training.resume.xǁResumeCheckpointǁ__init__', 'super().__init__(dirpath=str(dirpath), save_top_k=0, save_last=True, every_n_train_steps=every,', 'super().__init__(dirpath=str(dirpath), save_top_k=0, save_last=True, every_n_train_steps=None,', 'overridden-trigger'),
+    ('training.resume.xǁResumeCheckpointǁ__init__', 'super().__init__(dirpath=str(dirpath), save_top_k=0, save_last=True, every_n_train_steps=every,\nenable_version_counter=False)', 'super().__init__(dirpath=str(dirpath), save_top_k=0, save_last=True, enable_version_counter=False)', 'overridden-trigger'),
+    ('training.resume.xǁResumeCheckpointǁon_train_batch_end', 'if trainer.world_size > 1:  # every rank stops after the same step (a signal reaches ranks at different times)', 'if trainer.world_size >= 1:  # every rank stops after the same step (a signal reaches ranks at different times)', 'one-process-reduce'),
+    ('training.resume.xǁResumeCheckpointǁon_train_batch_end', 'stop = trainer.strategy.reduce_boolean_decision(stop, all=False)', 'stop = trainer.strategy.reduce_boolean_decision(stop, all=None)', 'falsy-all'),
+    ('training.resume.xǁResumeCheckpointǁon_train_batch_end', 'self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))', 'self._save_last_checkpoint(trainer, None)', 'last-name'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}

@@ -47,6 +47,12 @@ class ResumeCheckpoint(ModelCheckpoint):
         self._signals = StopOnSignal()
 
     @property
+    def state_key(self) -> str:
+        """One key whatever ``every`` is (ModelCheckpoint's names its trigger): a run resumed with another
+        ``run.resume_every`` finds its state, where Lightning warned that the callback was missing."""
+        return type(self).__qualname__
+
+    @property
     def path(self) -> Path:
         return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
 
