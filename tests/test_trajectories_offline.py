@@ -200,3 +200,62 @@ def test_the_device_given_reaches_every_checkpoint_load(run, tmp_path, monkeypat
     assert main(["record", "--source", str(run_dir), "--text", str(root / "eval.txt"), "--blocks", "2",
                  "--block_tokens", "10", "--steps", "5", "--device", "cpu:0", "--out", str(tmp_path / "cli")]) == 0
     assert seen == [(5, "cpu:0")]
+
+
+def test_by_default_every_checkpoint_is_recorded_and_validation_takes_as_many_blocks(run, tmp_path):
+    root, run_dir, tok = run
+    text = evaluation_text(tok, root / "eval.txt", 2, 10, val_text=root / "val.txt")
+    assert text.val_blocks.shape == text.blocks.shape == (2, 10)  # val_blocks left out: as many as num_blocks
+    assert list(record_source(run_dir, text, tmp_path / "one", log=lambda _: None).read().steps) == [0, 5, 10]
+    (many,) = record_sources([str(run_dir)], text, tmp_path / "many", log=lambda _: None)
+    assert list(many.read().steps) == [0, 5, 10]
+
+
+def test_documents_are_packed_with_the_tokenizers_separator_and_without_its_special_tokens(tmp_path):
+    """Each document is tokenised as its text alone (no BOS a template would add) and documents are joined by the
+    tokenizer's end-of-text id, as ``evaluation_blocks`` packs them."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    from lmdynamics.trajectories.tokens import evaluation_blocks
+
+    vocab = {"<|endoftext|>": 0, "<s>": 1, "a": 2, "b": 3, "c": 4, "[UNK]": 5}
+    t = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    t.save(str(tmp_path / "tokenizer.json"))
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"text": "a b c a"}\n{"text": "c b"}\n{"text": "b b a c"}\n')
+    got = evaluation_text(tmp_path / "tokenizer.json", docs, 2, 5)
+    expected, table = evaluation_blocks([[2, 3, 4, 2], [4, 3], [3, 3, 2, 4]], 2, 5, 0)
+    assert torch.equal(got.blocks, expected) and 1 not in got.blocks and 0 in got.blocks
+    np.testing.assert_array_equal(got.table.document, table.document)
+
+
+def test_n_counts_every_parameter_but_the_input_embedding_for_every_kind_of_head():
+    from lmdynamics.models.heads import HeadSpec, build_causal_lm
+
+    for head in (HeadSpec(kind="low_rank", rank=4), HeadSpec(kind="mos", components=2, rank=None)):
+        model = build_causal_lm(tiny_config(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=32), head)
+        embedding = model.get_input_embeddings().weight.numel()
+        assert non_embedding_parameters(model) == sum(p.numel() for p in model.parameters()) - embedding
+
+
+def test_a_half_precision_checkpoint_is_scored_in_float32_by_default(tmp_path):
+    from types import SimpleNamespace
+
+    from lmdynamics.trajectories.offline import load_model
+
+    GPTNeoXForCausalLM(tiny_config(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                   intermediate_size=32)).half().save_pretrained(tmp_path / "ckpt")
+    model = load_model(SimpleNamespace(path=tmp_path / "ckpt"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32} and not model.training
+
+
+def test_a_stores_own_blocks_name_the_store_and_its_text(run, tmp_path):
+    root, run_dir, tok = run
+    text = evaluation_text(tok, root / "eval.txt", 2, 10)
+    store = record_source(run_dir, text, tmp_path / "out", steps="0", log=lambda _: None)
+    again = stored_text(store.dir)
+    assert torch.equal(again.blocks, text.blocks)
+    assert again.source == f"{store.dir} ({store.manifest['meta'].get('text', '')})" and str(store.dir) in again.source

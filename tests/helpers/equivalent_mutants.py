@@ -222,6 +222,9 @@ REASONS = {
     'one-process-reduce': "on one process reduce_boolean_decision returns the decision itself (Strategy's returns it; ParallelStrategy's sums the one rank's vote, so == world_size and bool() give it back), and runs of several processes reduce under both conditions: > 1 and >= 1 decide alike",
     'falsy-all': "Lightning's reduce_boolean_decision tests all= only for truth (ParallelStrategy: `bool(decision == self.world_size) if all else bool(decision)`; Strategy ignores it): all=None is all=False, any rank",
     'last-name': "the last checkpoint's name CHECKPOINT_NAME_LAST = 'last' has no {metric} fields and the version counter is off, so format_checkpoint_name reads no candidates ('last'.format(None) is 'last'), and ResumeCheckpoint._save_checkpoint writes its pending name whatever the name: the same file",
+    # trajectories/offline.py
+    'parsed-again': "every source's steps() hands the selection to checkpoints.steps.select_steps, which parses a string or int itself and sorts a list: parsing it here first, or not, gives the same steps",
+    'batch-size': "each block's losses do not depend on which blocks share its batch (equal-length blocks, no padding; tests/test_trajectories_offline.py records with batch sizes 1 and 2 and finds the same losses): the batch size changes only memory and time",
 }
 
 # (function, line before, line after, reason)
@@ -547,6 +550,12 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('training.resume.xǁResumeCheckpointǁon_train_batch_end', 'if trainer.world_size > 1:  # every rank stops after the same step (a signal reaches ranks at different times)', 'if trainer.world_size >= 1:  # every rank stops after the same step (a signal reaches ranks at different times)', 'one-process-reduce'),
     ('training.resume.xǁResumeCheckpointǁon_train_batch_end', 'stop = trainer.strategy.reduce_boolean_decision(stop, all=False)', 'stop = trainer.strategy.reduce_boolean_decision(stop, all=None)', 'falsy-all'),
     ('training.resume.xǁResumeCheckpointǁon_train_batch_end', 'self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))', 'self._save_last_checkpoint(trainer, None)', 'last-name'),
+    ('trajectories.offline.x__checked_source', 'chosen = source.steps(parse_steps(steps) if isinstance(steps, (str, int)) else steps)', 'chosen = source.steps(parse_steps(steps) if (isinstance(steps, (str, int))) and False else steps)', 'parsed-again'),
+    ('trajectories.offline.x__checked_source', 'chosen = source.steps(parse_steps(steps) if isinstance(steps, (str, int)) else steps)', 'chosen = source.steps(parse_steps(steps) if (isinstance(steps, (str, int))) or True else steps)', 'parsed-again'),
+    ('trajectories.offline.x_record_source', 'batch_size: int = 8, device: str = "cpu", log: Callable[[str], None] = print,', 'batch_size: int = 9, device: str = "cpu", log: Callable[[str], None] = print,', 'batch-size'),
+    ('trajectories.offline.x_record_sources', 'def record_sources(specs: Sequence[str], text: EvaluationText, out_root, steps="all", batch_size: int = 8,', 'def record_sources(specs: Sequence[str], text: EvaluationText, out_root, steps="all", batch_size: int = 9,', 'batch-size'),
+    ('trajectories.offline.x_record_source', 'losses = token_losses(model, text.blocks, batch_size)', 'losses = token_losses(model, text.blocks, )', 'batch-size'),
+    ('trajectories.offline.x_record_source', 'val = token_losses(model, text.val_blocks, batch_size) if text.val_blocks is not None else losses', 'val = token_losses(model, text.val_blocks, ) if text.val_blocks is not None else losses', 'batch-size'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
