@@ -6,6 +6,8 @@ import importlib.util
 import re
 import tomllib
 
+import pytest
+
 from tests.helpers.cli import ROOT
 
 
@@ -90,6 +92,7 @@ def test_modules_start_largest_source_first_and_none_is_lost():
     assert sizes == sorted(sizes, reverse=True)
 
 
+@pytest.mark.slow  # runs mutmut's mutant generation in a subprocess
 def test_registered_equivalents_are_marked_skipped_before_the_run_and_nothing_else(tmp_path, monkeypatch):
     """``skip_equivalents.py`` in a module's scratch copy marks exactly the generated mutants that the registry
     argues equivalent (each registered change of the module is found), and leaves every other mutant to the run."""

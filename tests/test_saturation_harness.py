@@ -1,6 +1,7 @@
 """Reading lm-eval result files: both layouts, model/step discovery, directions, and bad files."""
 
 import json
+import locale
 import os
 import shutil
 import subprocess
@@ -177,20 +178,17 @@ def test_invalid_utf8_is_replaced_and_the_file_is_named(tmp_path):
 
 
 def test_utf8_whatever_the_locale(tmp_path):
+    """Result files are UTF-8 JSON: read as UTF-8 where the locale's encoding is ASCII (LANG=C without Python's
+    UTF-8 mode), in process: the C locale set for LC_CTYPE while the file is read."""
     path = tmp_path / "x_step7.json"
     path.write_bytes('{"results": {"caf\u00e9": {"acc": 0.5}}}'.encode("utf-8"))
-    src = str(Path(H.__file__).resolve().parents[2])
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0",
-           "PYTHONPATH": os.pathsep.join([src, *sys.path])}
-    code = ("import json, sys, locale; from pathlib import Path; from lmdynamics.saturation import harness as H; "
-            "f = H.read_file(Path(sys.argv[1]), 'm'); "
-            "print(json.dumps([locale.getpreferredencoding(False), sorted(t for t, _ in f.values)]))")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True,
-                         check=True).stdout
-    encoding, tasks = json.loads(out.strip().splitlines()[-1])
-    assert tasks == ["caf\u00e9"]  # read as UTF-8 even where the locale's encoding is ASCII
-    if encoding.lower().replace("-", "") in ("utf8",):
-        pytest.skip("this platform's C locale is UTF-8: the check needs a non-UTF-8 locale")
+    old = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        f = H.read_file(path, "m")
+    finally:
+        locale.setlocale(locale.LC_CTYPE, old)
+    assert sorted(t for t, _ in f.values) == ["caf\u00e9"]
 
 
 @pytest.mark.parametrize("relative, refused", [(1e-9, True), (1e-10, True), (1e-11, True), (0.0, False),

@@ -186,3 +186,185 @@ def test_auto_takes_gram_up_to_gram_max_ids_and_arpack_beyond(monkeypatch):
         got = werror.top_singular_values(w, 3, "auto")
         assert bool(calls) == arpack, small
         np.testing.assert_allclose(got, np.linalg.svd(w.toarray(), compute_uv=False)[:3], atol=1e-9)
+
+
+def test_ngram_matrix_defaults_to_5_grams_seen_once_for_lists_and_int32_arrays():
+    """Left to its defaults, ngram_matrix counts 5-grams (4-token contexts) and keeps every context seen once,
+    whether the tokens come as a list or as an int32 array (a packed token file)."""
+    tokens = [1, 2, 3, 4, 0, 1, 2, 3, 4, 2, 1, 2, 3, 4, 0, 3]  # (1,2,3,4) -> 0, 2, 0
+    ref = dense_ngram(tokens, 5, 1, 5)
+    assert len(ref) == 9 and np.allclose(ref[(1, 2, 3, 4)], [2 / 3, 0, 1 / 3, 0, 0])
+    for given in (tokens, np.asarray(tokens, dtype=np.int32)):
+        w, ctx = ngram_matrix(given)
+        assert w.shape == (len(ref), 5) and ctx.shape == (len(ref), 4)
+        for i, c in enumerate(ctx.tolist()):
+            np.testing.assert_allclose(w[i].toarray().ravel(), ref[tuple(c)], rtol=1e-12)
+
+
+def test_ngram_matrix_vocabulary_reaches_the_largest_id_of_narrow_integer_tokens():
+    """Byte-level ids stored as uint8 (or 16-bit ids as uint16) up to the type's largest value: the vocabulary
+    is that id + 1 (256, 65536), not a wrapped-around 0."""
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        tokens = np.array([0, top, 7, top, 0, 7], dtype=dtype)
+        w, ctx = ngram_matrix(tokens, n=2)
+        assert w.shape == (3, top + 1) and ctx.ravel().tolist() == [0, 7, top]
+        assert w[0, top] == w[0, 7] == 0.5 and w[1, top] == 1.0 and w[2, 7] == w[2, 0] == 0.5
+
+
+@pytest.mark.parametrize("method", [None, "gram", "arpack", "auto"])
+def test_top_singular_values_of_small_square_and_single_row_matrices_are_the_dense_ones(method):
+    """Every method, and the default one, gives the dense SVD's values also for 1 x n, n x 1, 2 x 2 and square
+    matrices, at k = min(shape) - 1, min(shape) and beyond."""
+    from lmdynamics.saturation.werror import top_singular_values
+
+    rng = np.random.default_rng(11)
+    for shape in ((1, 6), (6, 1), (2, 2), (2, 7), (7, 2), (5, 5)):
+        w = sp.csr_matrix(rng.random(shape) + 0.1)
+        dense = np.linalg.svd(w.toarray(), compute_uv=False)
+        small = min(shape)
+        for k in sorted({max(small - 1, 1), small, small + 2}):
+            got = top_singular_values(w, k) if method is None else top_singular_values(w, k, method)
+            assert got.shape == (min(k, small),), (shape, k)
+            np.testing.assert_allclose(got, dense[: min(k, small)], atol=1e-9, err_msg=str((shape, k)))
+
+
+def test_arpack_gives_the_same_values_on_every_call():
+    """ARPACK starts from a fixed vector: two runs on the same matrix give bit-identical singular values (a
+    rerun reproduces a W-error curve exactly)."""
+    from lmdynamics.saturation.werror import top_singular_values
+
+    rng = np.random.default_rng(3)
+    for shape in ((60, 40), (40, 60)):
+        w = sp.random(*shape, density=0.3, random_state=rng, format="csr")
+        runs = [top_singular_values(w, 10, "arpack") for _ in range(3)]
+        assert all(np.array_equal(runs[0], r) for r in runs[1:]), shape
+
+
+def test_gram_decomposes_the_smaller_gram_matrix_and_arpack_none(monkeypatch):
+    """The module docstring: ``gram`` eigendecomposes the Gram matrix of the smaller side (min x min, the
+    memory bound), ``arpack`` never forms a dense Gram, even for k = min(shape) (its last value comes from
+    the Frobenius norm); the values are the dense ones."""
+    import torch
+
+    from lmdynamics.saturation.werror import top_singular_values
+
+    sizes = []
+    real = torch.linalg.eigvalsh
+    monkeypatch.setattr(torch.linalg, "eigvalsh", lambda g, *a, **k: sizes.append(tuple(g.shape)) or real(g, *a, **k))
+    rng = np.random.default_rng(6)
+    for shape in ((30, 12), (12, 30)):
+        w = sp.random(*shape, density=0.4, random_state=rng, format="csr")
+        dense = np.linalg.svd(w.toarray(), compute_uv=False)
+        sizes.clear()
+        np.testing.assert_allclose(top_singular_values(w, 12, "gram"), dense, atol=1e-9)
+        assert sizes == [(12, 12)], shape
+        sizes.clear()
+        for k in (5, 12, 20):
+            np.testing.assert_allclose(top_singular_values(w, k, "arpack"), dense[: min(k, 12)], atol=1e-9)
+        assert sizes == [], shape
+
+
+def test_gram_singular_values_of_a_rank_deficient_matrix_are_finite_and_non_negative():
+    """Past the rank the Gram's eigenvalues are rounding noise, some of them negative: the singular values
+    are clipped at 0, never NaN, and the curve stays 0 there."""
+    from lmdynamics.saturation.werror import top_singular_values
+
+    rng = np.random.default_rng(1)
+    low = sp.csr_matrix(rng.random((30, 4)) @ rng.random((4, 20)))
+    s = top_singular_values(low, 20, "gram")
+    assert s.shape == (20,) and np.isfinite(s).all() and (s >= 0).all()
+    np.testing.assert_allclose(s, np.linalg.svd(low.toarray(), compute_uv=False), atol=1e-6)
+    curve = w_error_curve(low, range(0, 21), "gram")
+    assert all(curve[d] == 0.0 for d in range(4, 21))
+
+
+def test_curve_is_exactly_zero_at_the_rank_bound_even_when_rounding_exceeds_the_tail_floor():
+    """At d = min(shape) the error is exactly 0 whatever the rounding of the singular values: here a float32
+    matrix, whose Gram and Frobenius norm disagree by ~1e-8 (over TAIL_FLOOR); below the bound, the dense value."""
+    from lmdynamics.saturation.werror import TAIL_FLOOR, top_singular_values
+
+    rng = np.random.default_rng(1)
+    w = sp.random(40, 25, density=0.3, random_state=rng, format="csr", dtype=np.float32)
+    s = top_singular_values(w, 25, "gram")
+    assert 1 - float((s**2).sum()) / float(w.multiply(w).sum()) > TAIL_FLOOR  # the rounding this is about
+    curve = w_error_curve(w, [20, 24, 25, 26], "gram")
+    assert curve[25] == 0.0 and curve[26] == 0.0
+    dense = w.toarray().astype(np.float64)
+    for d in (20, 24):
+        assert curve[d] == pytest.approx(dense_w_error(dense, d), rel=1e-3), d
+
+
+def test_write_defaults_to_5_grams_seen_once_an_empty_description_and_run_corpus(tmp_path):
+    """``write`` left to its defaults: the 5-gram matrix of every context (n=5, min_count=1 in the CSV, the
+    contexts counted by hand), an empty corpus description in the CSV and the run named ``corpus`` in the rows."""
+    import pandas as pd
+
+    from lmdynamics import store
+    from lmdynamics.saturation.werror import write
+
+    rng = np.random.default_rng(2)
+    tokens = rng.integers(0, 4, size=80) * rng.integers(1, 3, size=80)  # ids 0..6, vocabulary 9
+    ref = dense_ngram(tokens.tolist(), 5, 1, 9)
+    path = write(tmp_path / "out", tokens, 9)
+    csv = pd.read_csv(path, keep_default_na=False)
+    assert (csv.n == 5).all() and (csv.min_count == 1).all() and (csv.contexts == len(ref)).all()
+    assert (csv.corpus == "").all() and (csv.vocab == 9).all()
+    dense = np.stack([ref[c] for c in sorted(ref)])
+    for d, v in zip(csv.d, csv.w_error):
+        assert v == pytest.approx(dense_w_error(dense, d), abs=1e-7), d
+    rows = store.read_table(store.table_path(tmp_path / "out"))
+    assert set(rows[rows.metric == "w_error"].run) == {"corpus"}
+
+
+def test_corpus_tokens_are_the_training_stream_a_run_with_these_data_settings_sees(tmp_path, monkeypatch):
+    """``corpus_tokens`` on a tiny local text: the training split's packed blocks joined into one 1-D stream,
+    the tokenizer's vocabulary and the corpus description, exactly as a data module with the same source,
+    tokenizer and max_documents builds them, cached under ``cache_dir``."""
+    import random
+
+    from lmdynamics.data.datamodule import TextDataModule
+    from lmdynamics.saturation.werror import corpus_tokens
+
+    monkeypatch.setenv("LMDYNAMICS_CACHE", str(tmp_path / "default"))  # the default cache, kept out of ~/.cache
+    rng = random.Random(0)
+    words = "the of and to in is a that for it as was with be by on not he this are or his from at which".split()
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(150, 250))) + "." for _ in range(60)]
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(docs))
+    ref = TextDataModule(source=str(text), tokenizer="bpe:300", max_documents=40, cache_dir=str(tmp_path / "ref"))
+    ref.prepare()
+    tokens, vocab, description = corpus_tokens(str(text), "bpe:300", max_documents=40, cache_dir=str(tmp_path / "c"))
+    assert tokens.ndim == 1 and tokens.size == ref.train_blocks.numel() > 0
+    np.testing.assert_array_equal(tokens, ref.train_blocks.reshape(-1).numpy())
+    assert vocab == ref.vocab_size == 300 and isinstance(vocab, int)
+    assert description == ref.corpus_description and "local text" in description
+    assert any((tmp_path / "c" / "tokens").glob("*.npy")) and not (tmp_path / "default").exists()  # cached where asked
+
+
+def test_corpus_tokens_defaults_are_a_default_runs_data_settings(monkeypatch):
+    """Left to its defaults, ``corpus_tokens`` asks the data module for what a run with default data settings
+    trains on: the bundled corpus, the default BPE of 4,096 ids, every document, the default cache (a stand-in
+    data module records the settings: no Lightning import, no corpus built)."""
+    import sys
+    import types
+
+    import torch
+
+    from lmdynamics.data.corpus import BUNDLED
+    from lmdynamics.saturation.werror import corpus_tokens
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+            self.train_blocks, self.vocab_size, self.corpus_description = torch.arange(6).reshape(2, 3), 7, "d"
+
+        def prepare(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "lmdynamics.data.datamodule",
+                        types.SimpleNamespace(TextDataModule=Recorder))
+    tokens, vocab, description = corpus_tokens()
+    assert seen == {"source": BUNDLED, "tokenizer": "bpe:4096", "max_documents": None, "cache_dir": None}
+    assert BUNDLED == "python-docs" and tokens.tolist() == list(range(6)) and (vocab, description) == (7, "d")

@@ -225,6 +225,17 @@ REASONS = {
     # trajectories/offline.py
     'parsed-again': "every source's steps() hands the selection to checkpoints.steps.select_steps, which parses a string or int itself and sorts a list: parsing it here first, or not, gives the same steps",
     'batch-size': "each block's losses do not depend on which blocks share its batch (equal-length blocks, no padding; tests/test_trajectories_offline.py records with batch sizes 1 and 2 and finds the same losses): the batch size changes only memory and time",
+    # saturation/werror.py
+    'pow2-one': 'd = 1 is 2**0, always among the powers of two up to min(shape) >= 1: dropping it from the extra sizes changes no dims',
+    'top-included': 'min(shape) is always in the dims on its own ({top}): keeping or dropping an extra size equal to it gives the same set',
+    'unique-inverse-1d': 'np.unique(axis=0, return_inverse=True) returns a 1-D inverse on every numpy but 2.0.0 (2.4 installed), and numpy reads any negative size as -1: reshape(None) and reshape(-2) leave it as reshape(-1) does',
+    'linop-dtype': 'a LinearOperator without a dtype (or dtype=None) infers it from matvec on a zero vector: float64 for this float64 matrix, the same operator',
+    'fixed-seed': 'any fixed seed gives a fixed ARPACK start vector: the values stay deterministic and equal the dense ones to rounding (1e-14), which no test can pin without pinning the seed',
+    'eigsh-which-default': "scipy's eigsh defaults to which='LM': leaving it out is the same call",
+    'square-gram-side': 'for a square W both Gram matrices (W W^T, W^T W) are n x n with the same eigenvalues: taking either one changes only float64 rounding',
+    'sparse-upcast': "the ARPACK products multiply W by float64 vectors, which scipy does by upcasting W's entries exactly to float64: converting W first or not gives bit-identical products",
+    'k-floor': 'the curve reads only the first max(dims) singular values; asking for 2 instead of 1 when max(dims) <= 1 changes only the rounding of s_1 (and nothing on the Gram path)',
+    'floor-tie': 'tail = 1 - cum/total is exact (Sterbenz) and a multiple of 2^-53 (or above 0.5) while TAIL_FLOOR = 1e-12 is not: the two never tie, so < and <= agree',
 }
 
 # (function, line before, line after, reason)
@@ -556,6 +567,24 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('trajectories.offline.x_record_sources', 'def record_sources(specs: Sequence[str], text: EvaluationText, out_root, steps="all", batch_size: int = 8,', 'def record_sources(specs: Sequence[str], text: EvaluationText, out_root, steps="all", batch_size: int = 9,', 'batch-size'),
     ('trajectories.offline.x_record_source', 'losses = token_losses(model, text.blocks, batch_size)', 'losses = token_losses(model, text.blocks, )', 'batch-size'),
     ('trajectories.offline.x_record_source', 'val = token_losses(model, text.val_blocks, batch_size) if text.val_blocks is not None else losses', 'val = token_losses(model, text.val_blocks, ) if text.val_blocks is not None else losses', 'batch-size'),
+    ('saturation.werror.x_default_dims', 'dims = {2**i for i in range(int(np.log2(top)) + 1)} | {top} | {int(d) for d in extra if 0 < d <= top}', 'dims = {2**i for i in range(int(np.log2(top)) + 1)} | {top} | {int(d) for d in extra if 1 < d <= top}', 'pow2-one'),
+    ('saturation.werror.x_default_dims', 'dims = {2**i for i in range(int(np.log2(top)) + 1)} | {top} | {int(d) for d in extra if 0 < d <= top}', 'dims = {2**i for i in range(int(np.log2(top)) + 1)} | {top} | {int(d) for d in extra if 0 < d < top}', 'top-included'),
+    ('saturation.werror.x_ngram_matrix', 'inverse = inverse.reshape(-1)', 'inverse = inverse.reshape(None)', 'unique-inverse-1d'),
+    ('saturation.werror.x_ngram_matrix', 'inverse = inverse.reshape(-1)', 'inverse = inverse.reshape(-2)', 'unique-inverse-1d'),
+    ('saturation.werror.x_top_singular_values', 'a = w.T if w.shape[0] >= w.shape[1] else w  # (small x big)', 'a = w.T if w.shape[0] > w.shape[1] else w  # (small x big)', 'square-gram-side'),
+    ('saturation.werror.x_top_singular_values', 'g = torch.from_numpy((a @ a.T).toarray().astype(np.float64))', 'g = torch.from_numpy((a @ a.T).toarray().astype(None))', 'astype-none'),
+    ('saturation.werror.x_top_singular_values', 'w = sp.csr_matrix(w, dtype=np.float64)', 'w = sp.csr_matrix(w, dtype=None)', 'sparse-upcast'),
+    ('saturation.werror.x_top_singular_values', 'w = sp.csr_matrix(w, dtype=np.float64)', 'w = sp.csr_matrix(w, )', 'sparse-upcast'),
+    ('saturation.werror.x_top_singular_values', 'if w.shape[0] >= w.shape[1]:', 'if w.shape[0] > w.shape[1]:', 'square-gram-side'),
+    ('saturation.werror.x_top_singular_values', 'op = LinearOperator((small, small), matvec=lambda v: wt @ (w @ v), dtype=np.float64)', 'op = LinearOperator((small, small), matvec=lambda v: wt @ (w @ v), dtype=None)', 'linop-dtype'),
+    ('saturation.werror.x_top_singular_values', 'op = LinearOperator((small, small), matvec=lambda v: wt @ (w @ v), dtype=np.float64)', 'op = LinearOperator((small, small), matvec=lambda v: wt @ (w @ v), )', 'linop-dtype'),
+    ('saturation.werror.x_top_singular_values', 'op = LinearOperator((small, small), matvec=lambda v: w @ (wt @ v), dtype=np.float64)', 'op = LinearOperator((small, small), matvec=lambda v: w @ (wt @ v), dtype=None)', 'linop-dtype'),
+    ('saturation.werror.x_top_singular_values', 'op = LinearOperator((small, small), matvec=lambda v: w @ (wt @ v), dtype=np.float64)', 'op = LinearOperator((small, small), matvec=lambda v: w @ (wt @ v), )', 'linop-dtype'),
+    ('saturation.werror.x_top_singular_values', 'v0 = np.random.default_rng(0).standard_normal(small)', 'v0 = np.random.default_rng(1).standard_normal(small)', 'fixed-seed'),
+    ('saturation.werror.x_top_singular_values', 'lam = eigsh(op, k=k, which="LM", return_eigenvectors=False, v0=v0)', 'lam = eigsh(op, k=k, return_eigenvectors=False, v0=v0)', 'eigsh-which-default'),
+    ('saturation.werror.x_w_error_curve', 's = top_singular_values(w, max(dims[-1], 1), method)', 's = top_singular_values(w, max(dims[-1], 2), method)', 'k-floor'),
+    ('saturation.werror.x_w_error_curve', 'out[d] = 0.0 if d >= min(w.shape) or tail < TAIL_FLOOR else float(np.sqrt(tail))', 'out[d] = 0.0 if d >= min(w.shape) or tail <= TAIL_FLOOR else float(np.sqrt(tail))', 'floor-tie'),
+    ('saturation.werror.x_write', 'frame.to_csv(tmp, index=False)', 'frame.to_csv(tmp, index=None)', 'noindex'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}

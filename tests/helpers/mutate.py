@@ -63,7 +63,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     # the report's text and scaling-law section (moved out of saturation/analyze.py)
     "report/saturation_report.py": ("test_saturation_report", "test_saturation_signals_direction"),
     "saturation/scaling.py": ("test_saturation_scaling", "test_saturation_report"),
-    # the command's test tokenises a corpus (~8 s a mutant): the fast tests; corpus_tokens is left to it
+    # the command's test tokenises a corpus (~8 s a mutant): the fast tests, corpus_tokens' own included
     "saturation/werror.py": ("test_saturation_werror::test_ngram_matrix_counts_by_hand",
                              "test_saturation_werror::test_curve_equals_dense_svd_and_is_zero_at_and_past_the_rank",
                              "test_saturation_werror::test_corpus_matrix_from_a_token_stream_matches_dense",
@@ -73,7 +73,17 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
                              "test_saturation_werror::test_top_singular_values_are_the_dense_ones_for_any_k",
                              "test_saturation_werror::test_dims_must_be_non_negative",
                              "test_saturation_werror::test_write_gives_the_dense_curve_in_csv_and_table_rows",
-                             "test_saturation_werror::test_auto_takes_gram_up_to_gram_max_ids_and_arpack_beyond"),
+                             "test_saturation_werror::test_auto_takes_gram_up_to_gram_max_ids_and_arpack_beyond",
+                             "test_saturation_werror::test_ngram_matrix_defaults_to_5_grams_seen_once_for_lists_and_int32_arrays",
+                             "test_saturation_werror::test_ngram_matrix_vocabulary_reaches_the_largest_id_of_narrow_integer_tokens",
+                             "test_saturation_werror::test_top_singular_values_of_small_square_and_single_row_matrices_are_the_dense_ones",
+                             "test_saturation_werror::test_arpack_gives_the_same_values_on_every_call",
+                             "test_saturation_werror::test_gram_decomposes_the_smaller_gram_matrix_and_arpack_none",
+                             "test_saturation_werror::test_gram_singular_values_of_a_rank_deficient_matrix_are_finite_and_non_negative",
+                             "test_saturation_werror::test_curve_is_exactly_zero_at_the_rank_bound_even_when_rounding_exceeds_the_tail_floor",
+                             "test_saturation_werror::test_write_defaults_to_5_grams_seen_once_an_empty_description_and_run_corpus",
+                             "test_saturation_werror::test_corpus_tokens_are_the_training_stream_a_run_with_these_data_settings_sees",
+                             "test_saturation_werror::test_corpus_tokens_defaults_are_a_default_runs_data_settings"),
     "saturation/lowrank_head.py": ("test_saturation_lowrank",),
     "saturation/harness.py": ("test_saturation_harness",),
     "commands/saturation.py": ("test_saturation_options", "test_saturation_cli", "test_saturation_signals_direction"),
