@@ -276,3 +276,167 @@ def test_run_refuses_a_directory_without_weights_config_or_tokenizer(checkpoint_
     with pytest.raises(FileNotFoundError, match="no tokenizer.json beside the weights"):
         run(bare, tmp_path / "out", source=str(text))
     assert not (tmp_path / "out").exists()
+
+
+def test_svd_init_at_or_above_the_head_rank_is_the_head_itself():
+    """Eckart-Young: the best approximation of rank at most r >= min(V, d) is the head itself, and the factors
+    are the thin SVD's (V x min(V, d) and min(V, d) x d, never the V x V full U of a large vocabulary)."""
+    from lmdynamics.saturation.lowrank_head import init_factors
+
+    head = torch.randn(9, 6, generator=torch.Generator().manual_seed(4))
+    for r in (6, 7, 9):
+        a, b = init_factors(head, r, "svd", seed=0)
+        assert a.shape == (9, 6) and b.shape == (6, 6), r
+        torch.testing.assert_close(a @ b, head, atol=1e-5, rtol=1e-5)
+
+
+def test_train_head_defaults_are_the_documented_budget():
+    """train_head's defaults: 300 steps at lr 1e-4, batches of 1024 tokens, the svd start, seed 0, no decay."""
+    from lmdynamics.saturation.lowrank_head import Features
+
+    g = torch.Generator().manual_seed(5)
+    f = Features(torch.randn(1100, 4, generator=g), torch.randint(0, 7, (1100,), generator=g), torch.randn(7, 4, generator=g))
+    got = train_head(f, 2)
+    want = train_head(f, 2, steps=300, lr=1e-4, batch=1024, init="svd", seed=0, weight_decay=0.0)
+    assert torch.equal(got, want)
+    start = train_head(f, 2, steps=0)
+    assert (got - start).abs().max() > 1e-3  # it did train
+
+
+def test_train_head_on_a_single_cached_token():
+    """One training token is enough: every batch draws it, so W is the written-out AdamW on that token."""
+    from lmdynamics.saturation.lowrank_head import Features
+
+    g = torch.Generator().manual_seed(6)
+    head, h, y = torch.randn(7, 4, generator=g), torch.randn(1, 4, generator=g), torch.tensor([2])
+    got = train_head(Features(h, y, head), 3, steps=4, lr=0.05, batch=8)
+    torch.testing.assert_close(got.double(), adamw_reference(head, h, y, 3, 4, 0.05, 0.0), rtol=1e-4, atol=1e-5)
+
+
+def test_progress_defaults_and_done_ends_the_phase(monkeypatch):
+    """A line every 10 s by default; a phase without a unit shows its bare count; after ``done`` no phase is
+    open, so time after it (a second ``done``, a later phase) is not booked to any phase."""
+    import io
+
+    from lmdynamics.saturation import lowrank_head
+
+    now = [50.0]
+    monkeypatch.setattr(lowrank_head.time, "monotonic", lambda: now[0])
+    stream = io.StringIO()
+    p = lowrank_head.Progress(stream=stream)
+    p.phase("x", 3)
+    now[0] += 9
+    p.advance()  # 9 s: no line
+    now[0] += 1
+    p.advance()  # 10 s: a line
+    p.done()
+    now[0] += 5
+    p.done()
+    p.phase("y")
+    p.done()
+    assert stream.getvalue().splitlines() == ["[lmdynamics] lowrank-head: x 0/3  | elapsed 0:00:00 | ETA ?",
+                                              "[lmdynamics] lowrank-head: x 2/3  | elapsed 0:00:10 | ETA 0:00:05",
+                                              "[lmdynamics] lowrank-head: done in 0:00:10",
+                                              "[lmdynamics] lowrank-head: done in 0:00:15",
+                                              "[lmdynamics] lowrank-head: y | elapsed 0:00:15",
+                                              "[lmdynamics] lowrank-head: done in 0:00:15"]
+    assert p.seconds == {"x": 10.0, "y": 0.0}
+
+
+def test_run_reports_its_phases_the_rank_grid_and_the_csv_layout(checkpoint_and_text, tmp_path):
+    """``run`` without ranks sweeps rank_grid(d, r_min); its progress shows each phase (blocks of the backbone
+    counted as both splits go through, then the heads' steps with the options passed); the csv has exactly the
+    documented columns, the checkpoint named in every row; ranks outside 1..d are refused, naming them."""
+    import io
+
+    import pandas as pd
+
+    from lmdynamics.saturation.lowrank_head import Progress, run
+
+    ckpt, text, root = checkpoint_and_text
+    stream = io.StringIO()
+    progress = Progress(stream=stream, every_seconds=0.0)
+    path, result = run(ckpt, tmp_path / "out", source=str(text), r_min=2, train_blocks=6, eval_blocks=3,
+                       context_length=16, cache_dir=str(root / "cache"), progress=progress, steps=3, lr=0.01, batch=32)
+    assert list(result["ranks"]) == [2, 4, 8]
+    csv = pd.read_csv(path)
+    assert list(csv.columns) == ["r", "loss", "reference", "checkpoint", "train_tokens", "eval_tokens"]
+    assert list(csv.r) == [2, 4, 8, 8, 8] and (csv.checkpoint == str(ckpt)).all()
+    lines = [line.removeprefix("[lmdynamics] lowrank-head: ") for line in stream.getvalue().splitlines()]
+    for start in ("loading the checkpoint |", "tokenising the corpus |", "hidden states of the frozen backbone 0/9 blocks |",
+                  "hidden states of the frozen backbone 6/9 blocks |", "hidden states of the frozen backbone 9/9 blocks |",
+                  "training heads 0/12 head steps |", "training heads 12/12 head steps | head 4/4 (full)"):
+        assert any(line.startswith(start) for line in lines), (start, lines)
+    assert lines[-1].startswith("done in")
+    assert set(progress.seconds) == {"loading the checkpoint", "tokenising the corpus",
+                                     "hidden states of the frozen backbone", "training heads"}
+    for bad in ([0], [0, 4]):
+        with pytest.raises(ValueError, match=r"ranks must lie in 1\.\.8"):
+            run(ckpt, tmp_path / "bad", source=str(text), ranks=bad, train_blocks=2, eval_blocks=1, context_length=16,
+                cache_dir=str(root / "cache"), progress=Progress(stream=None), steps=1)
+    assert not (tmp_path / "bad").exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_run_defaults_reach_the_loader_the_corpus_and_the_sweep(monkeypatch, tmp_path):
+    """The backbone is loaded in float32; the corpus is python-docs by default, tokenised by the checkpoint's
+    tokenizer at min(max_position_embeddings, 2048) tokens a block into the given cache; 1024 training and 64
+    held-out blocks; ranks default to rank_grid(d); with no progress given, a Progress is made."""
+    from types import SimpleNamespace
+
+    import lmdynamics.data.datamodule as datamodule
+    import lmdynamics.models.heads as heads
+    from lmdynamics.saturation import lowrank_head
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "tokenizer.json").write_text("{}")
+    seen = {}
+
+    class Model:
+        def __init__(self, n):
+            self.config = SimpleNamespace(max_position_embeddings=n)
+
+        def eval(self):
+            return self
+
+    def load(path, **kwargs):
+        seen["load"] = kwargs
+        return Model(seen["max_pos"])
+
+    class DataModule:
+        def __init__(self, **kwargs):
+            seen["dm"] = kwargs
+
+        def prepare(self):
+            self.train_blocks = torch.zeros(2000, 3, dtype=torch.long)
+            self.val_all = torch.ones(100, 3, dtype=torch.long)
+
+    def features(model, blocks, progress=None):
+        seen["blocks"].append(len(blocks))
+        return lowrank_head.Features(torch.zeros(2, 40), torch.zeros(2, dtype=torch.long), torch.zeros(5, 40))
+
+    def sweep(train, held, ranks, progress=None, **kwargs):
+        seen["sweep"] = (ranks, progress, kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(heads, "load_causal_lm", load)
+    monkeypatch.setattr(datamodule, "TextDataModule", DataModule)
+    monkeypatch.setattr(lowrank_head, "features", features)
+    monkeypatch.setattr(lowrank_head, "sweep", sweep)
+    for max_pos, context_length, want_ctx in ((4096, None, 2048), (16, None, 16), (4096, 8, 8)):
+        seen.update(max_pos=max_pos, blocks=[])
+        with pytest.raises(_Stop):
+            lowrank_head.run(ckpt, tmp_path / "out", context_length=context_length, cache_dir=str(tmp_path / "c"))
+        assert seen["load"] == {"dtype": torch.float32}
+        dm = {k: seen["dm"].get(k) for k in ("source", "tokenizer", "context_length", "cache_dir")}
+        assert dm == dict(source="python-docs", tokenizer=str(ckpt / "tokenizer.json"), context_length=want_ctx,
+                          cache_dir=str(tmp_path / "c"))  # held-out blocks come from val_all, whatever val_blocks
+        assert seen["blocks"] == [1024, 64]
+        ranks, progress, kwargs = seen["sweep"]
+        assert ranks == rank_grid(40) and isinstance(progress, lowrank_head.Progress) and kwargs == {}
+    assert not (tmp_path / "out").exists()

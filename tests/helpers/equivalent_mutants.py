@@ -236,6 +236,14 @@ REASONS = {
     'sparse-upcast': "the ARPACK products multiply W by float64 vectors, which scipy does by upcasting W's entries exactly to float64: converting W first or not gives bit-identical products",
     'k-floor': 'the curve reads only the first max(dims) singular values; asking for 2 instead of 1 when max(dims) <= 1 changes only the rounding of s_1 (and nothing on the Gram path)',
     'floor-tie': 'tail = 1 - cum/total is exact (Sterbenz) and a multiple of 2^-53 (or above 0.5) while TAIL_FLOOR = 1e-12 is not: the two never tie, so < and <= agree',
+    # saturation/lowrank_head.py
+    'chunk-size': "head_loss's chunk only splits the sum of per-token cross-entropies into pieces (V x chunk logits at a time): any chunk gives the same mean to float rounding; memory changes, not the value",
+    'grid-filtered': 'rank_grid keeps only r_min <= r <= d on the next line: extra powers of two below r_min or above d that a wider range generates are dropped, the same grid',
+    'grid-512': 'the two default-r_min branches differ only at d = 512, where both give 32 (512 // 16 = 32): > 512 / >= 513 and >= 512 pick the same r_min',
+    'val-all': 'run takes its held-out blocks from dm.val_all, the whole held-out split, which val_blocks does not change (it caps only val_blocks_tensor; the synthetic split draws max(val_blocks or 0, 256) = 256 blocks for both None and the default 64)',
+    'randint-low': 'torch.randint(n, size) is randint(0, n, size) (low defaults to 0): the same draws from the same generator (checked bit for bit)',
+    'zero-grad': 'with set_to_none false (False or None) gradients are zeroed instead of dropped, and backward then writes 0 + g = g exactly into every parameter: AdamW sees the same gradients',
+    'detail-reset': "the initial detail is never read: phase() sets detail to '' before printing any line, and no line can be printed before the first phase (advance needs done_units, set by phase)",
 }
 
 # (function, line before, line after, reason)
@@ -585,6 +593,19 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('saturation.werror.x_w_error_curve', 's = top_singular_values(w, max(dims[-1], 1), method)', 's = top_singular_values(w, max(dims[-1], 2), method)', 'k-floor'),
     ('saturation.werror.x_w_error_curve', 'out[d] = 0.0 if d >= min(w.shape) or tail < TAIL_FLOOR else float(np.sqrt(tail))', 'out[d] = 0.0 if d >= min(w.shape) or tail <= TAIL_FLOOR else float(np.sqrt(tail))', 'floor-tie'),
     ('saturation.werror.x_write', 'frame.to_csv(tmp, index=False)', 'frame.to_csv(tmp, index=None)', 'noindex'),
+    ('saturation.lowrank_head.x_head_loss', 'def head_loss(h: torch.Tensor, y: torch.Tensor, w: torch.Tensor, chunk: int = 4096) -> float:', 'def head_loss(h: torch.Tensor, y: torch.Tensor, w: torch.Tensor, chunk: int = 4097) -> float:', 'chunk-size'),
+    ('saturation.lowrank_head.x_rank_grid', 'grid = {r_min, d} | {2**k for k in range(int(math.log2(r_min)) + 1, int(math.log2(d)) + 1)}', 'grid = {r_min, d} | {2**k for k in range(int(math.log2(d)) + 1)}', 'grid-filtered'),
+    ('saturation.lowrank_head.x_rank_grid', 'grid = {r_min, d} | {2**k for k in range(int(math.log2(r_min)) + 1, int(math.log2(d)) + 1)}', 'grid = {r_min, d} | {2**k for k in range(int(math.log2(r_min)) - 1, int(math.log2(d)) + 1)}', 'grid-filtered'),
+    ('saturation.lowrank_head.x_rank_grid', 'grid = {r_min, d} | {2**k for k in range(int(math.log2(r_min)) + 1, int(math.log2(d)) + 1)}', 'grid = {r_min, d} | {2**k for k in range(int(math.log2(r_min)) + 1, int(math.log2(d)) + 2)}', 'grid-filtered'),
+    ('saturation.lowrank_head.x_rank_grid', 'r_min = r_min if r_min is not None else (32 if d >= 512 else max(1, d // 16))', 'r_min = r_min if r_min is not None else (32 if d > 512 else max(1, d // 16))', 'grid-512'),
+    ('saturation.lowrank_head.x_rank_grid', 'r_min = r_min if r_min is not None else (32 if d >= 512 else max(1, d // 16))', 'r_min = r_min if r_min is not None else (32 if d >= 513 else max(1, d // 16))', 'grid-512'),
+    ('saturation.lowrank_head.x_run', 'pd.DataFrame(rows).assign(checkpoint=str(checkpoint), train_tokens=len(train.y), eval_tokens=len(held.y)).to_csv(tmp, index=False)', 'pd.DataFrame(rows).assign(checkpoint=str(checkpoint), train_tokens=len(train.y), eval_tokens=len(held.y)).to_csv(tmp, index=None)', 'noindex'),
+    ('saturation.lowrank_head.x_run', 'val_blocks=None, cache_dir=cache_dir)', 'cache_dir=cache_dir)', 'val-all'),
+    ('saturation.lowrank_head.x_train_head', 'idx = torch.randint(0, n, (min(batch, n),), generator=g)', 'idx = torch.randint(n, (min(batch, n),), generator=g)', 'randint-low'),
+    ('saturation.lowrank_head.x_train_head', 'opt.zero_grad(set_to_none=True)', 'opt.zero_grad(set_to_none=None)', 'zero-grad'),
+    ('saturation.lowrank_head.x_train_head', 'opt.zero_grad(set_to_none=True)', 'opt.zero_grad(set_to_none=False)', 'zero-grad'),
+    ('saturation.lowrank_head.xǁProgressǁ__init__', 'self.detail = ""', 'self.detail = None', 'detail-reset'),
+    ('saturation.lowrank_head.xǁProgressǁ__init__', 'self.detail = ""', 'self.detail = "XXXX"', 'detail-reset'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
