@@ -128,3 +128,14 @@ def test_registered_equivalents_are_marked_skipped_before_the_run_and_nothing_el
                    "\n".join(ln[1:].strip() for ln in lines if ln.startswith("-")),
                    "\n".join(ln[1:].strip() for ln in lines if ln.startswith("+"))))
     assert found == registered
+
+
+def test_a_scratch_copy_finds_the_shared_data_where_the_tests_look_for_it(tmp_path):
+    """mutmut runs the tests from ``<scratch>/mutants/``, whose conftest looks for ``../shared`` (the Pythia
+    tokenizer): without it the tests that need the tokenizer skip, and their functions' mutants count as untested."""
+    mutate = _mutate()
+    work = tmp_path / "scratch"
+    mutate.scratch_copy("trajectories/counts.py", work)
+    if not (ROOT.parent / "shared").is_dir():
+        pytest.skip("no ../shared beside this checkout")
+    assert (work / "shared" / "data" / "pythia-20b-tokenizer.json").is_file()  # ../shared of work/mutants/

@@ -162,6 +162,9 @@ def scratch_copy(module: str, work: Path) -> None:
             shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(source, work / name)
+    shared = ROOT.parent / "shared"  # the shared data (the Pythia tokenizer) the tests find beside the checkout:
+    if shared.is_dir():  # mutmut runs the tests from work/mutants/, whose ../shared is work/shared
+        (work / "shared").symlink_to(shared.resolve(), target_is_directory=True)
     text = (work / "pyproject.toml").read_text()
     marker = "[tool.mutmut]\n"
     if marker not in text:
