@@ -606,6 +606,7 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('saturation.lowrank_head.x_train_head', 'opt.zero_grad(set_to_none=True)', 'opt.zero_grad(set_to_none=False)', 'zero-grad'),
     ('saturation.lowrank_head.xǁProgressǁ__init__', 'self.detail = ""', 'self.detail = None', 'detail-reset'),
     ('saturation.lowrank_head.xǁProgressǁ__init__', 'self.detail = ""', 'self.detail = "XXXX"', 'detail-reset'),
+    ('training.module.xǁLMModuleǁconfigure_gradient_clipping', 'self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), float("inf"))  # measured, not clipped', 'self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), float("INF"))  # measured, not clipped', 'float-case'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
