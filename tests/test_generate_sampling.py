@@ -2,6 +2,8 @@
 out, sampling is seeded and is the documented temperature / top-p sampling, padded ids are never produced, the
 end-of-text token ends a sample, and bad settings are one line. The command on a trained run: tests/test_generate.py."""
 
+import shutil
+
 import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
@@ -12,13 +14,18 @@ VOCAB, PADDED = 60, 64  # the tokenizer's ids and the model's (padded) vocabular
 
 
 class Tokenizer:
-    """Characters 'a'.. as ids 0..VOCAB-1; id ``eos`` is end-of-text."""
+    """Characters 'a'.. as ids 0..VOCAB-1; id ``eos`` is end-of-text. With ``bos``, like a Hugging Face tokenizer
+    whose post-processor adds special tokens, that id starts every text unless ``add_special_tokens=False``; like a
+    fast tokenizer, ``add_special_tokens`` must be a bool."""
 
-    def __init__(self, eos=None):
-        self.eos_token_id = eos
+    def __init__(self, eos=None, bos=None):
+        self.eos_token_id, self.bos = eos, bos
 
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) - ord("a") for c in text]}
+    def __call__(self, text, add_special_tokens=True):
+        if not isinstance(add_special_tokens, bool):
+            raise TypeError(f"{add_special_tokens!r} is not an instance of 'bool'")
+        ids = [ord(c) - ord("a") for c in text]
+        return {"input_ids": ([self.bos] if add_special_tokens and self.bos is not None else []) + ids}
 
     def __len__(self):
         return VOCAB
@@ -54,6 +61,57 @@ def test_greedy_is_the_argmax_among_the_tokenizers_ids():
     got = generate(model, Tokenizer(), "abc", max_new_tokens=8, temperature=0)
     assert got == [_argmax(model, [0, 1, 2], 8)]
     assert all(i < VOCAB for i in got[0])
+
+
+def test_the_prompt_is_its_text_tokens_without_the_special_tokens_a_tokenizer_adds():
+    model = _model()
+    assert generate(model, Tokenizer(bos=7), "abc", max_new_tokens=6, temperature=0) == [_argmax(model, [0, 1, 2], 6)]
+    with pytest.raises(ValueError, match="has no tokens"):  # a special token alone is no text to continue
+        generate(model, Tokenizer(bos=7), "", max_new_tokens=2, temperature=0)
+
+
+def test_the_defaults_are_the_documented_ones():
+    """40 new tokens at temperature 0.8, top-p 0.9, seed 0, one sample (the module docstring and the command's)."""
+    model = _model(1)
+    model.generation_config.eos_token_id = None  # no end-of-text: every sample runs to its length
+    got = generate(model, Tokenizer(), "ab")
+    assert len(got) == 1 and len(got[0]) == 40
+    assert got == generate(model, Tokenizer(), "ab", max_new_tokens=40, temperature=0.8, top_p=0.9, seed=0,
+                           num_samples=1)
+    assert got != generate(model, Tokenizer(), "ab", max_new_tokens=40, temperature=0.8, top_p=0.9, seed=1)
+
+
+@pytest.mark.parametrize("temperature", [0, 0.7])
+def test_generation_warns_about_nothing_whatever_the_checkpoints_generation_config(temperature, caplog):
+    """The settings are complete: no warning from transformers about a missing pad token or attention mask, or about
+    sampling settings (the checkpoint's own, or ours) that greedy decoding would ignore."""
+    import logging
+    import warnings
+
+    logging.Logger.warning_once.cache_clear()  # transformers warns once per process: let this test see every warning
+    model = _model()
+    config = model.generation_config
+    config.do_sample, config.temperature, config.top_p, config.top_k = True, 0.5, 0.7, 3  # a checkpoint's sampling
+    for eos in (5, None):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with caplog.at_level(logging.WARNING, logger="transformers"):
+                logging.getLogger("transformers").addHandler(caplog.handler)
+                try:
+                    got = generate(model, Tokenizer(eos=eos), "abc", max_new_tokens=4, temperature=temperature)
+                finally:
+                    logging.getLogger("transformers").removeHandler(caplog.handler)
+        assert len(got[0]) >= 1
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [], eos
+
+
+def test_every_prompt_token_is_attended_to_with_or_without_an_end_of_text_token():
+    """Without an end-of-text id the pad id is 0 (token 'a'): a prompt holding it is still attended to whole."""
+    model = _model(1)  # masking the 'a' of "ba" changes this model's greedy continuation from its second token
+    for eos in (None, 0):
+        model.generation_config.eos_token_id = eos
+        assert generate(model, Tokenizer(eos=eos), "ba", max_new_tokens=5, temperature=0) == \
+            [_argmax(model, [1, 0], 5, eos=eos)], eos
 
 
 def test_end_of_text_ends_a_sample_and_is_kept():
@@ -139,6 +197,10 @@ def test_checkpoint_is_a_checkpoint_directory_a_run_s_last_checkpoint_or_source_
         resolve(f"{run}@7")
     with pytest.raises(CheckpointError, match="does not exist"):
         resolve(f"{tmp_path / 'nope'}@7")
+    both = tmp_path / "both"  # a checkpoint directory that also holds a run.json is a checkpoint directory
+    shutil.copytree(step_dirs[10], both)
+    shutil.copy(run / "run.json", both / "run.json")
+    assert resolve(str(both)) == both
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a Hugging Face checkpoint directory"):
         resolve(str(tmp_path / "empty"))

@@ -244,6 +244,13 @@ REASONS = {
     'randint-low': 'torch.randint(n, size) is randint(0, n, size) (low defaults to 0): the same draws from the same generator (checked bit for bit)',
     'zero-grad': 'with set_to_none false (False or None) gradients are zeroed instead of dropped, and backward then writes 0 + g = g exactly into every parameter: AdamW sees the same gradients',
     'detail-reset': "the initial detail is never read: phase() sets detail to '' before printing any line, and no line can be printed before the first phase (advance needs done_units, set by phase)",
+    # generate
+    'kv-cache': "transformers' key-value cache only saves recomputing the prompt's keys and values: with or without it each step's logits are the same to rounding, and the greedy and seeded sampled tokens the same",
+    'batch-of-one': 'generate runs one sequence at a time (num_samples is a loop), the mask is given, so no position is ever padded: the pad id (0, 1, the end-of-text id or None) is never written or read',
+    'topk-off': 'transformers adds no top-k filter for top_k 0 or None: the same nucleus sampling',
+    'greedy-argmax': "greedy decoding takes the argmax, which temperature scaling, top-k and top-p filtering all keep; transformers 5 neither applies nor warns about a checkpoint's sampling settings when do_sample is False",
+    'mask-ones': 'an attention mask of ones masks nothing, whether its dtype is long or float',
+    'stops-at-eos': "transformers' generate stops a single sequence at the first eos_token_id it produces: end-of-text is already the last token, so the cut keeps the whole sequence",
 }
 
 # (function, line before, line after, reason)
@@ -607,6 +614,19 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('saturation.lowrank_head.xǁProgressǁ__init__', 'self.detail = ""', 'self.detail = None', 'detail-reset'),
     ('saturation.lowrank_head.xǁProgressǁ__init__', 'self.detail = ""', 'self.detail = "XXXX"', 'detail-reset'),
     ('training.module.xǁLMModuleǁconfigure_gradient_clipping', 'self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), float("inf"))  # measured, not clipped', 'self.last_grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), float("INF"))  # measured, not clipped', 'float-case'),
+    ('generate.x_generate', 'settings = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "use_cache": True,', 'settings = {"do_sample": temperature > 0, "max_new_tokens": max_new_tokens, "use_cache": False,', 'kv-cache'),
+    ('generate.x_generate', '"pad_token_id": eos if eos is not None else 0, "eos_token_id": eos,', '"pad_token_id": eos if (eos is not None) and False else 0, "eos_token_id": eos,', 'batch-of-one'),
+    ('generate.x_generate', '"pad_token_id": eos if eos is not None else 0, "eos_token_id": eos,', '"pad_token_id": eos if (eos is not None) or True else 0, "eos_token_id": eos,', 'batch-of-one'),
+    ('generate.x_generate', '"pad_token_id": eos if eos is not None else 0, "eos_token_id": eos,', '"pad_token_id": eos if eos is None else 0, "eos_token_id": eos,', 'batch-of-one'),
+    ('generate.x_generate', '"pad_token_id": eos if eos is not None else 0, "eos_token_id": eos,', '"pad_token_id": eos if eos is not None else 1, "eos_token_id": eos,', 'batch-of-one'),
+    ('generate.x_generate', 'settings.update(temperature=temperature, top_p=top_p, top_k=0)', 'settings.update(temperature=temperature, top_p=top_p, top_k=None)', 'topk-off'),
+    ('generate.x_generate', 'settings.update(temperature=None, top_p=None, top_k=None)', 'settings.update(top_p=None, top_k=None)', 'greedy-argmax'),
+    ('generate.x_generate', 'settings.update(temperature=None, top_p=None, top_k=None)', 'settings.update(temperature=None, top_k=None)', 'greedy-argmax'),
+    ('generate.x_generate', 'settings.update(temperature=None, top_p=None, top_k=None)', 'settings.update(temperature=None, top_p=None, )', 'greedy-argmax'),
+    ('generate.x_generate', 'seq = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),', 'seq = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=None),', 'mask-ones'),
+    ('generate.x_generate', 'seq = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),', 'seq = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), ),', 'mask-ones'),
+    ('generate.x_generate', 'if eos is not None and eos in seq:  # stop at (and keep) the end-of-text token', 'if eos is None and eos in seq:  # stop at (and keep) the end-of-text token', 'stops-at-eos'),
+    ('generate.x_generate', 'seq = seq[: seq.index(eos) + 1]', 'seq = seq[: seq.index(eos) + 2]', 'stops-at-eos'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
