@@ -76,6 +76,13 @@ def test_cka_curves_average_each_layers_components_at_each_step_over_the_trainin
     assert list(cka_curves([_run([(5, -1, "model", "val_loss", 1.0)])]).columns) == ["run", "layer", "step", "fraction", "value"]
 
 
+def test_the_cka_curves_of_several_runs_are_one_table_numbered_from_zero():
+    """Each run's rows follow the previous run's: the index is 0..n-1, no label repeated across runs."""
+    spec = [(s, layer, "mlp", "cka_final", 0.5) for s in (50, 100) for layer in (0, 1)]
+    curves = cka_curves([_run(spec, name="a"), _run(spec, name="b")])
+    assert len(curves) == 8 and curves.index.equals(pd.RangeIndex(8))
+
+
 def test_convergence_fractions_are_each_layers_mean_over_its_components():
     spec = [(s, 0, "mlp", "cka_final", v) for s, v in ((25, 0.5), (50, 0.97), (75, 0.99), (100, 1.0))]
     spec += [(s, 0, "attn", "cka_final", v) for s, v in ((25, 0.5), (50, 0.5), (75, 0.99), (100, 1.0))]
@@ -123,6 +130,16 @@ def test_a_run_is_read_with_its_name_info_config_and_the_rows_compare_uses(tmp_p
     assert (plain.name, plain.info, plain.config) == ("bare", {}, {})
     assert lookup(loaded, "max_steps") == 9 and lookup(loaded, "model.hidden_size") == 8  # run.json, then config
     assert lookup(loaded, "model") == {"hidden_size": 8} and lookup(plain, "max_steps") is None
+
+
+def test_a_run_config_is_read_without_libyaml(tmp_path, monkeypatch):
+    """PyYAML built without libyaml has no CSafeLoader: the config is read by the pure-Python safe loader."""
+    monkeypatch.delattr(yaml, "CSafeLoader", raising=False)
+    run = _write_run(tmp_path, "run")
+    text = yaml.safe_dump({"model": {"hidden_size": 8, "head": {"kind": "plain"}}, "seed_everything": 3})
+    (run / "config.yaml").write_text(text)
+    (loaded,) = load_runs([run])
+    assert loaded.config == yaml.safe_load(text)
 
 
 def test_the_compared_curves_are_read_as_each_measurement_says():

@@ -3,6 +3,7 @@ scipy's t-tests (independent references), the words at the interval's edges, whi
 the baseline. The command's report around them: tests/test_compare.py."""
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,16 @@ def test_welch_interval_with_too_few_runs_or_no_spread():
     assert welch_interval([2.0, 2.0], [1.5, 1.5, 1.5]) == (0.5, 0.5, 0.5)  # no spread: the difference exactly
 
 
+@pytest.mark.parametrize("a, b, diff", [([], [1.0, 2.0], math.nan), ([1.0, 2.0], [math.nan], math.nan),
+                                        ([4.0], [3.0, 3.5], 0.75), ([3.0, 3.5, 3.2], [4.0], np.mean([3.0, 3.5, 3.2]) - 4.0)])
+def test_too_few_runs_on_a_side_give_no_interval_without_numpy_warnings(a, b, diff):
+    """An empty side or a single run is the usual case of a new intervention: NaN bounds, no warning printed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = welch_interval(a, b)
+    assert got[0] == pytest.approx(diff, nan_ok=True) and math.isnan(got[1]) and math.isnan(got[2])
+
+
 @pytest.mark.parametrize("low, high, expected", [
     (-0.3, -0.1, "better"), (-0.3, 0.0, "no significant difference"), (0.0, 0.2, "no significant difference"),
     (0.1, 0.2, "worse"), (-0.1, 0.1, "no significant difference"), (math.nan, 0.1, "too few runs for an interval"),
@@ -63,6 +74,16 @@ def test_runs_pair_by_seed_once_two_seeds_are_common():
     treated, base = {1: 2.8, 2: 3.1, 3: 2.85, 9: 1.0}, {1: 3.0, 2: 3.2, 3: 3.1, 7: 5.0}  # seeds 9 and 7 unpaired
     d = difference(_runs(treated), _runs(base), "final_val_loss")
     paired = [treated[s] - base[s] for s in (1, 2, 3)]
+    ref = stats.ttest_1samp(paired, 0.0).confidence_interval(0.95)
+    assert d["pairing"] == "by seed" and d["n"] == "3 pairs"
+    assert (d["difference"], d["ci_low"], d["ci_high"]) == pytest.approx((np.mean(paired), ref.low, ref.high), abs=1e-12)
+
+
+def test_runs_pair_by_seed_whatever_the_seeds_types():
+    """Seeds read from configs and run.json need not share a type (an int, a name): each still pairs with its own."""
+    treated, base = {1: 2.8, "b": 3.1, "c": 2.85}, {"c": 3.1, 1: 3.0, "b": 3.2}
+    d = difference(_runs(treated), _runs(base), "final_val_loss")
+    paired = [treated[s] - base[s] for s in treated]
     ref = stats.ttest_1samp(paired, 0.0).confidence_interval(0.95)
     assert d["pairing"] == "by seed" and d["n"] == "3 pairs"
     assert (d["difference"], d["ci_low"], d["ci_high"]) == pytest.approx((np.mean(paired), ref.low, ref.high), abs=1e-12)

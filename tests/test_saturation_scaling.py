@@ -30,6 +30,37 @@ def test_fit_recovers_planted_A_and_alpha():
     assert law.A == pytest.approx(300.0, rel=0.3) and law.alpha == pytest.approx(0.31, abs=0.02)
 
 
+def test_a_noisy_fit_is_the_least_squares_optimum_to_the_digits_the_report_prints():
+    """Against the optimum of the relative squared error found here by Gauss-Newton in centred coordinates
+    (log A - alpha mean(log N), alpha: well conditioned): A to 5 significant digits, as the report prints it."""
+    sizes = {"a": 1e9, "b": 2.8e9, "c": 6.9e9, "d": 1.2e10}
+    rows = _rows(Law(A=300.0, alpha=0.31), sizes, noise=0.05, seed=8)
+    n, t, y = np.array([sizes[m] for m in rows.model]), rows.tokens.to_numpy(float), rows.value.to_numpy(float)
+    B, beta, E = PAPER_FIXED["B"], PAPER_FIXED["beta"], PAPER_FIXED["E"]
+    centred = np.log(n) - np.log(n).mean()
+    c, alpha = np.log(300.0) - 0.31 * np.log(n).mean(), 0.31
+    for _ in range(50):
+        f = np.exp(c - alpha * centred)
+        step = np.linalg.lstsq(np.column_stack([f / y, -f * centred / y]), 1.0 - (f + B / t**beta + E) / y, rcond=None)[0]
+        c, alpha = c + step[0], alpha + step[1]
+    law = fit(n, t, y)
+    assert law.A == pytest.approx(np.exp(c + alpha * np.log(n).mean()), rel=5e-6)
+    assert law.alpha == pytest.approx(alpha, abs=5e-7)
+
+
+def test_integer_counts_and_exponents_are_numbers_not_int64():
+    """Parameter and token counts are ints, and a fixed exponent may be one: (2^32)^2 overflows int64 to 0, not
+    float64. The law's closed form at N = T = 2^32 with alpha = beta = 2 is 2 x 2^-64, and the fit is the floats' fit."""
+    law = Law(A=1.0, alpha=2, B=1.0, beta=2, E=0.0)
+    assert law(2**32, 2**32) == 2.0**-63 and law(np.array([2**32]), np.array([2**32])).tolist() == [2.0**-63]
+    planted = Law(A=300.0, alpha=0.31, B=1.0, beta=2, E=1.69)
+    n, t = [10**9, 10**9, 3 * 10**9, 3 * 10**9], [2**32, 2**33, 2**32, 2**33]
+    loss = [float(planted(float(a), float(b))) for a, b in zip(n, t)]
+    got, ref = fit(n, t, loss, B=1.0, beta=2, E=1.69), fit(np.array(n, float), np.array(t, float), loss, B=1.0, beta=2.0, E=1.69)
+    assert (got.A, got.alpha) == pytest.approx((ref.A, ref.alpha), rel=1e-12)
+    assert got.A == pytest.approx(300.0, rel=1e-6) and got.alpha == pytest.approx(0.31, rel=1e-6)
+
+
 def test_gaps_of_a_model_planted_above_the_law():
     planted = Law(A=119.09, alpha=0.246)
     sizes = {"pythia-1.4b": 1.4e9, "pythia-2.8b": 2.8e9, "pythia-6.9b": 6.9e9, "small": 1.6e8}
