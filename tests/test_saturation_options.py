@@ -93,3 +93,38 @@ def test_traceback_on_request_raises_instead_of_one_line(calls, monkeypatch):
     monkeypatch.setenv("LMDYNAMICS_TRACEBACK", "1")
     with pytest.raises(analyze.InputError, match="--params: 'a' is not name=number"):
         command.main(["--table", "t", "--metric", "m", "--out", "OUT", "--params", "a"])
+
+
+def test_a_config_file_sets_every_option_and_a_list_of_large_models_reaches_the_fit(calls, tmp_path):
+    config = tmp_path / "sat.yaml"
+    config.write_text("table: runs/x\nmetric: val_loss\nout: OUT\nscaling_large: [a, b]\nparams: a=1e6,b=2e6\n"
+                      "scaling_fixed: B=1,beta=0.5,E=2\nmin_fraction: 0.2\nmargin: 0.1\n")
+    assert command.main(["--config", str(config)]) == 0
+    assert calls["write"] == (("OUT", "series of the table", None, 0.2, 0.1),
+                              {"large": ["a", "b"], "params": {"a": 1e6, "b": 2e6},
+                               "fixed": {"B": 1.0, "beta": 0.5, "E": 2.0}})
+
+
+@pytest.mark.parametrize("key", ["evals", "table", "task", "metric", "measures", "out", "params", "scaling_fixed",
+                                 "scaling_large"])
+def test_a_config_value_that_is_not_text_is_one_line_naming_its_key(calls, capsys, tmp_path, key):
+    """A mapping where a name, path or list of pairs belongs is refused by the parser, before anything is read."""
+    config = tmp_path / "sat.yaml"
+    base = {"evals" if key == "table" else "table": "t", "metric": "m", "out": "OUT", "task": "lambada"}
+    config.write_text("".join(f"{k}: {v}\n" for k, v in {**base, key: "{x: 1}"}.items()))
+    assert command.main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {key}: ") and err.count("\n") == 1, err
+    assert calls == {}
+
+
+def test_a_missing_config_file_is_one_line_naming_it_as_the_saturation_config(calls, capsys, tmp_path):
+    assert command.main(["--config", str(tmp_path / "nope.yaml")]) == 2
+    assert capsys.readouterr().err == (f"error: saturation config {tmp_path / 'nope.yaml'} does not exist; the bundled "
+                                       "configs are in configs/ (list them with: lmdynamics configs)\n")
+
+
+def test_main_without_arguments_reads_the_command_line(calls, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["lmdynamics-saturation", "--table", "t", "--metric", "m", "--out", "OUT"])
+    assert command.main() == 0
+    assert calls["from_table"] == (("t", "m", None), {})

@@ -260,6 +260,8 @@ REASONS = {
     'baseline-exists': "the fallback 'keys' is printed only when no remaining key is left and no group has the baseline value (with no remaining key, every baseline group matches). plan_groups refuses a baseline value that no run has (CompareError) before the compare command calls verdict_table, its only caller, so the fallback is never printed",
     'lm-minimum': "the fit stops on least_squares' gradient test (gtol 1e-8) in this ill-conditioned two-parameter problem. Started from +slope, solved by 'trf' or with the default xtol 1e-8 (which never decides the stop before gtol), it reaches the same minimum to about 1e-6 relative in A. That is below the 5 significant digits the report prints, and it is checked against an independent Gauss-Newton optimum by test_a_noisy_fit_is_the_least_squares_optimum_to_the_digits_the_report_prints",
     'string-groups': "the group values are strings: the constant 'all', and the object arrays of strings that token_classes and frequency_buckets return, which asarray passes through unchanged. _shares only compares them with == and reads them back by tolist(), which give the same masks and the same Python strings from a numpy string array as from an object array",
+    # commands.saturation
+    'argparse-none': "an option's default is None when none is given (argparse and jsonargparse alike, for a typed option and a store_const flag): default=None is the same option, in --help, the reference and the parsed namespace",
 }
 
 # (function, line before, line after, reason)
@@ -669,6 +671,8 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('trajectories.classify.x_class_shares', 'for r in _shares(labels, np.asarray(values, dtype=object)):', 'for r in _shares(labels, np.asarray(values, )):', 'string-groups'),
     ('trajectories.classify.x_double_descent_shares', 'per_token = float("nan")', 'per_token = float("NAN")', 'float-case-nan'),
     ('trajectories.classify.x_perplexities', 'return np.exp(traj.losses.astype(np.float64))', 'return np.exp(traj.losses.astype(None))', 'astype-none'),
+    ('commands.saturation.x_build_parser', 'p.add_argument("--tokens_per_step", type=int, default=None,\nhelp="tokens per step of the evaluated models, for the table\'s tokens column (--evals)")', 'p.add_argument("--tokens_per_step", type=int, help="tokens per step of the evaluated models, for the table\'s tokens column (--evals)")', 'argparse-none'),
+    ('commands.saturation.x_build_parser', 'way.add_argument("--higher_is_better", dest="higher", action="store_const", const=True, default=None,\nhelp="override the metric\'s direction (default: the result files\' own map, else from its name)")', 'way.add_argument("--higher_is_better", dest="higher", action="store_const", const=True, help="override the metric\'s direction (default: the result files\' own map, else from its name)")', 'argparse-none'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}

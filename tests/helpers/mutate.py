@@ -86,7 +86,8 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
                              "test_saturation_werror::test_corpus_tokens_defaults_are_a_default_runs_data_settings"),
     "saturation/lowrank_head.py": ("test_saturation_lowrank",),
     "saturation/harness.py": ("test_saturation_harness",),
-    "commands/saturation.py": ("test_saturation_options", "test_saturation_cli", "test_saturation_signals_direction"),
+    "commands/saturation.py": ("test_saturation_options", "test_saturation_cli", "test_saturation_signals_direction",
+                               "test_cli_reference"),  # the reference shows every option's default and help text
     "trajectories/classify.py": ("test_trajectories_classify", "test_trajectory_values"),
     # the record/report CLI test takes ~20 s a mutant: compare's own fast tests only
     "trajectories/compare.py": ("test_trajectories_compare::test_group_perplexity_is_exp_of_the_mean_loss_not_a_mean_of_perplexities",
@@ -135,7 +136,7 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
                                "test_callbacks::test_the_kl_reference_is_the_head_at_the_loss_minimum_when_measured_less_often"),
     "generate.py": ("test_generate", "test_generate_sampling"),
 }
-COPIED = ("src", "tests", "configs", "analysis", "train", "pyproject.toml")
+COPIED = ("src", "tests", "configs", "analysis", "train", "docs", "pyproject.toml")  # docs: the command reference test
 
 
 def test_path(name: str) -> str:
