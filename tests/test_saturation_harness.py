@@ -1,7 +1,6 @@
 """Reading lm-eval result files: both layouts, model/step discovery, directions, and bad files."""
 
 import json
-import locale
 import os
 import shutil
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lmdynamics.saturation import harness as H
+from tests.helpers.encoding import ascii_locale
 
 DATA = Path(__file__).parent / "data" / "lm_eval"
 
@@ -182,12 +182,8 @@ def test_utf8_whatever_the_locale(tmp_path):
     UTF-8 mode), in process: the C locale set for LC_CTYPE while the file is read."""
     path = tmp_path / "x_step7.json"
     path.write_bytes('{"results": {"caf\u00e9": {"acc": 0.5}}}'.encode("utf-8"))
-    old = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    try:
+    with ascii_locale():
         f = H.read_file(path, "m")
-    finally:
-        locale.setlocale(locale.LC_CTYPE, old)
     assert sorted(t for t, _ in f.values) == ["caf\u00e9"]
 
 

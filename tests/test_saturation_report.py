@@ -16,6 +16,7 @@ from scipy.optimize import minimize_scalar
 from lmdynamics.report.saturation_report import scaling_section, write
 from lmdynamics.saturation import scaling
 from lmdynamics.saturation.analyze import InputError, Series
+from tests.helpers.encoding import ascii_locale
 
 FIXED = {"B": 410.7, "beta": 0.28, "E": 1.69}  # Godey et al.'s fixed values (docs/science.md section 3)
 SIZES = {"small": 1.6e8, "big-c": 6.9e9, "big-a": 1.0e9, "big-b": 2.8e9}  # rows in this (unsorted) order
@@ -293,6 +294,13 @@ def test_the_report_is_the_csvs_verdicts_per_model_and_per_mixture_component_wit
         assert any("val_loss" in t for t in figure_texts[name]), (name, figure_texts[name])
 
 
+def test_the_report_is_utf8_whatever_the_locale(tmp_path):
+    """The report holds "—" and "±": written as UTF-8 where the locale's encoding is ASCII."""
+    with ascii_locale():
+        report = write(tmp_path / "out", _report_series(), min_fraction=0.25, margin=0.2)
+    assert "—" in report.read_bytes().decode("utf-8")
+
+
 def test_a_report_without_mixtures_has_no_component_section_and_its_yes_no_words(tmp_path):
     from lmdynamics.report.saturation_report import report_text
     from lmdynamics.saturation.analyze import detect_all
@@ -320,7 +328,12 @@ def test_each_kind_of_per_model_line(tmp_path):
                          + _rows("e-calm", "val_loss", R_LOSS, "eval") + _rows("e-calm", "kl_uniform", flat, "head")
                          + _rows("g-falls", "val_loss", rising, "eval")
                          + _rows("g-falls", "er", _degrading(up=False), "head")
-                         + _rows("h-bare", "val_loss", rising, "eval"))
+                         + _rows("h-bare", "val_loss", rising, "eval")
+                         + _rows("i-both", "val_loss", rising, "eval")
+                         + _rows("i-both", "kl_uniform", _degrading(up=True, onset=600), "head")
+                         + _rows("i-both", "er", _degrading(up=False), "head")
+                         + _rows("j-calm", "val_loss", rising, "eval") + _rows("j-calm", "kl_uniform", flat, "head")
+                         + _rows("j-calm", "er", flat, "head"))
     series = Series("val_loss", frame[frame.metric == "val_loss"], frame, {}, "kinds")
     text = report_text(detect_all(series), series, [], 0.1, 0.05)
     lines = [ln for ln in text.splitlines() if ln.startswith("- **")]
@@ -330,4 +343,7 @@ def test_each_kind_of_per_model_line(tmp_path):
         "first (not in the table: er, anisotropy).",
         f"- **g-falls**: no saturation detected (final +0.0% vs best at step 1000); head signals moved by more than "
         f"the margin: {ER} (from step 400).",
-        "- **h-bare**: no saturation detected (final +0.0% vs best at step 1000)."]
+        "- **h-bare**: no saturation detected (final +0.0% vs best at step 1000).",
+        f"- **i-both**: no saturation detected (final +0.0% vs best at step 1000); head signals moved by more than "
+        f"the margin: {KL} (from step 600), {ER} (from step 400).",
+        f"- **j-calm**: no saturation detected (final +0.0% vs best at step 1000); head signals did not move: {KL}, {ER}."]

@@ -1,9 +1,7 @@
 """Sweeps: grid expansion, validation through the real CLI's dry run, parallel resumable execution."""
 
-import contextlib
 import datetime
 import json
-import locale
 import os
 import re
 import shlex
@@ -22,6 +20,7 @@ from lmdynamics import store
 from lmdynamics.commands.sweep import main
 from lmdynamics.sweep import SweepError, check_override_keys, expand, parse_overrides, run_all, validate
 from tests.helpers.cli import ROOT, cli_env, tiny_config
+from tests.helpers.encoding import ascii_locale
 
 
 def _sweep_file(tmp_path, **spec):
@@ -395,17 +394,6 @@ def test_run_all_names_the_set_overrides_and_counts_hand_made_markers_as_done(tm
         assert summary["status"].tolist() == ["done (earlier)"] * 2 and summary["seconds"].isna().all()
 
 
-@contextlib.contextmanager
-def _ascii_locale():
-    """Python's default file encoding made ASCII, as under LANG=C without UTF-8 mode."""
-    old = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_CTYPE, old)
-
-
 def test_a_runs_log_marker_and_summary_hold_its_settings_whatever_the_locale(tmp_path, monkeypatch, capsys):
     """The log (the command line, then the run's UTF-8 output) is UTF-8 whatever the locale; a finished run's
     marker holds its time and settings, a value that JSON has no type for (a YAML date) written as a string."""
@@ -420,7 +408,7 @@ def test_a_runs_log_marker_and_summary_hold_its_settings_whatever_the_locale(tmp
         return _done(0 if command[command.index("--run.name") + 1] == ok.name else 1)
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    with _ascii_locale():
+    with ascii_locale():
         assert run_all(plan, 1) == 1
     for run in plan.runs:
         lines = plan.log(run).read_text(encoding="utf-8").splitlines()
