@@ -145,3 +145,15 @@ def test_ov_gradient_is_the_product_rule():
     torch.testing.assert_close(ov_gradient(w_o, w_v, g_o, g_v), tangent, rtol=1e-12, atol=1e-12)
     # and it is not just one of the two terms
     assert (ov_gradient(w_o, w_v, g_o, g_v) - g_o @ w_v).abs().max() > 0.1
+
+
+def test_ov_activations_are_computed_in_the_inputs_dtype_whatever_the_weights(captured):
+    """Activations captured in bfloat16 from float64 weights (or float32 from float64): the result has x's dtype
+    and is the float64 result to that dtype's precision."""
+    cap, w_qkv, b_qkv, w_dense, _ = captured
+    x = cap["x"]
+    exact = ov_activations(x, w_qkv, b_qkv, w_dense, HEADS)
+    for dtype, tol in ((torch.bfloat16, 0.05), (torch.float32, 1e-5)):
+        got = ov_activations(x.to(dtype), w_qkv, b_qkv, w_dense, HEADS)
+        assert got.dtype == dtype
+        assert float((got.double() - exact).abs().max() / exact.abs().max()) < tol, dtype

@@ -262,6 +262,10 @@ REASONS = {
     'string-groups': "the group values are strings: the constant 'all', and the object arrays of strings that token_classes and frequency_buckets return, which asarray passes through unchanged. _shares only compares them with == and reads them back by tolist(), which give the same masks and the same Python strings from a numpy string array as from an object array",
     # commands.saturation
     'argparse-none': "an option's default is None when none is given (argparse and jsonargparse alike, for a typed option and a store_const flag): default=None is the same option, in --help, the reference and the parsed namespace",
+    # ov, anisotropy, trajectories recorder
+    'einsum-case': 'torch.einsum takes upper-case letters as subscripts too: the mutant renames every subscript of the equation consistently (i->I, h->H, j->J), the same contraction',
+    'zero-rows': "the divisor is replaced only where a row's norm is 0, i.e. where the row is all zeros: 0 divided by 1 or by 2 is 0, and torch.where puts 0 there anyway",
+    'base-setup-module': 'MeasurementCallback.setup reads the trainer and the stage only, never pl_module: passing None calls the same schedule set-up',
 }
 
 # (function, line before, line after, reason)
@@ -673,6 +677,10 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('trajectories.classify.x_perplexities', 'return np.exp(traj.losses.astype(np.float64))', 'return np.exp(traj.losses.astype(None))', 'astype-none'),
     ('commands.saturation.x_build_parser', 'p.add_argument("--tokens_per_step", type=int, default=None,\nhelp="tokens per step of the evaluated models, for the table\'s tokens column (--evals)")', 'p.add_argument("--tokens_per_step", type=int, help="tokens per step of the evaluated models, for the table\'s tokens column (--evals)")', 'argparse-none'),
     ('commands.saturation.x_build_parser', 'way.add_argument("--higher_is_better", dest="higher", action="store_const", const=True, default=None,\nhelp="override the metric\'s direction (default: the result files\' own map, else from its name)")', 'way.add_argument("--higher_is_better", dest="higher", action="store_const", const=True, help="override the metric\'s direction (default: the result files\' own map, else from its name)")', 'argparse-none'),
+    ('metrics.ov.x_ov_activations', 'vals = torch.einsum("...i,hji->h...j", x, v.weight.to(x.dtype))  # [H, ..., dh]', 'vals = torch.einsum("...I,HJI->H...J", x, v.weight.to(x.dtype))  # [H, ..., dh]', 'einsum-case'),
+    ('metrics.ov.x_ov_activations', 'return torch.einsum("h...j,hij->h...i", vals, w_o)', 'return torch.einsum("H...J,HIJ->H...I", vals, w_o)', 'einsum-case'),
+    ('metrics.anisotropy.x_anisotropy', 'u = torch.where(nonzero, h / torch.where(nonzero, norms, 1.0), 0.0)', 'u = torch.where(nonzero, h / torch.where(nonzero, norms, 2.0), 0.0)', 'zero-rows'),
+    ('callbacks.trajectories.xǁTrajectoryRecorderǁsetup', 'super().setup(trainer, pl_module, stage)', 'super().setup(trainer, None, stage)', 'base-setup-module'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
