@@ -8,6 +8,7 @@ stored yet; a text tokenised for another vocabulary is refused before anything i
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -229,6 +230,8 @@ def test_documents_are_packed_with_the_tokenizers_separator_and_without_its_spec
     expected, table = evaluation_blocks([[2, 3, 4, 2], [4, 3], [3, 3, 2, 4]], 2, 5, 0)
     assert torch.equal(got.blocks, expected) and 1 not in got.blocks and 0 in got.blocks
     np.testing.assert_array_equal(got.table.document, table.document)
+    with_val = evaluation_text(tmp_path / "tokenizer.json", docs, 1, 5, val_text=docs, val_blocks=2)
+    assert torch.equal(with_val.val_blocks, expected)  # the validation text packed the same way
 
 
 def test_n_counts_every_parameter_but_the_input_embedding_for_every_kind_of_head():
@@ -259,3 +262,52 @@ def test_a_stores_own_blocks_name_the_store_and_its_text(run, tmp_path):
     again = stored_text(store.dir)
     assert torch.equal(again.blocks, text.blocks)
     assert again.source == f"{store.dir} ({store.manifest['meta'].get('text', '')})" and str(store.dir) in again.source
+
+
+@pytest.mark.parametrize("val_blocks, asked, moved", [(None, None, False), (None, 3, True), (5, None, False)])
+def test_a_runs_validation_text_is_its_validation_split_packed_as_training_packs_it(tmp_path, pythia_tokenizer_file,
+                                                                                      val_blocks, asked, moved):
+    """``run_validation_text``: the run's held-out documents (``split_documents`` with its val_fraction and seed),
+    each followed by end-of-text, cut into blocks of its context length; the first ``asked`` of them (default 16, or
+    all its validation loop uses if fewer) to record, every block the loop uses for the validation perplexity; each
+    token's document counted along the stream. A tokenizer file given replaces the one the config names (``moved``:
+    no longer where training found it)."""
+    from tokenizers import Tokenizer
+
+    from lmdynamics.data.corpus import load_corpus
+    from lmdynamics.data.packing import split_documents
+    from lmdynamics.probes.sources import load_tokenizer, tokenizer_fingerprint
+    from lmdynamics.trajectories.offline import run_validation_text
+    from lmdynamics.trajectories.tokens import EvaluationTextTooShort
+    from tests.helpers.trajectories import run_directory, short_documents
+
+    docs = short_documents(n=80, seed=4)
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join(docs))
+    named = tmp_path / "moved" / "tokenizer.json" if moved else pythia_tokenizer_file
+    data = {"source": str(text), "tokenizer": str(named), "context_length": 16, "val_fraction": 0.25,
+            "seed": 3, "cache_dir": str(tmp_path / "cache"), **({"val_blocks": val_blocks} if val_blocks else {})}
+    run = run_directory(tmp_path / "run", data, load_corpus(str(text), cache_dir=tmp_path / "cache").corpus_id)
+    tok = Tokenizer.from_file(str(pythia_tokenizer_file))
+    eos = tok.token_to_id("<|endoftext|>")
+    stream = [i for d in split_documents(docs, 0.25, 3)[1] for i in tok.encode(d, add_special_tokens=False).ids + [eos]]
+    every = torch.tensor(stream[: len(stream) // 16 * 16]).view(-1, 16)
+    assert len(every) > 16
+    loop = every[:val_blocks] if val_blocks else every
+    n = asked or min(16, len(loop))
+    got = run_validation_text(run, asked, pythia_tokenizer_file if moved else None)
+    assert torch.equal(got.blocks, loop[:n]) and torch.equal(got.val_blocks, loop)
+    scored = [b * 16 + p for b in range(n) for p in range(1, 16)]  # positions 1..15 of each block
+    before = np.cumsum([0] + [i == eos for i in stream])  # end-of-text ids before each token of the stream
+    assert got.table.ids.tolist() == [stream[g] for g in scored]
+    assert got.table.document.tolist() == [before[g] for g in scored]
+    assert got.table.position.tolist() == [g % 16 for g in scored] and got.table.block.tolist() == [g // 16 for g in scored]
+    assert got.tokenizer_fp == tokenizer_fingerprint(load_tokenizer(pythia_tokenizer_file))
+    assert got.source == f"validation split of {run}"
+    for bad in (0, len(loop) + 1):
+        with pytest.raises(EvaluationTextTooShort, match=rf"^{re.escape(str(run))} has {len(loop)} validation blocks; "
+                                                         rf"ask for 1 to {len(loop)} \(--blocks\)$"):
+            run_validation_text(run, bad, pythia_tokenizer_file if moved else None)
+    text.write_text("\n\n".join(docs[1:]))  # the corpus changed since training: its validation split cannot be rebuilt
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(run))}: the corpus now reads as .*, not .* as in run.json"):
+        run_validation_text(run, asked, pythia_tokenizer_file if moved else None)

@@ -266,6 +266,9 @@ REASONS = {
     'einsum-case': 'torch.einsum takes upper-case letters as subscripts too: the mutant renames every subscript of the equation consistently (i->I, h->H, j->J), the same contraction',
     'zero-rows': "the divisor is replaced only where a row's norm is 0, i.e. where the row is all zeros: 0 divided by 1 or by 2 is 0, and torch.where puts 0 there anyway",
     'base-setup-module': 'MeasurementCallback.setup reads the trainer and the stage only, never pl_module: passing None calls the same schedule set-up',
+    # trajectories.offline
+    'store-text-recorded': "every trajectory store the project writes names its text in store.json: record_sources writes the evaluation text's source, the live recorder 'validation split'; the default of meta.get is never read",
+    'source-always-given': 'the three constructors of EvaluationText (evaluation_text, stored_text, run_validation_text) all pass a source: its default is never used',
 }
 
 # (function, line before, line after, reason)
@@ -681,6 +684,10 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
     ('metrics.ov.x_ov_activations', 'return torch.einsum("h...j,hij->h...i", vals, w_o)', 'return torch.einsum("H...J,HIJ->H...I", vals, w_o)', 'einsum-case'),
     ('metrics.anisotropy.x_anisotropy', 'u = torch.where(nonzero, h / torch.where(nonzero, norms, 1.0), 0.0)', 'u = torch.where(nonzero, h / torch.where(nonzero, norms, 2.0), 0.0)', 'zero-rows'),
     ('callbacks.trajectories.xǁTrajectoryRecorderǁsetup', 'super().setup(trainer, pl_module, stage)', 'super().setup(trainer, None, stage)', 'base-setup-module'),
+    ('trajectories.offline.x_stored_text', 'return EvaluationText(blocks, store.token_table(), meta["tokenizer"], None, f"{store_dir} ({meta.get(\'text\', \'\')})")', 'return EvaluationText(blocks, store.token_table(), meta["tokenizer"], None, f"{store_dir} ({meta.get(\'text\', None)})")', 'store-text-recorded'),
+    ('trajectories.offline.x_stored_text', 'return EvaluationText(blocks, store.token_table(), meta["tokenizer"], None, f"{store_dir} ({meta.get(\'text\', \'\')})")', 'return EvaluationText(blocks, store.token_table(), meta["tokenizer"], None, f"{store_dir} ({meta.get(\'text\', )})")', 'store-text-recorded'),
+    ('trajectories.offline.x_stored_text', 'return EvaluationText(blocks, store.token_table(), meta["tokenizer"], None, f"{store_dir} ({meta.get(\'text\', \'\')})")', 'return EvaluationText(blocks, store.token_table(), meta["tokenizer"], None, f"{store_dir} ({meta.get(\'text\', \'XXXX\')})")', 'store-text-recorded'),
+    ('trajectories.offline.xǁEvaluationTextǁ__init__', 'source: str = ""):', 'source: str = "XXXX"):', 'source-always-given'),
 ]
 
 _INDEX = {(function, before, after): reason for function, before, after, reason in EQUIVALENT}
