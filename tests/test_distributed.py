@@ -44,6 +44,14 @@ def test_ddp_two_processes_measure_once_and_match_one_process(tmp_path):
     assert np.allclose(step0.value_one, step0.value_two, rtol=1e-4, atol=1e-5, equal_nan=True)  # inf == inf too
     later = merged[(merged.step > 0) | merged.metric.isin(["cka_final", "converged_fraction"])]  # same global batches of 4 blocks, gradients averaged over 2 ranks
     assert np.allclose(later.value_one, later.value_two, rtol=1e-2, atol=1e-3, equal_nan=True)
+    # the model's own rows (the training and validation losses as sums reduced over the ranks, the token counts of
+    # every rank's blocks, the gradient norm, the learning rate) are one process's; timings are not compared
+    speed = ["measure_share", "model_tflops", "tokens_per_sec", "mfu", "step_seconds"]
+    rows = [t[t.component.eq("model") & ~t.metric.isin(speed)] for t in (a, b)]
+    model = rows[0].merge(rows[1], on=key, how="outer", suffixes=("_one", "_two"), indicator=True)
+    assert (model._merge == "both").all() and {"train_loss", "val_loss", "tokens", "grad_norm"} <= set(model.metric)
+    assert (model.tokens_one == model.tokens_two).all() and (model.tokens_two == model.step * 4 * 32).all()
+    assert np.allclose(model.value_one, model.value_two, rtol=1e-5, atol=1e-6)
     assert (two / "runs" / "tiny" / "checkpoints" / "step00000003").is_dir()
 
 
