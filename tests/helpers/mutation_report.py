@@ -36,12 +36,17 @@ def change(name: str) -> str:
     return changed_lines(mutmut("show", name))
 
 
+def function_of(name: str) -> str:
+    """``lmdynamics.a.b.x_f__mutmut_3`` -> ``a.b.x_f``: the function as the registry names it."""
+    return name.rsplit("__mutmut_", 1)[0].removeprefix("lmdynamics.")
+
+
 def why_equivalent(name: str, diff: str) -> str | None:
     """The registered argument that mutant ``name`` (its change ``diff``) is equivalent, else None."""
     lines = [ln.strip() for ln in diff.splitlines()]
     before = "\n".join(ln[1:].strip() for ln in lines if ln.startswith("-"))
     after = "\n".join(ln[1:].strip() for ln in lines if ln.startswith("+"))
-    return equivalence(name.rsplit("__mutmut_", 1)[0].removeprefix("lmdynamics."), before, after)
+    return equivalence(function_of(name), before, after)
 
 
 def _tokens(code: str) -> list[tuple[int, str]]:

@@ -18,14 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from equivalent_mutants import EQUIVALENT  # noqa: E402
-from mutation_report import changed_lines, why_equivalent  # noqa: E402
+from mutation_report import changed_lines, function_of, why_equivalent  # noqa: E402
 
 SKIPPED = 34  # mutmut's exit code for a skipped mutant (mutmut.stats.status_by_exit_code)
-
-
-def function_of(name: str) -> str:
-    """``lmdynamics.a.b.x_f__mutmut_3`` -> ``a.b.x_f``: the function as the registry names it."""
-    return name.rsplit("__mutmut_", 1)[0].removeprefix("lmdynamics.")
 
 
 def main() -> int:
