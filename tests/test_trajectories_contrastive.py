@@ -2,6 +2,7 @@
 never picks a token the large model prefers; the CLI and the scoring of generations under every checkpoint."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -214,3 +215,171 @@ def test_nucleus_draws_from_the_smallest_set_that_reaches_top_p_renormalised(top
     mass = q[allowed].sum().item()
     for i in allowed:
         assert np.mean(draws == i) == pytest.approx(q[i].item() / mass, abs=0.025), i
+
+
+def test_models_whose_padded_vocabularies_differ_draw_only_the_ids_both_have():
+    """The large model's vocabulary padded 32 ids past the small one's: (0, 1) greedy is the large model's argmax
+    over the shared ids (recomputed here without the cache), never an id only the large model has."""
+    torch.manual_seed(0)
+    small = GPTNeoXForCausalLM(tiny_config()).eval()
+    large = GPTNeoXForCausalLM(tiny_config(vocab_size=160, hidden_size=64)).eval()
+    shared = small.config.vocab_size
+    prompt = [5, 17, 99, 3]
+    res = contrastive_generate(small, large, prompt, 0.0, 1.0, 12, greedy=True)
+    pl = _probs_without_cache(large, prompt + res["ids"])
+    assert res["ids"] == [int(pl[len(prompt) - 1 + k, :shared].argmax()) for k in range(12)]
+
+
+def test_the_floor_given_is_the_mass_every_token_gets():
+    """(1, -1) sampling with floor 0 never draws a token the large model prefers (its p' is 0); a floor far above
+    the mixture makes p' nearly uniform, so such tokens are drawn too."""
+    small, large = _models()
+
+    def drawn_where_large_prefers(floor):
+        res = contrastive_generate(small, large, [1, 2, 3], 1.0, -1.0, 30, top_p=1.0, floor=floor,
+                                   generator=torch.Generator().manual_seed(0))
+        return sum(s < lg for s, lg in zip(res["p_small"], res["p_large"]))
+
+    assert drawn_where_large_prefers(0.0) == 0
+    assert drawn_where_large_prefers(1.0) > 0
+
+
+def test_a_sampled_first_token_is_the_nucleus_draw_from_p_prime_with_that_generator():
+    """Not greedy: with each seed, the first token is what nucleus sampling of p' (recomputed here from both
+    models without the cache) draws with a generator of that seed, and the seeds do not all agree."""
+    from lmdynamics.trajectories.contrastive import _nucleus
+
+    small, large = _models()
+    prompt = [4, 5]
+    q = contrastive_next(_probs_without_cache(small, prompt)[-1], _probs_without_cache(large, prompt)[-1], 1.0, -0.5)
+    firsts = []
+    for seed in range(6):
+        res = contrastive_generate(small, large, prompt, 1.0, -0.5, 1, top_p=1.0,
+                                   generator=torch.Generator().manual_seed(seed))
+        assert res["ids"] == [_nucleus(q, 1.0, torch.Generator().manual_seed(seed))]
+        firsts += res["ids"]
+    assert len(set(firsts)) > 1
+
+
+def test_each_model_reads_the_prompt_once_then_one_new_token_per_step_and_none_after_the_last():
+    """The key/value cache: a model's forward passes see the whole prompt once, then only the token just chosen;
+    the last token is never fed (nothing reads its next distribution)."""
+    small, large = _models()
+    fed = {"small": [], "large": []}
+    hooks = [model.register_forward_pre_hook(
+        lambda module, args, kwargs, name=name: fed[name].append(kwargs["input_ids"].tolist()), with_kwargs=True)
+        for name, model in (("small", small), ("large", large))]
+    try:
+        res = contrastive_generate(small, large, [5, 17, 99, 3], 1.0, -1.0, 6, greedy=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    want = [[[5, 17, 99, 3]]] + [[[tok]] for tok in res["ids"][:-1]]
+    assert fed["small"] == fed["large"] == want
+
+
+class _DeviceProbe(torch.nn.Module):
+    """A model whose one parameter lives on the meta device; it records the device of the ids it is given and
+    answers uniform logits over 8 ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(1, device="meta"))
+        self.devices = []
+
+    def forward(self, input_ids, past_key_values=None, use_cache=True):
+        self.devices.append(input_ids.device)
+        return SimpleNamespace(logits=torch.zeros(1, input_ids.shape[1], 8), past_key_values=None)
+
+
+def test_token_ids_are_sent_to_the_device_of_each_models_parameters():
+    small, large = _DeviceProbe(), _DeviceProbe()
+    contrastive_generate(small, large, [1, 2], 1.0, 0.0, 3, greedy=True)
+    assert small.devices == large.devices == [torch.device("meta")] * 3
+
+
+def test_nucleus_compares_top_p_in_float64_so_a_set_just_short_of_it_is_not_enough():
+    """0.5 + 0.39999999 falls 1e-8 short of 0.9, less than float32's spacing there: the third token is kept too."""
+    from lmdynamics.trajectories.contrastive import _nucleus
+
+    q = torch.tensor([0.5, 0.39999999, 0.10000001], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    assert {_nucleus(q, 0.9, g) for _ in range(300)} == {0, 1, 2}
+
+
+def _write_generations(path, gens):
+    path.write_text("".join(json.dumps(g) + "\n" for g in gens))
+    return path
+
+
+def test_a_generations_file_without_generated_tokens_is_refused(tmp_path):
+    """An empty file, or one generation without tokens among others, holds nothing to score."""
+    from lmdynamics.trajectories.scoring import _read
+
+    for gens in ([], [{"prompt_ids": [1, 2], "ids": [3]}, {"prompt_ids": [1], "ids": []}]):
+        path = _write_generations(tmp_path / "generations.jsonl", gens)
+        with pytest.raises(ValueError, match=f"^{path} holds no generated tokens$"):
+            _read(path)
+
+
+GENERATIONS = [{"prompt_ids": [5, 17, 99], "ids": [3, 8, 2, 40]}, {"prompt_ids": [7], "ids": [11, 12]}]
+
+
+def test_scoring_a_hub_store_of_one_checkpoint_writes_its_row_on_the_default_device(runs, tmp_path, monkeypatch):
+    """score_generations called directly with one store root as a string: a store recorded from a hub revision
+    (found through cache_dir) with one checkpoint; the model is loaded on the default device, cpu; scores.csv has
+    exactly the documented columns, the store's tokens and validation perplexity, and the token-weighted
+    perplexity of the generated tokens recomputed here in float64."""
+    import lmdynamics.trajectories.scoring as scoring
+    from lmdynamics.checkpoints import add_to_hf_cache
+    from lmdynamics.trajectories.storage import TrajectoryStore
+
+    small, _, _, text = runs
+    cache = tmp_path / "hub"
+    add_to_hf_cache(small / "checkpoints" / "step00000400", "org/small", "step400", cache)
+    store = tmp_path / "store"
+    assert trajectories_main(["record", "--source", "org/small", "--hub-cache", str(cache), "--text", str(text),
+                              "--blocks", "2", "--block-tokens", "17", "--steps", "400", "--out", str(store)]) == 0
+    devices, load_model = [], scoring.load_model
+
+    def spy(checkpoint, device="(none given)"):
+        devices.append(device)
+        return load_model(checkpoint, device)
+
+    monkeypatch.setattr(scoring, "load_model", spy)
+    path = scoring.score_generations(str(_write_generations(tmp_path / "g.jsonl", GENERATIONS)), str(store),
+                                     tmp_path / "score", cache_dir=cache)
+    assert devices == ["cpu"]
+    scores = pd.read_csv(path)
+    assert list(scores.columns) == ["model", "step", "tokens", "val_ppl", "generated_ppl", "generated_tokens"]
+    traj = TrajectoryStore(store / "org--small").read()
+    assert scores["model"].tolist() == ["org/small"] and scores["step"].tolist() == [400]
+    assert scores["tokens"].tolist() == traj.tokens.tolist()
+    assert scores["val_ppl"].tolist() == pytest.approx(traj.val_ppl.tolist(), rel=1e-12)
+    assert scores["generated_tokens"].tolist() == [6]
+    model = GPTNeoXForCausalLM.from_pretrained(small / "checkpoints" / "step00000400").eval()
+    losses = []
+    for g in GENERATIONS:
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=torch.tensor([g["prompt_ids"] + g["ids"]])).logits[0].double(), -1)
+        losses += [-float(lp[len(g["prompt_ids"]) - 1 + k, t]) for k, t in enumerate(g["ids"])]
+    assert scores["generated_ppl"].item() == pytest.approx(np.exp(np.mean(losses)), rel=1e-5)
+
+
+def test_scoring_refuses_a_store_whose_models_tokenizer_differs_naming_the_last_checkpoint(runs, tmp_path):
+    """A store whose evaluation-text tokenizer is not the run's (planted in its manifest): refused before any
+    model is scored, the message naming the run at its last recorded step."""
+    from lmdynamics.trajectories.offline import TokenizerMismatch
+    from lmdynamics.trajectories.scoring import score_generations
+
+    small, _, _, text = runs
+    store = tmp_path / "store"
+    assert trajectories_main(["record", "--source", str(small), "--text", str(text), "--blocks", "2",
+                              "--block-tokens", "17", "--steps", "0,200,400", "--out", str(store)]) == 0
+    manifest = store / "small" / "manifest.json"
+    planted = json.loads(manifest.read_text())
+    planted["meta"]["tokenizer"] = "another tokenizer"
+    manifest.write_text(json.dumps(planted))
+    with pytest.raises(TokenizerMismatch, match="^the tokenizer of small@step400 differs from the evaluation text's"):
+        score_generations(_write_generations(tmp_path / "g.jsonl", GENERATIONS), [store], tmp_path / "score")
+    assert not (tmp_path / "score").exists()

@@ -4,6 +4,7 @@ block shapes; token classes on the real Pythia tokenizer, every class and the bo
 their decade buckets at every decade edge."""
 
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -177,3 +178,55 @@ def test_classes_from_any_tokenizer_that_decodes_including_an_empty_string_and_s
                                                                "digit", "punctuation", "other"]
     # after an empty string (not whitespace-ending) a word goes on; after the special id it starts
     assert list(token_classes(tok, [3, 3, 3], previous=[0, 2, 1])) == ["continuation", "word-initial", "word-initial"]
+
+
+def test_evaluation_blocks_stop_reading_when_the_documents_fill_the_blocks_exactly():
+    """Two documents of 3 tokens fill 2 blocks of 3: the third document is never read."""
+    read = []
+
+    def documents():
+        for d in range(5):
+            read.append(d)
+            yield [d + 1] * 3
+
+    blocks, _ = evaluation_blocks(documents(), num_blocks=2, block_tokens=3, eos_id=None)
+    assert blocks.tolist() == [[1, 1, 1], [2, 2, 2]] and read == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16])
+def test_evaluation_blocks_are_int64_whatever_integer_type_the_documents_come_in(dtype):
+    docs = [np.array([5, 6, 7], dtype=dtype), np.array([8, 9, 10], dtype=dtype)]
+    blocks, _ = evaluation_blocks(docs, num_blocks=2, block_tokens=3, eos_id=None)
+    assert blocks.dtype == torch.int64 and blocks.tolist() == [[5, 6, 7], [8, 9, 10]]
+
+
+def test_special_ids_are_the_declared_special_ids_and_the_added_tokens_together():
+    """A tokenizer may declare special ids (all_special_ids), added tokens (added_tokens_decoder), both or
+    neither: every id it names either way is special, and a tokenizer naming none has no special token."""
+    strings = {0: "<a>", 1: "<b>", 2: "cat"}
+    both = _TableTokenizer(strings, special=[0])
+    both.added_tokens_decoder = {1: "<b>"}
+    assert list(token_classes(both, [0, 1, 2])) == ["special", "special", "continuation"]
+    added_only = SimpleNamespace(decode=both.decode, added_tokens_decoder={1: "<b>"})
+    assert list(token_classes(added_only, [0, 1, 2])) == ["other", "special", "continuation"]
+    bare = SimpleNamespace(decode=both.decode)
+    assert list(token_classes(bare, [0, 1, 2])) == ["other", "other", "continuation"]
+
+
+def test_only_the_last_character_of_the_previous_token_decides_a_word_start():
+    """'end.\\n' ends in whitespace (a word after it starts a word); 'end. x' does not."""
+    tok = _TableTokenizer({0: "cat", 1: "end.\n", 2: "end. x", 3: " \n"}, special=[])
+    assert list(token_classes(tok, [0, 0, 0], previous=[1, 2, 3])) == ["word-initial", "continuation",
+                                                                      "word-initial"]
+
+
+def test_ids_and_previous_ids_in_the_shape_of_blocks_give_one_class_per_token():
+    """ids and the id before each one may come as (blocks, positions) arrays: the classes are those of the
+    flattened tokens, in order."""
+    tok = _TableTokenizer({0: "cat", 1: " ", 2: ",", 3: " dog"}, special=[])
+    ids = np.array([[0, 0, 3], [0, 2, 0]])
+    previous = np.array([[1, 0, 0], [2, 0, 1]])
+    flat = token_classes(tok, ids.reshape(-1), previous.reshape(-1))
+    assert list(flat) == ["word-initial", "continuation", "word-initial", "continuation", "punctuation",
+                          "word-initial"]
+    assert list(token_classes(tok, ids, previous)) == list(flat)
