@@ -308,6 +308,9 @@ def test_a_runs_validation_text_is_its_validation_split_packed_as_training_packs
         with pytest.raises(EvaluationTextTooShort, match=rf"^{re.escape(str(run))} has {len(loop)} validation blocks; "
                                                          rf"ask for 1 to {len(loop)} \(--blocks\)$"):
             run_validation_text(run, bad, pythia_tokenizer_file if moved else None)
+    if asked:  # the edges: one block, and every block the loop uses
+        assert torch.equal(run_validation_text(run, 1, pythia_tokenizer_file if moved else None).blocks, loop[:1])
+        assert torch.equal(run_validation_text(run, len(loop), pythia_tokenizer_file if moved else None).blocks, loop)
     text.write_text("\n\n".join(docs[1:]))  # the corpus changed since training: its validation split cannot be rebuilt
     with pytest.raises(ValueError, match=rf"^{re.escape(str(run))}: the corpus now reads as .*, not .* as in run.json"):
         run_validation_text(run, asked, pythia_tokenizer_file if moved else None)
