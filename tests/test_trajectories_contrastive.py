@@ -261,6 +261,7 @@ def test_a_sampled_first_token_is_the_nucleus_draw_from_p_prime_with_that_genera
     assert len(set(firsts)) > 1
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # the cache passed under the name the model's forward takes
 def test_each_model_reads_the_prompt_once_then_one_new_token_per_step_and_none_after_the_last():
     """The key/value cache: a model's forward passes see the whole prompt once, then only the token just chosen;
     the last token is never fed (nothing reads its next distribution)."""

@@ -46,13 +46,18 @@ class _Cached:
     """One model stepping through a sequence with its key/value cache."""
 
     def __init__(self, model):
+        import inspect
+
         self.model, self.past = model, None
         self.device = next(model.parameters()).device
+        # transformers 5.25 renamed past_key_values (deprecated, with a FutureWarning per call) to cache
+        self.cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @torch.no_grad()
     def feed(self, ids: list[int]) -> torch.Tensor:
-        out = self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=self.past, use_cache=True)
-        self.past = out.past_key_values
+        out = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True,
+                         **{self.cache_name: self.past})
+        self.past = getattr(out, self.cache_name)
         return torch.softmax(out.logits[0, -1].double(), -1).cpu()
 
 
