@@ -19,7 +19,7 @@ from lmdynamics.commands.trajectories import main
 from lmdynamics.trajectories.counts import corpus_counts
 from lmdynamics.trajectories.storage import TrajectoryStore
 from lmdynamics.trajectories.tokens import frequency_buckets
-from tests.helpers.trajectories import two_synthetic_runs
+from tests.helpers.trajectories import run_directory, short_documents, two_synthetic_runs
 
 EOS = 0  # <|endoftext|> of the BPE trained by lmdynamics.data.tokenizer
 
@@ -121,14 +121,8 @@ def test_a_counts_file_as_npy_or_json_gives_one_count_per_id(tmp_path):
 PYTHIA_VOCAB = 50304  # the Pythia models' padded vocabulary: more ids than the tokenizer's 50,277
 
 
-def _short_documents(n: int = 14, seed: int = 3) -> list[str]:
-    rng = np.random.default_rng(seed)
-    words = "alpha beta gamma delta the of and model layer head rank 42 (x) é".split()
-    return [" ".join(rng.choice(words, size=int(rng.integers(5, 40)))) for _ in range(n)]
-
-
 def test_a_text_file_counts_every_token_of_every_document_without_separators(tmp_path, pythia_tokenizer_file):
-    docs = _short_documents()
+    docs = short_documents()
     tok = Tokenizer.from_file(str(pythia_tokenizer_file))
     want = np.bincount(np.concatenate([tok.encode(d, add_special_tokens=False).ids for d in docs]),
                        minlength=PYTHIA_VOCAB)
@@ -145,23 +139,16 @@ def test_a_text_file_counts_every_token_of_every_document_without_separators(tmp
         corpus_counts(str(tmp_path / "missing.txt"), trajectories_tokenizer, pythia_tokenizer_file, PYTHIA_VOCAB)
 
 
-def _run_directory(root, data: dict, corpus_id: str):
-    root.mkdir()
-    (root / "config.yaml").write_text(yaml.safe_dump({"data": data}))
-    (root / "run.json").write_text(json.dumps({"corpus_id": corpus_id}))
-    return root
-
-
 def test_a_run_directory_counts_its_training_split_with_the_tokenizer_its_config_names(tmp_path, pythia_tokenizer_file):
     """A run whose ``data.tokenizer`` is a tokenizer file (no checkpoint tokenizer given): its training split
     (``split_documents`` with its val_fraction and seed), end-of-text after each document, whole blocks of its
     context length; the same run counted with another tokenizer is refused in one line."""
-    docs = _short_documents(n=20, seed=8)
+    docs = short_documents(n=20, seed=8)
     text = tmp_path / "corpus.txt"
     text.write_text("\n\n".join(docs))
     data = {"source": str(text), "tokenizer": str(pythia_tokenizer_file), "context_length": 16, "val_fraction": 0.25,
             "seed": 3, "cache_dir": str(tmp_path / "cache")}
-    run = _run_directory(tmp_path / "run", data, load_corpus(str(text), cache_dir=tmp_path / "cache").corpus_id)
+    run = run_directory(tmp_path / "run", data, load_corpus(str(text), cache_dir=tmp_path / "cache").corpus_id)
     train, _ = split_documents([d for d in text.read_text().split("\n\n") if d.strip()], 0.25, 3)
     want = direct_counts(train, pythia_tokenizer_file, 16, PYTHIA_VOCAB)
     assert 0 < want.sum() < sum(len(d.split()) for d in docs) * 4 and want[EOS] > 0
@@ -180,7 +167,7 @@ def test_a_run_directory_counts_its_training_split_with_the_tokenizer_its_config
                                         ({"source": "some/hub-corpus", "streaming": True}, "a streamed corpus")])
 def test_a_run_without_a_fixed_training_split_is_refused_naming_what_it_trained_on(tmp_path, pythia_tokenizer_file,
                                                                                    data, kind):
-    run = _run_directory(tmp_path / "run", data, "")
+    run = run_directory(tmp_path / "run", data, "")
     with pytest.raises(ValueError, match=rf"^--corpus {run}: the run trained on {kind}, which has no fixed training "
                                          rf"split to count; give --counts$"):
         corpus_counts(str(run), load_tokenizer(pythia_tokenizer_file), pythia_tokenizer_file, PYTHIA_VOCAB)
