@@ -3,6 +3,7 @@ the counts equal a count made here, directly, over the same token stream (docume
 them, tokenised with the tokenizer itself, end-of-text after each, the incomplete last block dropped)."""
 
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -134,6 +135,16 @@ def test_a_text_file_counts_every_token_of_every_document_without_separators(tmp
         assert got.dtype == np.int64 and got.shape == (PYTHIA_VOCAB,)
         np.testing.assert_array_equal(got, want, err_msg=name)
     assert want[0] == 0  # a file's documents are counted without end-of-text separators
+    templated = json.loads(pythia_tokenizer_file.read_text())  # a tokenizer that starts every text with id 0
+    templated["post_processor"] = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<|endoftext|>",
+                                   "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "pair": [],
+                                   "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [0],
+                                                                        "tokens": ["<|endoftext|>"]}}}
+    (tmp_path / "templated.json").write_text(json.dumps(templated))
+    with_bos = load_tokenizer(tmp_path / "templated.json")
+    assert with_bos("alpha")["input_ids"][0] == 0  # the template is on by default
+    np.testing.assert_array_equal(corpus_counts(str(tmp_path / "c.txt"), with_bos, tmp_path / "templated.json",
+                                                PYTHIA_VOCAB), want)  # counted without the tokens a template adds
     with pytest.raises(FileNotFoundError, match=r"--corpus .*missing\.txt: no such file or run directory; give a text "
                                                 r"file, a run directory or python-docs"):
         corpus_counts(str(tmp_path / "missing.txt"), trajectories_tokenizer, pythia_tokenizer_file, PYTHIA_VOCAB)
@@ -155,12 +166,38 @@ def test_a_run_directory_counts_its_training_split_with_the_tokenizer_its_config
     got = corpus_counts(str(run), load_tokenizer(pythia_tokenizer_file), pythia_tokenizer_file, PYTHIA_VOCAB)
     np.testing.assert_array_equal(got, want)
 
+    moved = dict(data, tokenizer=str(tmp_path / "gone" / "tokenizer.json"))  # the checkpoint's copy counts instead
+    elsewhere = run_directory(tmp_path / "moved", moved, load_corpus(str(text), cache_dir=tmp_path / "cache").corpus_id)
+    np.testing.assert_array_equal(corpus_counts(str(elsewhere), load_tokenizer(pythia_tokenizer_file),
+                                                pythia_tokenizer_file, PYTHIA_VOCAB, pythia_tokenizer_file), want)
+
     other = json.loads(pythia_tokenizer_file.read_text())
     other["added_tokens"].append({**other["added_tokens"][-1], "id": 50277, "content": "<|another|>"})
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match=r"^--corpus .*run: the tokenizer of run .*run differs from the trajectories' "
                                          r"tokenizer; count a corpus of the same model family or give --counts$"):
         corpus_counts(str(run), load_tokenizer(tmp_path / "other.json"), tmp_path / "other.json", PYTHIA_VOCAB)
+    text.write_text("\n\n".join(docs[1:]))  # the corpus changed since training: its split cannot be rebuilt
+    with pytest.raises(ValueError, match=rf"^--corpus {re.escape(str(run))}: the corpus now reads as .*, not .* as in "
+                                         rf"run.json"):
+        corpus_counts(str(run), load_tokenizer(pythia_tokenizer_file), pythia_tokenizer_file, PYTHIA_VOCAB)
+
+
+def test_the_bundled_corpus_counts_its_default_training_split_with_the_tokenizer_given(tmp_path, pythia_tokenizer_file):
+    """python-docs, split as a default run splits it (data.val_fraction 0.05, data.seed 1234, context 128), with the
+    trajectories' tokenizer file; another trajectories tokenizer is refused naming the bundled corpus."""
+    docs = load_corpus("python-docs", cache_dir=default_cache_dir()).documents
+    train, _ = split_documents(docs, 0.05, 1234)
+    want = direct_counts(train, pythia_tokenizer_file, 128, PYTHIA_VOCAB)
+    tok = load_tokenizer(pythia_tokenizer_file)
+    np.testing.assert_array_equal(corpus_counts("python-docs", tok, pythia_tokenizer_file, PYTHIA_VOCAB), want)
+    other = json.loads(pythia_tokenizer_file.read_text())
+    other["added_tokens"].append({**other["added_tokens"][-1], "id": 50277, "content": "<|another|>"})
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r"^--corpus python-docs: the tokenizer of the bundled corpus differs from the "
+                                         r"trajectories' tokenizer; count a corpus of the same model family or give "
+                                         r"--counts$"):
+        corpus_counts("python-docs", load_tokenizer(tmp_path / "other.json"), pythia_tokenizer_file, PYTHIA_VOCAB)
 
 
 @pytest.mark.parametrize("data, kind", [({"source": "synthetic"}, "a synthetic language"),
