@@ -35,10 +35,21 @@ def test_every_option_of_every_verb_has_its_row_with_default_and_help(verb):
             continue
         default = "" if action.default in (None, argparse.SUPPRESS) or action.nargs == 0 else \
             f"`{json.dumps(action.default)}`"
-        row = f"| `{action.option_strings[0]}` | {default} | {' '.join(action.help.split())}"
-        assert row.replace("|", "\\|").replace("\\|", "|", 3) in text or row in text, row
+        described = " ".join(action.help.split()).replace("|", "\\|")  # a pipe in a help text is escaped in its cell
+        row = f"| `{action.option_strings[0]}` | {default} | {described}"
+        assert row in text, row
 
 
 def test_the_reference_is_written_atomically_where_asked(tmp_path):
     out = cli_reference.write(tmp_path / "commands.md")
     assert out.read_text() == cli_reference.render() and [p.name for p in tmp_path.iterdir()] == ["commands.md"]
+
+
+def test_a_help_text_with_a_pipe_or_several_lines_stays_one_table_cell():
+    from lmdynamics.arguments import command_parser
+
+    parser = command_parser("lmdynamics x", "What x does.")
+    parser.add_argument("--mode", type=str, default="a|b", help="a | b,\n  or c")
+    lines = cli_reference.parser_section(parser, "lmdynamics x")
+    assert lines[:4] == ["## `lmdynamics x`", "", "What x does.", ""]
+    assert "| `--mode` | `\"a\\|b\"` | a \\| b, or c |" in lines  # GitHub tables read \\| as | in code too

@@ -30,7 +30,7 @@ def _default(action) -> str:
     """The default as a config file would write it (JSON), or nothing where there is none."""
     if action.default is None or action.default == argparse.SUPPRESS or action.nargs == 0:
         return ""
-    return f"`{json.dumps(action.default)}`"
+    return f"`{_cell(json.dumps(action.default))}`"
 
 
 def _name(action) -> str:
