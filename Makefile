@@ -61,14 +61,16 @@ test-fast: $(STAMP)  ## the fast inner loop (< 3 min here): every test not marke
 # mutants/<module>/report.txt. MODULES="saturation/signals.py ..." runs those modules; MUTANTS="glob ..." only
 # those mutants of them (e.g. MUTANTS='lmdynamics.compare.runs.x_summarize*'); MUTATE_PARALLEL modules at once,
 # MUTATE_JOBS workers each. Registered equivalent mutants are not run (reported as equivalent); CHECK_EQUIVALENTS=1
-# runs them too.
+# runs them too. ELSEWHERE=1 then runs each survivor registered in tests/helpers/killed_elsewhere.py (a DDP or a
+# device line) against the slow or GPU test that kills it, and counts it killed only when that test fails.
 MUTATE_PARALLEL ?= 2
 MUTATE_JOBS ?= 1
 MUTANTS ?=
 CHECK_EQUIVALENTS ?=
+ELSEWHERE ?=
 MODULES ?=
 mutate: $(STAMP)  ## mutation testing, module by module (long: MODULES=... runs a few; durations in the note of issue 27)
-	$(PY) tests/helpers/mutate.py --parallel $(MUTATE_PARALLEL) --jobs $(MUTATE_JOBS) $(if $(CHECK_EQUIVALENTS),--run-equivalents) $(foreach m,$(MUTANTS),--mutants '$(m)') $(MODULES)
+	$(PY) tests/helpers/mutate.py --parallel $(MUTATE_PARALLEL) --jobs $(MUTATE_JOBS) $(if $(CHECK_EQUIVALENTS),--run-equivalents) $(if $(ELSEWHERE),--run-elsewhere) $(foreach m,$(MUTANTS),--mutants '$(m)') $(MODULES)
 
 bench: $(STAMP)  ## benchmarks, printed side by side
 	$(PY) bench/run.py $(ARGS)

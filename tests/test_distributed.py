@@ -23,10 +23,12 @@ def test_ddp_two_processes_measure_once_and_match_one_process(tmp_path):
     common = {"probe": {"num_sequences": 12, "positions": 2, "batch_size": 4}, "trainer.max_steps": 3}
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
-    res = run_cli("fit", "--config", str(tiny_config(one, **common)), "--data.batch_size", "4", "--run.report", "false")
+    peak = ["--model.speed.peak_tflops", "0.001"]  # a CPU has no known peak: MFU is logged against this one
+    res = run_cli("fit", "--config", str(tiny_config(one, **common)), "--data.batch_size", "4", "--run.report", "false",
+                  *peak)
     assert res.returncode == 0, res.stderr[-3000:]
     res = run_cli("fit", "--config", str(tiny_config(two, **common)), "--data.batch_size", "2",
-                  "--trainer.devices", "2", "--trainer.strategy", "ddp", "--run.report", "false",
+                  "--trainer.devices", "2", "--trainer.strategy", "ddp", "--run.report", "false", *peak,
                   env_extra={"MASTER_PORT": str(free_port())})
     assert res.returncode == 0, res.stderr[-3000:]
     a = store.read_table(store.table_path(one / "runs" / "tiny"), latest=False)
@@ -52,6 +54,11 @@ def test_ddp_two_processes_measure_once_and_match_one_process(tmp_path):
     assert (model._merge == "both").all() and {"train_loss", "val_loss", "tokens", "grad_norm"} <= set(model.metric)
     assert (model.tokens_one == model.tokens_two).all() and (model.tokens_two == model.step * 4 * 32).all()
     assert np.allclose(model.value_one, model.value_two, rtol=1e-5, atol=1e-6)
+    # MFU is the global model FLOP rate over the peak of every device: model_tflops / (peak x world size)
+    for table, world in ((a, 1), (b, 2)):
+        speeds = table[table.component.eq("model")].pivot_table(index="step", columns="metric", values="value")
+        assert len(speeds) >= 3
+        assert np.allclose(speeds.mfu, speeds.model_tflops / (0.001 * world), rtol=1e-9)
     assert (two / "runs" / "tiny" / "checkpoints" / "step00000003").is_dir()
 
 
@@ -74,7 +81,7 @@ def test_deepspeed_strategy_end_to_end(tmp_path):
                   "--trajectories.enabled", "true", "--trajectories.num_blocks", "4")
     assert res.returncode == 0, res.stderr[-3000:]
     table = store.read_table(store.table_path(Path(tmp_path) / "runs" / "tiny"))
-    assert {"per", "cka_prev", "cka_final", "kl_uniform", "trajectory_val_ppl"} <= set(table.metric)
+    assert {"per", "cka_prev", "cka_final", "kl_uniform", "trajectory_val_ppl", "train_loss", "val_loss"} <= set(table.metric)
     # DeepSpeed clips and measures the gradient norm itself: the logged norm is its (finite, positive) one
     norms = table[table.metric == "grad_norm"].value
     assert len(norms) and np.isfinite(norms).all() and (norms > 0).all()

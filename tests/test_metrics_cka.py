@@ -269,3 +269,95 @@ def test_streaming_cka_of_batches_without_features_is_nan_like_linear_cka(d1, d2
         metric.update(x, y)
     assert math.isnan(linear_cka(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])))
     assert math.isnan(float(metric.compute()))
+
+
+# --- the same sync in one process: torchmetrics' gather replaced by one that returns every "rank's" state -----
+
+
+def _gather_across(ranks):
+    """A stand-in for ``torch.distributed`` all-gather over metrics ``ranks`` (rank 0 first): asked for one of rank
+    0's state tensors, it returns that state of every rank, as the real gather returns each process's copy."""
+
+    def gather(tensor, group=None):
+        names = [name for name, state in ranks[0].metric_state.items() if state is tensor]
+        assert len(names) == 1, "the gather was asked for a tensor that is not one of the metric's states"
+        return [getattr(metric, names[0]) for metric in ranks]
+
+    return gather
+
+
+@pytest.mark.parametrize("kind", ["streaming-lazy", "streaming-up-front", "streaming-debiased", "minibatch"])
+def test_a_metric_synced_across_ranks_is_the_metric_of_every_ranks_samples(kind):
+    """``compute()`` under DDP combines the ranks' states with each state's ``dist_reduce_fx``: the streaming CKA of
+    uneven shards (70, 133 rows) equals ``linear_cka`` of all 203 rows, the minibatch CKA the ratio of the summed
+    unbiased HSICs of the shards. The gather is simulated in this process (the slow test above runs two), so a
+    wrong reduction (a mean, or none) shows in the fast suite; after ``compute()`` each rank keeps its own state."""
+    x, y = correlated(203, 8, 5, seed=10, shift=3.0)
+    shards = (slice(0, 70), slice(70, None))
+
+    def make():
+        if kind == "minibatch":
+            return MinibatchCKA()
+        up_front = {"dim_x": 8, "dim_y": 5} if kind == "streaming-up-front" else {}
+        return StreamingLinearCKA(debiased=kind == "streaming-debiased", **up_front)
+
+    ranks = [make() for _ in shards]
+    for metric, shard in zip(ranks, shards):
+        metric.update(x[shard][:30], y[shard][:30])
+        if kind != "minibatch":  # the minibatch estimator averages per batch: one batch per rank keeps the reference simple
+            metric.update(x[shard][30:], y[shard][30:])
+    ranks[0].dist_sync_fn = _gather_across(ranks)
+    ranks[0].distributed_available_fn = lambda: True
+    if kind == "minibatch":
+        a, b = (x[:30].numpy(), y[:30].numpy()), (x[70:100].numpy(), y[70:100].numpy())
+        h = [sum(np_hsic1(p @ p.T, q @ q.T) for p, q in pairs) for pairs in
+             ([a, b], [(a[0], a[0]), (b[0], b[0])], [(a[1], a[1]), (b[1], b[1])])]
+        expected = h[0] / np.sqrt(h[1] * h[2])
+    else:
+        expected = linear_cka(x, y, debiased=kind == "streaming-debiased")
+    assert float(ranks[0].compute()) == pytest.approx(expected, rel=1e-9)
+    local = make()
+    local.update(x[:30], y[:30])
+    if kind != "minibatch":
+        local.update(x[30:70], y[30:70])
+    for name, state in ranks[0].metric_state.items():
+        assert torch.equal(state, local.metric_state[name]), name
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_state_allocated_up_front_lets_a_rank_without_a_batch_take_part_in_the_sync(debiased):
+    """With ``dim_x`` and ``dim_y`` the state has its shapes before any batch (zeros), so a DDP rank that saw no batch
+    still syncs, adding nothing: the synced CKA is that of the other rank's samples."""
+    x, y = correlated(60, 8, 5, seed=3, shift=1.0)
+    busy, idle = StreamingLinearCKA(debiased=debiased, dim_x=8, dim_y=5), StreamingLinearCKA(debiased=debiased, dim_x=8, dim_y=5)
+    assert idle.sxx.shape == (8, 8) and idle.sxy.shape == (8, 5) and idle.sy.shape == (5,) and float(idle.n) == 0
+    busy.update(x, y)
+    busy.dist_sync_fn, busy.distributed_available_fn = _gather_across([busy, idle]), (lambda: True)
+    assert float(busy.compute()) == pytest.approx(linear_cka(x, y, debiased=debiased), rel=1e-12)
+
+
+@pytest.mark.parametrize("dims", [{"dim_x": 8}, {"dim_y": 5}])
+def test_one_dimension_alone_allocates_at_the_first_batch(dims):
+    """Both dimensions are needed to allocate up front: one alone leaves the allocation to the first batch, which
+    reads both from the data."""
+    x, y = correlated(60, 8, 5, seed=4)
+    metric = StreamingLinearCKA(**dims)
+    assert metric.sxx.numel() == 0
+    metric.update(x, y)
+    assert float(metric.compute()) == pytest.approx(linear_cka(x, y), rel=1e-12)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_the_streaming_state_stays_on_the_metrics_device_whatever_device_the_batch_comes_from(debiased):
+    """A metric moved to another device (``metric.to(device)``, as Lightning moves a module's metrics to its GPU) keeps
+    its sums there: a batch on the CPU is moved to the metric's device before its moments are taken, and a lazily
+    allocated state is allocated there. PyTorch's ``meta`` device stands in for an accelerator (no values, but
+    shapes and devices), so this runs without a GPU."""
+    x, y = correlated(10, 4, 3, seed=5)
+    for dims in ({}, {"dim_x": 4, "dim_y": 3}):
+        metric = StreamingLinearCKA(debiased=debiased, **dims).to("meta")
+        metric.update(x, y.float())
+        metric.update(x, y)
+        assert {name: state.device.type for name, state in metric.metric_state.items()} == \
+            {name: "meta" for name in metric.metric_state}
+        assert metric.sxx.shape == (4, 4) and metric.sxy.shape == (4, 3)

@@ -3,6 +3,7 @@ so a renamed file or test cannot silently leave a module's mutants without tests
 is valid TOML with the project's shared settings."""
 
 import importlib.util
+import json
 import re
 import tomllib
 
@@ -139,3 +140,69 @@ def test_a_scratch_copy_finds_the_shared_data_where_the_tests_look_for_it(tmp_pa
     if not (ROOT.parent / "shared").is_dir():
         pytest.skip("no ../shared beside this checkout")
     assert (work / "shared" / "data" / "pythia-20b-tokenizer.json").is_file()  # ../shared of work/mutants/
+
+
+def test_every_mutant_killed_elsewhere_names_a_line_of_todays_code_and_a_test_that_exists():
+    """A survivor registered as killed by a slow or GPU test must still match today's code, name a test that exists
+    outside the module's covering selection, and not be argued equivalent as well (no test could kill it then)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+    try:
+        from equivalent_mutants import EQUIVALENT
+        from killed_elsewhere import KILLED_ELSEWHERE
+    finally:
+        sys.path.remove(str(ROOT / "tests" / "helpers"))
+    assert KILLED_ELSEWHERE and len(set(KILLED_ELSEWHERE)) == len(KILLED_ELSEWHERE)
+    assert not {entry[:3] for entry in KILLED_ELSEWHERE} & {entry[:3] for entry in EQUIVALENT}
+    mutate = _mutate()
+    for function, before, after, test in KILLED_ELSEWHERE:
+        assert before != after, function
+        module = re.sub(r"\.x(ǁ\w+ǁ|_)\w+$", "", function)
+        path = module.replace(".", "/") + ".py"
+        stripped = {line.strip() for line in (ROOT / "src" / "lmdynamics" / path).read_text().splitlines()}
+        assert all(line in stripped for line in before.split("\n")), (function, before)
+        file, _, name = test.partition("::")
+        assert (ROOT / file).is_file(), test
+        assert not name or re.search(rf"^def {re.escape(name)}\(", (ROOT / file).read_text(), re.M), test
+        assert mutate.test_path(file.removeprefix("tests/").removesuffix(".py")) not in \
+            [mutate.test_path(t) for t in mutate.COVERING_TESTS[path]], (function, "its test is already covering")
+
+
+@pytest.mark.slow  # generates a module's mutants and runs pytest in subprocesses
+def test_a_mutant_run_elsewhere_reaches_the_processes_its_test_starts(tmp_path, monkeypatch):
+    """``run_elsewhere.run_test`` runs a test on one mutant in mutmut's copy of the project: a test that computes CKA
+    in a child process (as the DDP test's ranks do) passes with no mutant, fails with a mutant of the ratio (so the
+    mutant reached the child), and a test that skips is "not run"."""
+    import subprocess
+    import sys
+
+    mutate = _mutate()
+    work = tmp_path / "scratch"
+    mutate.scratch_copy("metrics/cka.py", work)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    done = subprocess.run([sys.executable, "tests/helpers/skip_equivalents.py"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (work / "mutants" / "tests" / "test_in_a_child.py").write_text(
+        "import subprocess, sys\nimport pytest\n\n\n"
+        "def test_cka_of_a_scaled_copy_is_one_in_a_child_process():\n"
+        "    code = ('import torch; from lmdynamics.metrics.cka import linear_cka; '\n"
+        "            'x = torch.randn(20, 3, dtype=torch.float64); print(linear_cka(x, 2 * x))')\n"
+        "    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)\n"
+        "    assert abs(float(out.stdout) - 1) < 1e-12\n\n\n"
+        "def test_skipped():\n    pytest.skip('needs CUDA')\n")
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "helpers"))
+    monkeypatch.chdir(work)  # mutmut reads its mutants relative to the working directory
+    from mutation_report import changed_lines
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    from run_elsewhere import run_test
+
+    codes = json.loads((work / "mutants/src/lmdynamics/metrics/cka.py.meta").read_text())["exit_code_by_key"]
+    ratio = [name for name in codes if ".x__ratio__" in name and "+    return float(num) * math.sqrt(den_sq)" in
+             changed_lines(get_diff_for_mutant(name, path="src/lmdynamics/metrics/cka.py"))]
+    assert len(ratio) == 1
+    test = "tests/test_in_a_child.py::test_cka_of_a_scaled_copy_is_one_in_a_child_process"
+    assert run_test(test, "")[0] == "survived"
+    assert run_test(test, ratio[0])[0] == "killed"
+    assert run_test("tests/test_in_a_child.py::test_skipped", ratio[0])[0].startswith("not run")

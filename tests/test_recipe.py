@@ -679,6 +679,20 @@ def test_warmup_updates_from_the_fraction():
     assert warmup_steps(1.0, 5) == 5 and warmup_steps(3.0, 5) == 5
 
 
+
+def test_tokens_in_one_update_count_every_micro_batch_of_every_rank():
+    """One optimizer step consumes micro-batch x context x accumulated micro-batches x data-parallel ranks tokens
+    (the ``tokens`` axis of every table): each factor scales it, the world size included."""
+    from types import SimpleNamespace
+
+    from lmdynamics.training.module import step_tokens
+
+    data = SimpleNamespace(batch_size=3, context_length=32)
+    for accumulate in (1, 4):
+        for world in (1, 2, 8):
+            trainer = SimpleNamespace(accumulate_grad_batches=accumulate, world_size=world)
+            assert step_tokens(data, trainer) == 3 * 32 * accumulate * world
+
 def test_the_schedule_of_a_one_update_run():
     """What run.json and the dry run show as the schedule: every field, for a run of one update."""
     module = tiny_module()

@@ -97,6 +97,55 @@ def test_each_switch_reaches_the_objects_that_run(tmp_path):
     assert plain._step_model is plain.model and not plain.configure_optimizers()["optimizer"].defaults["fused"]
 
 
+
+@pytest.mark.parametrize("entry", ["activation_checkpointing_enable", "gradient_checkpointing_enable"])
+def test_activation_checkpointing_gives_the_plain_gradients_and_no_deprecation_warning(tmp_path, monkeypatch, entry):
+    """Activation checkpointing recomputes the layers in the backward pass: one training step's loss and every
+    gradient are the plain model's (to float32 rounding). transformers >= 5.x enables it through
+    ``activation_checkpointing_enable`` (its old name warns that it is deprecated: building warns about nothing
+    here); older versions only have ``gradient_checkpointing_enable``, emulated by removing the new name."""
+    import warnings
+
+    import torch
+    from transformers import PreTrainedModel
+
+    from lmdynamics.training.cli import build_cli
+
+    if entry == "gradient_checkpointing_enable":  # an older transformers: the one entry point, no deprecation
+        monkeypatch.delattr(PreTrainedModel, "activation_checkpointing_enable")
+        monkeypatch.setattr(PreTrainedModel, "gradient_checkpointing_enable",
+                            lambda self, gradient_checkpointing_kwargs=None:
+                            PreTrainedModel._activation_checkpointing_enable(self, gradient_checkpointing_kwargs))
+
+    def one_step(name, *args):
+        (tmp_path / name).mkdir()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            module = build_cli(["fit", "--config", str(tiny_config(tmp_path / name, **QUIET)), "--run.dry_run", "true",
+                                *args]).model
+            module.model = None  # the dry run's model has no weights (meta): build it again, on the CPU
+            torch.manual_seed(0)
+            module.configure_model()
+        deprecations = [str(w.message) for w in seen if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+        assert not [message for message in deprecations if "checkpointing" in message], deprecations
+        return module
+
+    plain = one_step("plain")
+    checkpointed = one_step("checkpointed", "--model.speed.activation_checkpointing", "true")
+    assert checkpointed.model.is_activation_checkpointing and not plain.model.is_activation_checkpointing
+    checkpointed.model.load_state_dict(plain.model.state_dict())
+    batch = torch.randint(0, plain.spec.vocab_size, (2, plain.spec.context_length), generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for name, module in (("plain", plain), ("checkpointed", checkpointed)):
+        module.train()
+        losses[name] = module.lm_loss(batch)
+        losses[name].backward()
+    assert float(losses["checkpointed"]) == pytest.approx(float(losses["plain"]), rel=1e-6)
+    grads = dict(plain.model.named_parameters())
+    for name, p in checkpointed.model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_flops_per_token_counts_a_tied_head_as_a_product():
     """A tied head is stored once but used twice: the lookup (free) and the head's product (6 V d per token).
     The training's model_tflops and the trajectories' FLOPs axis count N alike."""

@@ -73,6 +73,8 @@ REASONS = {
                     "folder does not reach the output (the report test checks the output holds exactly "
                     "saturation.csv, report.md, figures/ and metrics.parquet)",
     # metrics/spectrum.py: how the values are computed, not what
+    "unused-mask": "with the check off (method='gram') the mask of kept Gram values is discarded by the only "
+                   "caller (singular_values: `s, _ = _gram_values(...)`), so its device is never seen",
     "gram-path": "chooses the direct or the chunked, block-triangular Gram product (or its chunk and block sizes): "
                  "both compute the upper triangle of W^T W in float64 that eigvalsh reads, in another summation order "
                  "only (well inside the error bound of the check); memory and time change, not the values",
@@ -115,7 +117,24 @@ REASONS = {
     "falsy-latest": "read_table tests `if latest:`: None and False both keep every row",
     "first-field": "only the first '-'-separated field (the time) is kept, and the '.parquet' suffix lies after "
                    "later fields: removing it, or not, leaves the same first field",
+    # training/module.py (speed switches and logged values)
+    "reentrant": "reentrant and non-reentrant activation checkpointing recompute the same forward in the backward "
+                 "pass: the same loss and gradients (the fast checkpointing test of test_speed and the slow "
+                 "every-loss-to-1e-6 test pass with either); they differ in memory and supported features, not values",
+    "checkpoint-default": "given no kwargs, transformers 5.x checkpoints with use_reentrant=False (the value passed); "
+                          "older versions default to the reentrant variant, which gives the same values (see "
+                          "'reentrant')",
+    "tera": "dividing by 1e12 + 1 instead of 1e12 changes model_tflops by 1e-12 relative, far below every digit "
+            "printed or compared",
+    "lightning-norm": "for clipping by norm, Lightning's own clipping (the super() call) is clip_grad_norm_ over the "
+                      "optimizer's parameters (all of the model's) with the same maximum, after the same pre-clipping "
+                      "norm is measured: the same gradients and the same logged norm",
     # metrics/cka.py
+    "cpu-scalar": "the sample count is a 0-d tensor, and PyTorch lets a 0-d CPU tensor take part in an operation on "
+                  "any device (as a Python number would): made on the CPU or on the batch's device, every sum and "
+                  "ratio it enters is the same, on the same device",
+    "unallocated": "before the first batch the state is only tested for being 2-D (it is not, 1-D of length 0 or 1) "
+                   "and then replaced; compute refuses before any batch either way",
     "square-gram": "k is a Gram matrix (n x n): shape[0] and shape[1] are the same n",
     "count-float32": "the row count of a batch is an integer far below 2^24, exact in float32, and adding it to the "
                      "float64 state promotes it: the same sums",
@@ -284,6 +303,19 @@ REASONS = {
 
 # (function, line before, line after, reason)
 EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ('training.module.xǁLMModuleǁconfigure_gradient_clipping', 'if gradient_clip_algorithm not in (None, "norm"):', 'if gradient_clip_algorithm not in (None, "XXnormXX"):', 'lightning-norm'),
+    ('training.module.xǁLMModuleǁconfigure_model', 'self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})', 'self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=None)', 'checkpoint-default'),
+    ('training.module.xǁLMModuleǁconfigure_model', 'self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})', 'self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})', 'reentrant'),
+    ('training.module.xǁLMModuleǁconfigure_model', 'self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})', 'self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=None)', 'checkpoint-default'),
+    ('training.module.xǁLMModuleǁconfigure_model', 'self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})', 'self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})', 'reentrant'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', '"model_tflops": tokens_per_sec * self.flops_per_token / 1e12,', '"model_tflops": tokens_per_sec * self.flops_per_token / 1000000000001.0,', 'tera'),
+    ('training.module.xǁLMModuleǁon_train_batch_end', 'loss_sum, predicted = self.trainer.strategy.reduce(self._step_loss, reduce_op="sum")  # every rank\'s micro-batches', "loss_sum, predicted = self.trainer.strategy.reduce(self._step_loss, reduce_op=None)  # every rank's micro-batches", 'ratio-reduce'),
+    ('training.module.xǁLMModuleǁon_validation_epoch_end', 'total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")', 'total = self.trainer.strategy.reduce(self._val_sum, reduce_op=None)', 'ratio-reduce'),
+    ('metrics.spectrum.x__gram_values', 'return s, torch.ones(w.shape[:-2], dtype=torch.bool, device=w.device)', 'return s, torch.ones(w.shape[:-2], dtype=torch.bool, device=None)', 'unused-mask'),
+    ('metrics.spectrum.x__gram_values', 'return s, torch.ones(w.shape[:-2], dtype=torch.bool, device=w.device)', 'return s, torch.ones(w.shape[:-2], dtype=torch.bool, )', 'unused-mask'),
+    ('metrics.cka.x__moments', '"n": torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),', '"n": torch.tensor(float(x.shape[0]), dtype=torch.float64, device=None),', 'cpu-scalar'),
+    ('metrics.cka.x__moments', '"n": torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),', '"n": torch.tensor(float(x.shape[0]), dtype=torch.float64, ),', 'cpu-scalar'),
+    ('metrics.cka.xǁStreamingLinearCKAǁ__init__', 'default = torch.zeros(shapes[name] if shapes else (0,), dtype=torch.float64)', 'default = torch.zeros(shapes[name] if shapes else (1,), dtype=torch.float64)', 'unallocated'),
     ('metrics.spectrum.x_w_error', 'd = -1', 'd = -2', 'refused-alike'),
     ('metrics.spectrum.x_gini', 'rank = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)', 'rank = torch.arange(1, n + 1, dtype=None, device=s.device)', 'promote'),
     ('metrics.spectrum.x_gini', 'rank = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)', 'rank = torch.arange(1, n + 1, device=s.device)', 'promote'),

@@ -15,9 +15,11 @@ one worker each keep both cores of a 2-core machine busy through those steps.
 
 Mutants registered equivalent in ``tests/helpers/equivalent_mutants.py`` are marked skipped before the run
 (``skip_equivalents.py``: a survivor costs every covering test) and reported as equivalent, not run;
-``--run-equivalents`` runs them too, to check the registry.
+``--run-equivalents`` runs them too, to check the registry. Survivors that only a test outside the selection can kill
+(several processes, a GPU) are registered in ``tests/helpers/killed_elsewhere.py`` with that test;
+``--run-elsewhere`` (``make mutate ELSEWHERE=1``) runs each against it after the module's run (``run_elsewhere.py``).
 
-Usage: ``python tests/helpers/mutate.py [--parallel M] [--jobs N] [--run-equivalents] [--mutants GLOB]... [MODULE ...]`` (modules as the keys of
+Usage: ``python tests/helpers/mutate.py [--parallel M] [--jobs N] [--run-equivalents] [--run-elsewhere] [--mutants GLOB]... [MODULE ...]`` (modules as the keys of
 ``COVERING_TESTS``, e.g. ``saturation/signals.py``; none = all). ``--mutants`` takes mutmut's mutant-name globs,
 e.g. ``'lmdynamics.compare.runs.x_summarize*'``.
 """
@@ -46,7 +48,10 @@ COVERING_TESTS: dict[str, tuple[str, ...]] = {
     "metrics/spectrum.py": ("test_metrics_spectrum", "test_metrics_edges", "test_properties",
                             "test_gini::test_gini_closed_forms_and_the_pairwise_definition"),
     "metrics/trends.py": ("test_metrics_trends", "test_trajectories_classify"),
-    "training/module.py": ("test_recipe",),
+    # the speed switches of configure_model: the fast tests that build each switch's objects (~2.5 s) and take one
+    # checkpointed step (~5 s)
+    "training/module.py": ("test_recipe", "test_speed::test_each_switch_reaches_the_objects_that_run",
+                           "test_speed::test_activation_checkpointing_gives_the_plain_gradients_and_no_deprecation_warning"),
     "training/resume.py": ("test_resume_pruning", "test_resume_when"),  # test_resume is all slow (kill tests)
     "store.py": ("test_store",),
     "summaries.py": ("test_summaries",),
@@ -174,9 +179,11 @@ def scratch_copy(module: str, work: Path) -> None:
     (work / "pyproject.toml").write_text(text.replace(marker, marker + mutmut_block(module), 1))
 
 
-def run_module(module: str, jobs: int, mutants: list[str], run_equivalents: bool = False) -> tuple[float, str]:
+def run_module(module: str, jobs: int, mutants: list[str], run_equivalents: bool = False,
+               run_elsewhere: bool = False) -> tuple[float, str]:
     """Mutation-test one module; returns (seconds of ``mutmut run``, the report's score line). Registered
-    equivalent mutants are marked skipped first (``skip_equivalents.py``) unless ``run_equivalents``."""
+    equivalent mutants are marked skipped first (``skip_equivalents.py``) unless ``run_equivalents``; with
+    ``run_elsewhere``, the survivors registered as killed elsewhere then run against their test (``run_elsewhere.py``)."""
     work = ROOT / "mutants" / module.removesuffix(".py").replace("/", ".")
     scratch_copy(module, work)
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE",
@@ -191,6 +198,10 @@ def run_module(module: str, jobs: int, mutants: list[str], run_equivalents: bool
         if done.returncode == 0:
             done = subprocess.run([mutmut, "run", "--max-children", str(jobs), *mutants], cwd=work, env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode == 0 and run_elsewhere:
+            log.flush()
+            done = subprocess.run([sys.executable, str(work / "tests/helpers/run_elsewhere.py")], cwd=work,
+                                  env={**env, "LMDYNAMICS_MUTATE": ""}, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.monotonic() - start
     if done.returncode != 0:
         tail = (work / "run.log").read_text(errors="replace")[-3000:]
@@ -216,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a mutmut mutant-name glob (repeatable; default: every mutant of the modules)")
     parser.add_argument("--run-equivalents", action="store_true",
                         help="run the registered equivalent mutants too (default: marked skipped, not run)")
+    parser.add_argument("--run-elsewhere", action="store_true",
+                        help="run the survivors registered in killed_elsewhere.py against their (slow or GPU) test")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in COVERING_TESTS]
     if unknown:
@@ -225,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     modules = largest_first(args.modules or list(COVERING_TESTS))
     total, start = 0.0, time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        runs = {pool.submit(run_module, module, args.jobs, args.mutants, args.run_equivalents): module for module in modules}
+        runs = {pool.submit(run_module, module, args.jobs, args.mutants, args.run_equivalents,
+                                args.run_elsewhere): module for module in modules}
         for run in concurrent.futures.as_completed(runs):
             module = runs[run]
             try:

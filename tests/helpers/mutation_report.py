@@ -6,6 +6,9 @@ mutant is *equivalent* when ``tests/helpers/equivalent_mutants.py`` names its fu
 argument why no test can tell it from the original; it is listed with that argument, apart from the survivors.
 A survivor whose change lies wholly inside the ``help=`` text of an option is listed apart too, as *help text*:
 it stays a survivor in the score, but it changes no number a user sees (the survivors that can are the rest).
+A survivor registered in ``tests/helpers/killed_elsewhere.py`` (a line only several processes or a GPU run) is listed
+apart with the test that kills it, and counted killed only where ``run_elsewhere.py`` ran that test on it and the
+test failed (``mutants/elsewhere.json``, written by ``make mutate ELSEWHERE=1``).
 """
 
 import io
@@ -19,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from equivalent_mutants import equivalence  # noqa: E402
+from killed_elsewhere import killer  # noqa: E402
 
 
 def mutmut(*args: str) -> str:
@@ -41,12 +45,22 @@ def function_of(name: str) -> str:
     return name.rsplit("__mutmut_", 1)[0].removeprefix("lmdynamics.")
 
 
+def before_after(diff: str) -> tuple[str, str]:
+    """The removed and the added lines of a change (as ``change`` lists them), stripped and joined by newlines: the
+    ``before`` and ``after`` by which the registries name a mutant."""
+    lines = [ln.strip() for ln in diff.splitlines()]
+    return ("\n".join(ln[1:].strip() for ln in lines if ln.startswith("-")),
+            "\n".join(ln[1:].strip() for ln in lines if ln.startswith("+")))
+
+
 def why_equivalent(name: str, diff: str) -> str | None:
     """The registered argument that mutant ``name`` (its change ``diff``) is equivalent, else None."""
-    lines = [ln.strip() for ln in diff.splitlines()]
-    before = "\n".join(ln[1:].strip() for ln in lines if ln.startswith("-"))
-    after = "\n".join(ln[1:].strip() for ln in lines if ln.startswith("+"))
-    return equivalence(function_of(name), before, after)
+    return equivalence(function_of(name), *before_after(diff))
+
+
+def elsewhere(name: str, diff: str) -> str | None:
+    """The test outside the covering selection registered to kill mutant ``name`` (its change ``diff``), else None."""
+    return killer(function_of(name), *before_after(diff))
 
 
 def _tokens(code: str) -> list[tuple[int, str]]:
@@ -110,6 +124,11 @@ def main() -> int:
         raise SystemExit(f"mutation_report: skipped but not a registered equivalent: {', '.join(unregistered_skips)}")
     for name in equivalent:
         status[name] = "equivalent"
+    ran = json.loads(Path("mutants/elsewhere.json").read_text()) if Path("mutants/elsewhere.json").is_file() else {}
+    killers = {n: test for n in listed if status[n] == "survived" and (test := elsewhere(n, diffs[n])) is not None}
+    for name in killers:
+        if ran.get(name) == "killed":
+            status[name] = "killed elsewhere"
     help_only = {n for n in listed if status[n] == "survived" and help_text_only(diffs[n])}
     counts = Counter(status.values())
     if equivalent:
@@ -122,25 +141,33 @@ def main() -> int:
         print(f"\nsurvived, help text only ({len(help_only)}): the change is inside an option's help=, no number changes")
         for name in sorted(help_only):
             print(f"  {name}\n{diffs[name]}")
+    if killers:
+        verified = sum(status[n] == "killed elsewhere" for n in killers)
+        print(f"\nkilled elsewhere ({verified} of {len(killers)} run and killed here; the rest stay survivors in the score): "
+              "a test outside the covering selection (several processes, or a GPU) kills each; make mutate ELSEWHERE=1 "
+              "runs it")
+        for name, test in sorted(killers.items()):
+            print(f"  {name} ({ran.get(name, 'not run: make mutate ELSEWHERE=1 runs it')})\n{diffs[name]}\n      by: {test}")
     for kind in ("survived", "no tests", "suspicious"):
-        names = sorted(n for n, s in status.items() if s == kind and n not in help_only)
+        names = sorted(n for n, s in status.items() if s == kind and n not in help_only and n not in killers)
         if names:
             print(f"\n{kind}{' (help text apart)' if kind == 'survived' and help_only else ''} ({len(names)}):")
             for name in names:
                 print(f"  {name}\n{diffs[name]}")
     print("\nper module (killed / considered, equivalent mutants not considered):")
     for module, states in sorted(per_module(status).items()):
-        done = states["killed"] + states["timeout"]
+        done = states["killed"] + states["timeout"] + states["killed elsewhere"]
         considered = done + states["survived"] + states["no tests"] + states["suspicious"]
         helps = sum(1 for n in help_only if n.rsplit(".", 1)[0] == module)
         print(f"  {module}: {done}/{considered} = {done / max(1, considered):.1%}"
-              + "".join(f", {k}: {states[k]}" for k in ("equivalent", "survived", "no tests", "suspicious")
+              + "".join(f", {k}: {states[k]}" for k in ("equivalent", "killed elsewhere", "survived", "no tests", "suspicious")
                         if states[k]) + (f" (help text only: {helps})" if helps else ""))
-    killed = stats["killed"] + stats["timeout"]
-    considered = killed + stats["survived"] - (len(equivalent) - len(not_run)) + stats["no_tests"] + stats["suspicious"]
+    elsewhere_killed = sum(status[n] == "killed elsewhere" for n in killers)
+    killed = stats["killed"] + stats["timeout"] + elsewhere_killed
+    considered = stats["killed"] + stats["timeout"] + stats["survived"] - (len(equivalent) - len(not_run)) + stats["no_tests"] + stats["suspicious"]
     print(f"\nmutants: {stats['total']}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     print(f"mutation score: {killed}/{considered} = {killed / max(1, considered):.1%} killed"
-          + (f"; survivors outside help texts: {stats['survived'] - (len(equivalent) - len(not_run)) - len(help_only)}"
+          + (f"; survivors outside help texts: {stats['survived'] - (len(equivalent) - len(not_run)) - len(help_only) - elsewhere_killed}"
              if help_only else ""))
     return 0
 
