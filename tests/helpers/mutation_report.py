@@ -159,9 +159,11 @@ def main() -> int:
         done = states["killed"] + states["timeout"] + states["killed elsewhere"]
         considered = done + states["survived"] + states["no tests"] + states["suspicious"]
         helps = sum(1 for n in help_only if n.rsplit(".", 1)[0] == module)
+        pending = sum(1 for n in killers if status[n] == "survived" and n.rsplit(".", 1)[0] == module)
         print(f"  {module}: {done}/{considered} = {done / max(1, considered):.1%}"
               + "".join(f", {k}: {states[k]}" for k in ("equivalent", "killed elsewhere", "survived", "no tests", "suspicious")
-                        if states[k]) + (f" (help text only: {helps})" if helps else ""))
+                        if states[k]) + (f" (help text only: {helps})" if helps else "")
+              + (f" (registered as killed elsewhere, not killed in this run: {pending})" if pending else ""))
     elsewhere_killed = sum(status[n] == "killed elsewhere" for n in killers)
     killed = stats["killed"] + stats["timeout"] + elsewhere_killed
     considered = stats["killed"] + stats["timeout"] + stats["survived"] - (len(equivalent) - len(not_run)) + stats["no_tests"] + stats["suspicious"]
