@@ -1,13 +1,13 @@
 """Survivors of ``make mutate``'s fast covering tests that a test outside that selection kills, and that test.
 
 Two kinds of line cannot be told apart by a fast test in one CPU process: what only several processes run (a DDP
-reduction over ranks, a token count times the world size: ``tests/test_distributed.py``, 2 processes over gloo,
+reduction over ranks, MFU over the world size: ``tests/test_distributed.py``, 2 processes over gloo,
 slow) and where a tensor is placed (without ``device=`` a tensor lands on the CPU, which on a CPU-only machine is the
 input's device anyway: ``tests/test_metrics_on_gpu.py`` and the GPU tests, marked ``gpu``). Such a mutant is
 registered here, as in ``equivalent_mutants.py`` (the mutated function, the exact line before and after), with the
 test that kills it. ``mutation_report.py`` lists it apart as *killed elsewhere* with that test, and counts it killed
 only where ``make mutate ELSEWHERE=1`` (``run_elsewhere.py``) ran the test on the mutant and the test failed; a
-``gpu`` test without CUDA is "not run (needs CUDA)" and the mutant stays a survivor in the score.
+``gpu`` test skips without CUDA, so there its mutants are "not run" and stay survivors in the score.
 """
 
 from __future__ import annotations
