@@ -12,11 +12,20 @@ import pytest
 from tests.helpers.cli import ROOT
 
 
-def _mutate():
-    spec = importlib.util.spec_from_file_location("mutate_helper", ROOT / "tests" / "helpers" / "mutate.py")
+def _helper(name: str):
+    """``tests/helpers/<name>.py``, loaded as a module."""
+    spec = importlib.util.spec_from_file_location(f"{name}_helper", ROOT / "tests" / "helpers" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _mutate():
+    return _helper("mutate")
+
+
+def _report():
+    return _helper("mutation_report")
 
 
 def test_every_module_and_covering_test_exists():
@@ -48,9 +57,7 @@ def test_the_table_of_one_module_is_the_shared_one_plus_the_module_and_its_tests
 def test_help_text_survivors_are_told_from_the_rest():
     """Only a change wholly inside an option's help= strings is help text; a default, a keyword, a string
     elsewhere on the line or a changed help= keyword is not."""
-    spec = importlib.util.spec_from_file_location("mutation_report", ROOT / "tests" / "helpers" / "mutation_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = _report()
 
     def diff(before, after):  # as mutmut show prints a change, each line of a statement marked
         return "\n".join([f"      -    {ln}" for ln in before.split("\n")] + [f"      +    {ln}" for ln in after.split("\n")])
@@ -67,13 +74,30 @@ def test_help_text_survivors_are_told_from_the_rest():
     assert not report.help_text_only(diff(line, line))
 
 
+def test_a_mutant_whose_tests_crash_is_killed_and_every_mutant_is_in_the_score():
+    """A covering run that aborts (SIGABRT, as ARPACK does on a start vector of the wrong size) or segfaults fails
+    the suite: killed, named with its signal. mutmut files these under "suspicious" (any code it does not know) and
+    "segfault" (-11, and -9 too): neither may drop out of the score. A run killed by SIGKILL (-9: the machine's
+    out-of-memory killer as likely as the mutant) is not counted killed, but stays in the score as a survivor would."""
+    report = _report()
+    a, b = "lmdynamics.a.x_f__mutmut_", "lmdynamics.b.x_g__mutmut_"
+    mutmut_state = {a + "1": "killed", a + "2": "suspicious", a + "3": "segfault", a + "4": "segfault",
+                    a + "5": "survived", a + "6": "suspicious", b + "1": "timeout", b + "2": "equivalent",
+                    b + "3": "no tests"}
+    codes = {a + "1": 1, a + "2": -6, a + "3": -11, a + "4": -9, a + "5": 0, a + "6": 77, b + "1": 36, b + "2": 0,
+             b + "3": 33}
+    crashed = report.crashes(mutmut_state, codes)
+    assert crashed == {a + "2": "SIGABRT", a + "3": "SIGSEGV"}
+    status = {n: ("crashed" if n in crashed else s) for n, s in mutmut_state.items()}
+    per = {m: report.score(states) for m, states in report.per_module(status).items()}
+    assert per == {"lmdynamics.a": (3, 6), "lmdynamics.b": (1, 2)}  # the equivalent is left out of b
+    assert report.score(report.Counter(status.values())) == (4, 8)
+
+
 def test_every_equivalent_mutant_names_a_line_of_todays_code_and_a_reason():
     """A registered equivalent mutant whose original line has changed would silently stop matching: each entry's
     line(s) must still be in its module, with a known reason, once."""
-    spec = importlib.util.spec_from_file_location("equivalent_mutants",
-                                                  ROOT / "tests" / "helpers" / "equivalent_mutants.py")
-    registry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(registry)
+    registry = _helper("equivalent_mutants")
     assert len(set(registry.EQUIVALENT)) == len(registry.EQUIVALENT)
     for function, before, after, reason in registry.EQUIVALENT:
         assert reason in registry.REASONS and before != after, (function, before)

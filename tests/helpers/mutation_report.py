@@ -9,6 +9,8 @@ it stays a survivor in the score, but it changes no number a user sees (the surv
 A survivor registered in ``tests/helpers/killed_elsewhere.py`` (a line only several processes or a GPU run) is listed
 apart with the test that kills it, and counted killed only where ``run_elsewhere.py`` ran that test on it and the
 test failed (``mutants/elsewhere.json``, written by ``make mutate ELSEWHERE=1``).
+A mutant whose covering run died of SIGABRT or SIGSEGV failed the suite as surely as a failed assertion: it is
+*crashed*, counted killed and listed with its signal (mutmut files it as "suspicious" or "segfault").
 """
 
 import io
@@ -97,6 +99,32 @@ def help_text_only(diff: str) -> bool:
     return True
 
 
+CRASH_SIGNALS = {-6: "SIGABRT", 134: "SIGABRT", -11: "SIGSEGV", 139: "SIGSEGV"}  # as a child, and as a shell reports it
+KILLED = ("killed", "timeout", "killed elsewhere", "crashed")
+NOT_KILLED = ("survived", "no tests", "suspicious", "segfault")  # segfault: mutmut's name for SIGKILL (-9) too
+
+
+def exit_codes() -> dict[str, int]:
+    """``{mutant: exit code of its covering run}`` from mutmut's ``.meta`` files."""
+    codes: dict[str, int] = {}
+    for meta in Path("mutants").rglob("*.meta"):
+        codes.update(json.loads(meta.read_text()).get("exit_code_by_key", {}))
+    return codes
+
+
+def crashes(status: dict[str, str], codes: dict[str, int]) -> dict[str, str]:
+    """``{mutant: signal}`` of the mutants mutmut could not class whose covering run aborted or segfaulted. SIGKILL
+    (-9) is left out: the machine's out-of-memory killer sends it as readily as a mutant provokes it."""
+    return {n: CRASH_SIGNALS[codes[n]] for n, s in status.items()
+            if s in ("suspicious", "segfault") and codes.get(n) in CRASH_SIGNALS}
+
+
+def score(states: Counter) -> tuple[int, int]:
+    """(killed, considered) of a count of mutant states: every state but the equivalent ones is considered."""
+    killed = sum(states[k] for k in KILLED)
+    return killed, killed + sum(states[k] for k in NOT_KILLED)
+
+
 def per_module(status: dict[str, str]) -> dict[str, Counter]:
     """``{module: Counter(state)}`` of mutant states."""
     out: dict[str, Counter] = {}
@@ -113,7 +141,7 @@ def main() -> int:
         name, _, state = line.strip().rpartition(": ")
         if name:
             status[name] = state
-    listed = sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious", "skipped"))
+    listed = sorted(n for n, s in status.items() if s in ("survived", "no tests", "suspicious", "segfault", "skipped"))
     with ThreadPoolExecutor(4) as pool:
         diffs = dict(zip(listed, pool.map(change, listed)))  # one `mutmut show` per listed mutant
     equivalent = {n: why for n in listed if status[n] in ("survived", "skipped")
@@ -130,6 +158,9 @@ def main() -> int:
         if ran.get(name) == "killed":
             status[name] = "killed elsewhere"
     help_only = {n for n in listed if status[n] == "survived" and help_text_only(diffs[n])}
+    crashed = crashes(status, exit_codes())
+    for name in crashed:
+        status[name] = "crashed"
     counts = Counter(status.values())
     if equivalent:
         print(f"\nequivalent ({len(equivalent)}): no test can tell them from the original"
@@ -148,7 +179,11 @@ def main() -> int:
               "runs it")
         for name, test in sorted(killers.items()):
             print(f"  {name} ({ran.get(name, 'not run: make mutate ELSEWHERE=1 runs it')})\n{diffs[name]}\n      by: {test}")
-    for kind in ("survived", "no tests", "suspicious"):
+    if crashed:
+        print(f"\ncrashed ({len(crashed)}): the covering tests died of a signal, the suite fails: counted killed")
+        for name, signal in sorted(crashed.items()):
+            print(f"  {name} ({signal})\n{diffs[name]}")
+    for kind in ("survived", "no tests", "suspicious", "segfault"):
         names = sorted(n for n, s in status.items() if s == kind and n not in help_only and n not in killers)
         if names:
             print(f"\n{kind}{' (help text apart)' if kind == 'survived' and help_only else ''} ({len(names)}):")
@@ -156,21 +191,17 @@ def main() -> int:
                 print(f"  {name}\n{diffs[name]}")
     print("\nper module (killed / considered, equivalent mutants not considered):")
     for module, states in sorted(per_module(status).items()):
-        done = states["killed"] + states["timeout"] + states["killed elsewhere"]
-        considered = done + states["survived"] + states["no tests"] + states["suspicious"]
+        done, considered = score(states)
         helps = sum(1 for n in help_only if n.rsplit(".", 1)[0] == module)
         pending = sum(1 for n in killers if status[n] == "survived" and n.rsplit(".", 1)[0] == module)
         print(f"  {module}: {done}/{considered} = {done / max(1, considered):.1%}"
-              + "".join(f", {k}: {states[k]}" for k in ("equivalent", "killed elsewhere", "survived", "no tests", "suspicious")
+              + "".join(f", {k}: {states[k]}" for k in ("equivalent", "killed elsewhere", "crashed", *NOT_KILLED)
                         if states[k]) + (f" (help text only: {helps})" if helps else "")
               + (f" (registered as killed elsewhere, not killed in this run: {pending})" if pending else ""))
-    elsewhere_killed = sum(status[n] == "killed elsewhere" for n in killers)
-    killed = stats["killed"] + stats["timeout"] + elsewhere_killed
-    considered = stats["killed"] + stats["timeout"] + stats["survived"] - (len(equivalent) - len(not_run)) + stats["no_tests"] + stats["suspicious"]
+    killed, considered = score(counts)
     print(f"\nmutants: {stats['total']}  " + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     print(f"mutation score: {killed}/{considered} = {killed / max(1, considered):.1%} killed"
-          + (f"; survivors outside help texts: {stats['survived'] - (len(equivalent) - len(not_run)) - len(help_only) - elsewhere_killed}"
-             if help_only else ""))
+          + (f"; survivors outside help texts: {counts['survived'] - len(help_only)}" if help_only else ""))
     return 0
 
 
