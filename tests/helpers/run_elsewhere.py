@@ -50,7 +50,9 @@ def main() -> int:
         outcome = checked[test][0] if checked[test][0].startswith("not run") else run_test(test, name)[0]
         outcomes[name] = outcome
         print(f"{name}: {outcome} by {test}", flush=True)
-    Path("mutants/elsewhere.json").write_text(json.dumps(outcomes, indent=1) + "\n")
+    partial = Path("mutants/elsewhere.json.partial")  # the report never reads a half-written file
+    partial.write_text(json.dumps(outcomes, indent=1) + "\n")
+    partial.replace("mutants/elsewhere.json")
     print(f"run_elsewhere: {sum(v == 'killed' for v in outcomes.values())} of {len(outcomes)} registered survivor(s) "
           "killed by their test")
     return 0
