@@ -361,3 +361,15 @@ def test_the_streaming_state_stays_on_the_metrics_device_whatever_device_the_bat
         assert {name: state.device.type for name, state in metric.metric_state.items()} == \
             {name: "meta" for name in metric.metric_state}
         assert metric.sxx.shape == (4, 4) and metric.sxy.shape == (4, 3)
+
+
+def test_the_minibatch_state_stays_on_the_metrics_device_whatever_device_the_batch_comes_from():
+    """As for the streaming CKA: both sides of a CPU batch are moved to the metric's device (``meta`` standing in for
+    an accelerator) before their Gram matrices meet; one side left behind meets the other on another device and
+    raises."""
+    x, y = correlated(10, 4, 3, seed=6)
+    metric = MinibatchCKA().to("meta")
+    metric.update(x, y.float())
+    metric.update(x.float(), y)
+    assert {name: state.device.type for name, state in metric.metric_state.items()} == \
+        {name: "meta" for name in metric.metric_state}

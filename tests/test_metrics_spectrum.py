@@ -353,3 +353,23 @@ def test_a_non_finite_matrix_leaves_the_others_of_its_stack_to_the_method_asked(
     assert torch.equal(got[[0, 2]], singular_values(stack[[0, 2]], method=method))
     if method == "gram":  # so the check above tells the methods apart on this matrix
         assert not torch.allclose(got[0], singular_values(ill, method="auto"), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(3000, 200), (200, 3000), (12000, 48)])
+def test_every_tensor_the_chunked_paths_make_is_on_the_matrixs_device(shape):
+    """The chunked Gram (both block widths) and the chunked QR of a big matrix, and the empty spectrum of a matrix
+    with a zero dimension, stay on the matrix's device. PyTorch's ``meta`` device stands in for an accelerator (shapes
+    and devices, no values): a tensor made on the CPU by mistake meets the matrix's chunks and raises, or comes back
+    on the CPU. The paths with a data-dependent branch (the finiteness and accuracy checks) cannot run on ``meta``:
+    tests/test_metrics_on_gpu.py covers them on a GPU."""
+    w = torch.empty(shape, device="meta")
+    assert w.numel() > spectrum._CHUNK_ELEMENTS and max(shape) >= 2 * min(shape)  # both chunked paths are taken
+    tall = w if shape[0] >= shape[1] else w.mT
+    k = min(shape)
+    gram = spectrum._gram(tall)
+    assert gram.device.type == "meta" and gram.shape == (k, k) and gram.dtype == torch.float64
+    s = spectrum._svdvals64(w)
+    assert s.device.type == "meta" and s.shape == (k,) and s.dtype == torch.float64
+    for empty in (torch.empty(0, 5, device="meta"), torch.empty(3, 4, 0, device="meta")):
+        s = singular_values(empty)
+        assert s.device.type == "meta" and s.shape == (*empty.shape[:-2], 0)

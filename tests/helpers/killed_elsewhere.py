@@ -3,7 +3,8 @@
 Two kinds of line cannot be told apart by a fast test in one CPU process: what only several processes run (a DDP
 reduction over ranks, MFU over the world size: ``tests/test_distributed.py``, 2 processes over gloo,
 slow) and where a tensor is placed (without ``device=`` a tensor lands on the CPU, which on a CPU-only machine is the
-input's device anyway: ``tests/test_metrics_on_gpu.py`` and the GPU tests, marked ``gpu``). Such a mutant is
+input's device anyway, and a line behind a branch on the values cannot run on PyTorch's ``meta`` device, which
+checks devices without values: ``tests/test_metrics_on_gpu.py`` and the GPU tests, marked ``gpu``). Such a mutant is
 registered here, as in ``equivalent_mutants.py`` (the mutated function, the exact line before and after), with the
 test that kills it. ``mutation_report.py`` lists it apart as *killed elsewhere* with that test, and counts it killed
 only where ``make mutate ELSEWHERE=1`` (``run_elsewhere.py``) ran the test on the mutant and the test failed; a
@@ -33,21 +34,13 @@ KILLED_ELSEWHERE: list[tuple[str, str, str, str]] = [
     ('training.module.xǁLMModuleǁtraining_step', 'torch.tensor(float(predicted), dtype=torch.float64, device=self.device)])', 'torch.tensor(float(predicted), dtype=torch.float64, )])', GPU_TRAINING),
     ('training.module.xǁLMModuleǁvalidation_step', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), dtype=torch.float64, device=self.device)])', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), dtype=torch.float64, device=None)])', GPU_TRAINING),
     ('training.module.xǁLMModuleǁvalidation_step', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), dtype=torch.float64, device=self.device)])', 'self._val_sum += torch.stack([loss.detach().double() * batch.size(0), torch.tensor(float(batch.size(0)), dtype=torch.float64, )])', GPU_TRAINING),
-    # a tensor made on the CPU: a GPU run raises (a CPU tensor mixed with a CUDA one) or returns it on the CPU
-    ('metrics.spectrum.x__gram', 'g = torch.zeros(n, n, dtype=torch.float64, device=w.device)', 'g = torch.zeros(n, n, dtype=torch.float64, device=None)', METRICS_ON_GPU),
-    ('metrics.spectrum.x__gram', 'g = torch.zeros(n, n, dtype=torch.float64, device=w.device)', 'g = torch.zeros(n, n, dtype=torch.float64, )', METRICS_ON_GPU),
-    ('metrics.spectrum.x__svdvals64', 'r = torch.zeros(0, k, dtype=torch.float64, device=w.device)', 'r = torch.zeros(0, k, dtype=torch.float64, device=None)', METRICS_ON_GPU),
-    ('metrics.spectrum.x__svdvals64', 'r = torch.zeros(0, k, dtype=torch.float64, device=w.device)', 'r = torch.zeros(0, k, dtype=torch.float64, )', METRICS_ON_GPU),
+    # a tensor made on the CPU: a GPU run raises (a CPU tensor mixed with a CUDA one) or returns it on the CPU. Only
+    # lines behind a data-dependent branch are here: the others are killed on the CPU by tests that run them on PyTorch's
+    # `meta` device (tests/test_metrics_spectrum.py, tests/test_metrics_cka.py), which checks devices without values
     ('metrics.spectrum.x_gini', 'rank = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)', 'rank = torch.arange(1, n + 1, dtype=s.dtype, device=None)', METRICS_ON_GPU),
     ('metrics.spectrum.x_gini', 'rank = torch.arange(1, n + 1, dtype=s.dtype, device=s.device)', 'rank = torch.arange(1, n + 1, dtype=s.dtype, )', METRICS_ON_GPU),
-    ('metrics.spectrum.x_singular_values', 'return torch.zeros(*batch, 0, dtype=torch.float64, device=w.device)', 'return torch.zeros(*batch, 0, dtype=torch.float64, device=None)', METRICS_ON_GPU),
-    ('metrics.spectrum.x_singular_values', 'return torch.zeros(*batch, 0, dtype=torch.float64, device=w.device)', 'return torch.zeros(*batch, 0, dtype=torch.float64, )', METRICS_ON_GPU),
     ('metrics.spectrum.x_singular_values', 'out = torch.full((*batch, k), float("nan"), dtype=torch.float64, device=w.device)', 'out = torch.full((*batch, k), float("nan"), dtype=torch.float64, device=None)', METRICS_ON_GPU),
     ('metrics.spectrum.x_singular_values', 'out = torch.full((*batch, k), float("nan"), dtype=torch.float64, device=w.device)', 'out = torch.full((*batch, k), float("nan"), dtype=torch.float64, )', METRICS_ON_GPU),
-    ('metrics.cka.xǁMinibatchCKAǁupdate', 'x = x.to(device=self.batches.device, dtype=torch.float64)', 'x = x.to(device=None, dtype=torch.float64)', METRICS_ON_GPU),
-    ('metrics.cka.xǁMinibatchCKAǁupdate', 'x = x.to(device=self.batches.device, dtype=torch.float64)', 'x = x.to(dtype=torch.float64)', METRICS_ON_GPU),
-    ('metrics.cka.xǁMinibatchCKAǁupdate', 'y = y.to(device=self.batches.device, dtype=torch.float64)', 'y = y.to(device=None, dtype=torch.float64)', METRICS_ON_GPU),
-    ('metrics.cka.xǁMinibatchCKAǁupdate', 'y = y.to(device=self.batches.device, dtype=torch.float64)', 'y = y.to(dtype=torch.float64)', METRICS_ON_GPU),
 ]
 
 _INDEX = {(function, before, after): test for function, before, after, test in KILLED_ELSEWHERE}
