@@ -4,7 +4,9 @@ On the CPU, a tensor made without ``device=`` lands on the input's device anyway
 missing ``device=`` apart: there it raises (a CPU tensor mixed with a CUDA one) or returns a CPU result. These
 tests are marked ``gpu`` (skipped without CUDA) and reach each place where the metrics make a tensor: the empty
 and non-finite spectra, the chunked Gram matrix of a big matrix, the chunked QR of a big tall one, the Gini
-ranks, and the CKA metrics fed from the other device. ``make mutate`` lists the mutants that only these tests see.
+ranks, and the CKA metrics fed from the other device. The lines reached before any branch on the values are also
+checked on the CPU on PyTorch's ``meta`` device (tests/test_metrics_spectrum.py, tests/test_metrics_cka.py);
+``make mutate`` lists the mutants that only these tests see (the non-finite spectra and the Gini ranks).
 """
 
 import pytest
